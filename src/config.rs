@@ -1,0 +1,154 @@
+//! Worker configuration, read once per isolate from vars and secrets and validated.
+//! Production code may rely on every field being valid.
+//!
+//! | name | kind | default | meaning |
+//! |---|---|---|---|
+//! | `ORIGIN_URL` | var | — | `redis://` / `rediss://` (RESP over TCP) or `http(s)://` (JSON command API) |
+//! | `ORIGIN_HTTP_DIALECT` | var | `dragonfly` | `dragonfly` (`/api`, Basic auth) or `upstash` (Bearer) |
+//! | `ORIGIN_PASSWORD` | secret | none | RESP AUTH password, Dragonfly requirepass, or the Upstash token |
+//! | `ORIGIN_TIMEOUT_MS` | var | 1500 | bound on every origin call |
+//! | `IDENTITY_SECRET` | secret | — | HMAC key for identity tokens, at least 16 bytes |
+//! | `OPERATOR_TOKEN` | secret | none | bearer token for `GET /api/stats`; stats are off without it |
+//! | `EDGE_CACHE_MS` | var | 1000 | how long an event snapshot is used before a refresh |
+//! | `RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST` | var | 5 / 10 | per-user token bucket for purchases (0 = off) |
+//! | `MAX_BODY_BYTES` | var | 4096 | purchase body cap |
+//! | `DEV_SIGNIN` | var | `false` | `true` enables `POST /api/dev/session` (never in production) |
+
+use crate::edge::EdgeConfig;
+use crate::origin::http::{Dialect, HttpConfig};
+use crate::origin::resp::RespConfig;
+use crate::token::MIN_SECRET_LEN;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum OriginConfig {
+    Resp(RespConfig),
+    Http(HttpConfig),
+}
+
+impl OriginConfig {
+    /// `resp`, `http-dragonfly` or `http-upstash`, for health and logs.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            OriginConfig::Resp(_) => "resp",
+            OriginConfig::Http(h) if h.dialect == Dialect::Upstash => "http-upstash",
+            OriginConfig::Http(_) => "http-dragonfly",
+        }
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        match self {
+            OriginConfig::Resp(r) => r.timeout_ms,
+            OriginConfig::Http(h) => h.timeout_ms,
+        }
+    }
+
+    pub fn parse(url: &str, dialect: &str, password: Option<String>, timeout_ms: u64) -> Result<OriginConfig, String> {
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            let mut c = RespConfig::from_url(url, timeout_ms)?;
+            if c.password.is_none() {
+                c.password = password;
+            }
+            Ok(OriginConfig::Resp(c))
+        } else {
+            let d = Dialect::parse(dialect).ok_or_else(|| format!("ORIGIN_HTTP_DIALECT must be dragonfly or upstash, not {dialect:?}"))?;
+            Ok(OriginConfig::Http(HttpConfig::new(url, d, password, timeout_ms)?))
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub origin: OriginConfig,
+    pub identity_secret: Vec<u8>,
+    pub operator_token: Option<String>,
+    pub edge: EdgeConfig,
+    pub max_body_bytes: usize,
+    pub dev_signin: bool,
+}
+
+impl Config {
+    /// Reads and checks every setting; the error names the setting and what is wrong.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        fn num<T: std::str::FromStr>(v: Option<String>, name: &str, default: T) -> Result<T, String> {
+            match v {
+                None => Ok(default),
+                Some(s) => s.parse().map_err(|_| format!("{name} must be a number, not {s:?}")),
+            }
+        }
+        let timeout_ms: u64 = num(get("ORIGIN_TIMEOUT_MS"), "ORIGIN_TIMEOUT_MS", 1500)?;
+        if !(10..=30_000).contains(&timeout_ms) {
+            return Err("ORIGIN_TIMEOUT_MS must be 10 to 30000".into());
+        }
+        let url = get("ORIGIN_URL").ok_or("ORIGIN_URL is not set")?;
+        let dialect = get("ORIGIN_HTTP_DIALECT").unwrap_or_else(|| "dragonfly".into());
+        let origin = OriginConfig::parse(&url, &dialect, get("ORIGIN_PASSWORD"), timeout_ms)?;
+        let secret = get("IDENTITY_SECRET").ok_or("IDENTITY_SECRET is not set (wrangler secret put IDENTITY_SECRET)")?;
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(format!("IDENTITY_SECRET must be at least {MIN_SECRET_LEN} bytes"));
+        }
+        let cache_ms: i64 = num(get("EDGE_CACHE_MS"), "EDGE_CACHE_MS", 1000)?;
+        if !(0..=60_000).contains(&cache_ms) {
+            return Err("EDGE_CACHE_MS must be 0 to 60000".into());
+        }
+        let rate_per_sec: f64 = num(get("RATE_LIMIT_PER_SEC"), "RATE_LIMIT_PER_SEC", 5.0)?;
+        let rate_burst: f64 = num(get("RATE_LIMIT_BURST"), "RATE_LIMIT_BURST", 10.0)?;
+        if !(rate_per_sec >= 0.0 && rate_burst >= 1.0) {
+            return Err("RATE_LIMIT_PER_SEC must be ≥ 0 and RATE_LIMIT_BURST ≥ 1".into());
+        }
+        let max_body_bytes: usize = num(get("MAX_BODY_BYTES"), "MAX_BODY_BYTES", 4096)?;
+        let dev_signin = match get("DEV_SIGNIN").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => return Err(format!("DEV_SIGNIN must be true or false, not {other:?}")),
+        };
+        Ok(Config {
+            origin,
+            identity_secret: secret.into_bytes(),
+            operator_token: get("OPERATOR_TOKEN"),
+            edge: EdgeConfig { cache_ms, lease_ms: timeout_ms as i64, rate_per_sec, rate_burst },
+            max_body_bytes,
+            dev_signin,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [("ORIGIN_URL", "redis://127.0.0.1:6379"), ("IDENTITY_SECRET", "0123456789abcdef")];
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&BASE).unwrap();
+        assert_eq!(c.origin.transport(), "resp");
+        assert_eq!((c.edge.cache_ms, c.max_body_bytes, c.dev_signin, c.operator_token), (1000, 4096, false, None));
+    }
+
+    #[test]
+    fn http_dialects_and_password() {
+        let c = cfg(&[BASE[1], ("ORIGIN_URL", "https://df.example.com"), ("ORIGIN_PASSWORD", "pw")]).unwrap();
+        assert_eq!(c.origin.transport(), "http-dragonfly");
+        let c = cfg(&[BASE[1], ("ORIGIN_URL", "https://x.upstash.io"), ("ORIGIN_HTTP_DIALECT", "upstash")]).unwrap();
+        assert_eq!(c.origin.transport(), "http-upstash");
+        let OriginConfig::Resp(r) = cfg(&[BASE[0], BASE[1], ("ORIGIN_PASSWORD", "pw")]).unwrap().origin else { panic!() };
+        assert_eq!(r.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        assert_eq!(cfg(&[BASE[1]]).unwrap_err(), "ORIGIN_URL is not set");
+        assert!(cfg(&[BASE[0]]).unwrap_err().starts_with("IDENTITY_SECRET is not set"));
+        assert!(cfg(&[BASE[0], ("IDENTITY_SECRET", "short")]).unwrap_err().contains("at least 16"));
+        assert!(cfg(&[BASE[0], BASE[1], ("EDGE_CACHE_MS", "soon")]).unwrap_err().starts_with("EDGE_CACHE_MS"));
+        assert!(cfg(&[BASE[0], BASE[1], ("DEV_SIGNIN", "yes")]).unwrap_err().starts_with("DEV_SIGNIN"));
+        assert!(cfg(&[BASE[1], ("ORIGIN_URL", "ftp://x")]).unwrap_err().contains("must start with http"));
+    }
+}

@@ -1,0 +1,301 @@
+//! What one isolate remembers between requests, as plain data with time passed in.
+//!
+//! Invariants:
+//! - An event snapshot is used while younger than `cache_ms`. When it is older, exactly one
+//!   request (the refresher) reads the origin; others keep using the old snapshot until the
+//!   refresher's lease (`lease_ms`, the origin timeout) runs out. So N requests in one
+//!   `cache_ms` window cost at most one origin read per isolate, and a snapshot is never used
+//!   when older than `cache_ms + lease_ms`.
+//! - User marks are lower bounds of the user's counters at the origin (counters only grow
+//!   within a calendar day), so rejecting on them is never wrong; the origin stays the
+//!   authority. Marks learnt on another calendar day are ignored for per-day caps.
+//! - Maps are bounded ([`MAX_TRACKED`]); when full, idle entries are dropped first.
+
+use crate::model::day_number;
+use crate::script::{LineAfter, Line, Snapshot};
+use std::collections::{BTreeMap, HashMap};
+
+pub const MAX_TRACKED: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EdgeConfig {
+    pub cache_ms: i64,
+    pub lease_ms: i64,
+    /// Token bucket per user: refill rate and capacity.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+}
+
+struct CachedEvent {
+    /// `None`: the origin said the event does not exist.
+    snapshot: Option<Snapshot>,
+    fetched_at: i64,
+    refreshing_since: Option<i64>,
+}
+
+/// What to do for an event lookup.
+#[derive(Debug, PartialEq)]
+pub enum Plan {
+    /// Use this (possibly a little stale) answer.
+    Use(Option<Snapshot>),
+    /// This request is the refresher: read the origin, then call [`EdgeState::store`].
+    Refresh,
+}
+
+#[derive(Default, Clone, Debug, PartialEq)]
+struct UserMark {
+    total: u32,
+    day: i64,
+    today: HashMap<String, u32>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: i64,
+}
+
+/// Per-reason decision counters.
+#[derive(Default, Clone, Debug, PartialEq)]
+pub struct Stats {
+    pub decisions: BTreeMap<&'static str, u64>,
+    /// Attempts answered without any origin command.
+    pub edge_rejected: u64,
+    /// Purchase attempts sent to the origin.
+    pub forwarded: u64,
+    /// view.lua reads for the cache.
+    pub view_reads: u64,
+}
+
+pub struct EdgeState {
+    pub config: EdgeConfig,
+    events: HashMap<String, CachedEvent>,
+    marks: HashMap<(String, String), UserMark>,
+    buckets: HashMap<String, Bucket>,
+    pub stats: Stats,
+}
+
+/// Why the edge refused an attempt on the user's own counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapHit {
+    Item { sku: String, today: u32 },
+    Total { total: u32 },
+}
+
+impl EdgeState {
+    pub fn new(config: EdgeConfig) -> EdgeState {
+        EdgeState { config, events: HashMap::new(), marks: HashMap::new(), buckets: HashMap::new(), stats: Stats::default() }
+    }
+
+    pub fn plan(&mut self, event: &str, now: i64) -> Plan {
+        let c = self.config;
+        match self.events.get_mut(event) {
+            Some(e) if now - e.fetched_at < c.cache_ms => Plan::Use(e.snapshot.clone()),
+            Some(e) => {
+                let leased = e.refreshing_since.is_some_and(|t| now - t < c.lease_ms);
+                if leased && now - e.fetched_at < c.cache_ms + c.lease_ms {
+                    Plan::Use(e.snapshot.clone())
+                } else {
+                    e.refreshing_since = Some(now);
+                    Plan::Refresh
+                }
+            }
+            None => Plan::Refresh,
+        }
+    }
+
+    /// The refresher's result. `None` for `result` means the read failed: the lease is
+    /// released and the old snapshot keeps aging.
+    pub fn store(&mut self, event: &str, result: Option<Option<Snapshot>>, now: i64) {
+        match result {
+            Some(snapshot) => {
+                if self.events.len() >= 1000 && !self.events.contains_key(event) {
+                    self.events.clear();
+                }
+                self.events.insert(event.to_string(), CachedEvent { snapshot, fetched_at: now, refreshing_since: None });
+            }
+            None => {
+                if let Some(e) = self.events.get_mut(event) {
+                    e.refreshing_since = None;
+                }
+            }
+        }
+    }
+
+    /// Applies stock news from a purchase reply: `remaining` of `sku` as the origin reported it.
+    pub fn learn_remaining(&mut self, event: &str, sku: &str, remaining: u32) {
+        if let Some(snap) = self.events.get_mut(event).and_then(|e| e.snapshot.as_mut()) {
+            if let Some(i) = snap.meta.items.iter().position(|it| it.sku == sku) {
+                let item = &mut snap.items[i];
+                item.sold = item.sold.max(item.stock.saturating_sub(remaining));
+            }
+        }
+    }
+
+    /// Forget the snapshot (e.g. the origin said the event state differs from ours).
+    pub fn invalidate(&mut self, event: &str) {
+        self.events.remove(event);
+    }
+
+    fn mark(&mut self, event: &str, user: &str) -> &mut UserMark {
+        if self.marks.len() >= MAX_TRACKED && !self.marks.contains_key(&(event.to_string(), user.to_string())) {
+            self.marks.clear();
+        }
+        self.marks.entry((event.to_string(), user.to_string())).or_default()
+    }
+
+    /// Learns the user's counters from the origin's answer.
+    pub fn learn_counts(&mut self, event: &str, user: &str, day: i64, total: Option<u32>, today: &[(&str, u32)]) {
+        let m = self.mark(event, user);
+        if let Some(t) = total {
+            m.total = m.total.max(t);
+        }
+        if !today.is_empty() && m.day != day {
+            m.day = day;
+            m.today.clear();
+        }
+        for (sku, n) in today {
+            let e = m.today.entry(sku.to_string()).or_insert(0);
+            *e = (*e).max(*n);
+        }
+    }
+
+    pub fn learn_placed(&mut self, event: &str, user: &str, day: i64, total: u32, lines: &[Line], after: &[LineAfter]) {
+        let today: Vec<(&str, u32)> = lines.iter().zip(after).map(|(l, a)| (l.sku.as_str(), a.today)).collect();
+        self.learn_counts(event, user, day, Some(total), &today);
+        for (l, a) in lines.iter().zip(after) {
+            self.learn_remaining(event, &l.sku, a.remaining);
+        }
+    }
+
+    /// Would this attempt go past a cap the edge already knows the user has used up?
+    pub fn cap_hit(&self, event: &str, user: &str, snap: &Snapshot, lines: &[Line], now: i64) -> Option<CapHit> {
+        let m = self.marks.get(&(event.to_string(), user.to_string()))?;
+        let caps = snap.meta.caps;
+        let sum: u32 = lines.iter().map(|l| l.qty).sum();
+        if m.day == day_number(now, snap.meta.utc_offset_min) {
+            for l in lines {
+                let today = m.today.get(&l.sku).copied().unwrap_or(0);
+                if today + l.qty > caps.per_item_per_day {
+                    return Some(CapHit::Item { sku: l.sku.clone(), today });
+                }
+            }
+        }
+        (m.total + sum > caps.total).then_some(CapHit::Total { total: m.total })
+    }
+
+    /// Takes one token from `key`'s bucket; on refusal, the seconds until one is back.
+    pub fn take_token(&mut self, key: &str, now: i64) -> Result<(), u64> {
+        let (rate, burst) = (self.config.rate_per_sec, self.config.rate_burst);
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(key) {
+            // Drop buckets that have refilled: their users are idle.
+            self.buckets.retain(|_, b| b.tokens + (now - b.at) as f64 / 1000.0 * rate < burst);
+            if self.buckets.len() >= MAX_TRACKED {
+                self.buckets.clear();
+            }
+        }
+        let b = self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, at: now });
+        b.tokens = (b.tokens + (now - b.at).max(0) as f64 / 1000.0 * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+
+    pub fn count(&mut self, decision: &'static str, at_edge: bool) {
+        *self.stats.decisions.entry(decision).or_insert(0) += 1;
+        if at_edge {
+            self.stats.edge_rejected += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Caps, EventMeta, ItemInfo, Price, State};
+    use crate::script::ItemView;
+
+    fn cfg() -> EdgeConfig {
+        EdgeConfig { cache_ms: 1000, lease_ms: 500, rate_per_sec: 2.0, rate_burst: 3.0 }
+    }
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            meta: EventMeta {
+                id: "e".into(),
+                name: "E".into(),
+                utc_offset_min: 0,
+                starts_at: 0,
+                ends_at: i64::MAX / 2,
+                flag: State::Live,
+                caps: Caps { per_item_per_day: 1, total: 2, per_order_qty: 1 },
+                items: vec![ItemInfo { sku: "A".into(), name: "A".into(), price: Price { amount: 1, currency: "USD".into() } }],
+            },
+            items: vec![ItemView { stock: 10, sold: 0 }],
+            queued: 0,
+        }
+    }
+
+    #[test]
+    fn one_refresher_per_window() {
+        let mut s = EdgeState::new(cfg());
+        assert_eq!(s.plan("e", 0), Plan::Refresh);
+        s.store("e", Some(Some(snap())), 0);
+        for t in [1, 500, 999] {
+            assert!(matches!(s.plan("e", t), Plan::Use(Some(_))), "fresh at {t}");
+        }
+        assert_eq!(s.plan("e", 1000), Plan::Refresh, "first stale request refreshes");
+        for t in [1001, 1200, 1499] {
+            assert!(matches!(s.plan("e", t), Plan::Use(Some(_))), "others use the old snapshot at {t}");
+        }
+        assert_eq!(s.plan("e", 1500), Plan::Refresh, "lease expired: someone else refreshes");
+        s.store("e", None, 1600);
+        assert_eq!(s.plan("e", 1601), Plan::Refresh, "a failed refresh frees the lease");
+        s.store("e", Some(None), 1700);
+        assert_eq!(s.plan("e", 1701), Plan::Use(None), "unknown events are cached too");
+    }
+
+    #[test]
+    fn learnt_stock_only_goes_down() {
+        let mut s = EdgeState::new(cfg());
+        s.store("e", Some(Some(snap())), 0);
+        s.learn_remaining("e", "A", 0);
+        s.learn_remaining("e", "A", 5);
+        let Plan::Use(Some(sn)) = s.plan("e", 1) else { panic!() };
+        assert_eq!(sn.items[0].remaining(), 0);
+    }
+
+    #[test]
+    fn caps_at_the_edge_roll_over_with_the_day() {
+        let mut s = EdgeState::new(cfg());
+        let sn = snap();
+        let a = vec![Line { sku: "A".into(), qty: 1 }];
+        assert_eq!(s.cap_hit("e", "u", &sn, &a, 10), None, "nothing known");
+        s.learn_placed("e", "u", 0, 1, &a, &[LineAfter { today: 1, remaining: 9 }]);
+        assert_eq!(s.cap_hit("e", "u", &sn, &a, 10), Some(CapHit::Item { sku: "A".into(), today: 1 }));
+        assert_eq!(s.cap_hit("e", "other", &sn, &a, 10), None);
+        let next_day = crate::model::MS_PER_DAY;
+        assert_eq!(s.cap_hit("e", "u", &sn, &a, next_day), None, "new day, item cap resets");
+        s.learn_counts("e", "u", 1, Some(2), &[]);
+        assert_eq!(s.cap_hit("e", "u", &sn, &a, next_day), Some(CapHit::Total { total: 2 }));
+    }
+
+    #[test]
+    fn token_bucket() {
+        let mut s = EdgeState::new(cfg());
+        for _ in 0..3 {
+            assert_eq!(s.take_token("u", 0), Ok(()));
+        }
+        assert_eq!(s.take_token("u", 0), Err(1));
+        assert_eq!(s.take_token("v", 0), Ok(()), "per user");
+        assert_eq!(s.take_token("u", 500), Ok(()), "2/s refills one token in 500 ms");
+        assert_eq!(s.take_token("u", 500), Err(1));
+    }
+}

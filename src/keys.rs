@@ -1,0 +1,79 @@
+//! Origin key names. Every key of one event carries the hash tag `{<event id>}`, so one
+//! script touches one cluster slot; the per-user total cap spans the event, which makes the
+//! event the natural tag. Ids cannot contain `{`, `}` or `:` (see `model::valid_id`).
+
+/// The keys of one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventKeys {
+    /// Hash: the fields of `EventMeta::to_fields`.
+    pub meta: String,
+    /// Hash: sku → units put on sale.
+    pub stock: String,
+    /// Hash: sku → units sold. Changed only by purchase.lua, so sold ≤ stock holds.
+    pub sold: String,
+    /// List: order JSON documents, pushed by purchase.lua, drained by the order writer.
+    pub orders: String,
+    prefix: String,
+}
+
+impl EventKeys {
+    pub fn new(event: &str) -> EventKeys {
+        let prefix = format!("fg:{{{event}}}:");
+        EventKeys {
+            meta: format!("{prefix}meta"),
+            stock: format!("{prefix}stock"),
+            sold: format!("{prefix}sold"),
+            orders: format!("{prefix}orders"),
+            prefix,
+        }
+    }
+
+    /// Hash: a user's counters (`t` total units, `d:<day>:<sku>` units that day) and
+    /// idempotency records (`i:<key>` → fingerprint, newline, order JSON).
+    pub fn user(&self, user: &str) -> String {
+        format!("{}user:{user}", self.prefix)
+    }
+}
+
+/// The Redis Cluster hash slot of a key (CRC16/XMODEM of its hash tag, mod 16384).
+pub fn slot(key: &str) -> u16 {
+    let b = key.as_bytes();
+    let tagged = b.iter().position(|&c| c == b'{').and_then(|open| {
+        let close = b[open + 1..].iter().position(|&c| c == b'}')?;
+        (close > 0).then(|| &b[open + 1..open + 1 + close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(b)) % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_key_names() {
+        let k = EventKeys::new("demo");
+        assert_eq!(k.meta, "fg:{demo}:meta");
+        assert_eq!(k.stock, "fg:{demo}:stock");
+        assert_eq!(k.sold, "fg:{demo}:sold");
+        assert_eq!(k.orders, "fg:{demo}:orders");
+        assert_eq!(k.user("alice"), "fg:{demo}:user:alice");
+    }
+
+    #[test]
+    fn all_keys_of_an_event_share_a_slot() {
+        let k = EventKeys::new("sale-42");
+        let s = slot(&k.meta);
+        for key in [&k.stock, &k.sold, &k.orders, &k.user("u1"), &k.user("zz")] {
+            assert_eq!(slot(key), s);
+        }
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from CLUSTER KEYSLOT on Redis 7.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("123456789"), 12739);
+        assert_eq!(slot("a{}b"), slot("a{}b"), "empty tag hashes the whole key");
+    }
+}

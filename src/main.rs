@@ -1,0 +1,247 @@
+//! `flashgate`: the operator's command line. It parses arguments and calls the library;
+//! every error is printed as one sentence with a non-zero exit.
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use clap::{Args, Parser, Subcommand};
+    use flashgate::model::{parse_rfc3339_ms, Caps, EventSpec, ItemSpec, format_ms};
+    use flashgate::native::{self, bridge, ops};
+    use std::process::ExitCode;
+
+    #[derive(Parser)]
+    #[command(name = "flashgate", version, about = "Operate flashgate flash sales: events, tokens, the HTTP bridge, load.")]
+    struct Cli {
+        /// The origin, as redis://[user:password@]host:port.
+        #[arg(long, global = true, env = "FLASHGATE_ORIGIN", default_value = "redis://127.0.0.1:6379")]
+        origin: String,
+        /// Origin password (AUTH), if not in the URL.
+        #[arg(long, global = true, env = "FLASHGATE_ORIGIN_PASSWORD", hide_env_values = true)]
+        origin_password: Option<String>,
+        /// Bound on each origin command, in ms.
+        #[arg(long, global = true, default_value_t = 5000)]
+        timeout_ms: u64,
+        #[command(subcommand)]
+        cmd: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        /// Create, flip and inspect sale events.
+        #[command(subcommand)]
+        Event(EventCmd),
+        /// Read the order queue.
+        #[command(subcommand)]
+        Orders(OrdersCmd),
+        /// Mint a development identity token.
+        Token {
+            #[arg(long)]
+            user: String,
+            /// Lifetime in seconds.
+            #[arg(long, default_value_t = 3600)]
+            ttl: i64,
+            /// The worker's IDENTITY_SECRET.
+            #[arg(long, env = "IDENTITY_SECRET", hide_env_values = true)]
+            secret: String,
+        },
+        /// Serve Dragonfly's /api and Upstash's REST dialects in front of the RESP origin.
+        Bridge {
+            #[arg(long, default_value = "127.0.0.1:8079")]
+            listen: String,
+            /// Require this password from HTTP clients (Basic for /api, Bearer for /).
+            #[arg(long, env = "FLASHGATE_BRIDGE_PASSWORD", hide_env_values = true)]
+            password: Option<String>,
+            /// Connections to the origin.
+            #[arg(long, default_value_t = 16)]
+            connections: usize,
+        },
+        /// Generate a flash crowd against a worker.
+        Load(native::load::LoadArgs),
+    }
+
+    #[derive(Subcommand)]
+    enum EventCmd {
+        /// Create an event from a JSON/TOML file or from flags, and preload its stock.
+        Create(CreateArgs),
+        /// Start the sale now.
+        Start { id: String },
+        /// Pause a live sale.
+        Pause { id: String },
+        /// Resume a paused sale.
+        Resume { id: String },
+        /// End the sale now.
+        End { id: String },
+        /// Stock, sold and remaining per item, and orders queued.
+        Status {
+            id: String,
+            #[arg(long)]
+            json: bool,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum OrdersCmd {
+        /// Print queued orders as JSON lines and remove them from the queue (at least once).
+        Drain {
+            id: String,
+            #[arg(long, default_value_t = 1000)]
+            max: usize,
+        },
+    }
+
+    #[derive(Args)]
+    struct CreateArgs {
+        /// An event file (.json or .toml); flags below are ignored when given.
+        #[arg(long)]
+        file: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// RFC 3339 start time.
+        #[arg(long, conflicts_with = "starts_in")]
+        starts_at: Option<String>,
+        /// Start this many seconds from now.
+        #[arg(long)]
+        starts_in: Option<i64>,
+        /// Length of the sale in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        duration: i64,
+        #[arg(long, default_value = "+00:00")]
+        utc_offset: String,
+        /// SKU:NAME:PRICE_MINOR:CURRENCY:STOCK (repeatable).
+        #[arg(long = "item")]
+        items: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        cap_item: u32,
+        #[arg(long, default_value_t = 5)]
+        cap_total: u32,
+        #[arg(long, default_value_t = 1)]
+        cap_qty: u32,
+        /// Recreate the event if it exists (clears its sales, buyers and orders).
+        #[arg(long)]
+        replace: bool,
+    }
+
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+
+    fn spec_from_flags(a: &CreateArgs) -> Result<EventSpec, String> {
+        let id = a.id.clone().ok_or("give --file, or --id with --item")?;
+        let start = match (&a.starts_at, a.starts_in) {
+            (Some(s), _) => parse_rfc3339_ms(s).ok_or_else(|| format!("--starts-at {s:?} is not an RFC 3339 time"))?,
+            (None, Some(secs)) => now_ms() + secs * 1000,
+            (None, None) => now_ms() + 60_000,
+        };
+        let items = a
+            .items
+            .iter()
+            .map(|s| {
+                let p: Vec<&str> = s.split(':').collect();
+                let [sku, name, price, currency, stock] = p.as_slice() else {
+                    return Err(format!("--item {s:?} must be SKU:NAME:PRICE_MINOR:CURRENCY:STOCK"));
+                };
+                Ok(ItemSpec {
+                    sku: sku.to_string(),
+                    name: name.to_string(),
+                    price: price.parse().map_err(|_| format!("--item {s:?}: price must be whole minor units"))?,
+                    currency: currency.to_string(),
+                    stock: stock.parse().map_err(|_| format!("--item {s:?}: stock must be a whole number"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(EventSpec {
+            name: a.name.clone().unwrap_or_else(|| id.clone()),
+            id,
+            utc_offset: a.utc_offset.clone(),
+            starts_at: format_ms(start),
+            ends_at: format_ms(start + a.duration * 1000),
+            caps: Caps { per_item_per_day: a.cap_item, total: a.cap_total, per_order_qty: a.cap_qty },
+            items,
+        })
+    }
+
+    pub fn main() -> ExitCode {
+        let cli = Cli::parse();
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("flashgate: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match rt.block_on(run(cli)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flashgate: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn run(cli: Cli) -> Result<(), String> {
+        let origin = || native::connect(&cli.origin, cli.origin_password.clone(), cli.timeout_ms);
+        match cli.cmd {
+            Command::Event(EventCmd::Create(a)) => {
+                let spec = match &a.file {
+                    Some(f) => ops::read_spec(f)?,
+                    None => spec_from_flags(&a)?,
+                };
+                let ev = ops::create(&origin()?, &spec, a.replace).await?;
+                let units: u64 = ev.stock.iter().map(|(_, n)| u64::from(*n)).sum();
+                println!("created event {} with {} items ({} units); starts {}", ev.meta.id, ev.stock.len(), units, format_ms(ev.meta.starts_at));
+            }
+            Command::Event(EventCmd::Start { id }) => flip(&origin()?, &id, ops::Verb::Start).await?,
+            Command::Event(EventCmd::Pause { id }) => flip(&origin()?, &id, ops::Verb::Pause).await?,
+            Command::Event(EventCmd::Resume { id }) => flip(&origin()?, &id, ops::Verb::Resume).await?,
+            Command::Event(EventCmd::End { id }) => flip(&origin()?, &id, ops::Verb::End).await?,
+            Command::Event(EventCmd::Status { id, json }) => {
+                let s = ops::status(&origin()?, &id).await?;
+                if json {
+                    println!("{}", ops::status_json(&s, now_ms()));
+                } else {
+                    print!("{}", ops::status_table(&s, now_ms()));
+                }
+            }
+            Command::Orders(OrdersCmd::Drain { id, max }) => {
+                let n = ops::drain(&origin()?, &id, max, |line| {
+                    println!("{line}");
+                    Ok(())
+                })
+                .await?;
+                eprintln!("drained {n} orders");
+            }
+            Command::Token { user, ttl, secret } => {
+                if !flashgate::model::valid_id(&user) {
+                    return Err("--user must match [A-Za-z0-9_-]{1,64}".into());
+                }
+                if secret.len() < flashgate::token::MIN_SECRET_LEN {
+                    return Err(format!("the secret must be at least {} bytes", flashgate::token::MIN_SECRET_LEN));
+                }
+                println!("{}", flashgate::token::mint(secret.as_bytes(), &user, now_ms() / 1000 + ttl));
+            }
+            Command::Bridge { listen, password, connections } => {
+                let conns = (0..connections.max(1)).map(|_| origin()).collect::<Result<Vec<_>, _>>()?;
+                let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+                eprintln!("flashgate bridge: http://{} → {} (POST /api: Dragonfly dialect, POST /: Upstash dialect)", listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), cli.origin);
+                bridge::serve(listener, bridge::Pool::new(conns), password).await.map_err(|e| format!("bridge stopped: {e}"))?;
+            }
+            Command::Load(args) => native::load::main(args, &cli.origin, cli.origin_password.clone()).await?,
+        }
+        Ok(())
+    }
+
+    async fn flip(o: &native::NativeOrigin, id: &str, verb: ops::Verb) -> Result<(), String> {
+        let to = ops::set_state(o, id, verb).await?;
+        println!("event {id} is now {}", to.as_str());
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! The operator's data-control operations: create and preload an event, flip its state,
+//! read its status, drain its order queue. Errors are sentences for a terminal.
+
+use crate::keys::EventKeys;
+use crate::model::{format_ms, EventSpec, NewEvent, State};
+use crate::origin::{Cmd, Origin, Value};
+use crate::script::{parse_view, view_keys, Snapshot, VIEW};
+
+fn sentence(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn call<O: Origin>(o: &O, args: Vec<String>) -> Result<Value, String> {
+    o.call(&Cmd { args, route: None }).await.map_err(sentence)
+}
+
+/// Reads an event file (`.json` or `.toml`).
+pub fn read_spec(path: &str) -> Result<EventSpec, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if path.ends_with(".toml") {
+        toml::from_str(&text).map_err(|e| format!("{path} is not a valid event file: {e}"))
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{path} is not a valid event file: {e}"))
+    }
+}
+
+pub async fn status<O: Origin>(o: &O, id: &str) -> Result<Snapshot, String> {
+    let v = VIEW.eval(o, &view_keys(&EventKeys::new(id)), &[]).await.map_err(sentence)?;
+    parse_view(&v).map_err(sentence)?.ok_or_else(|| format!("there is no event {id} at this origin"))
+}
+
+/// Creates (or with `replace`, recreates from scratch) an event and preloads its stock.
+/// The meta hash is written last: an event exists once it is complete.
+pub async fn create<O: Origin>(o: &O, spec: &EventSpec, replace: bool) -> Result<NewEvent, String> {
+    let ev = spec.validate()?;
+    let k = EventKeys::new(&ev.meta.id);
+    let exists = call(o, vec!["EXISTS".into(), k.meta.clone()]).await?.as_int() == Some(1);
+    if exists && !replace {
+        return Err(format!("event {} already exists; pass --replace to recreate it (this clears its sales, buyers and queued orders)", ev.meta.id));
+    }
+    if exists {
+        delete_users(o, &k).await?;
+    }
+    for key in [&k.meta, &k.stock, &k.sold, &k.orders] {
+        call(o, vec!["DEL".into(), key.clone()]).await?;
+    }
+    let mut hset = vec!["HSET".to_string(), k.stock.clone()];
+    for (sku, n) in &ev.stock {
+        hset.push(sku.clone());
+        hset.push(n.to_string());
+    }
+    call(o, hset).await?;
+    let mut hset = vec!["HSET".to_string(), k.meta.clone()];
+    for (f, v) in ev.meta.to_fields() {
+        hset.push(f.to_string());
+        hset.push(v);
+    }
+    call(o, hset).await?;
+    Ok(ev)
+}
+
+/// Deletes the per-user hashes of an event (SCAN on the node that owns the event's slot).
+async fn delete_users<O: Origin>(o: &O, k: &EventKeys) -> Result<(), String> {
+    let pattern = k.user("*");
+    let mut cursor = "0".to_string();
+    loop {
+        let cmd = Cmd::new(["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]).routed(&k.meta);
+        let v = o.call(&cmd).await.map_err(sentence)?;
+        let a = v.as_array().filter(|a| a.len() == 2).ok_or("SCAN gave an unexpected reply")?;
+        cursor = a[0].as_str().unwrap_or("0").to_string();
+        for key in a[1].as_array().unwrap_or(&[]) {
+            if let Some(key) = key.as_str() {
+                call(o, vec!["DEL".into(), key.to_string()]).await?;
+            }
+        }
+        if cursor == "0" {
+            return Ok(());
+        }
+    }
+}
+
+/// The operator's verbs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Start,
+    Pause,
+    Resume,
+    End,
+}
+
+/// Which flags a verb may move from, and where to.
+pub fn transition(verb: Verb, from: State) -> Result<State, String> {
+    use State::*;
+    let to = match (verb, from) {
+        (Verb::Start, Scheduled) => Live,
+        (Verb::Pause, Live | Scheduled) => Paused,
+        (Verb::Resume, Paused) => Live,
+        (Verb::End, Scheduled | Live | Paused) => Ended,
+        (v, f) => return Err(format!("the event is {}; it cannot be {}", f.as_str(), match v {
+            Verb::Start => "started (use resume for a paused sale)",
+            Verb::Pause => "paused",
+            Verb::Resume => "resumed",
+            Verb::End => "ended again",
+        })),
+    };
+    Ok(to)
+}
+
+/// Flips the event's flag; answers the new flag.
+pub async fn set_state<O: Origin>(o: &O, id: &str, verb: Verb) -> Result<State, String> {
+    let k = EventKeys::new(id);
+    let cur = call(o, vec!["HGET".into(), k.meta.clone(), "state".into()]).await?;
+    let cur = cur.as_str().ok_or_else(|| format!("there is no event {id} at this origin"))?;
+    let from = State::parse(cur).ok_or_else(|| format!("event {id} has an unknown state {cur:?}"))?;
+    let to = transition(verb, from)?;
+    call(o, vec!["HSET".into(), k.meta, "state".into(), to.as_str().into()]).await?;
+    Ok(to)
+}
+
+/// Reads up to `max` queued orders, hands them to `sink`, then removes them from the queue.
+/// At-least-once: if the process dies between the two, the next drain sees them again (order
+/// ids make duplicates easy to drop).
+pub async fn drain<O: Origin>(o: &O, id: &str, max: usize, mut sink: impl FnMut(&str) -> Result<(), String>) -> Result<usize, String> {
+    let k = EventKeys::new(id);
+    let v = call(o, vec!["LRANGE".into(), k.orders.clone(), "0".into(), (max.max(1) - 1).to_string()]).await?;
+    let items = v.as_array().unwrap_or(&[]);
+    for it in items {
+        sink(it.as_str().unwrap_or_default())?;
+    }
+    if !items.is_empty() {
+        call(o, vec!["LTRIM".into(), k.orders, items.len().to_string(), "-1".into()]).await?;
+    }
+    Ok(items.len())
+}
+
+/// A status table for a terminal.
+pub fn status_table(s: &Snapshot, now_ms: i64) -> String {
+    let m = &s.meta;
+    let mut out = format!(
+        "event {} ({}): {}\nstarts {}  ends {}  caps: {}/item/day, {} total, {}/order\n\n{:<20} {:>10} {:>10} {:>10}\n",
+        m.id, m.name, s.state(now_ms).as_str(), format_ms(m.starts_at), format_ms(m.ends_at),
+        m.caps.per_item_per_day, m.caps.total, m.caps.per_order_qty, "sku", "stock", "sold", "remaining"
+    );
+    for (info, v) in m.items.iter().zip(&s.items) {
+        out += &format!("{:<20} {:>10} {:>10} {:>10}\n", info.sku, v.stock, v.sold, v.remaining());
+    }
+    out += &format!("\norders queued: {}\n", s.queued);
+    out
+}
+
+pub fn status_json(s: &Snapshot, now_ms: i64) -> serde_json::Value {
+    let items: Vec<_> = s.meta.items.iter().zip(&s.items)
+        .map(|(i, v)| serde_json::json!({ "sku": i.sku, "stock": v.stock, "sold": v.sold, "remaining": v.remaining() }))
+        .collect();
+    serde_json::json!({ "id": s.meta.id, "name": s.meta.name, "state": s.state(now_ms).as_str(), "flag": s.meta.flag.as_str(), "items": items, "orders_queued": s.queued })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        assert_eq!(transition(Verb::Start, State::Scheduled), Ok(State::Live));
+        assert_eq!(transition(Verb::Pause, State::Live), Ok(State::Paused));
+        assert_eq!(transition(Verb::Resume, State::Paused), Ok(State::Live));
+        assert_eq!(transition(Verb::End, State::Paused), Ok(State::Ended));
+        assert!(transition(Verb::Start, State::Ended).unwrap_err().contains("cannot be started"));
+        assert!(transition(Verb::Resume, State::Live).is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! RESP2 over a byte stream: the codec, one connection, and a cluster-aware [`RespOrigin`].
+//!
+//! The stream comes from a [`Connector`]: `worker::Socket` in the worker, tokio's `TcpStream`
+//! natively (CLI, bridge, tests), so both run this same code. Parsing is `redis-protocol`'s.
+//!
+//! Invariants:
+//! - Every call is bounded by `timeout_ms`, connect and redirects included. A timeout before
+//!   the command was written is [`OriginError::NotSent`]; after, [`OriginError::Unknown`].
+//! - A connection that failed mid-command is dropped, never reused (its reply stream is lost).
+//! - MOVED updates the slot map and retries on the owner; ASK retries once with ASKING and does
+//!   not. At most [`MAX_REDIRECTS`] hops.
+
+use super::{Cmd, Origin, OriginError, ServerError, Value};
+use crate::keys::slot;
+use futures_util::future::{select, Either};
+use futures_util::lock::Mutex as AsyncMutex;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub const MAX_REDIRECTS: usize = 5;
+/// Replies larger than this are refused (a misbehaving server must not exhaust the isolate).
+pub const MAX_REPLY_BYTES: usize = 16 << 20;
+
+/// Encodes a command as a RESP2 array of bulk strings.
+pub fn encode_command(args: &[String]) -> Vec<u8> {
+    let parts: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a.as_bytes())).collect();
+    let frame = BorrowedFrame::Array(&parts);
+    let mut buf = vec![0u8; frame.encode_len(false)];
+    let n = encode_borrowed(&mut buf, &frame, false).expect("buffer sized by encode_len");
+    buf.truncate(n);
+    buf
+}
+
+/// One decoded reply: a value, or the server's error line.
+pub type Reply = Result<Value, ServerError>;
+
+/// Decodes one reply from the front of `buf`: `Ok(None)` when more bytes are needed,
+/// else the reply and how many bytes it used.
+pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+    match decode(buf) {
+        Ok(None) => Ok(None),
+        Ok(Some((frame, used))) => Ok(Some((frame_to_reply(frame), used))),
+        Err(e) => Err(format!("bad RESP from origin: {e:?}")),
+    }
+}
+
+fn frame_to_reply(f: OwnedFrame) -> Reply {
+    match f {
+        OwnedFrame::Error(e) => Err(ServerError::parse(&e)),
+        other => Ok(frame_to_value(other)),
+    }
+}
+
+fn frame_to_value(f: OwnedFrame) -> Value {
+    match f {
+        OwnedFrame::SimpleString(b) | OwnedFrame::BulkString(b) => Value::Str(String::from_utf8_lossy(&b).into_owned()),
+        // An error nested in an array is kept as its text with the leading dash.
+        OwnedFrame::Error(e) => Value::Str(format!("-{e}")),
+        OwnedFrame::Integer(i) => Value::Int(i),
+        OwnedFrame::Array(a) => Value::Array(a.into_iter().map(frame_to_value).collect()),
+        OwnedFrame::Null => Value::Nil,
+    }
+}
+
+/// One RESP connection: a stream and its read buffer.
+pub struct Conn<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
+        Conn { stream, buf: Vec::with_capacity(512) }
+    }
+
+    /// Sends one command and reads its reply. `sent` is set once the bytes are written.
+    pub async fn request(&mut self, args: &[String], sent: &AtomicBool) -> Result<Reply, OriginError> {
+        let bytes = encode_command(args);
+        self.stream.write_all(&bytes).await.map_err(|e| OriginError::NotSent(e.to_string()))?;
+        self.stream.flush().await.map_err(|e| OriginError::Unknown(e.to_string()))?;
+        sent.store(true, Ordering::SeqCst);
+        self.read_reply().await
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, OriginError> {
+        loop {
+            if let Some((reply, used)) = decode_reply(&self.buf).map_err(OriginError::Unknown)? {
+                self.buf.drain(..used);
+                return Ok(reply);
+            }
+            if self.buf.len() > MAX_REPLY_BYTES {
+                return Err(OriginError::Unknown("reply too large".into()));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await.map_err(|e| OriginError::Unknown(e.to_string()))?;
+            if n == 0 {
+                return Err(OriginError::Unknown("origin closed the connection".into()));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Opens byte streams to origin nodes and provides a timer.
+#[allow(async_fn_in_trait)]
+pub trait Connector {
+    type Stream: AsyncRead + AsyncWrite + Unpin;
+    async fn connect(&self, host: &str, port: u16, tls: bool) -> io::Result<Self::Stream>;
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Node {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Where and how to reach a RESP origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RespConfig {
+    pub seed: Node,
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl RespConfig {
+    /// `redis://[user:password@]host[:port]` or `rediss://...` (TLS).
+    pub fn from_url(url: &str, timeout_ms: u64) -> Result<RespConfig, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("redis://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("rediss://") {
+            (true, r)
+        } else {
+            return Err(format!("origin URL {url:?} must start with redis:// or rediss://"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (username, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+                None => (None, Some(a.to_string())),
+            },
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+                (h.to_string(), p.parse().map_err(|_| format!("bad port in origin URL {url:?}"))?)
+            }
+            _ => (hostport.to_string(), 6379),
+        };
+        if host.is_empty() {
+            return Err(format!("origin URL {url:?} has no host"));
+        }
+        Ok(RespConfig { seed: Node { host, port }, tls, username, password, timeout_ms })
+    }
+}
+
+/// Slot → node, learned from MOVED replies; shared by every RespOrigin of one isolate/process.
+pub type SlotMap = Arc<Mutex<HashMap<u16, Node>>>;
+
+/// A RESP origin: one connection per node, opened on first use, following cluster redirects.
+pub struct RespOrigin<C: Connector> {
+    connector: C,
+    config: RespConfig,
+    slots: SlotMap,
+    conns: AsyncMutex<HashMap<Node, Conn<C::Stream>>>,
+}
+
+impl<C: Connector> RespOrigin<C> {
+    pub fn new(connector: C, config: RespConfig, slots: SlotMap) -> RespOrigin<C> {
+        RespOrigin { connector, config, slots, conns: AsyncMutex::new(HashMap::new()) }
+    }
+
+    pub fn config(&self) -> &RespConfig {
+        &self.config
+    }
+
+    fn node_for(&self, cmd: &Cmd) -> Node {
+        let key = cmd.route.as_deref().or_else(|| routing_key(&cmd.args));
+        key.and_then(|k| self.slots.lock().ok()?.get(&slot(k)).cloned())
+            .unwrap_or_else(|| self.config.seed.clone())
+    }
+
+    async fn open(&self, node: &Node) -> Result<Conn<C::Stream>, OriginError> {
+        let stream = self
+            .connector
+            .connect(&node.host, node.port, self.config.tls)
+            .await
+            .map_err(|e| OriginError::NotSent(format!("connect {}:{}: {e}", node.host, node.port)))?;
+        let mut conn = Conn::new(stream);
+        if let Some(pw) = &self.config.password {
+            let mut auth = vec!["AUTH".to_string()];
+            auth.extend(self.config.username.clone());
+            auth.push(pw.clone());
+            let ignored = AtomicBool::new(false);
+            match conn.request(&auth, &ignored).await {
+                Ok(Ok(_)) => {}
+                // AUTH failed: nothing of the caller's ran.
+                Ok(Err(e)) => return Err(OriginError::Server(e)),
+                Err(e) => return Err(OriginError::NotSent(format!("AUTH: {e}"))),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// One command on one node, reusing its connection.
+    async fn on_node(&self, node: &Node, args: &[String], asking: bool, sent: &AtomicBool) -> Result<Reply, OriginError> {
+        let mut conns = self.conns.lock().await;
+        let conn = match conns.remove(node) {
+            Some(c) => c,
+            None => self.open(node).await?,
+        };
+        let mut conn = conn;
+        if asking {
+            let ignored = AtomicBool::new(false);
+            if let Err(e) = conn.request(&["ASKING".to_string()], &ignored).await {
+                return Err(OriginError::NotSent(format!("ASKING: {e}")));
+            }
+        }
+        let reply = conn.request(args, sent).await?;
+        conns.insert(node.clone(), conn);
+        Ok(reply)
+    }
+
+    async fn call_routed(&self, cmd: &Cmd, sent: &AtomicBool) -> Result<Value, OriginError> {
+        let mut node = self.node_for(cmd);
+        let mut asking = false;
+        for _ in 0..=MAX_REDIRECTS {
+            match self.on_node(&node, &cmd.args, asking, sent).await? {
+                Ok(v) => return Ok(v),
+                Err(e) => match e.redirect() {
+                    Some(r) => {
+                        let to = Node { host: r.host.trim_matches(|c| c == '[' || c == ']').to_string(), port: r.port };
+                        if !r.ask {
+                            if let Ok(mut s) = self.slots.lock() {
+                                s.insert(r.slot, to.clone());
+                            }
+                        }
+                        asking = r.ask;
+                        node = to;
+                        sent.store(false, Ordering::SeqCst);
+                    }
+                    None => return Err(OriginError::Server(e)),
+                },
+            }
+        }
+        Err(OriginError::NotSent("too many cluster redirects".into()))
+    }
+}
+
+/// The key a command is routed by: EVAL/EVALSHA's first key, else the first argument.
+fn routing_key(args: &[String]) -> Option<&str> {
+    let name = args.first()?.to_ascii_uppercase();
+    match name.as_str() {
+        "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" => {
+            (args.get(2)?.parse::<usize>().ok()? > 0).then(|| args.get(3).map(String::as_str))?
+        }
+        "PING" | "INFO" | "SCRIPT" | "CLUSTER" | "AUTH" | "HELLO" | "CONFIG" | "DBSIZE" | "FLUSHALL" | "TIME" => None,
+        _ => args.get(1).map(String::as_str),
+    }
+}
+
+impl<C: Connector> Origin for RespOrigin<C> {
+    async fn call(&self, cmd: &Cmd) -> Result<Value, OriginError> {
+        let sent = AtomicBool::new(false);
+        let work = std::pin::pin!(self.call_routed(cmd, &sent));
+        let timer = std::pin::pin!(self.connector.sleep(self.config.timeout_ms));
+        match select(work, timer).await {
+            Either::Left((r, _)) => {
+                if r.as_ref().is_err_and(|e| !matches!(e, OriginError::Server(_))) {
+                    // The connection may be mid-reply; never reuse it.
+                    self.conns.lock().await.clear();
+                }
+                r
+            }
+            Either::Right(((), _)) => {
+                let msg = format!("no reply within {} ms", self.config.timeout_ms);
+                if sent.load(Ordering::SeqCst) {
+                    Err(OriginError::Unknown(msg))
+                } else {
+                    Err(OriginError::NotSent(msg))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use redis_protocol::resp2::types::Resp2Frame;
+
+    #[test]
+    fn golden_command_bytes() {
+        let b = encode_command(&["EVALSHA".into(), "abc".into(), "1".into(), "fg:{e}:meta".into()]);
+        assert_eq!(b, b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$11\r\nfg:{e}:meta\r\n");
+        assert_eq!(encode_command(&["".into()]), b"*1\r\n$0\r\n\r\n");
+    }
+
+    #[test]
+    fn golden_replies() {
+        let r = |b: &[u8]| decode_reply(b).unwrap().unwrap();
+        assert_eq!(r(b":42\r\n"), (Ok(Value::Int(42)), 5));
+        assert_eq!(r(b"+OK\r\n").0, Ok(Value::Str("OK".into())));
+        assert_eq!(r(b"$-1\r\n").0, Ok(Value::Nil));
+        assert_eq!(
+            r(b"*3\r\n:0\r\n$2\r\nhi\r\n*0\r\n").0,
+            Ok(Value::Array(vec![Value::Int(0), Value::Str("hi".into()), Value::Array(vec![])]))
+        );
+        let e = r(b"-NOSCRIPT No matching script. Please use EVAL.\r\n").0.unwrap_err();
+        assert_eq!(e.code, "NOSCRIPT");
+        assert_eq!(r(b"-MOVED 3999 127.0.0.1:6381\r\n").0.unwrap_err().redirect().unwrap().port, 6381);
+        assert_eq!(decode_reply(b"*2\r\n:1\r\n").unwrap(), None, "incomplete");
+        assert!(decode_reply(b"?what\r\n").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let c = RespConfig::from_url("redis://127.0.0.1:7001", 100).unwrap();
+        assert_eq!((c.seed.host.as_str(), c.seed.port, c.tls, c.password), ("127.0.0.1", 7001, false, None));
+        let c = RespConfig::from_url("rediss://default:s3cret@db.example.com", 100).unwrap();
+        assert_eq!((c.seed.port, c.tls, c.username.as_deref(), c.password.as_deref()), (6379, true, Some("default"), Some("s3cret")));
+        let c = RespConfig::from_url("redis://:pw@h:1/", 100).unwrap();
+        assert_eq!((c.username, c.password.as_deref(), c.seed.port), (None, Some("pw"), 1));
+        assert!(RespConfig::from_url("http://x", 1).is_err());
+        assert!(RespConfig::from_url("redis://h:notaport", 1).is_err());
+    }
+
+    #[test]
+    fn routing_keys() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(routing_key(&s(&["EVALSHA", "x", "2", "k1", "k2"])), Some("k1"));
+        assert_eq!(routing_key(&s(&["EVALSHA", "x", "0"])), None);
+        assert_eq!(routing_key(&s(&["hget", "k", "f"])), Some("k"));
+        assert_eq!(routing_key(&s(&["SCRIPT", "LOAD", "return 1"])), None);
+    }
+
+    fn value() -> impl Strategy<Value = OwnedFrame> {
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(OwnedFrame::Integer),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(OwnedFrame::BulkString),
+            "[a-zA-Z ]{0,20}".prop_map(|s| OwnedFrame::SimpleString(s.into_bytes())),
+            Just(OwnedFrame::Null),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| proptest::collection::vec(inner, 0..6).prop_map(OwnedFrame::Array))
+    }
+
+    proptest! {
+        /// Any reply split at any point decodes to "incomplete" until its last byte arrives.
+        #[test]
+        fn partial_reads(frame in value(), cut in any::<prop::sample::Index>()) {
+            let mut buf = vec![0u8; frame.encode_len(false)];
+            let n = redis_protocol::resp2::encode::encode(&mut buf, &frame, false).unwrap();
+            buf.truncate(n);
+            let at = cut.index(buf.len());
+            prop_assert_eq!(decode_reply(&buf[..at]).unwrap(), None);
+            let (reply, used) = decode_reply(&buf).unwrap().unwrap();
+            prop_assert_eq!(used, buf.len());
+            prop_assert_eq!(reply, Ok(frame_to_value(frame)));
+        }
+    }
+}

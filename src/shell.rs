@@ -1,0 +1,171 @@
+//! The wasm shell: reads `Env` into a validated [`Config`] once per isolate, builds the origin
+//! transport for each request, calls the gate and renders its [`Reply`]. No decisions here.
+
+use crate::config::{Config, OriginConfig};
+use crate::error::{ApiError, Reply};
+use crate::gate::{ApiRequest, Gate};
+use crate::origin::http::{decode_response, HttpConfig};
+use crate::origin::resp::{Connector, RespOrigin, SlotMap};
+use crate::origin::{Cmd, Origin, OriginError, Value};
+use futures_util::future::{select, Either};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+use worker::*;
+
+thread_local! {
+    static GATE: RefCell<Option<Rc<std::result::Result<Gate, String>>>> = const { RefCell::new(None) };
+    static SLOTS: SlotMap = SlotMap::default();
+}
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn gate(env: &Env) -> Rc<std::result::Result<Gate, String>> {
+    GATE.with(|g| {
+        g.borrow_mut()
+            .get_or_insert_with(|| {
+                let cfg = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
+                Rc::new(cfg.map(Gate::new))
+            })
+            .clone()
+    })
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    if !req.path().starts_with("/api/") {
+        return env.assets("ASSETS")?.fetch_request(req).await;
+    }
+    handle_api(req, &env).await
+}
+
+async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
+    let now = Date::now().as_millis() as i64;
+    let gate = gate(env);
+    let gate = match gate.as_ref() {
+        Ok(g) => g,
+        Err(msg) => {
+            console_error!("{{\"msg\":\"config\",\"error\":{:?}}}", msg);
+            return render(ApiError::internal().to_reply());
+        }
+    };
+    let h = req.headers().clone();
+    let method = req.method().to_string();
+    let declared: Option<usize> = h.get("content-length")?.and_then(|v| v.parse().ok());
+    let body = if method == "GET" || method == "HEAD" || declared.is_some_and(|n| n > gate.config.max_body_bytes) {
+        Vec::new()
+    } else {
+        req.bytes().await.unwrap_or_default()
+    };
+    let (auth, cookie, ct, key) = (h.get("authorization")?, h.get("cookie")?, h.get("content-type")?, h.get("idempotency-key")?);
+    let path = req.path();
+    let api = ApiRequest {
+        method: &method,
+        path: &path,
+        authorization: auth.as_deref(),
+        cookie: cookie.as_deref(),
+        content_type: ct.as_deref(),
+        idempotency_key: key.as_deref(),
+        body: &body,
+        declared_len: declared,
+    };
+    let origin = AnyOrigin::new(&gate.config.origin);
+    let clock = || Date::now().as_millis() as i64;
+    let handled = gate.handle(&origin, &api, now, &clock).await;
+    if let Some(line) = handled.log {
+        console_log!("{line}");
+    }
+    render(handled.reply)
+}
+
+fn render(r: Reply) -> Result<Response> {
+    let mut resp = Response::from_bytes(r.body.into_bytes())?.with_status(r.status);
+    let headers = resp.headers_mut();
+    for (k, v) in r.headers {
+        if k == "set-cookie" {
+            headers.append(k, &v)?;
+        } else {
+            headers.set(k, &v)?;
+        }
+    }
+    Ok(resp)
+}
+
+/// Worker TCP sockets for the RESP transport.
+struct SocketConnector;
+
+impl Connector for SocketConnector {
+    type Stream = Socket;
+
+    async fn connect(&self, host: &str, port: u16, tls: bool) -> std::io::Result<Socket> {
+        let transport = if tls { SecureTransport::On } else { SecureTransport::Off };
+        let socket = ConnectionBuilder::new()
+            .secure_transport(transport)
+            .connect(host, port)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        socket.opened().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(socket)
+    }
+
+    fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()> {
+        Delay::from(Duration::from_millis(ms))
+    }
+}
+
+/// The JSON command API over `fetch`.
+struct HttpOrigin(HttpConfig);
+
+impl Origin for HttpOrigin {
+    async fn call(&self, cmd: &Cmd) -> std::result::Result<Value, OriginError> {
+        let r = self.0.request(cmd);
+        let headers = Headers::new();
+        for (k, v) in &r.headers {
+            headers.set(k, v).map_err(|e| OriginError::NotSent(e.to_string()))?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(r.body.into()));
+        let request = Request::new_with_init(&r.url, &init).map_err(|e| OriginError::NotSent(e.to_string()))?;
+        let abort = AbortController::default();
+        let signal = abort.signal();
+        let work = std::pin::pin!(async {
+            let mut resp = Fetch::Request(request).send_with_signal(&signal).await.map_err(|e| OriginError::Unknown(e.to_string()))?;
+            let text = resp.text().await.map_err(|e| OriginError::Unknown(e.to_string()))?;
+            decode_response(self.0.dialect, resp.status_code(), &text)
+        });
+        let timer = std::pin::pin!(Delay::from(Duration::from_millis(self.0.timeout_ms)));
+        match select(work, timer).await {
+            Either::Left((r, _)) => r,
+            Either::Right(((), _)) => {
+                abort.abort();
+                Err(OriginError::Unknown(format!("no reply within {} ms", self.0.timeout_ms)))
+            }
+        }
+    }
+}
+
+/// The configured transport, built per request (Workers I/O objects cannot outlive one).
+enum AnyOrigin {
+    Resp(RespOrigin<SocketConnector>),
+    Http(HttpOrigin),
+}
+
+impl AnyOrigin {
+    fn new(c: &OriginConfig) -> AnyOrigin {
+        match c {
+            OriginConfig::Resp(r) => AnyOrigin::Resp(RespOrigin::new(SocketConnector, r.clone(), SLOTS.with(|s| s.clone()))),
+            OriginConfig::Http(h) => AnyOrigin::Http(HttpOrigin(h.clone())),
+        }
+    }
+}
+
+impl Origin for AnyOrigin {
+    async fn call(&self, cmd: &Cmd) -> std::result::Result<Value, OriginError> {
+        match self {
+            AnyOrigin::Resp(o) => o.call(cmd).await,
+            AnyOrigin::Http(o) => o.call(cmd).await,
+        }
+    }
+}
