@@ -52,7 +52,7 @@ integration: $(WORKER) cli
 	cargo test --test '*' -- --test-threads=2
 
 browser: $(WORKER) cli
-	node --test --test-concurrency=1 tests/browser/
+	node --test --test-concurrency=1 'tests/browser/*.test.mjs'
 
 test: setup-browser
 	@$(MAKE) --no-print-directory lint unit integration browser

@@ -3,9 +3,13 @@
 //! Invariants:
 //! - An event snapshot is used while younger than `cache_ms`. When it is older, exactly one
 //!   request (the refresher) reads the origin; others keep using the old snapshot until the
-//!   refresher's lease (`lease_ms`, the origin timeout) runs out. So N requests in one
+//!   refresher's lease (`lease_ms`, the origin timeout) runs out, or, when there is no snapshot
+//!   young enough (a cold or long-idle isolate), wait for the refresher. So N requests in one
 //!   `cache_ms` window cost at most one origin read per isolate, and a snapshot is never used
 //!   when older than `cache_ms + lease_ms`.
+//! - Idempotency keys this isolate saw placed are answered here as replays; keys whose attempt
+//!   may have run (the origin went silent) skip every edge rejection, so their retry always
+//!   reaches the origin, which replays or decides. A retry never gets a wrong "no".
 //! - User marks are lower bounds of the user's counters at the origin (counters only grow
 //!   within a calendar day), so rejecting on them is never wrong; the origin stays the
 //!   authority. Marks learnt on another calendar day are ignored for per-day caps.
@@ -27,8 +31,8 @@ pub struct EdgeConfig {
 }
 
 struct CachedEvent {
-    /// `None`: the origin said the event does not exist.
-    snapshot: Option<Snapshot>,
+    /// `None`: never read yet. `Some(None)`: the origin said the event does not exist.
+    snapshot: Option<Option<Snapshot>>,
     fetched_at: i64,
     refreshing_since: Option<i64>,
 }
@@ -40,6 +44,18 @@ pub enum Plan {
     Use(Option<Snapshot>),
     /// This request is the refresher: read the origin, then call [`EdgeState::store`].
     Refresh,
+    /// Another request is refreshing and there is nothing young enough to use: wait a little
+    /// and plan again.
+    Wait,
+}
+
+/// What this isolate knows about an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyNews {
+    /// Placed: the fingerprint of its lines and the order document.
+    Placed { fingerprint: String, order_json: String },
+    /// Sent to an origin that went silent: it may have run.
+    Uncertain,
 }
 
 #[derive(Default, Clone, Debug, PartialEq)]
@@ -72,6 +88,7 @@ pub struct EdgeState {
     events: HashMap<String, CachedEvent>,
     marks: HashMap<(String, String), UserMark>,
     buckets: HashMap<String, Bucket>,
+    keys: HashMap<(String, String, String), KeyNews>,
     pub stats: Stats,
 }
 
@@ -84,24 +101,26 @@ pub enum CapHit {
 
 impl EdgeState {
     pub fn new(config: EdgeConfig) -> EdgeState {
-        EdgeState { config, events: HashMap::new(), marks: HashMap::new(), buckets: HashMap::new(), stats: Stats::default() }
+        EdgeState { config, events: HashMap::new(), marks: HashMap::new(), buckets: HashMap::new(), keys: HashMap::new(), stats: Stats::default() }
     }
 
     pub fn plan(&mut self, event: &str, now: i64) -> Plan {
         let c = self.config;
-        match self.events.get_mut(event) {
-            Some(e) if now - e.fetched_at < c.cache_ms => Plan::Use(e.snapshot.clone()),
-            Some(e) => {
-                let leased = e.refreshing_since.is_some_and(|t| now - t < c.lease_ms);
-                if leased && now - e.fetched_at < c.cache_ms + c.lease_ms {
-                    Plan::Use(e.snapshot.clone())
-                } else {
-                    e.refreshing_since = Some(now);
-                    Plan::Refresh
-                }
+        let e = self.events.entry(event.to_string()).or_insert(CachedEvent { snapshot: None, fetched_at: i64::MIN / 2, refreshing_since: None });
+        let age = now - e.fetched_at;
+        if let Some(s) = &e.snapshot {
+            if age < c.cache_ms {
+                return Plan::Use(s.clone());
             }
-            None => Plan::Refresh,
         }
+        if e.refreshing_since.is_some_and(|t| now - t < c.lease_ms) {
+            return match &e.snapshot {
+                Some(s) if age < c.cache_ms + c.lease_ms => Plan::Use(s.clone()),
+                _ => Plan::Wait,
+            };
+        }
+        e.refreshing_since = Some(now);
+        Plan::Refresh
     }
 
     /// The refresher's result. `None` for `result` means the read failed: the lease is
@@ -112,7 +131,7 @@ impl EdgeState {
                 if self.events.len() >= 1000 && !self.events.contains_key(event) {
                     self.events.clear();
                 }
-                self.events.insert(event.to_string(), CachedEvent { snapshot, fetched_at: now, refreshing_since: None });
+                self.events.insert(event.to_string(), CachedEvent { snapshot: Some(snapshot), fetched_at: now, refreshing_since: None });
             }
             None => {
                 if let Some(e) = self.events.get_mut(event) {
@@ -122,9 +141,28 @@ impl EdgeState {
         }
     }
 
+    pub fn key_news(&self, event: &str, user: &str, key: &str) -> Option<&KeyNews> {
+        self.keys.get(&(event.to_string(), user.to_string(), key.to_string()))
+    }
+
+    pub fn learn_key(&mut self, event: &str, user: &str, key: &str, news: Option<KeyNews>) {
+        let k = (event.to_string(), user.to_string(), key.to_string());
+        match news {
+            Some(n) => {
+                if self.keys.len() >= MAX_TRACKED && !self.keys.contains_key(&k) {
+                    self.keys.clear();
+                }
+                self.keys.insert(k, n);
+            }
+            None => {
+                self.keys.remove(&k);
+            }
+        }
+    }
+
     /// Applies stock news from a purchase reply: `remaining` of `sku` as the origin reported it.
     pub fn learn_remaining(&mut self, event: &str, sku: &str, remaining: u32) {
-        if let Some(snap) = self.events.get_mut(event).and_then(|e| e.snapshot.as_mut()) {
+        if let Some(snap) = self.events.get_mut(event).and_then(|e| e.snapshot.as_mut()).and_then(Option::as_mut) {
             if let Some(i) = snap.meta.items.iter().position(|it| it.sku == sku) {
                 let item = &mut snap.items[i];
                 item.sold = item.sold.max(item.stock.saturating_sub(remaining));
@@ -166,6 +204,11 @@ impl EdgeState {
         for (l, a) in lines.iter().zip(after) {
             self.learn_remaining(event, &l.sku, a.remaining);
         }
+    }
+
+    /// The user's total as far as this isolate knows.
+    pub fn known_total(&self, event: &str, user: &str) -> Option<u32> {
+        self.marks.get(&(event.to_string(), user.to_string())).map(|m| m.total)
     }
 
     /// Would this attempt go past a cap the edge already knows the user has used up?
@@ -247,6 +290,7 @@ mod tests {
     fn one_refresher_per_window() {
         let mut s = EdgeState::new(cfg());
         assert_eq!(s.plan("e", 0), Plan::Refresh);
+        assert_eq!(s.plan("e", 1), Plan::Wait, "cold: others wait for the refresher");
         s.store("e", Some(Some(snap())), 0);
         for t in [1, 500, 999] {
             assert!(matches!(s.plan("e", t), Plan::Use(Some(_))), "fresh at {t}");
@@ -258,8 +302,11 @@ mod tests {
         assert_eq!(s.plan("e", 1500), Plan::Refresh, "lease expired: someone else refreshes");
         s.store("e", None, 1600);
         assert_eq!(s.plan("e", 1601), Plan::Refresh, "a failed refresh frees the lease");
+        assert_eq!(s.plan("e", 1602), Plan::Wait, "too old to use while that refresh runs");
         s.store("e", Some(None), 1700);
         assert_eq!(s.plan("e", 1701), Plan::Use(None), "unknown events are cached too");
+        assert_eq!(s.plan("e", 10_000), Plan::Refresh, "long idle: one refresher");
+        assert_eq!(s.plan("e", 10_001), Plan::Wait, "the rest wait instead of reading too");
     }
 
     #[test]
@@ -285,6 +332,17 @@ mod tests {
         assert_eq!(s.cap_hit("e", "u", &sn, &a, next_day), None, "new day, item cap resets");
         s.learn_counts("e", "u", 1, Some(2), &[]);
         assert_eq!(s.cap_hit("e", "u", &sn, &a, next_day), Some(CapHit::Total { total: 2 }));
+    }
+
+    #[test]
+    fn key_news() {
+        let mut s = EdgeState::new(cfg());
+        assert_eq!(s.key_news("e", "u", "k"), None);
+        s.learn_key("e", "u", "k", Some(KeyNews::Uncertain));
+        assert_eq!(s.key_news("e", "u", "k"), Some(&KeyNews::Uncertain));
+        assert_eq!(s.key_news("e", "v", "k"), None, "keys are per user");
+        s.learn_key("e", "u", "k", None);
+        assert_eq!(s.key_news("e", "u", "k"), None);
     }
 
     #[test]

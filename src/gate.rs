@@ -10,7 +10,7 @@
 //! origin behind [`Origin`], and the time.
 
 use crate::config::Config;
-use crate::edge::{CapHit, EdgeState, Plan};
+use crate::edge::{CapHit, EdgeState, KeyNews, Plan};
 use crate::error::{ApiError, Code, Reply};
 use crate::keys::EventKeys;
 use crate::model::{day_number, format_ms, format_utc_offset, next_day_start, valid_id, State};
@@ -25,6 +25,8 @@ use subtle::ConstantTimeEq;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const SESSION_COOKIE: &str = "fg_session";
+/// How long a request waits between looks at a snapshot another request is refreshing.
+const WAIT_STEP_MS: u64 = 5;
 /// Lifetime of a development session.
 pub const DEV_SESSION_SECS: i64 = 12 * 3600;
 
@@ -129,15 +131,23 @@ impl Gate {
 
     /// The event snapshot, from the isolate's cache or (for one request at a time) the origin.
     pub async fn snapshot<O: Origin>(&self, origin: &O, event: &str, now: i64) -> Result<Option<Snapshot>, OriginError> {
-        let plan = self.state.borrow_mut().plan(event, now);
-        match plan {
-            Plan::Use(s) => Ok(s),
-            Plan::Refresh => {
-                self.state.borrow_mut().stats.view_reads += 1;
-                let read = VIEW.eval(origin, &view_keys(&EventKeys::new(event)), &[]).await.and_then(|v| parse_view(&v));
-                let mut st = self.state.borrow_mut();
-                st.store(event, read.as_ref().ok().cloned(), now);
-                read
+        let lease = self.config.edge.lease_ms.max(0) as u64;
+        let mut waited = 0;
+        loop {
+            let plan = self.state.borrow_mut().plan(event, now);
+            match plan {
+                Plan::Use(s) => return Ok(s),
+                Plan::Wait if waited < lease => {
+                    origin.sleep(WAIT_STEP_MS).await;
+                    waited += WAIT_STEP_MS;
+                }
+                Plan::Wait => return Err(OriginError::NotSent("the event snapshot is being refreshed by another request".into())),
+                Plan::Refresh => {
+                    self.state.borrow_mut().stats.view_reads += 1;
+                    let read = VIEW.eval(origin, &view_keys(&EventKeys::new(event)), &[]).await.and_then(|v| parse_view(&v));
+                    self.state.borrow_mut().store(event, read.as_ref().ok().cloned(), now);
+                    return read;
+                }
             }
         }
     }
@@ -235,36 +245,62 @@ impl Gate {
             edge(ApiError::new(Code::RateLimited, "too many attempts; slow down").retry_after(secs))
         })?;
 
+        let fp = order::fingerprint(&lines);
+        let news = self.state.borrow().key_news(event, &id.user, key).cloned();
+        if let Some(KeyNews::Placed { fingerprint, order_json }) = news.as_ref() {
+            // A retry of an order this isolate placed: answer it here.
+            if *fingerprint != fp {
+                return Err(edge(key_reused()));
+            }
+            let total = self.state.borrow().known_total(event, &id.user);
+            return Ok((replay_reply(order_json, total, None).map_err(|e| (e, true))?, "replayed"));
+        }
+        // A key whose attempt may have run skips the edge's own rejections: only the origin
+        // knows whether to replay it.
+        let may_have_run = news == Some(KeyNews::Uncertain);
+
         let snap = self.snapshot(origin, event, now).await.map_err(|_| (ApiError::origin_unavailable(), false))?;
         let snap = snap.ok_or_else(|| edge(ApiError::new(Code::UnknownEvent, format!("there is no sale event {event}"))))?;
-        state_check(&snap, now).map_err(edge)?;
+        if !may_have_run {
+            state_check(&snap, now).map_err(edge)?;
+        }
         let mut order_lines = Vec::with_capacity(lines.len());
         for l in &lines {
             let (i, item) = snap.item(&l.sku).ok_or_else(|| edge(ApiError::new(Code::UnknownItem, format!("{} is not on sale in {event}", l.sku)).with("sku", l.sku.as_str())))?;
             if l.qty > snap.meta.caps.per_order_qty {
                 return Err(edge(qty_limit(&l.sku, snap.meta.caps.per_order_qty)));
             }
-            if item.remaining() < l.qty {
+            if item.remaining() < l.qty && !may_have_run {
                 return Err(edge(sold_out(&l.sku, item.remaining())));
             }
             let info = &snap.meta.items[i];
             order_lines.push(OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price: info.price.amount, currency: info.price.currency.clone() });
         }
         let hit = self.state.borrow().cap_hit(event, &id.user, &snap, &lines, now);
-        if let Some(hit) = hit {
+        if let Some(hit) = hit.filter(|_| !may_have_run) {
             return Err(edge(cap_error(hit, &snap, now)));
         }
 
         // Survivors go to the origin: one EVALSHA.
         let order = Order::new(event, &id.user, key, order_lines, now);
         let order_json = serde_json::to_string(&order).expect("orders serialize");
-        let fp = order::fingerprint(&lines);
         let keys = EventKeys::new(event);
         let call = PurchaseCall { keys: &keys, user: &id.user, now_ms: now, idempotency_key: key, fingerprint: &fp, order_json: &order_json, lines: &lines };
         let (k, a) = call.keys_and_args();
         self.state.borrow_mut().stats.forwarded += 1;
-        let reply = PURCHASE.eval(origin, &k, &a).await.map_err(|_| (ApiError::origin_unavailable(), false))?;
+        let reply = PURCHASE.eval(origin, &k, &a).await.map_err(|e| {
+            if e.may_have_run() {
+                self.state.borrow_mut().learn_key(event, &id.user, key, Some(KeyNews::Uncertain));
+            }
+            (ApiError::origin_unavailable(), false)
+        })?;
         let outcome = parse_outcome(&reply, lines.len()).map_err(|_| (ApiError::internal(), false))?;
+        let news = match &outcome {
+            Outcome::Placed { .. } => Some(KeyNews::Placed { fingerprint: fp.clone(), order_json: order_json.clone() }),
+            Outcome::Replayed { order_json, .. } => Some(KeyNews::Placed { fingerprint: fp.clone(), order_json: order_json.clone() }),
+            _ => None,
+        };
+        self.state.borrow_mut().learn_key(event, &id.user, key, news);
         self.apply(event, &id.user, &snap, &lines, outcome, order, now).map_err(|e| (e, false))
     }
 
@@ -284,9 +320,7 @@ impl Gate {
             }
             Outcome::Replayed { order_json, total } => {
                 st.learn_counts(event, user, day, Some(total), &[]);
-                let stored: Json = serde_json::from_str(&order_json).map_err(|_| ApiError::internal())?;
-                let body = json!({ "order": stored, "counters": { "total": total, "total_cap": caps.total, "items": [] }, "replayed": true });
-                Ok((Reply::json(201, &body).with_header("cache-control", "no-store").with_header("idempotent-replayed", "true"), "replayed"))
+                Ok((replay_reply(&order_json, Some(total), Some(caps.total))?, "replayed"))
             }
             Outcome::SoldOut { line, remaining } => {
                 st.learn_remaining(event, sku(line), remaining);
@@ -300,7 +334,7 @@ impl Gate {
                 st.learn_counts(event, user, day, Some(total), &[]);
                 Err(cap_error(CapHit::Total { total }, snap, now))
             }
-            Outcome::KeyReused => Err(ApiError::new(Code::IdempotencyKeyReused, "this Idempotency-Key was used for a different order; use a new key")),
+            Outcome::KeyReused => Err(key_reused()),
             Outcome::OrderQtyLimit { line, cap } => Err(qty_limit(sku(line), cap)),
             Outcome::BadArguments => Err(ApiError::internal()),
             // The origin knows better than our snapshot: drop it and say what the origin said.
@@ -322,6 +356,17 @@ impl Gate {
             }
         }
     }
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(Code::IdempotencyKeyReused, "this Idempotency-Key was used for a different order; use a new key")
+}
+
+/// 201 for a replayed order: the stored document, unchanged.
+fn replay_reply(order_json: &str, total: Option<u32>, total_cap: Option<u32>) -> Result<Reply, ApiError> {
+    let stored: Json = serde_json::from_str(order_json).map_err(|_| ApiError::internal())?;
+    let body = json!({ "order": stored, "counters": { "total": total, "total_cap": total_cap, "items": [] }, "replayed": true });
+    Ok(Reply::json(201, &body).with_header("cache-control", "no-store").with_header("idempotent-replayed", "true"))
 }
 
 /// The answer for a sale that is not live, or `Ok` when it is.

@@ -144,6 +144,10 @@ impl Origin for HttpOrigin {
             }
         }
     }
+
+    fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()> {
+        Delay::from(Duration::from_millis(ms))
+    }
 }
 
 /// The configured transport, built per request (Workers I/O objects cannot outlive one).
@@ -167,5 +171,9 @@ impl Origin for AnyOrigin {
             AnyOrigin::Resp(o) => o.call(cmd).await,
             AnyOrigin::Http(o) => o.call(cmd).await,
         }
+    }
+
+    fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()> {
+        Delay::from(Duration::from_millis(ms))
     }
 }

@@ -118,9 +118,8 @@ pub fn decode_response(dialect: Dialect, status: u16, body: &str) -> Result<Valu
 }
 
 fn server_error(text: &str) -> ServerError {
-    if text.starts_with('-') {
-        ServerError::parse(text)
-    } else if text.starts_with("ERR ") || text.split_whitespace().next().is_some_and(|w| w.len() > 1 && w.bytes().all(|b| b.is_ascii_uppercase())) {
+    let coded = text.split_whitespace().next().is_some_and(|w| w.len() > 1 && w.bytes().all(|b| b.is_ascii_uppercase()));
+    if text.starts_with('-') || coded {
         ServerError::parse(text)
     } else {
         ServerError { code: "ERR".into(), line: format!("ERR {text}") }

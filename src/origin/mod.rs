@@ -151,10 +151,12 @@ impl Cmd {
     }
 }
 
-/// The origin, as the gate sees it: one command, one reply.
+/// The origin, as the gate sees it: one command, one reply. Every origin owns a timer for
+/// its timeouts; the gate borrows it to wait for another request's refresh.
 #[allow(async_fn_in_trait)]
 pub trait Origin {
     async fn call(&self, cmd: &Cmd) -> Result<Value, OriginError>;
+    fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()>;
 }
 
 /// A Lua script: its source and SHA1, computed once.
@@ -222,6 +224,9 @@ pub(crate) mod fake {
         async fn call(&self, cmd: &Cmd) -> Result<Value, OriginError> {
             self.log.borrow_mut().push(cmd.clone());
             self.replies.borrow_mut().pop_front().unwrap_or_else(|| Err(OriginError::NotSent("fake: no reply queued".into())))
+        }
+        fn sleep(&self, _ms: u64) -> impl std::future::Future<Output = ()> {
+            std::future::ready(())
         }
     }
 }

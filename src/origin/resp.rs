@@ -295,6 +295,10 @@ impl<C: Connector> Origin for RespOrigin<C> {
             }
         }
     }
+
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
+        self.connector.sleep(ms)
+    }
 }
 
 #[cfg(test)]

