@@ -8,7 +8,7 @@ use flashgate::native::{self, NativeOrigin};
 use flashgate::origin::{Cmd, Origin, Value};
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,17 +105,41 @@ impl Redis {
     }
 
     pub fn start_on(port: u16) -> Redis {
-        let dir = tmpdir("redis");
+        Redis::spawn(port, tmpdir("redis"), false)
+    }
+
+    /// A redis-server that keeps an append-only file (fsync always) in its own directory, so
+    /// [`Redis::restart`] comes back with every acknowledged write.
+    pub fn start_durable() -> Redis {
+        Redis::spawn(free_port(), tmpdir("redis-aof"), true)
+    }
+
+    fn spawn(port: u16, dir: PathBuf, durable: bool) -> Redis {
+        let (aof, fsync) = if durable { ("yes", "always") } else { ("no", "everysec") };
         let proc = Proc::spawn(
             "redis-server",
             Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof, "--appendfsync", fsync])
                 .arg("--dir")
                 .arg(&dir)
-                .stdout(Stdio::null()),
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
         );
         wait_for("redis-server", Duration::from_secs(10), || redis_cli(port, &["PING"]).trim() == "PONG");
         Redis { port, proc, dir }
+    }
+
+    /// Stops and starts the server on the same port and directory.
+    pub fn restart(&mut self) {
+        self.proc.stop();
+        *self = Redis::spawn(self.port, self.dir.clone(), true);
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a slow origin.
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { "STOP" } else { "CONT" };
+        let ok = Command::new("kill").args(["-s", sig, &self.proc.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
     }
 
     pub fn url(&self) -> String {
@@ -247,7 +271,7 @@ impl Worker {
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
             .arg("--persist-to")
             .arg(&persist)
-            .args(["--log-level", "info", "--show-interactive-dev-session=false"])
+            .args(["--log-level", "log", "--show-interactive-dev-session=false"])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(persist.join("wrangler.err")).unwrap());
@@ -269,7 +293,8 @@ impl Worker {
 
     /// The decision log lines the worker printed so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let err = self.log.with_file_name("wrangler.err");
+        std::fs::read_to_string(&self.log).unwrap_or_default() + &std::fs::read_to_string(err).unwrap_or_default()
     }
 }
 
@@ -295,9 +320,14 @@ pub fn spec(id: &str, items: &[(&str, u32)], starts_in_ms: i64, caps: (u32, u32,
 
 /// Runs the CLI; panics with its stderr on failure.
 pub fn cli(origin: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_flashgate")).args(["--origin", origin]).args(args).output().unwrap();
+    let out = cli_output(origin, args);
     assert!(out.status.success(), "flashgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the CLI and returns whatever happened.
+pub fn cli_output(origin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flashgate")).args(["--origin", origin]).args(args).output().unwrap()
 }
 
 /// INFO commandstats as command → calls.
@@ -324,6 +354,14 @@ pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> Has
         .collect()
 }
 
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
+/// Redis counts the commands a script issues in INFO commandstats too. This drops those
+/// purchase.lua and view.lua issue, after checking they are exactly what `runs` runs of
+/// purchase.lua's success path issue; what is left is what clients sent.
+pub fn client_commands(mut d: HashMap<String, u64>, purchases: u64) -> HashMap<String, u64> {
+    for (cmd, per_run) in [("hmget", 4), ("hset", 2), ("rpush", 1)] {
+        assert_eq!(d.remove(cmd).unwrap_or(0), per_run * purchases, "{cmd} inside purchase.lua");
+    }
+    // PEXPIREAT runs on a user's first purchase only.
+    assert!(d.remove("pexpireat").unwrap_or(0) <= purchases);
+    d
 }
