@@ -42,7 +42,12 @@ impl OriginConfig {
         }
     }
 
-    pub fn parse(url: &str, dialect: &str, password: Option<String>, timeout_ms: u64) -> Result<OriginConfig, String> {
+    pub fn parse(
+        url: &str,
+        dialect: &str,
+        password: Option<String>,
+        timeout_ms: u64,
+    ) -> Result<OriginConfig, String> {
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             let mut c = RespConfig::from_url(url, timeout_ms)?;
             if c.password.is_none() {
@@ -50,8 +55,12 @@ impl OriginConfig {
             }
             Ok(OriginConfig::Resp(c))
         } else {
-            let d = Dialect::parse(dialect).ok_or_else(|| format!("ORIGIN_HTTP_DIALECT must be dragonfly or upstash, not {dialect:?}"))?;
-            Ok(OriginConfig::Http(HttpConfig::new(url, d, password, timeout_ms)?))
+            let d = Dialect::parse(dialect).ok_or_else(|| {
+                format!("ORIGIN_HTTP_DIALECT must be dragonfly or upstash, not {dialect:?}")
+            })?;
+            Ok(OriginConfig::Http(HttpConfig::new(
+                url, d, password, timeout_ms,
+            )?))
         }
     }
 }
@@ -69,11 +78,21 @@ pub struct Config {
 impl Config {
     /// Reads and checks every setting; the error names the setting and what is wrong.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        fn num<T: std::str::FromStr>(v: Option<String>, name: &str, default: T) -> Result<T, String> {
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        fn num<T: std::str::FromStr>(
+            v: Option<String>,
+            name: &str,
+            default: T,
+        ) -> Result<T, String> {
             match v {
                 None => Ok(default),
-                Some(s) => s.parse().map_err(|_| format!("{name} must be a number, not {s:?}")),
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| format!("{name} must be a number, not {s:?}")),
             }
         }
         let timeout_ms: u64 = num(get("ORIGIN_TIMEOUT_MS"), "ORIGIN_TIMEOUT_MS", 1500)?;
@@ -83,9 +102,12 @@ impl Config {
         let url = get("ORIGIN_URL").ok_or("ORIGIN_URL is not set")?;
         let dialect = get("ORIGIN_HTTP_DIALECT").unwrap_or_else(|| "dragonfly".into());
         let origin = OriginConfig::parse(&url, &dialect, get("ORIGIN_PASSWORD"), timeout_ms)?;
-        let secret = get("IDENTITY_SECRET").ok_or("IDENTITY_SECRET is not set (wrangler secret put IDENTITY_SECRET)")?;
+        let secret = get("IDENTITY_SECRET")
+            .ok_or("IDENTITY_SECRET is not set (wrangler secret put IDENTITY_SECRET)")?;
         if secret.len() < MIN_SECRET_LEN {
-            return Err(format!("IDENTITY_SECRET must be at least {MIN_SECRET_LEN} bytes"));
+            return Err(format!(
+                "IDENTITY_SECRET must be at least {MIN_SECRET_LEN} bytes"
+            ));
         }
         let cache_ms: i64 = num(get("EDGE_CACHE_MS"), "EDGE_CACHE_MS", 1000)?;
         if !(0..=60_000).contains(&cache_ms) {
@@ -106,7 +128,12 @@ impl Config {
             origin,
             identity_secret: secret.into_bytes(),
             operator_token: get("OPERATOR_TOKEN"),
-            edge: EdgeConfig { cache_ms, lease_ms: timeout_ms as i64, rate_per_sec, rate_burst },
+            edge: EdgeConfig {
+                cache_ms,
+                lease_ms: timeout_ms as i64,
+                rate_per_sec,
+                rate_burst,
+            },
             max_body_bytes,
             dev_signin,
         })
@@ -119,36 +146,75 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
-    const BASE: [(&str, &str); 2] = [("ORIGIN_URL", "redis://127.0.0.1:6379"), ("IDENTITY_SECRET", "0123456789abcdef")];
+    const BASE: [(&str, &str); 2] = [
+        ("ORIGIN_URL", "redis://127.0.0.1:6379"),
+        ("IDENTITY_SECRET", "0123456789abcdef"),
+    ];
 
     #[test]
     fn defaults() {
         let c = cfg(&BASE).unwrap();
         assert_eq!(c.origin.transport(), "resp");
-        assert_eq!((c.edge.cache_ms, c.max_body_bytes, c.dev_signin, c.operator_token), (1000, 4096, false, None));
+        assert_eq!(
+            (
+                c.edge.cache_ms,
+                c.max_body_bytes,
+                c.dev_signin,
+                c.operator_token
+            ),
+            (1000, 4096, false, None)
+        );
     }
 
     #[test]
     fn http_dialects_and_password() {
-        let c = cfg(&[BASE[1], ("ORIGIN_URL", "https://df.example.com"), ("ORIGIN_PASSWORD", "pw")]).unwrap();
+        let c = cfg(&[
+            BASE[1],
+            ("ORIGIN_URL", "https://df.example.com"),
+            ("ORIGIN_PASSWORD", "pw"),
+        ])
+        .unwrap();
         assert_eq!(c.origin.transport(), "http-dragonfly");
-        let c = cfg(&[BASE[1], ("ORIGIN_URL", "https://x.upstash.io"), ("ORIGIN_HTTP_DIALECT", "upstash")]).unwrap();
+        let c = cfg(&[
+            BASE[1],
+            ("ORIGIN_URL", "https://x.upstash.io"),
+            ("ORIGIN_HTTP_DIALECT", "upstash"),
+        ])
+        .unwrap();
         assert_eq!(c.origin.transport(), "http-upstash");
-        let OriginConfig::Resp(r) = cfg(&[BASE[0], BASE[1], ("ORIGIN_PASSWORD", "pw")]).unwrap().origin else { panic!() };
+        let OriginConfig::Resp(r) = cfg(&[BASE[0], BASE[1], ("ORIGIN_PASSWORD", "pw")])
+            .unwrap()
+            .origin
+        else {
+            panic!()
+        };
         assert_eq!(r.password.as_deref(), Some("pw"));
     }
 
     #[test]
     fn errors_name_the_setting() {
         assert_eq!(cfg(&[BASE[1]]).unwrap_err(), "ORIGIN_URL is not set");
-        assert!(cfg(&[BASE[0]]).unwrap_err().starts_with("IDENTITY_SECRET is not set"));
-        assert!(cfg(&[BASE[0], ("IDENTITY_SECRET", "short")]).unwrap_err().contains("at least 16"));
-        assert!(cfg(&[BASE[0], BASE[1], ("EDGE_CACHE_MS", "soon")]).unwrap_err().starts_with("EDGE_CACHE_MS"));
-        assert!(cfg(&[BASE[0], BASE[1], ("DEV_SIGNIN", "yes")]).unwrap_err().starts_with("DEV_SIGNIN"));
-        assert!(cfg(&[BASE[1], ("ORIGIN_URL", "ftp://x")]).unwrap_err().contains("must start with http"));
+        assert!(cfg(&[BASE[0]])
+            .unwrap_err()
+            .starts_with("IDENTITY_SECRET is not set"));
+        assert!(cfg(&[BASE[0], ("IDENTITY_SECRET", "short")])
+            .unwrap_err()
+            .contains("at least 16"));
+        assert!(cfg(&[BASE[0], BASE[1], ("EDGE_CACHE_MS", "soon")])
+            .unwrap_err()
+            .starts_with("EDGE_CACHE_MS"));
+        assert!(cfg(&[BASE[0], BASE[1], ("DEV_SIGNIN", "yes")])
+            .unwrap_err()
+            .starts_with("DEV_SIGNIN"));
+        assert!(cfg(&[BASE[1], ("ORIGIN_URL", "ftp://x")])
+            .unwrap_err()
+            .contains("must start with http"));
     }
 }

@@ -16,7 +16,7 @@
 //! - Maps are bounded ([`MAX_TRACKED`]); when full, idle entries are dropped first.
 
 use crate::model::day_number;
-use crate::script::{LineAfter, Line, Snapshot};
+use crate::script::{Line, LineAfter, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 
 pub const MAX_TRACKED: usize = 100_000;
@@ -53,7 +53,10 @@ pub enum Plan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyNews {
     /// Placed: the fingerprint of its lines and the order document.
-    Placed { fingerprint: String, order_json: String },
+    Placed {
+        fingerprint: String,
+        order_json: String,
+    },
     /// Sent to an origin that went silent: it may have run.
     Uncertain,
 }
@@ -101,12 +104,23 @@ pub enum CapHit {
 
 impl EdgeState {
     pub fn new(config: EdgeConfig) -> EdgeState {
-        EdgeState { config, events: HashMap::new(), marks: HashMap::new(), buckets: HashMap::new(), keys: HashMap::new(), stats: Stats::default() }
+        EdgeState {
+            config,
+            events: HashMap::new(),
+            marks: HashMap::new(),
+            buckets: HashMap::new(),
+            keys: HashMap::new(),
+            stats: Stats::default(),
+        }
     }
 
     pub fn plan(&mut self, event: &str, now: i64) -> Plan {
         let c = self.config;
-        let e = self.events.entry(event.to_string()).or_insert(CachedEvent { snapshot: None, fetched_at: i64::MIN / 2, refreshing_since: None });
+        let e = self.events.entry(event.to_string()).or_insert(CachedEvent {
+            snapshot: None,
+            fetched_at: i64::MIN / 2,
+            refreshing_since: None,
+        });
         let age = now - e.fetched_at;
         if let Some(s) = &e.snapshot {
             if age < c.cache_ms {
@@ -131,7 +145,14 @@ impl EdgeState {
                 if self.events.len() >= 1000 && !self.events.contains_key(event) {
                     self.events.clear();
                 }
-                self.events.insert(event.to_string(), CachedEvent { snapshot: Some(snapshot), fetched_at: now, refreshing_since: None });
+                self.events.insert(
+                    event.to_string(),
+                    CachedEvent {
+                        snapshot: Some(snapshot),
+                        fetched_at: now,
+                        refreshing_since: None,
+                    },
+                );
             }
             None => {
                 if let Some(e) = self.events.get_mut(event) {
@@ -142,7 +163,8 @@ impl EdgeState {
     }
 
     pub fn key_news(&self, event: &str, user: &str, key: &str) -> Option<&KeyNews> {
-        self.keys.get(&(event.to_string(), user.to_string(), key.to_string()))
+        self.keys
+            .get(&(event.to_string(), user.to_string(), key.to_string()))
     }
 
     pub fn learn_key(&mut self, event: &str, user: &str, key: &str, news: Option<KeyNews>) {
@@ -162,7 +184,12 @@ impl EdgeState {
 
     /// Applies stock news from a purchase reply: `remaining` of `sku` as the origin reported it.
     pub fn learn_remaining(&mut self, event: &str, sku: &str, remaining: u32) {
-        if let Some(snap) = self.events.get_mut(event).and_then(|e| e.snapshot.as_mut()).and_then(Option::as_mut) {
+        if let Some(snap) = self
+            .events
+            .get_mut(event)
+            .and_then(|e| e.snapshot.as_mut())
+            .and_then(Option::as_mut)
+        {
             if let Some(i) = snap.meta.items.iter().position(|it| it.sku == sku) {
                 let item = &mut snap.items[i];
                 item.sold = item.sold.max(item.stock.saturating_sub(remaining));
@@ -176,14 +203,27 @@ impl EdgeState {
     }
 
     fn mark(&mut self, event: &str, user: &str) -> &mut UserMark {
-        if self.marks.len() >= MAX_TRACKED && !self.marks.contains_key(&(event.to_string(), user.to_string())) {
+        if self.marks.len() >= MAX_TRACKED
+            && !self
+                .marks
+                .contains_key(&(event.to_string(), user.to_string()))
+        {
             self.marks.clear();
         }
-        self.marks.entry((event.to_string(), user.to_string())).or_default()
+        self.marks
+            .entry((event.to_string(), user.to_string()))
+            .or_default()
     }
 
     /// Learns the user's counters from the origin's answer.
-    pub fn learn_counts(&mut self, event: &str, user: &str, day: i64, total: Option<u32>, today: &[(&str, u32)]) {
+    pub fn learn_counts(
+        &mut self,
+        event: &str,
+        user: &str,
+        day: i64,
+        total: Option<u32>,
+        today: &[(&str, u32)],
+    ) {
         let m = self.mark(event, user);
         if let Some(t) = total {
             m.total = m.total.max(t);
@@ -198,8 +238,20 @@ impl EdgeState {
         }
     }
 
-    pub fn learn_placed(&mut self, event: &str, user: &str, day: i64, total: u32, lines: &[Line], after: &[LineAfter]) {
-        let today: Vec<(&str, u32)> = lines.iter().zip(after).map(|(l, a)| (l.sku.as_str(), a.today)).collect();
+    pub fn learn_placed(
+        &mut self,
+        event: &str,
+        user: &str,
+        day: i64,
+        total: u32,
+        lines: &[Line],
+        after: &[LineAfter],
+    ) {
+        let today: Vec<(&str, u32)> = lines
+            .iter()
+            .zip(after)
+            .map(|(l, a)| (l.sku.as_str(), a.today))
+            .collect();
         self.learn_counts(event, user, day, Some(total), &today);
         for (l, a) in lines.iter().zip(after) {
             self.learn_remaining(event, &l.sku, a.remaining);
@@ -208,11 +260,20 @@ impl EdgeState {
 
     /// The user's total as far as this isolate knows.
     pub fn known_total(&self, event: &str, user: &str) -> Option<u32> {
-        self.marks.get(&(event.to_string(), user.to_string())).map(|m| m.total)
+        self.marks
+            .get(&(event.to_string(), user.to_string()))
+            .map(|m| m.total)
     }
 
     /// Would this attempt go past a cap the edge already knows the user has used up?
-    pub fn cap_hit(&self, event: &str, user: &str, snap: &Snapshot, lines: &[Line], now: i64) -> Option<CapHit> {
+    pub fn cap_hit(
+        &self,
+        event: &str,
+        user: &str,
+        snap: &Snapshot,
+        lines: &[Line],
+        now: i64,
+    ) -> Option<CapHit> {
         let m = self.marks.get(&(event.to_string(), user.to_string()))?;
         let caps = snap.meta.caps;
         let sum: u32 = lines.iter().map(|l| l.qty).sum();
@@ -220,7 +281,10 @@ impl EdgeState {
             for l in lines {
                 let today = m.today.get(&l.sku).copied().unwrap_or(0);
                 if today + l.qty > caps.per_item_per_day {
-                    return Some(CapHit::Item { sku: l.sku.clone(), today });
+                    return Some(CapHit::Item {
+                        sku: l.sku.clone(),
+                        today,
+                    });
                 }
             }
         }
@@ -235,12 +299,16 @@ impl EdgeState {
         }
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(key) {
             // Drop buckets that have refilled: their users are idle.
-            self.buckets.retain(|_, b| b.tokens + (now - b.at) as f64 / 1000.0 * rate < burst);
+            self.buckets
+                .retain(|_, b| b.tokens + (now - b.at) as f64 / 1000.0 * rate < burst);
             if self.buckets.len() >= MAX_TRACKED {
                 self.buckets.clear();
             }
         }
-        let b = self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, at: now });
+        let b = self.buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
         b.tokens = (b.tokens + (now - b.at).max(0) as f64 / 1000.0 * rate).min(burst);
         b.at = now;
         if b.tokens >= 1.0 {
@@ -266,7 +334,12 @@ mod tests {
     use crate::script::ItemView;
 
     fn cfg() -> EdgeConfig {
-        EdgeConfig { cache_ms: 1000, lease_ms: 500, rate_per_sec: 2.0, rate_burst: 3.0 }
+        EdgeConfig {
+            cache_ms: 1000,
+            lease_ms: 500,
+            rate_per_sec: 2.0,
+            rate_burst: 3.0,
+        }
     }
 
     fn snap() -> Snapshot {
@@ -278,8 +351,19 @@ mod tests {
                 starts_at: 0,
                 ends_at: i64::MAX / 2,
                 flag: State::Live,
-                caps: Caps { per_item_per_day: 1, total: 2, per_order_qty: 1 },
-                items: vec![ItemInfo { sku: "A".into(), name: "A".into(), price: Price { amount: 1, currency: "USD".into() } }],
+                caps: Caps {
+                    per_item_per_day: 1,
+                    total: 2,
+                    per_order_qty: 1,
+                },
+                items: vec![ItemInfo {
+                    sku: "A".into(),
+                    name: "A".into(),
+                    price: Price {
+                        amount: 1,
+                        currency: "USD".into(),
+                    },
+                }],
             },
             items: vec![ItemView { stock: 10, sold: 0 }],
             queued: 0,
@@ -290,23 +374,58 @@ mod tests {
     fn one_refresher_per_window() {
         let mut s = EdgeState::new(cfg());
         assert_eq!(s.plan("e", 0), Plan::Refresh);
-        assert_eq!(s.plan("e", 1), Plan::Wait, "cold: others wait for the refresher");
+        assert_eq!(
+            s.plan("e", 1),
+            Plan::Wait,
+            "cold: others wait for the refresher"
+        );
         s.store("e", Some(Some(snap())), 0);
         for t in [1, 500, 999] {
             assert!(matches!(s.plan("e", t), Plan::Use(Some(_))), "fresh at {t}");
         }
-        assert_eq!(s.plan("e", 1000), Plan::Refresh, "first stale request refreshes");
+        assert_eq!(
+            s.plan("e", 1000),
+            Plan::Refresh,
+            "first stale request refreshes"
+        );
         for t in [1001, 1200, 1499] {
-            assert!(matches!(s.plan("e", t), Plan::Use(Some(_))), "others use the old snapshot at {t}");
+            assert!(
+                matches!(s.plan("e", t), Plan::Use(Some(_))),
+                "others use the old snapshot at {t}"
+            );
         }
-        assert_eq!(s.plan("e", 1500), Plan::Refresh, "lease expired: someone else refreshes");
+        assert_eq!(
+            s.plan("e", 1500),
+            Plan::Refresh,
+            "lease expired: someone else refreshes"
+        );
         s.store("e", None, 1600);
-        assert_eq!(s.plan("e", 1601), Plan::Refresh, "a failed refresh frees the lease");
-        assert_eq!(s.plan("e", 1602), Plan::Wait, "too old to use while that refresh runs");
+        assert_eq!(
+            s.plan("e", 1601),
+            Plan::Refresh,
+            "a failed refresh frees the lease"
+        );
+        assert_eq!(
+            s.plan("e", 1602),
+            Plan::Wait,
+            "too old to use while that refresh runs"
+        );
         s.store("e", Some(None), 1700);
-        assert_eq!(s.plan("e", 1701), Plan::Use(None), "unknown events are cached too");
-        assert_eq!(s.plan("e", 10_000), Plan::Refresh, "long idle: one refresher");
-        assert_eq!(s.plan("e", 10_001), Plan::Wait, "the rest wait instead of reading too");
+        assert_eq!(
+            s.plan("e", 1701),
+            Plan::Use(None),
+            "unknown events are cached too"
+        );
+        assert_eq!(
+            s.plan("e", 10_000),
+            Plan::Refresh,
+            "long idle: one refresher"
+        );
+        assert_eq!(
+            s.plan("e", 10_001),
+            Plan::Wait,
+            "the rest wait instead of reading too"
+        );
     }
 
     #[test]
@@ -315,7 +434,9 @@ mod tests {
         s.store("e", Some(Some(snap())), 0);
         s.learn_remaining("e", "A", 0);
         s.learn_remaining("e", "A", 5);
-        let Plan::Use(Some(sn)) = s.plan("e", 1) else { panic!() };
+        let Plan::Use(Some(sn)) = s.plan("e", 1) else {
+            panic!()
+        };
         assert_eq!(sn.items[0].remaining(), 0);
     }
 
@@ -323,15 +444,41 @@ mod tests {
     fn caps_at_the_edge_roll_over_with_the_day() {
         let mut s = EdgeState::new(cfg());
         let sn = snap();
-        let a = vec![Line { sku: "A".into(), qty: 1 }];
+        let a = vec![Line {
+            sku: "A".into(),
+            qty: 1,
+        }];
         assert_eq!(s.cap_hit("e", "u", &sn, &a, 10), None, "nothing known");
-        s.learn_placed("e", "u", 0, 1, &a, &[LineAfter { today: 1, remaining: 9 }]);
-        assert_eq!(s.cap_hit("e", "u", &sn, &a, 10), Some(CapHit::Item { sku: "A".into(), today: 1 }));
+        s.learn_placed(
+            "e",
+            "u",
+            0,
+            1,
+            &a,
+            &[LineAfter {
+                today: 1,
+                remaining: 9,
+            }],
+        );
+        assert_eq!(
+            s.cap_hit("e", "u", &sn, &a, 10),
+            Some(CapHit::Item {
+                sku: "A".into(),
+                today: 1
+            })
+        );
         assert_eq!(s.cap_hit("e", "other", &sn, &a, 10), None);
         let next_day = crate::model::MS_PER_DAY;
-        assert_eq!(s.cap_hit("e", "u", &sn, &a, next_day), None, "new day, item cap resets");
+        assert_eq!(
+            s.cap_hit("e", "u", &sn, &a, next_day),
+            None,
+            "new day, item cap resets"
+        );
         s.learn_counts("e", "u", 1, Some(2), &[]);
-        assert_eq!(s.cap_hit("e", "u", &sn, &a, next_day), Some(CapHit::Total { total: 2 }));
+        assert_eq!(
+            s.cap_hit("e", "u", &sn, &a, next_day),
+            Some(CapHit::Total { total: 2 })
+        );
     }
 
     #[test]
@@ -353,7 +500,11 @@ mod tests {
         }
         assert_eq!(s.take_token("u", 0), Err(1));
         assert_eq!(s.take_token("v", 0), Ok(()), "per user");
-        assert_eq!(s.take_token("u", 500), Ok(()), "2/s refills one token in 500 ms");
+        assert_eq!(
+            s.take_token("u", 500),
+            Ok(()),
+            "2/s refills one token in 500 ms"
+        );
         assert_eq!(s.take_token("u", 500), Err(1));
     }
 }

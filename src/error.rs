@@ -126,7 +126,10 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -144,7 +147,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), retry_after: None, extra: Map::new(), allow: None }
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after: None,
+            extra: Map::new(),
+            allow: None,
+        }
     }
 
     pub fn retry_after(mut self, secs: u64) -> ApiError {
@@ -165,8 +174,11 @@ impl ApiError {
 
     /// Origin trouble: the caller may retry with the same Idempotency-Key.
     pub fn origin_unavailable() -> ApiError {
-        ApiError::new(Code::OriginUnavailable, "the sale is busy; try again in a moment with the same Idempotency-Key")
-            .retry_after(1)
+        ApiError::new(
+            Code::OriginUnavailable,
+            "the sale is busy; try again in a moment with the same Idempotency-Key",
+        )
+        .retry_after(1)
     }
 
     pub fn internal() -> ApiError {
@@ -227,7 +239,10 @@ mod tests {
     fn internal_errors_are_bare() {
         let r = ApiError::internal().to_reply();
         assert_eq!(r.status, 500);
-        assert_eq!(r.body, r#"{"error":{"code":"internal","message":"internal error"}}"#);
+        assert_eq!(
+            r.body,
+            r#"{"error":{"code":"internal","message":"internal error"}}"#
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::keys::EventKeys;
 use crate::model::{day_number, format_ms, format_utc_offset, next_day_start, valid_id, State};
 use crate::order::{self, Order, OrderLine};
 use crate::origin::{Cmd, Origin, OriginError};
-use crate::script::{parse_outcome, parse_view, view_keys, Line, Outcome, PurchaseCall, Snapshot, PURCHASE, VIEW};
+use crate::script::{
+    parse_outcome, parse_view, view_keys, Line, Outcome, PurchaseCall, Snapshot, PURCHASE, VIEW,
+};
 use crate::token::{self, Identity};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -88,10 +90,19 @@ impl Gate {
 
     /// Handles one `/api/*` request. `now_ms` is the request's time; `clock` is read only to
     /// measure the origin's latency for health.
-    pub async fn handle<O: Origin>(&self, origin: &O, req: &ApiRequest<'_>, now_ms: i64, clock: &dyn Fn() -> i64) -> Handled {
+    pub async fn handle<O: Origin>(
+        &self,
+        origin: &O,
+        req: &ApiRequest<'_>,
+        now_ms: i64,
+        clock: &dyn Fn() -> i64,
+    ) -> Handled {
         let r = route(req.path);
         let method = req.method;
-        let plain = |res: Result<Reply, ApiError>| Handled { reply: res.unwrap_or_else(|e| e.to_reply()), log: None };
+        let plain = |res: Result<Reply, ApiError>| Handled {
+            reply: res.unwrap_or_else(|e| e.to_reply()),
+            log: None,
+        };
         match (r, method) {
             (Route::Health, "GET") => plain(Ok(self.health(origin, clock).await)),
             (Route::Event(id), "GET") => plain(self.view_event(origin, id, now_ms).await),
@@ -99,17 +110,35 @@ impl Gate {
             (Route::Stats, "GET") => plain(self.stats(req)),
             (Route::DevSession, "POST") => plain(self.dev_session(req, now_ms)),
             (Route::Session, "GET") => plain(self.identity(req, now_ms).map(|id| {
-                Reply::json(200, &json!({ "user": id.user, "expires_at": format_ms(id.exp * 1000) })).with_header("cache-control", "no-store")
+                Reply::json(
+                    200,
+                    &json!({ "user": id.user, "expires_at": format_ms(id.exp * 1000) }),
+                )
+                .with_header("cache-control", "no-store")
             })),
-            (Route::Session, "DELETE") => plain(Ok(Reply::json(200, &json!({ "signed_out": true }))
-                .with_header("set-cookie", format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")))),
-            (Route::NotFound, _) => plain(Err(ApiError::new(Code::NotFound, format!("no API at {}", req.path)))),
-            (Route::Health | Route::Event(_) | Route::Stats, _) => plain(Err(ApiError::method_not_allowed("GET"))),
+            (Route::Session, "DELETE") => {
+                plain(Ok(Reply::json(200, &json!({ "signed_out": true }))
+                    .with_header(
+                        "set-cookie",
+                        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+                    )))
+            }
+            (Route::NotFound, _) => plain(Err(ApiError::new(
+                Code::NotFound,
+                format!("no API at {}", req.path),
+            ))),
+            (Route::Health | Route::Event(_) | Route::Stats, _) => {
+                plain(Err(ApiError::method_not_allowed("GET")))
+            }
             (Route::Orders(_) | Route::DevSession, _) => {
                 let mut h = plain(Err(ApiError::method_not_allowed("POST")));
                 if matches!(r, Route::Orders(_)) {
-                    self.state.borrow_mut().count(Code::MethodNotAllowed.as_str(), true);
-                    h.log = Some(json!({ "msg": "decision", "code": "method_not_allowed", "edge": true }));
+                    self.state
+                        .borrow_mut()
+                        .count(Code::MethodNotAllowed.as_str(), true);
+                    h.log = Some(
+                        json!({ "msg": "decision", "code": "method_not_allowed", "edge": true }),
+                    );
                 }
                 h
             }
@@ -130,7 +159,12 @@ impl Gate {
     }
 
     /// The event snapshot, from the isolate's cache or (for one request at a time) the origin.
-    pub async fn snapshot<O: Origin>(&self, origin: &O, event: &str, now: i64) -> Result<Option<Snapshot>, OriginError> {
+    pub async fn snapshot<O: Origin>(
+        &self,
+        origin: &O,
+        event: &str,
+        now: i64,
+    ) -> Result<Option<Snapshot>, OriginError> {
         let lease = self.config.edge.lease_ms.max(0) as u64;
         let mut waited = 0;
         loop {
@@ -141,24 +175,47 @@ impl Gate {
                     origin.sleep(WAIT_STEP_MS).await;
                     waited += WAIT_STEP_MS;
                 }
-                Plan::Wait => return Err(OriginError::NotSent("the event snapshot is being refreshed by another request".into())),
+                Plan::Wait => {
+                    return Err(OriginError::NotSent(
+                        "the event snapshot is being refreshed by another request".into(),
+                    ))
+                }
                 Plan::Refresh => {
                     self.state.borrow_mut().stats.view_reads += 1;
-                    let read = VIEW.eval(origin, &view_keys(&EventKeys::new(event)), &[]).await.and_then(|v| parse_view(&v));
-                    self.state.borrow_mut().store(event, read.as_ref().ok().cloned(), now);
+                    let read = VIEW
+                        .eval(origin, &view_keys(&EventKeys::new(event)), &[])
+                        .await
+                        .and_then(|v| parse_view(&v));
+                    self.state
+                        .borrow_mut()
+                        .store(event, read.as_ref().ok().cloned(), now);
                     return read;
                 }
             }
         }
     }
 
-    async fn view_event<O: Origin>(&self, origin: &O, id: &str, now: i64) -> Result<Reply, ApiError> {
+    async fn view_event<O: Origin>(
+        &self,
+        origin: &O,
+        id: &str,
+        now: i64,
+    ) -> Result<Reply, ApiError> {
         if !valid_id(id) {
-            return Err(ApiError::new(Code::InvalidRequest, "event id must match [A-Za-z0-9_-]{1,64}"));
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                "event id must match [A-Za-z0-9_-]{1,64}",
+            ));
         }
-        let snap = self.snapshot(origin, id, now).await.map_err(|_| ApiError::origin_unavailable())?;
-        let snap = snap.ok_or_else(|| ApiError::new(Code::UnknownEvent, format!("there is no sale event {id}")))?;
-        Ok(Reply::json(200, &event_json(&snap, now)).with_header("cache-control", "public, max-age=1"))
+        let snap = self
+            .snapshot(origin, id, now)
+            .await
+            .map_err(|_| ApiError::origin_unavailable())?;
+        let snap = snap.ok_or_else(|| {
+            ApiError::new(Code::UnknownEvent, format!("there is no sale event {id}"))
+        })?;
+        Ok(Reply::json(200, &event_json(&snap, now))
+            .with_header("cache-control", "public, max-age=1"))
     }
 
     fn identity(&self, req: &ApiRequest<'_>, now: i64) -> Result<Identity, ApiError> {
@@ -166,44 +223,71 @@ impl Gate {
             Some(h) => h
                 .strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))
-                .ok_or_else(|| ApiError::new(Code::Unauthenticated, "Authorization must be Bearer <token>"))?,
-            None => cookie(req.cookie, SESSION_COOKIE).ok_or_else(|| ApiError::new(Code::Unauthenticated, "sign in first: no identity token"))?,
+                .ok_or_else(|| {
+                    ApiError::new(
+                        Code::Unauthenticated,
+                        "Authorization must be Bearer <token>",
+                    )
+                })?,
+            None => cookie(req.cookie, SESSION_COOKIE).ok_or_else(|| {
+                ApiError::new(Code::Unauthenticated, "sign in first: no identity token")
+            })?,
         };
-        token::verify(&self.config.identity_secret, token.trim(), now).map_err(|e| ApiError::new(Code::Unauthenticated, e.message()))
+        token::verify(&self.config.identity_secret, token.trim(), now)
+            .map_err(|e| ApiError::new(Code::Unauthenticated, e.message()))
     }
 
     fn stats(&self, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
         let Some(want) = &self.config.operator_token else {
-            return Err(ApiError::new(Code::Forbidden, "stats are off: set the OPERATOR_TOKEN secret"));
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "stats are off: set the OPERATOR_TOKEN secret",
+            ));
         };
-        let got = req.authorization.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        let got = req
+            .authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
         if !bool::from(got.as_bytes().ct_eq(want.as_bytes())) {
-            return Err(ApiError::new(Code::Unauthenticated, "stats need Authorization: Bearer <OPERATOR_TOKEN>"));
+            return Err(ApiError::new(
+                Code::Unauthenticated,
+                "stats need Authorization: Bearer <OPERATOR_TOKEN>",
+            ));
         }
         let st = self.state.borrow();
         let s = &st.stats;
-        Ok(Reply::json(200, &json!({
-            "version": VERSION,
-            "decisions": s.decisions,
-            "edge_rejected": s.edge_rejected,
-            "forwarded": s.forwarded,
-            "view_reads": s.view_reads,
-        }))
+        Ok(Reply::json(
+            200,
+            &json!({
+                "version": VERSION,
+                "decisions": s.decisions,
+                "edge_rejected": s.edge_rejected,
+                "forwarded": s.forwarded,
+                "view_reads": s.view_reads,
+            }),
+        )
         .with_header("cache-control", "no-store"))
     }
 
     fn dev_session(&self, req: &ApiRequest<'_>, now: i64) -> Result<Reply, ApiError> {
         if !self.config.dev_signin {
-            return Err(ApiError::new(Code::NotFound, format!("no API at {}", req.path)));
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!("no API at {}", req.path),
+            ));
         }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Body {
             user: String,
         }
-        let b: Body = serde_json::from_slice(req.body).map_err(|_| ApiError::new(Code::InvalidRequest, r#"send {"user":"<id>"}"#))?;
+        let b: Body = serde_json::from_slice(req.body)
+            .map_err(|_| ApiError::new(Code::InvalidRequest, r#"send {"user":"<id>"}"#))?;
         if !valid_id(&b.user) {
-            return Err(ApiError::new(Code::InvalidRequest, "user must match [A-Za-z0-9_-]{1,64}"));
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                "user must match [A-Za-z0-9_-]{1,64}",
+            ));
         }
         let exp = now.div_euclid(1000) + DEV_SESSION_SECS;
         let t = token::mint(&self.config.identity_secret, &b.user, exp);
@@ -212,7 +296,13 @@ impl Gate {
             .with_header("set-cookie", format!("{SESSION_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={DEV_SESSION_SECS}")))
     }
 
-    async fn place_order<O: Origin>(&self, origin: &O, event: &str, req: &ApiRequest<'_>, now: i64) -> Handled {
+    async fn place_order<O: Origin>(
+        &self,
+        origin: &O,
+        event: &str,
+        req: &ApiRequest<'_>,
+        now: i64,
+    ) -> Handled {
         let mut user = None;
         let result = self.decide(origin, event, req, now, &mut user).await;
         let (reply, code, at_edge) = match result {
@@ -221,52 +311,109 @@ impl Gate {
         };
         self.state.borrow_mut().count(code, at_edge);
         let log = json!({ "msg": "decision", "event": event, "user": user, "code": code, "edge": at_edge, "status": reply.status });
-        Handled { reply, log: Some(log) }
+        Handled {
+            reply,
+            log: Some(log),
+        }
     }
 
     /// The purchase pipeline. `Err((e, true))` is an answer given at the edge.
-    async fn decide<O: Origin>(&self, origin: &O, event: &str, req: &ApiRequest<'_>, now: i64, who: &mut Option<String>) -> Result<(Reply, &'static str), (ApiError, bool)> {
+    async fn decide<O: Origin>(
+        &self,
+        origin: &O,
+        event: &str,
+        req: &ApiRequest<'_>,
+        now: i64,
+        who: &mut Option<String>,
+    ) -> Result<(Reply, &'static str), (ApiError, bool)> {
         let edge = |e: ApiError| (e, true);
         let ct = req.content_type.unwrap_or("");
-        if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
-            return Err(edge(ApiError::new(Code::UnsupportedMediaType, "send Content-Type: application/json")));
+        if !ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/json")
+        {
+            return Err(edge(ApiError::new(
+                Code::UnsupportedMediaType,
+                "send Content-Type: application/json",
+            )));
         }
         if req.declared_len.unwrap_or(0).max(req.body.len()) > self.config.max_body_bytes {
-            return Err(edge(ApiError::new(Code::BodyTooLarge, format!("the body may be at most {} bytes", self.config.max_body_bytes))));
+            return Err(edge(ApiError::new(
+                Code::BodyTooLarge,
+                format!(
+                    "the body may be at most {} bytes",
+                    self.config.max_body_bytes
+                ),
+            )));
         }
         if !valid_id(event) {
-            return Err(edge(ApiError::new(Code::InvalidRequest, "event id must match [A-Za-z0-9_-]{1,64}")));
+            return Err(edge(ApiError::new(
+                Code::InvalidRequest,
+                "event id must match [A-Za-z0-9_-]{1,64}",
+            )));
         }
         let id = self.identity(req, now).map_err(edge)?;
         *who = Some(id.user.clone());
         let key = order::check_idempotency_key(req.idempotency_key).map_err(edge)?;
         let lines = order::parse_order(req.body).map_err(edge)?;
-        self.state.borrow_mut().take_token(&id.user, now).map_err(|secs| {
-            edge(ApiError::new(Code::RateLimited, "too many attempts; slow down").retry_after(secs))
-        })?;
+        self.state
+            .borrow_mut()
+            .take_token(&id.user, now)
+            .map_err(|secs| {
+                edge(
+                    ApiError::new(Code::RateLimited, "too many attempts; slow down")
+                        .retry_after(secs),
+                )
+            })?;
 
         let fp = order::fingerprint(&lines);
         let news = self.state.borrow().key_news(event, &id.user, key).cloned();
-        if let Some(KeyNews::Placed { fingerprint, order_json }) = news.as_ref() {
+        if let Some(KeyNews::Placed {
+            fingerprint,
+            order_json,
+        }) = news.as_ref()
+        {
             // A retry of an order this isolate placed: answer it here.
             if *fingerprint != fp {
                 return Err(edge(key_reused()));
             }
             let total = self.state.borrow().known_total(event, &id.user);
-            return Ok((replay_reply(order_json, total, None).map_err(|e| (e, true))?, "replayed"));
+            return Ok((
+                replay_reply(order_json, total, None).map_err(|e| (e, true))?,
+                "replayed",
+            ));
         }
         // A key whose attempt may have run skips the edge's own rejections: only the origin
         // knows whether to replay it.
         let may_have_run = news == Some(KeyNews::Uncertain);
 
-        let snap = self.snapshot(origin, event, now).await.map_err(|_| (ApiError::origin_unavailable(), false))?;
-        let snap = snap.ok_or_else(|| edge(ApiError::new(Code::UnknownEvent, format!("there is no sale event {event}"))))?;
+        let snap = self
+            .snapshot(origin, event, now)
+            .await
+            .map_err(|_| (ApiError::origin_unavailable(), false))?;
+        let snap = snap.ok_or_else(|| {
+            edge(ApiError::new(
+                Code::UnknownEvent,
+                format!("there is no sale event {event}"),
+            ))
+        })?;
         if !may_have_run {
             state_check(&snap, now).map_err(edge)?;
         }
         let mut order_lines = Vec::with_capacity(lines.len());
         for l in &lines {
-            let (i, item) = snap.item(&l.sku).ok_or_else(|| edge(ApiError::new(Code::UnknownItem, format!("{} is not on sale in {event}", l.sku)).with("sku", l.sku.as_str())))?;
+            let (i, item) = snap.item(&l.sku).ok_or_else(|| {
+                edge(
+                    ApiError::new(
+                        Code::UnknownItem,
+                        format!("{} is not on sale in {event}", l.sku),
+                    )
+                    .with("sku", l.sku.as_str()),
+                )
+            })?;
             if l.qty > snap.meta.caps.per_order_qty {
                 return Err(edge(qty_limit(&l.sku, snap.meta.caps.per_order_qty)));
             }
@@ -274,9 +421,17 @@ impl Gate {
                 return Err(edge(sold_out(&l.sku, item.remaining())));
             }
             let info = &snap.meta.items[i];
-            order_lines.push(OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price: info.price.amount, currency: info.price.currency.clone() });
+            order_lines.push(OrderLine {
+                sku: l.sku.clone(),
+                qty: l.qty,
+                unit_price: info.price.amount,
+                currency: info.price.currency.clone(),
+            });
         }
-        let hit = self.state.borrow().cap_hit(event, &id.user, &snap, &lines, now);
+        let hit = self
+            .state
+            .borrow()
+            .cap_hit(event, &id.user, &snap, &lines, now);
         if let Some(hit) = hit.filter(|_| !may_have_run) {
             return Err(edge(cap_error(hit, &snap, now)));
         }
@@ -285,42 +440,80 @@ impl Gate {
         let order = Order::new(event, &id.user, key, order_lines, now);
         let order_json = serde_json::to_string(&order).expect("orders serialize");
         let keys = EventKeys::new(event);
-        let call = PurchaseCall { keys: &keys, user: &id.user, now_ms: now, idempotency_key: key, fingerprint: &fp, order_json: &order_json, lines: &lines };
+        let call = PurchaseCall {
+            keys: &keys,
+            user: &id.user,
+            now_ms: now,
+            idempotency_key: key,
+            fingerprint: &fp,
+            order_json: &order_json,
+            lines: &lines,
+        };
         let (k, a) = call.keys_and_args();
         self.state.borrow_mut().stats.forwarded += 1;
         let reply = PURCHASE.eval(origin, &k, &a).await.map_err(|e| {
             if e.may_have_run() {
-                self.state.borrow_mut().learn_key(event, &id.user, key, Some(KeyNews::Uncertain));
+                self.state
+                    .borrow_mut()
+                    .learn_key(event, &id.user, key, Some(KeyNews::Uncertain));
             }
             (ApiError::origin_unavailable(), false)
         })?;
-        let outcome = parse_outcome(&reply, lines.len()).map_err(|_| (ApiError::internal(), false))?;
+        let outcome =
+            parse_outcome(&reply, lines.len()).map_err(|_| (ApiError::internal(), false))?;
         let news = match &outcome {
-            Outcome::Placed { .. } => Some(KeyNews::Placed { fingerprint: fp.clone(), order_json: order_json.clone() }),
-            Outcome::Replayed { order_json, .. } => Some(KeyNews::Placed { fingerprint: fp.clone(), order_json: order_json.clone() }),
+            Outcome::Placed { .. } => Some(KeyNews::Placed {
+                fingerprint: fp.clone(),
+                order_json: order_json.clone(),
+            }),
+            Outcome::Replayed { order_json, .. } => Some(KeyNews::Placed {
+                fingerprint: fp.clone(),
+                order_json: order_json.clone(),
+            }),
             _ => None,
         };
-        self.state.borrow_mut().learn_key(event, &id.user, key, news);
-        self.apply(event, &id.user, &snap, &lines, outcome, order, now).map_err(|e| (e, false))
+        self.state
+            .borrow_mut()
+            .learn_key(event, &id.user, key, news);
+        self.apply(event, &id.user, &snap, &lines, outcome, order, now)
+            .map_err(|e| (e, false))
     }
 
     /// Learns from the origin's decision and renders it.
     #[allow(clippy::too_many_arguments)]
-    fn apply(&self, event: &str, user: &str, snap: &Snapshot, lines: &[Line], outcome: Outcome, order: Order, now: i64) -> Result<(Reply, &'static str), ApiError> {
+    fn apply(
+        &self,
+        event: &str,
+        user: &str,
+        snap: &Snapshot,
+        lines: &[Line],
+        outcome: Outcome,
+        order: Order,
+        now: i64,
+    ) -> Result<(Reply, &'static str), ApiError> {
         let caps = snap.meta.caps;
         let day = day_number(now, snap.meta.utc_offset_min);
         let mut st = self.state.borrow_mut();
         let sku = |i: usize| lines[i].sku.as_str();
         match outcome {
-            Outcome::Placed { total, lines: after } => {
+            Outcome::Placed {
+                total,
+                lines: after,
+            } => {
                 st.learn_placed(event, user, day, total, lines, &after);
                 let items: Vec<Json> = lines.iter().zip(&after).map(|(l, a)| json!({ "sku": l.sku, "today": a.today, "cap": caps.per_item_per_day })).collect();
                 let body = json!({ "order": order, "counters": { "total": total, "total_cap": caps.total, "items": items }, "replayed": false });
-                Ok((Reply::json(201, &body).with_header("cache-control", "no-store"), "placed"))
+                Ok((
+                    Reply::json(201, &body).with_header("cache-control", "no-store"),
+                    "placed",
+                ))
             }
             Outcome::Replayed { order_json, total } => {
                 st.learn_counts(event, user, day, Some(total), &[]);
-                Ok((replay_reply(&order_json, Some(total), Some(caps.total))?, "replayed"))
+                Ok((
+                    replay_reply(&order_json, Some(total), Some(caps.total))?,
+                    "replayed",
+                ))
             }
             Outcome::SoldOut { line, remaining } => {
                 st.learn_remaining(event, sku(line), remaining);
@@ -328,7 +521,14 @@ impl Gate {
             }
             Outcome::ItemLimit { line, today } => {
                 st.learn_counts(event, user, day, None, &[(sku(line), today)]);
-                Err(cap_error(CapHit::Item { sku: sku(line).to_string(), today }, snap, now))
+                Err(cap_error(
+                    CapHit::Item {
+                        sku: sku(line).to_string(),
+                        today,
+                    },
+                    snap,
+                    now,
+                ))
             }
             Outcome::TotalLimit { total } => {
                 st.learn_counts(event, user, day, Some(total), &[]);
@@ -345,28 +545,49 @@ impl Gate {
                     Outcome::NotStarted => State::Scheduled,
                     Outcome::Paused => State::Paused,
                     Outcome::Ended => State::Ended,
-                    Outcome::UnknownEvent => return Err(ApiError::new(Code::UnknownEvent, format!("there is no sale event {event}"))),
-                    Outcome::UnknownItem { line } => return Err(ApiError::new(Code::UnknownItem, format!("{} is not on sale in {event}", sku(line)))),
+                    Outcome::UnknownEvent => {
+                        return Err(ApiError::new(
+                            Code::UnknownEvent,
+                            format!("there is no sale event {event}"),
+                        ))
+                    }
+                    Outcome::UnknownItem { line } => {
+                        return Err(ApiError::new(
+                            Code::UnknownItem,
+                            format!("{} is not on sale in {event}", sku(line)),
+                        ))
+                    }
                     _ => return Err(ApiError::internal()),
                 };
                 if fresh.meta.flag == State::Scheduled {
                     fresh.meta.starts_at = fresh.meta.starts_at.max(now + 1000);
                 }
-                Err(state_check(&fresh, now).err().unwrap_or_else(ApiError::internal))
+                Err(state_check(&fresh, now)
+                    .err()
+                    .unwrap_or_else(ApiError::internal))
             }
         }
     }
 }
 
 fn key_reused() -> ApiError {
-    ApiError::new(Code::IdempotencyKeyReused, "this Idempotency-Key was used for a different order; use a new key")
+    ApiError::new(
+        Code::IdempotencyKeyReused,
+        "this Idempotency-Key was used for a different order; use a new key",
+    )
 }
 
 /// 201 for a replayed order: the stored document, unchanged.
-fn replay_reply(order_json: &str, total: Option<u32>, total_cap: Option<u32>) -> Result<Reply, ApiError> {
+fn replay_reply(
+    order_json: &str,
+    total: Option<u32>,
+    total_cap: Option<u32>,
+) -> Result<Reply, ApiError> {
     let stored: Json = serde_json::from_str(order_json).map_err(|_| ApiError::internal())?;
     let body = json!({ "order": stored, "counters": { "total": total, "total_cap": total_cap, "items": [] }, "replayed": true });
-    Ok(Reply::json(201, &body).with_header("cache-control", "no-store").with_header("idempotent-replayed", "true"))
+    Ok(Reply::json(201, &body)
+        .with_header("cache-control", "no-store")
+        .with_header("idempotent-replayed", "true"))
 }
 
 /// The answer for a sale that is not live, or `Ok` when it is.
@@ -376,23 +597,41 @@ fn state_check(snap: &Snapshot, now: i64) -> Result<(), ApiError> {
         State::Live => Ok(()),
         State::Scheduled => {
             let secs = ((m.starts_at - now).max(0) as u64).div_ceil(1000);
-            Err(ApiError::new(Code::NotStarted, "the sale has not started yet")
-                .retry_after(secs)
-                .with("server_time", format_ms(now))
-                .with("starts_at", format_ms(m.starts_at)))
+            Err(
+                ApiError::new(Code::NotStarted, "the sale has not started yet")
+                    .retry_after(secs)
+                    .with("server_time", format_ms(now))
+                    .with("starts_at", format_ms(m.starts_at)),
+            )
         }
-        State::Paused => Err(ApiError::new(Code::Paused, "the sale is paused; it will resume shortly").retry_after(5).with("server_time", format_ms(now))),
+        State::Paused => Err(ApiError::new(
+            Code::Paused,
+            "the sale is paused; it will resume shortly",
+        )
+        .retry_after(5)
+        .with("server_time", format_ms(now))),
         State::Ended => Err(ApiError::new(Code::Ended, "the sale has ended")),
     }
 }
 
 fn sold_out(sku: &str, remaining: u32) -> ApiError {
-    let msg = if remaining == 0 { format!("{sku} is sold out") } else { format!("only {remaining} of {sku} left") };
-    ApiError::new(Code::SoldOut, msg).with("sku", sku).with("remaining", remaining)
+    let msg = if remaining == 0 {
+        format!("{sku} is sold out")
+    } else {
+        format!("only {remaining} of {sku} left")
+    };
+    ApiError::new(Code::SoldOut, msg)
+        .with("sku", sku)
+        .with("remaining", remaining)
 }
 
 fn qty_limit(sku: &str, cap: u32) -> ApiError {
-    ApiError::new(Code::OrderQtyLimit, format!("at most {cap} of {sku} per order")).with("sku", sku).with("cap", cap)
+    ApiError::new(
+        Code::OrderQtyLimit,
+        format!("at most {cap} of {sku} per order"),
+    )
+    .with("sku", sku)
+    .with("cap", cap)
 }
 
 fn cap_error(hit: CapHit, snap: &Snapshot, now: i64) -> ApiError {
@@ -400,12 +639,22 @@ fn cap_error(hit: CapHit, snap: &Snapshot, now: i64) -> ApiError {
     match hit {
         CapHit::Item { sku, .. } => {
             let wait = (next_day_start(now, snap.meta.utc_offset_min) - now).max(0) as u64;
-            ApiError::new(Code::ItemLimitReached, format!("you have bought your {} of {sku} for today", caps.per_item_per_day))
-                .retry_after(wait.div_ceil(1000))
-                .with("sku", sku)
-                .with("cap", caps.per_item_per_day)
+            ApiError::new(
+                Code::ItemLimitReached,
+                format!(
+                    "you have bought your {} of {sku} for today",
+                    caps.per_item_per_day
+                ),
+            )
+            .retry_after(wait.div_ceil(1000))
+            .with("sku", sku)
+            .with("cap", caps.per_item_per_day)
         }
-        CapHit::Total { .. } => ApiError::new(Code::TotalLimitReached, format!("you have bought the most this sale allows ({})", caps.total)).with("cap", caps.total),
+        CapHit::Total { .. } => ApiError::new(
+            Code::TotalLimitReached,
+            format!("you have bought the most this sale allows ({})", caps.total),
+        )
+        .with("cap", caps.total),
     }
 }
 
@@ -432,7 +681,11 @@ pub fn event_json(snap: &Snapshot, now: i64) -> Json {
 }
 
 fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
-    header?.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    header?
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]
@@ -451,7 +704,10 @@ mod tests {
 
     #[test]
     fn cookies() {
-        assert_eq!(cookie(Some("a=1; fg_session=v1.x; b=2"), "fg_session"), Some("v1.x"));
+        assert_eq!(
+            cookie(Some("a=1; fg_session=v1.x; b=2"), "fg_session"),
+            Some("v1.x")
+        );
         assert_eq!(cookie(Some("xfg_session=1"), "fg_session"), None);
         assert_eq!(cookie(None, "fg_session"), None);
     }

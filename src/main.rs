@@ -12,18 +12,32 @@ fn main() -> std::process::ExitCode {
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use clap::{Args, Parser, Subcommand};
-    use flashgate::model::{parse_rfc3339_ms, Caps, EventSpec, ItemSpec, format_ms};
+    use flashgate::model::{format_ms, parse_rfc3339_ms, Caps, EventSpec, ItemSpec};
     use flashgate::native::{self, bridge, ops};
     use std::process::ExitCode;
 
     #[derive(Parser)]
-    #[command(name = "flashgate", version, about = "Operate flashgate flash sales: events, tokens, the HTTP bridge, load.")]
+    #[command(
+        name = "flashgate",
+        version,
+        about = "Operate flashgate flash sales: events, tokens, the HTTP bridge, load."
+    )]
     struct Cli {
         /// The origin, as redis://[user:password@]host:port.
-        #[arg(long, global = true, env = "FLASHGATE_ORIGIN", default_value = "redis://127.0.0.1:6379")]
+        #[arg(
+            long,
+            global = true,
+            env = "FLASHGATE_ORIGIN",
+            default_value = "redis://127.0.0.1:6379"
+        )]
         origin: String,
         /// Origin password (AUTH), if not in the URL.
-        #[arg(long, global = true, env = "FLASHGATE_ORIGIN_PASSWORD", hide_env_values = true)]
+        #[arg(
+            long,
+            global = true,
+            env = "FLASHGATE_ORIGIN_PASSWORD",
+            hide_env_values = true
+        )]
         origin_password: Option<String>,
         /// Bound on each origin command, in ms.
         #[arg(long, global = true, default_value_t = 5000)]
@@ -131,13 +145,17 @@ mod cli {
     }
 
     fn now_ms() -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
     }
 
     fn spec_from_flags(a: &CreateArgs) -> Result<EventSpec, String> {
         let id = a.id.clone().ok_or("give --file, or --id with --item")?;
         let start = match (&a.starts_at, a.starts_in) {
-            (Some(s), _) => parse_rfc3339_ms(s).ok_or_else(|| format!("--starts-at {s:?} is not an RFC 3339 time"))?,
+            (Some(s), _) => parse_rfc3339_ms(s)
+                .ok_or_else(|| format!("--starts-at {s:?} is not an RFC 3339 time"))?,
             (None, Some(secs)) => now_ms() + secs * 1000,
             (None, None) => now_ms() + 60_000,
         };
@@ -147,14 +165,20 @@ mod cli {
             .map(|s| {
                 let p: Vec<&str> = s.split(':').collect();
                 let [sku, name, price, currency, stock] = p.as_slice() else {
-                    return Err(format!("--item {s:?} must be SKU:NAME:PRICE_MINOR:CURRENCY:STOCK"));
+                    return Err(format!(
+                        "--item {s:?} must be SKU:NAME:PRICE_MINOR:CURRENCY:STOCK"
+                    ));
                 };
                 Ok(ItemSpec {
                     sku: sku.to_string(),
                     name: name.to_string(),
-                    price: price.parse().map_err(|_| format!("--item {s:?}: price must be whole minor units"))?,
+                    price: price
+                        .parse()
+                        .map_err(|_| format!("--item {s:?}: price must be whole minor units"))?,
                     currency: currency.to_string(),
-                    stock: stock.parse().map_err(|_| format!("--item {s:?}: stock must be a whole number"))?,
+                    stock: stock
+                        .parse()
+                        .map_err(|_| format!("--item {s:?}: stock must be a whole number"))?,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -164,7 +188,11 @@ mod cli {
             utc_offset: a.utc_offset.clone(),
             starts_at: format_ms(start),
             ends_at: format_ms(start + a.duration * 1000),
-            caps: Caps { per_item_per_day: a.cap_item, total: a.cap_total, per_order_qty: a.cap_qty },
+            caps: Caps {
+                per_item_per_day: a.cap_item,
+                total: a.cap_total,
+                per_order_qty: a.cap_qty,
+            },
             items,
         })
     }
@@ -197,11 +225,23 @@ mod cli {
                 };
                 let ev = ops::create(&origin()?, &spec, a.replace).await?;
                 let units: u64 = ev.stock.iter().map(|(_, n)| u64::from(*n)).sum();
-                println!("created event {} with {} items ({} units); starts {}", ev.meta.id, ev.stock.len(), units, format_ms(ev.meta.starts_at));
+                println!(
+                    "created event {} with {} items ({} units); starts {}",
+                    ev.meta.id,
+                    ev.stock.len(),
+                    units,
+                    format_ms(ev.meta.starts_at)
+                );
             }
-            Command::Event(EventCmd::Start { id }) => flip(&origin()?, &id, ops::Verb::Start).await?,
-            Command::Event(EventCmd::Pause { id }) => flip(&origin()?, &id, ops::Verb::Pause).await?,
-            Command::Event(EventCmd::Resume { id }) => flip(&origin()?, &id, ops::Verb::Resume).await?,
+            Command::Event(EventCmd::Start { id }) => {
+                flip(&origin()?, &id, ops::Verb::Start).await?
+            }
+            Command::Event(EventCmd::Pause { id }) => {
+                flip(&origin()?, &id, ops::Verb::Pause).await?
+            }
+            Command::Event(EventCmd::Resume { id }) => {
+                flip(&origin()?, &id, ops::Verb::Resume).await?
+            }
             Command::Event(EventCmd::End { id }) => flip(&origin()?, &id, ops::Verb::End).await?,
             Command::Event(EventCmd::Status { id, json }) => {
                 let s = ops::status(&origin()?, &id).await?;
@@ -224,17 +264,35 @@ mod cli {
                     return Err("--user must match [A-Za-z0-9_-]{1,64}".into());
                 }
                 if secret.len() < flashgate::token::MIN_SECRET_LEN {
-                    return Err(format!("the secret must be at least {} bytes", flashgate::token::MIN_SECRET_LEN));
+                    return Err(format!(
+                        "the secret must be at least {} bytes",
+                        flashgate::token::MIN_SECRET_LEN
+                    ));
                 }
-                println!("{}", flashgate::token::mint(secret.as_bytes(), &user, now_ms() / 1000 + ttl));
+                println!(
+                    "{}",
+                    flashgate::token::mint(secret.as_bytes(), &user, now_ms() / 1000 + ttl)
+                );
             }
-            Command::Bridge { listen, password, connections } => {
-                let conns = (0..connections.max(1)).map(|_| origin()).collect::<Result<Vec<_>, _>>()?;
-                let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            Command::Bridge {
+                listen,
+                password,
+                connections,
+            } => {
+                let conns = (0..connections.max(1))
+                    .map(|_| origin())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
                 eprintln!("flashgate bridge: http://{} → {} (POST /api: Dragonfly dialect, POST /: Upstash dialect)", listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), cli.origin);
-                bridge::serve(listener, bridge::Pool::new(conns), password).await.map_err(|e| format!("bridge stopped: {e}"))?;
+                bridge::serve(listener, bridge::Pool::new(conns), password)
+                    .await
+                    .map_err(|e| format!("bridge stopped: {e}"))?;
             }
-            Command::Load(args) => native::load::main(args, &cli.origin, cli.origin_password.clone()).await?,
+            Command::Load(args) => {
+                native::load::main(args, &cli.origin, cli.origin_password.clone()).await?
+            }
         }
         Ok(())
     }

@@ -24,7 +24,8 @@ pub const MAX_ITEMS: usize = 100;
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The operator's flag and, through [`effective_state`], what shoppers see.
@@ -98,7 +99,8 @@ pub fn parse_utc_offset(s: &str) -> Option<i32> {
     };
     let h: i32 = s.get(1..3)?.parse().ok()?;
     let m: i32 = s.get(4..6)?.parse().ok()?;
-    if !s[1..3].bytes().all(|c| c.is_ascii_digit()) || !s[4..6].bytes().all(|c| c.is_ascii_digit()) {
+    if !s[1..3].bytes().all(|c| c.is_ascii_digit()) || !s[4..6].bytes().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let total = h * 60 + m;
@@ -145,7 +147,11 @@ pub struct Caps {
 
 impl Default for Caps {
     fn default() -> Self {
-        Caps { per_item_per_day: 1, total: 5, per_order_qty: 1 }
+        Caps {
+            per_item_per_day: 1,
+            total: 5,
+            per_order_qty: 1,
+        }
     }
 }
 
@@ -197,16 +203,23 @@ impl EventMeta {
             ("cap_item", self.caps.per_item_per_day.to_string()),
             ("cap_total", self.caps.total.to_string()),
             ("cap_qty", self.caps.per_order_qty.to_string()),
-            ("items", serde_json::to_string(&self.items).unwrap_or_default()),
+            (
+                "items",
+                serde_json::to_string(&self.items).unwrap_or_default(),
+            ),
         ]
     }
 
     pub fn from_fields(f: &HashMap<String, String>) -> Result<EventMeta, String> {
         fn get<'a>(f: &'a HashMap<String, String>, k: &str) -> Result<&'a str, String> {
-            f.get(k).map(String::as_str).ok_or_else(|| format!("event hash lacks field {k}"))
+            f.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| format!("event hash lacks field {k}"))
         }
         fn num<T: std::str::FromStr>(f: &HashMap<String, String>, k: &str) -> Result<T, String> {
-            get(f, k)?.parse().map_err(|_| format!("event field {k} is not a number"))
+            get(f, k)?
+                .parse()
+                .map_err(|_| format!("event field {k} is not a number"))
         }
         Ok(EventMeta {
             id: get(f, "id")?.to_string(),
@@ -267,7 +280,10 @@ impl EventSpec {
     /// Checks everything an operator can get wrong, with a sentence that says what.
     pub fn validate(&self) -> Result<NewEvent, String> {
         if !valid_id(&self.id) {
-            return Err(format!("event id {:?} must match [A-Za-z0-9_-]{{1,64}}", self.id));
+            return Err(format!(
+                "event id {:?} must match [A-Za-z0-9_-]{{1,64}}",
+                self.id
+            ));
         }
         if self.name.trim().is_empty() || self.name.len() > 200 {
             return Err("event name must be 1 to 200 characters".into());
@@ -297,8 +313,14 @@ impl EventSpec {
             if items.iter().any(|i: &ItemInfo| i.sku == it.sku) {
                 return Err(format!("sku {} is listed twice", it.sku));
             }
-            if it.price < 0 || it.currency.len() != 3 || !it.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(format!("item {}: price must be ≥ 0 minor units and currency like USD", it.sku));
+            if it.price < 0
+                || it.currency.len() != 3
+                || !it.currency.bytes().all(|b| b.is_ascii_uppercase())
+            {
+                return Err(format!(
+                    "item {}: price must be ≥ 0 minor units and currency like USD",
+                    it.sku
+                ));
             }
             if it.stock > 1_000_000_000 {
                 return Err(format!("item {}: stock must be at most 1000000000", it.sku));
@@ -306,7 +328,10 @@ impl EventSpec {
             items.push(ItemInfo {
                 sku: it.sku.clone(),
                 name: it.name.clone(),
-                price: Price { amount: it.price, currency: it.currency.clone() },
+                price: Price {
+                    amount: it.price,
+                    currency: it.currency.clone(),
+                },
             });
             stock.push((it.sku.clone(), it.stock));
         }
@@ -345,7 +370,11 @@ mod tests {
         let (s, e) = (1000, 2000);
         assert_eq!(effective_state(Scheduled, s, e, 999), Scheduled);
         assert_eq!(effective_state(Scheduled, s, e, 1000), Live);
-        assert_eq!(effective_state(Live, s, e, 10), Live, "operator started early");
+        assert_eq!(
+            effective_state(Live, s, e, 10),
+            Live,
+            "operator started early"
+        );
         assert_eq!(effective_state(Paused, s, e, 1500), Paused);
         assert_eq!(effective_state(Paused, s, e, 10), Paused);
         assert_eq!(effective_state(Live, s, e, 2000), Ended);
@@ -393,8 +422,12 @@ mod tests {
     #[test]
     fn spec_round_trips_through_the_origin_fields() {
         let ev = spec().validate().unwrap();
-        let fields: HashMap<String, String> =
-            ev.meta.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let fields: HashMap<String, String> = ev
+            .meta
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         assert_eq!(EventMeta::from_fields(&fields).unwrap(), ev.meta);
         assert_eq!(ev.stock, vec![("A".to_string(), 100)]);
     }

@@ -34,25 +34,48 @@ pub fn parse_order(body: &[u8]) -> Result<Vec<Line>, ApiError> {
     let parsed: Body = serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::new(Code::InvalidJson, format!("the body is not valid JSON: {e}")),
-            Category::Data => ApiError::new(Code::InvalidRequest, format!("the body does not match {{\"items\":[{{\"sku\":\"...\",\"qty\":1}}]}}: {e}")),
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+                Code::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            ),
+            Category::Data => ApiError::new(
+                Code::InvalidRequest,
+                format!(
+                    "the body does not match {{\"items\":[{{\"sku\":\"...\",\"qty\":1}}]}}: {e}"
+                ),
+            ),
         }
     })?;
     if parsed.items.is_empty() || parsed.items.len() > MAX_LINES {
-        return Err(ApiError::new(Code::InvalidRequest, format!("an order has 1 to {MAX_LINES} items")));
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            format!("an order has 1 to {MAX_LINES} items"),
+        ));
     }
     let mut lines: Vec<Line> = Vec::with_capacity(parsed.items.len());
     for l in parsed.items {
         if !valid_id(&l.sku) {
-            return Err(ApiError::new(Code::InvalidRequest, "sku must match [A-Za-z0-9_-]{1,64}"));
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                "sku must match [A-Za-z0-9_-]{1,64}",
+            ));
         }
         if l.qty == 0 || l.qty > MAX_QTY {
-            return Err(ApiError::new(Code::InvalidRequest, format!("qty must be 1 to {MAX_QTY}")).with("sku", l.sku));
+            return Err(
+                ApiError::new(Code::InvalidRequest, format!("qty must be 1 to {MAX_QTY}"))
+                    .with("sku", l.sku),
+            );
         }
         if lines.iter().any(|x| x.sku == l.sku) {
-            return Err(ApiError::new(Code::InvalidRequest, "each sku may appear once per order").with("sku", l.sku));
+            return Err(
+                ApiError::new(Code::InvalidRequest, "each sku may appear once per order")
+                    .with("sku", l.sku),
+            );
         }
-        lines.push(Line { sku: l.sku, qty: l.qty });
+        lines.push(Line {
+            sku: l.sku,
+            qty: l.qty,
+        });
     }
     Ok(lines)
 }
@@ -60,9 +83,21 @@ pub fn parse_order(body: &[u8]) -> Result<Vec<Line>, ApiError> {
 /// `Idempotency-Key`: 8 to 64 characters of `[A-Za-z0-9_-]`.
 pub fn check_idempotency_key(key: Option<&str>) -> Result<&str, ApiError> {
     match key {
-        None => Err(ApiError::new(Code::InvalidRequest, "the Idempotency-Key header is required")),
-        Some(k) if (8..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => Ok(k),
-        Some(_) => Err(ApiError::new(Code::InvalidRequest, "Idempotency-Key must be 8 to 64 characters of A-Z a-z 0-9 _ -")),
+        None => Err(ApiError::new(
+            Code::InvalidRequest,
+            "the Idempotency-Key header is required",
+        )),
+        Some(k)
+            if (8..=64).contains(&k.len())
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(k)
+        }
+        Some(_) => Err(ApiError::new(
+            Code::InvalidRequest,
+            "Idempotency-Key must be 8 to 64 characters of A-Z a-z 0-9 _ -",
+        )),
     }
 }
 
@@ -70,12 +105,21 @@ pub fn check_idempotency_key(key: Option<&str>) -> Result<&str, ApiError> {
 pub fn fingerprint(lines: &[Line]) -> String {
     let mut v: Vec<_> = lines.iter().map(|l| (l.sku.as_str(), l.qty)).collect();
     v.sort_unstable();
-    v.iter().map(|(s, q)| format!("{s}:{q}")).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|(s, q)| format!("{s}:{q}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `o_` and 24 hex characters of SHA-256(event, user, key).
 pub fn order_id(event: &str, user: &str, key: &str) -> String {
-    let h = Sha256::new().chain_update(event).chain_update([0]).chain_update(user).chain_update([0]).chain_update(key).finalize();
+    let h = Sha256::new()
+        .chain_update(event)
+        .chain_update([0])
+        .chain_update(user)
+        .chain_update([0])
+        .chain_update(key)
+        .finalize();
     let hex: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
     format!("o_{hex}")
 }
@@ -139,17 +183,35 @@ mod tests {
             (r#"{"items":[{"sku":"A","qty":-1}]}"#, Some(InvalidRequest)),
             (r#"{"items":[{"sku":"A","qty":1.5}]}"#, Some(InvalidRequest)),
             (r#"{"items":[{"sku":"A","qty":"1"}]}"#, Some(InvalidRequest)),
-            (r#"{"items":[{"sku":"A","qty":1001}]}"#, Some(InvalidRequest)),
+            (
+                r#"{"items":[{"sku":"A","qty":1001}]}"#,
+                Some(InvalidRequest),
+            ),
             (r#"{"items":[{"sku":"A b","qty":1}]}"#, Some(InvalidRequest)),
-            (r#"{"items":[{"sku":"A","qty":1,"price":0}]}"#, Some(InvalidRequest)),
-            (r#"{"items":[{"sku":"A","qty":1}],"coupon":"x"}"#, Some(InvalidRequest)),
-            (r#"{"items":[{"sku":"A","qty":1},{"sku":"A","qty":1}]}"#, Some(InvalidRequest)),
+            (
+                r#"{"items":[{"sku":"A","qty":1,"price":0}]}"#,
+                Some(InvalidRequest),
+            ),
+            (
+                r#"{"items":[{"sku":"A","qty":1}],"coupon":"x"}"#,
+                Some(InvalidRequest),
+            ),
+            (
+                r#"{"items":[{"sku":"A","qty":1},{"sku":"A","qty":1}]}"#,
+                Some(InvalidRequest),
+            ),
             (r#"{"items":[{"sku":"A","qty":1}]}"#, None),
         ];
         for (body, want) in cases {
             assert_eq!(code(body), want, "{body}");
         }
-        let eleven = format!(r#"{{"items":[{}]}}"#, (0..11).map(|i| format!(r#"{{"sku":"S{i}","qty":1}}"#)).collect::<Vec<_>>().join(","));
+        let eleven = format!(
+            r#"{{"items":[{}]}}"#,
+            (0..11)
+                .map(|i| format!(r#"{{"sku":"S{i}","qty":1}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         assert_eq!(code(&eleven), Some(InvalidRequest));
     }
 
@@ -157,18 +219,40 @@ mod tests {
     fn idempotency_keys() {
         assert!(check_idempotency_key(Some("abcd-123")).is_ok());
         assert!(check_idempotency_key(Some(&"k".repeat(64))).is_ok());
-        for bad in [None, Some("short"), Some("has space1"), Some(&*"k".repeat(65))] {
+        for bad in [
+            None,
+            Some("short"),
+            Some("has space1"),
+            Some(&*"k".repeat(65)),
+        ] {
             assert!(check_idempotency_key(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn golden_order_document() {
-        let o = Order::new("demo", "alice", "key-0001", vec![OrderLine { sku: "A".into(), qty: 1, unit_price: 1999, currency: "USD".into() }], 1_800_000_000_000);
+        let o = Order::new(
+            "demo",
+            "alice",
+            "key-0001",
+            vec![OrderLine {
+                sku: "A".into(),
+                qty: 1,
+                unit_price: 1999,
+                currency: "USD".into(),
+            }],
+            1_800_000_000_000,
+        );
         assert_eq!(o.id, order_id("demo", "alice", "key-0001"));
         assert_ne!(o.id, order_id("demo", "alice", "key-0002"));
         assert_eq!(o.id.len(), 26);
         let json = serde_json::to_string(&o).unwrap();
-        assert_eq!(json, format!(r#"{{"id":"{}","event":"demo","user":"alice","lines":[{{"sku":"A","qty":1,"unit_price":1999,"currency":"USD"}}],"created_at":"2027-01-15T08:00:00.000Z","idempotency_key":"key-0001"}}"#, o.id));
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"id":"{}","event":"demo","user":"alice","lines":[{{"sku":"A","qty":1,"unit_price":1999,"currency":"USD"}}],"created_at":"2027-01-15T08:00:00.000Z","idempotency_key":"key-0001"}}"#,
+                o.id
+            )
+        );
     }
 }

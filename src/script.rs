@@ -10,8 +10,10 @@ use crate::origin::{OriginError, Script, Value};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-pub static PURCHASE: LazyLock<Script> = LazyLock::new(|| Script::new("purchase.lua", include_str!("lua/purchase.lua")));
-pub static VIEW: LazyLock<Script> = LazyLock::new(|| Script::new("view.lua", include_str!("lua/view.lua")));
+pub static PURCHASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new("purchase.lua", include_str!("lua/purchase.lua")));
+pub static VIEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new("view.lua", include_str!("lua/view.lua")));
 
 /// One order line as sent to the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +38,13 @@ impl PurchaseCall<'_> {
     /// KEYS and ARGV, in the order purchase.lua reads them.
     pub fn keys_and_args(&self) -> (Vec<String>, Vec<String>) {
         let k = self.keys;
-        let keys = vec![k.meta.clone(), k.stock.clone(), k.sold.clone(), k.user(self.user), k.orders.clone()];
+        let keys = vec![
+            k.meta.clone(),
+            k.stock.clone(),
+            k.sold.clone(),
+            k.user(self.user),
+            k.orders.clone(),
+        ];
         let mut args = vec![
             self.now_ms.to_string(),
             self.idempotency_key.to_string(),
@@ -88,26 +96,59 @@ pub fn parse_outcome(v: &Value, n: usize) -> Result<Outcome, OriginError> {
     let a = v.as_array().ok_or_else(|| bad(v))?;
     let int = |i: usize| a.get(i).and_then(Value::as_int).ok_or_else(|| bad(v));
     let u = |i: usize| int(i).and_then(|x| u32::try_from(x).map_err(|_| bad(v)));
-    let line = |i: usize| int(i).and_then(|x| usize::try_from(x - 1).ok().filter(|&l| l < n).ok_or_else(|| bad(v)));
+    let line = |i: usize| {
+        int(i).and_then(|x| {
+            usize::try_from(x - 1)
+                .ok()
+                .filter(|&l| l < n)
+                .ok_or_else(|| bad(v))
+        })
+    };
     Ok(match int(0)? {
         0 => {
             if a.len() != 2 + 2 * n {
                 return Err(bad(v));
             }
-            let lines = (0..n).map(|i| Ok(LineAfter { today: u(2 + 2 * i)?, remaining: u(3 + 2 * i)? })).collect::<Result<_, OriginError>>()?;
-            Outcome::Placed { total: u(1)?, lines }
+            let lines = (0..n)
+                .map(|i| {
+                    Ok(LineAfter {
+                        today: u(2 + 2 * i)?,
+                        remaining: u(3 + 2 * i)?,
+                    })
+                })
+                .collect::<Result<_, OriginError>>()?;
+            Outcome::Placed {
+                total: u(1)?,
+                lines,
+            }
         }
-        1 => Outcome::Replayed { order_json: a.get(1).and_then(Value::as_str).ok_or_else(|| bad(v))?.to_string(), total: u(2)? },
+        1 => Outcome::Replayed {
+            order_json: a
+                .get(1)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(v))?
+                .to_string(),
+            total: u(2)?,
+        },
         2 => Outcome::UnknownEvent,
         3 => Outcome::NotStarted,
         4 => Outcome::Paused,
         5 => Outcome::Ended,
         6 => Outcome::UnknownItem { line: line(1)? },
-        7 => Outcome::SoldOut { line: line(1)?, remaining: u(2)? },
-        8 => Outcome::ItemLimit { line: line(1)?, today: u(2)? },
+        7 => Outcome::SoldOut {
+            line: line(1)?,
+            remaining: u(2)?,
+        },
+        8 => Outcome::ItemLimit {
+            line: line(1)?,
+            today: u(2)?,
+        },
         9 => Outcome::TotalLimit { total: u(1)? },
         10 => Outcome::KeyReused,
-        11 => Outcome::OrderQtyLimit { line: line(1)?, cap: u(2)? },
+        11 => Outcome::OrderQtyLimit {
+            line: line(1)?,
+            cap: u(2)?,
+        },
         12 => Outcome::BadArguments,
         _ => return Err(bad(v)),
     })
@@ -150,10 +191,13 @@ fn pairs(v: &Value) -> Option<HashMap<String, String>> {
     let a = v.as_array()?;
     a.chunks(2)
         .map(|c| match c {
-            [k, v] => Some((k.as_str()?.to_string(), match v {
-                Value::Int(i) => i.to_string(),
-                other => other.as_str()?.to_string(),
-            })),
+            [k, v] => Some((
+                k.as_str()?.to_string(),
+                match v {
+                    Value::Int(i) => i.to_string(),
+                    other => other.as_str()?.to_string(),
+                },
+            )),
             _ => None,
         })
         .collect()
@@ -166,17 +210,36 @@ pub fn parse_view(v: &Value) -> Result<Option<Snapshot>, OriginError> {
     }
     let bad = || OriginError::Unknown(format!("view.lua gave an unexpected reply: {v:?}"));
     let a = v.as_array().filter(|a| a.len() == 4).ok_or_else(bad)?;
-    let meta = EventMeta::from_fields(&pairs(&a[0]).ok_or_else(bad)?).map_err(OriginError::Unknown)?;
+    let meta =
+        EventMeta::from_fields(&pairs(&a[0]).ok_or_else(bad)?).map_err(OriginError::Unknown)?;
     let stock = pairs(&a[1]).ok_or_else(bad)?;
     let sold = pairs(&a[2]).ok_or_else(bad)?;
-    let num = |m: &HashMap<String, String>, sku: &str| m.get(sku).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let items = meta.items.iter().map(|it| ItemView { stock: num(&stock, &it.sku), sold: num(&sold, &it.sku) }).collect();
-    Ok(Some(Snapshot { meta, items, queued: a[3].as_int().unwrap_or(0).max(0) as u64 }))
+    let num = |m: &HashMap<String, String>, sku: &str| {
+        m.get(sku).and_then(|s| s.parse().ok()).unwrap_or(0)
+    };
+    let items = meta
+        .items
+        .iter()
+        .map(|it| ItemView {
+            stock: num(&stock, &it.sku),
+            sold: num(&sold, &it.sku),
+        })
+        .collect();
+    Ok(Some(Snapshot {
+        meta,
+        items,
+        queued: a[3].as_int().unwrap_or(0).max(0) as u64,
+    }))
 }
 
 /// KEYS for view.lua.
 pub fn view_keys(k: &EventKeys) -> Vec<String> {
-    vec![k.meta.clone(), k.stock.clone(), k.sold.clone(), k.orders.clone()]
+    vec![
+        k.meta.clone(),
+        k.stock.clone(),
+        k.sold.clone(),
+        k.orders.clone(),
+    ]
 }
 
 #[cfg(test)]
@@ -190,22 +253,104 @@ mod tests {
     #[test]
     fn golden_purchase_arguments() {
         let keys = EventKeys::new("demo");
-        let lines = [Line { sku: "A".into(), qty: 1 }, Line { sku: "B".into(), qty: 2 }];
-        let call = PurchaseCall { keys: &keys, user: "alice", now_ms: 1_800_000_000_000, idempotency_key: "key-0001", fingerprint: "A:1,B:2", order_json: "{}", lines: &lines };
+        let lines = [
+            Line {
+                sku: "A".into(),
+                qty: 1,
+            },
+            Line {
+                sku: "B".into(),
+                qty: 2,
+            },
+        ];
+        let call = PurchaseCall {
+            keys: &keys,
+            user: "alice",
+            now_ms: 1_800_000_000_000,
+            idempotency_key: "key-0001",
+            fingerprint: "A:1,B:2",
+            order_json: "{}",
+            lines: &lines,
+        };
         let (k, a) = call.keys_and_args();
-        assert_eq!(k, ["fg:{demo}:meta", "fg:{demo}:stock", "fg:{demo}:sold", "fg:{demo}:user:alice", "fg:{demo}:orders"]);
-        assert_eq!(a, ["1800000000000", "key-0001", "A:1,B:2", "{}", "2", "A", "1", "B", "2"]);
+        assert_eq!(
+            k,
+            [
+                "fg:{demo}:meta",
+                "fg:{demo}:stock",
+                "fg:{demo}:sold",
+                "fg:{demo}:user:alice",
+                "fg:{demo}:orders"
+            ]
+        );
+        assert_eq!(
+            a,
+            [
+                "1800000000000",
+                "key-0001",
+                "A:1,B:2",
+                "{}",
+                "2",
+                "A",
+                "1",
+                "B",
+                "2"
+            ]
+        );
     }
 
     #[test]
     fn outcomes() {
-        assert_eq!(parse_outcome(&ints(&[0, 2, 1, 99, 1, 36]), 2).unwrap(), Outcome::Placed { total: 2, lines: vec![LineAfter { today: 1, remaining: 99 }, LineAfter { today: 1, remaining: 36 }] });
-        assert_eq!(parse_outcome(&ints(&[7, 2, 0]), 2).unwrap(), Outcome::SoldOut { line: 1, remaining: 0 });
-        assert_eq!(parse_outcome(&ints(&[8, 1, 1]), 1).unwrap(), Outcome::ItemLimit { line: 0, today: 1 });
-        assert_eq!(parse_outcome(&ints(&[9, 2]), 1).unwrap(), Outcome::TotalLimit { total: 2 });
-        let replay = Value::Array(vec![Value::Int(1), Value::Str("{\"id\":\"o\"}".into()), Value::Int(1)]);
-        assert_eq!(parse_outcome(&replay, 1).unwrap(), Outcome::Replayed { order_json: "{\"id\":\"o\"}".into(), total: 1 });
-        for bad in [ints(&[0, 1]), ints(&[7, 3, 0]), ints(&[99]), Value::Nil, ints(&[0, -1, 1, 1])] {
+        assert_eq!(
+            parse_outcome(&ints(&[0, 2, 1, 99, 1, 36]), 2).unwrap(),
+            Outcome::Placed {
+                total: 2,
+                lines: vec![
+                    LineAfter {
+                        today: 1,
+                        remaining: 99
+                    },
+                    LineAfter {
+                        today: 1,
+                        remaining: 36
+                    }
+                ]
+            }
+        );
+        assert_eq!(
+            parse_outcome(&ints(&[7, 2, 0]), 2).unwrap(),
+            Outcome::SoldOut {
+                line: 1,
+                remaining: 0
+            }
+        );
+        assert_eq!(
+            parse_outcome(&ints(&[8, 1, 1]), 1).unwrap(),
+            Outcome::ItemLimit { line: 0, today: 1 }
+        );
+        assert_eq!(
+            parse_outcome(&ints(&[9, 2]), 1).unwrap(),
+            Outcome::TotalLimit { total: 2 }
+        );
+        let replay = Value::Array(vec![
+            Value::Int(1),
+            Value::Str("{\"id\":\"o\"}".into()),
+            Value::Int(1),
+        ]);
+        assert_eq!(
+            parse_outcome(&replay, 1).unwrap(),
+            Outcome::Replayed {
+                order_json: "{\"id\":\"o\"}".into(),
+                total: 1
+            }
+        );
+        for bad in [
+            ints(&[0, 1]),
+            ints(&[7, 3, 0]),
+            ints(&[99]),
+            Value::Nil,
+            ints(&[0, -1, 1, 1]),
+        ] {
             assert!(parse_outcome(&bad, 2).is_err(), "{bad:?}");
         }
     }

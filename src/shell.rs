@@ -55,12 +55,20 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
     let h = req.headers().clone();
     let method = req.method().to_string();
     let declared: Option<usize> = h.get("content-length")?.and_then(|v| v.parse().ok());
-    let body = if method == "GET" || method == "HEAD" || declared.is_some_and(|n| n > gate.config.max_body_bytes) {
+    let body = if method == "GET"
+        || method == "HEAD"
+        || declared.is_some_and(|n| n > gate.config.max_body_bytes)
+    {
         Vec::new()
     } else {
         req.bytes().await.unwrap_or_default()
     };
-    let (auth, cookie, ct, key) = (h.get("authorization")?, h.get("cookie")?, h.get("content-type")?, h.get("idempotency-key")?);
+    let (auth, cookie, ct, key) = (
+        h.get("authorization")?,
+        h.get("cookie")?,
+        h.get("content-type")?,
+        h.get("idempotency-key")?,
+    );
     let path = req.path();
     let api = ApiRequest {
         method: &method,
@@ -101,12 +109,19 @@ impl Connector for SocketConnector {
     type Stream = Socket;
 
     async fn connect(&self, host: &str, port: u16, tls: bool) -> std::io::Result<Socket> {
-        let transport = if tls { SecureTransport::On } else { SecureTransport::Off };
+        let transport = if tls {
+            SecureTransport::On
+        } else {
+            SecureTransport::Off
+        };
         let socket = ConnectionBuilder::new()
             .secure_transport(transport)
             .connect(host, port)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        socket.opened().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        socket
+            .opened()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(socket)
     }
 
@@ -123,16 +138,27 @@ impl Origin for HttpOrigin {
         let r = self.0.request(cmd);
         let headers = Headers::new();
         for (k, v) in &r.headers {
-            headers.set(k, v).map_err(|e| OriginError::NotSent(e.to_string()))?;
+            headers
+                .set(k, v)
+                .map_err(|e| OriginError::NotSent(e.to_string()))?;
         }
         let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(r.body.into()));
-        let request = Request::new_with_init(&r.url, &init).map_err(|e| OriginError::NotSent(e.to_string()))?;
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(r.body.into()));
+        let request = Request::new_with_init(&r.url, &init)
+            .map_err(|e| OriginError::NotSent(e.to_string()))?;
         let abort = AbortController::default();
         let signal = abort.signal();
         let work = std::pin::pin!(async {
-            let mut resp = Fetch::Request(request).send_with_signal(&signal).await.map_err(|e| OriginError::Unknown(e.to_string()))?;
-            let text = resp.text().await.map_err(|e| OriginError::Unknown(e.to_string()))?;
+            let mut resp = Fetch::Request(request)
+                .send_with_signal(&signal)
+                .await
+                .map_err(|e| OriginError::Unknown(e.to_string()))?;
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| OriginError::Unknown(e.to_string()))?;
             decode_response(self.0.dialect, resp.status_code(), &text)
         });
         let timer = std::pin::pin!(Delay::from(Duration::from_millis(self.0.timeout_ms)));
@@ -140,7 +166,10 @@ impl Origin for HttpOrigin {
             Either::Left((r, _)) => r,
             Either::Right(((), _)) => {
                 abort.abort();
-                Err(OriginError::Unknown(format!("no reply within {} ms", self.0.timeout_ms)))
+                Err(OriginError::Unknown(format!(
+                    "no reply within {} ms",
+                    self.0.timeout_ms
+                )))
             }
         }
     }
@@ -159,7 +188,11 @@ enum AnyOrigin {
 impl AnyOrigin {
     fn new(c: &OriginConfig) -> AnyOrigin {
         match c {
-            OriginConfig::Resp(r) => AnyOrigin::Resp(RespOrigin::new(SocketConnector, r.clone(), SLOTS.with(|s| s.clone()))),
+            OriginConfig::Resp(r) => AnyOrigin::Resp(RespOrigin::new(
+                SocketConnector,
+                r.clone(),
+                SLOTS.with(|s| s.clone()),
+            )),
             OriginConfig::Http(h) => AnyOrigin::Http(HttpOrigin(h.clone())),
         }
     }

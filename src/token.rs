@@ -68,20 +68,32 @@ pub fn verify(secret: &[u8], token: &str, now_ms: i64) -> Result<Identity, Token
     }
     let (signed, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
     let mut parts = signed.split('.');
-    let (Some(VERSION), Some(user), Some(exp), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(VERSION), Some(user), Some(exp), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
-    if !valid_id(user) || exp.is_empty() || exp.len() > 12 || !exp.bytes().all(|b| b.is_ascii_digit()) {
+    if !valid_id(user)
+        || exp.is_empty()
+        || exp.len() > 12
+        || !exp.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(TokenError::Malformed);
     }
-    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
-    mac(secret, signed).verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Malformed)?;
+    mac(secret, signed)
+        .verify_slice(&sig)
+        .map_err(|_| TokenError::BadSignature)?;
     let exp: i64 = exp.parse().map_err(|_| TokenError::Malformed)?;
     if now_ms.div_euclid(1000) >= exp {
         return Err(TokenError::Expired);
     }
-    Ok(Identity { user: user.to_string(), exp })
+    Ok(Identity {
+        user: user.to_string(),
+        exp,
+    })
 }
 
 #[cfg(test)]
@@ -94,10 +106,16 @@ mod tests {
     fn golden_token() {
         // Pinned from Python's hmac module, so a shop's own minting code can be checked against it.
         let t = mint(SECRET, "alice", 1_800_000_000);
-        assert_eq!(t, "v1.alice.1800000000.twahQmYSRYEfq-77Mbo0bm8TCqJAlFuUWPiWGImR2mI");
+        assert_eq!(
+            t,
+            "v1.alice.1800000000.twahQmYSRYEfq-77Mbo0bm8TCqJAlFuUWPiWGImR2mI"
+        );
         assert_eq!(
             verify(SECRET, &t, 1_799_999_999_999),
-            Ok(Identity { user: "alice".into(), exp: 1_800_000_000 })
+            Ok(Identity {
+                user: "alice".into(),
+                exp: 1_800_000_000
+            })
         );
     }
 
@@ -120,8 +138,20 @@ mod tests {
         let mut flipped = t.clone().into_bytes();
         let last = flipped.len() - 2;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(verify(SECRET, std::str::from_utf8(&flipped).unwrap(), 0), Err(TokenError::BadSignature));
-        for bad in ["", "v1", "v1.alice.1", "v2.alice.1800000000.x", "v1.al ice.1.x", "v1.a.-1.x", "v1.a.b.c.d", "v1.a.1.!!"] {
+        assert_eq!(
+            verify(SECRET, std::str::from_utf8(&flipped).unwrap(), 0),
+            Err(TokenError::BadSignature)
+        );
+        for bad in [
+            "",
+            "v1",
+            "v1.alice.1",
+            "v2.alice.1800000000.x",
+            "v1.al ice.1.x",
+            "v1.a.-1.x",
+            "v1.a.b.c.d",
+            "v1.a.1.!!",
+        ] {
             assert_eq!(verify(SECRET, bad, 0), Err(TokenError::Malformed), "{bad}");
         }
     }

@@ -17,14 +17,27 @@ async fn page_health_and_unknown_paths() {
     // The sale page and its fingerprinted assets, with their cache policies.
     let page = c.get(w.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let cache = page.headers().get("cache-control").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    assert!(cache.contains("max-age=10"), "short TTL for HTML: {cache:?}");
+    let cache = page
+        .headers()
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        cache.contains("max-age=10"),
+        "short TTL for HTML: {cache:?}"
+    );
     let html = page.text().await.unwrap();
     assert!(html.contains("data-testid=\"event-name\""), "the sale page");
-    let asset = html.split('"').find(|s| s.starts_with("/assets/app.") && s.ends_with(".js")).expect("the page links its script");
+    let asset = html
+        .split('"')
+        .find(|s| s.starts_with("/assets/app.") && s.ends_with(".js"))
+        .expect("the page links its script");
     let a = c.get(w.url(asset)).send().await.unwrap();
     assert_eq!(a.status(), 200);
-    assert!(a.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(a.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
 
     // Health: reachable.
     let h = c.get(w.url("/api/health")).send().await.unwrap();
@@ -42,18 +55,43 @@ async fn page_health_and_unknown_paths() {
         ("DELETE", "/api/health", 405, "method_not_allowed"),
         ("GET", "/api/events/demo/orders", 405, "method_not_allowed"),
     ] {
-        let resp = c.request(method.parse().unwrap(), w.url(path)).send().await.unwrap();
+        let resp = c
+            .request(method.parse().unwrap(), w.url(path))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), status, "{method} {path}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
         let body: Json = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{method} {path}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
 
     // An event, read through the worker.
-    ops::create(&r.origin(), &spec("demo", &[("A", 3)], 60_000, (1, 5, 1)), true).await.unwrap();
-    let ev: Json = c.get(w.url("/api/events/demo")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((ev["id"].as_str(), ev["state"].as_str()), (Some("demo"), Some("scheduled")));
+    ops::create(
+        &r.origin(),
+        &spec("demo", &[("A", 3)], 60_000, (1, 5, 1)),
+        true,
+    )
+    .await
+    .unwrap();
+    let ev: Json = c
+        .get(w.url("/api/events/demo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (ev["id"].as_str(), ev["state"].as_str()),
+        (Some("demo"), Some("scheduled"))
+    );
     assert_eq!(ev["items"][0]["remaining"], 3);
     let missing = c.get(w.url("/api/events/nosuch")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -65,7 +103,13 @@ async fn page_health_and_unknown_paths() {
     assert_eq!(h.status(), 503);
     let h: Json = h.json().await.unwrap();
     assert_eq!(h["origin"]["ok"], false);
-    assert!(h["origin"]["error"].as_str().unwrap().contains("unreachable"), "{h}");
+    assert!(
+        h["origin"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{h}"
+    );
     let _r = Redis::start_on(port);
     let h = c.get(w.url("/api/health")).send().await.unwrap();
     assert_eq!(h.status(), 200, "recovers when the origin returns");
@@ -80,5 +124,9 @@ async fn a_bad_config_answers_500_and_says_why_in_the_log() {
     let body: Json = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "internal", "answered bare");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(w.log_text().contains("EDGE_CACHE_MS must be a number"), "logged in full: {}", w.log_text());
+    assert!(
+        w.log_text().contains("EDGE_CACHE_MS must be a number"),
+        "logged in full: {}",
+        w.log_text()
+    );
 }

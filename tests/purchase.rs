@@ -18,7 +18,14 @@ struct Reply {
     body: Json,
 }
 
-async fn order(c: &reqwest::Client, w: &Worker, event: &str, user: &str, key: &str, skus: &[&str]) -> Reply {
+async fn order(
+    c: &reqwest::Client,
+    w: &Worker,
+    event: &str,
+    user: &str,
+    key: &str,
+    skus: &[&str],
+) -> Reply {
     let items: Vec<Json> = skus.iter().map(|s| json!({"sku": s, "qty": 1})).collect();
     let r = c
         .post(w.url(&format!("/api/events/{event}/orders")))
@@ -29,7 +36,10 @@ async fn order(c: &reqwest::Client, w: &Worker, event: &str, user: &str, key: &s
         .await
         .unwrap();
     let status = r.status().as_u16();
-    Reply { status, body: r.json().await.unwrap_or(Json::Null) }
+    Reply {
+        status,
+        body: r.json().await.unwrap_or(Json::Null),
+    }
 }
 
 async fn strings(o: &NativeOrigin, args: &[&str]) -> Value {
@@ -38,14 +48,27 @@ async fn strings(o: &NativeOrigin, args: &[&str]) -> Value {
 
 fn hash(v: &Value) -> HashMap<String, String> {
     let a = v.as_array().unwrap();
-    a.chunks(2).map(|c| (c[0].as_str().unwrap().to_string(), c[1].as_str().unwrap().to_string())).collect()
+    a.chunks(2)
+        .map(|c| {
+            (
+                c[0].as_str().unwrap().to_string(),
+                c[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Issue 3, "Done when" 1: thousands of concurrent attempts from over a thousand users with
 /// multi-item orders and replays; check every invariant at the origin afterwards.
 async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
     let w = Worker::start(&[("ORIGIN_URL", transport_url)]);
-    ops::create(origin, &spec(event, &[("A", 100), ("B", 37)], -1000, (1, 2, 1)), true).await.unwrap();
+    ops::create(
+        origin,
+        &spec(event, &[("A", 100), ("B", 37)], -1000, (1, 2, 1)),
+        true,
+    )
+    .await
+    .unwrap();
     let c = http();
 
     // 1200 users, 2 intents each (A, B or A+B), every third intent sent twice (a replay).
@@ -86,11 +109,16 @@ async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
             201 => {
                 let id = r.body["order"]["id"].as_str().unwrap().to_string();
                 let replayed = r.body["replayed"].as_bool().unwrap();
-                by_key.entry(key.clone()).or_default().push((id.clone(), replayed));
+                by_key
+                    .entry(key.clone())
+                    .or_default()
+                    .push((id.clone(), replayed));
                 if !replayed {
                     assert!(placed_ids.insert(id), "an order id was placed twice");
                     for l in r.body["order"]["lines"].as_array().unwrap() {
-                        *placed_units.entry(l["sku"].as_str().unwrap().to_string()).or_default() += l["qty"].as_u64().unwrap();
+                        *placed_units
+                            .entry(l["sku"].as_str().unwrap().to_string())
+                            .or_default() += l["qty"].as_u64().unwrap();
                     }
                 }
                 if replayed { "replayed" } else { "placed" }.to_string()
@@ -99,9 +127,18 @@ async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
         };
         *codes.entry(code).or_default() += 1;
     }
-    let allowed = ["placed", "replayed", "sold_out", "item_limit_reached", "total_limit_reached"];
+    let allowed = [
+        "placed",
+        "replayed",
+        "sold_out",
+        "item_limit_reached",
+        "total_limit_reached",
+    ];
     for c in codes.keys() {
-        assert!(allowed.contains(&c.as_str()), "unexpected outcome {c}: {codes:?}");
+        assert!(
+            allowed.contains(&c.as_str()),
+            "unexpected outcome {c}: {codes:?}"
+        );
     }
 
     // Sold equals stock exactly, and equals the units the 201s promised.
@@ -114,26 +151,59 @@ async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
 
     // The queue holds exactly one order per placed 201, and they are the same orders.
     let queued = strings(origin, &["LRANGE", &k.orders, "0", "-1"]).await;
-    let queued: HashSet<String> = queued.as_array().unwrap().iter().map(|v| serde_json::from_str::<Json>(v.as_str().unwrap()).unwrap()["id"].as_str().unwrap().to_string()).collect();
+    let queued: HashSet<String> = queued
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            serde_json::from_str::<Json>(v.as_str().unwrap()).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(queued.len(), placed_ids.len());
     assert_eq!(queued, placed_ids);
 
     // Replays return the same order; at most one placement per key.
     for (key, seen) in &by_key {
         let ids: HashSet<_> = seen.iter().map(|(id, _)| id).collect();
-        assert_eq!(ids.len(), 1, "key {key} answered different orders: {seen:?}");
-        assert_eq!(seen.iter().filter(|(_, r)| !r).count(), 1, "key {key}: {seen:?}");
+        assert_eq!(
+            ids.len(),
+            1,
+            "key {key} answered different orders: {seen:?}"
+        );
+        assert_eq!(
+            seen.iter().filter(|(_, r)| !r).count(),
+            1,
+            "key {key}: {seen:?}"
+        );
     }
-    assert!(codes.get("replayed").copied().unwrap_or(0) > 0, "some replays raced a placed order: {codes:?}");
+    assert!(
+        codes.get("replayed").copied().unwrap_or(0) > 0,
+        "some replays raced a placed order: {codes:?}"
+    );
 
     // Nobody over a cap (1 per item per day, 2 in total).
     for u in 0..1200 {
         let h = hash(&strings(origin, &["HGETALL", &k.user(&format!("user{u}"))]).await);
         let total: u64 = h.get("t").map(|t| t.parse().unwrap()).unwrap_or(0);
         assert!(total <= 2, "user{u} bought {total}");
-        let per_item: u64 = h.iter().filter(|(f, _)| f.starts_with("d:")).map(|(_, v)| v.parse::<u64>().unwrap()).max().unwrap_or(0);
-        assert!(per_item <= 1, "user{u} bought {per_item} of one item in a day");
-        let day_sum: u64 = h.iter().filter(|(f, _)| f.starts_with("d:")).map(|(_, v)| v.parse::<u64>().unwrap()).sum();
+        let per_item: u64 = h
+            .iter()
+            .filter(|(f, _)| f.starts_with("d:"))
+            .map(|(_, v)| v.parse::<u64>().unwrap())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            per_item <= 1,
+            "user{u} bought {per_item} of one item in a day"
+        );
+        let day_sum: u64 = h
+            .iter()
+            .filter(|(f, _)| f.starts_with("d:"))
+            .map(|(_, v)| v.parse::<u64>().unwrap())
+            .sum();
         assert_eq!(day_sum, total, "user{u}'s counters agree");
     }
     eprintln!("{event}: {} attempts: {codes:?}", results.len());
@@ -158,19 +228,40 @@ async fn http_dialects_with_auth() {
     let r = Redis::start();
     let b = Bridge::start(&r.url(), Some("bridge-pass"));
     let o = r.origin();
-    ops::create(&o, &spec("dialects", &[("A", 10)], -1000, (1, 5, 1)), true).await.unwrap();
+    ops::create(&o, &spec("dialects", &[("A", 10)], -1000, (1, 5, 1)), true)
+        .await
+        .unwrap();
     let c = http();
     for (dialect, user) in [("upstash", "ua"), ("dragonfly", "ud")] {
-        let w = Worker::start(&[("ORIGIN_URL", &b.url()), ("ORIGIN_HTTP_DIALECT", dialect), ("ORIGIN_PASSWORD", "bridge-pass")]);
-        let h: Json = c.get(w.url("/api/health")).send().await.unwrap().json().await.unwrap();
+        let w = Worker::start(&[
+            ("ORIGIN_URL", &b.url()),
+            ("ORIGIN_HTTP_DIALECT", dialect),
+            ("ORIGIN_PASSWORD", "bridge-pass"),
+        ]);
+        let h: Json = c
+            .get(w.url("/api/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(h["transport"], format!("http-{dialect}"));
         assert_eq!(h["origin"]["ok"], true, "{h}");
         let r1 = order(&c, &w, "dialects", user, "key-dialect-1", &["A"]).await;
         assert_eq!(r1.status, 201, "{dialect}: {}", r1.body);
         drop(w);
-        let w = Worker::start(&[("ORIGIN_URL", &b.url()), ("ORIGIN_HTTP_DIALECT", dialect), ("ORIGIN_PASSWORD", "wrong")]);
+        let w = Worker::start(&[
+            ("ORIGIN_URL", &b.url()),
+            ("ORIGIN_HTTP_DIALECT", dialect),
+            ("ORIGIN_PASSWORD", "wrong"),
+        ]);
         let h = c.get(w.url("/api/health")).send().await.unwrap();
-        assert_eq!(h.status(), 503, "{dialect} with a wrong password is unreachable");
+        assert_eq!(
+            h.status(),
+            503,
+            "{dialect} with a wrong password is unreachable"
+        );
     }
 }
 
@@ -179,14 +270,24 @@ async fn http_dialects_with_auth() {
 async fn script_flush_mid_run() {
     let r = Redis::start();
     let o = r.origin();
-    ops::create(&o, &spec("flush", &[("A", 1000)], -1000, (1, 5, 1)), true).await.unwrap();
+    ops::create(&o, &spec("flush", &[("A", 1000)], -1000, (1, 5, 1)), true)
+        .await
+        .unwrap();
     let w = Worker::start(&[("ORIGIN_URL", &r.url())]);
     let c = http();
     for i in 0..40 {
         if i % 10 == 5 {
             assert_eq!(r.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
         }
-        let rep = order(&c, &w, "flush", &format!("f{i}"), &format!("key-flush-{i}"), &["A"]).await;
+        let rep = order(
+            &c,
+            &w,
+            "flush",
+            &format!("f{i}"),
+            &format!("key-flush-{i}"),
+            &["A"],
+        )
+        .await;
         assert_eq!(rep.status, 201, "attempt {i}: {}", rep.body);
     }
     assert_eq!(r.cli(&["HGET", "fg:{flush}:sold", "A"]).trim(), "40");
@@ -201,21 +302,37 @@ async fn cluster_through_the_worker() {
     let mut by_node = std::collections::BTreeMap::new();
     for i in 0..60 {
         let id = format!("wc{i}");
-        by_node.entry(cl.owner(&EventKeys::new(&id).meta)).or_insert(id);
+        by_node
+            .entry(cl.owner(&EventKeys::new(&id).meta))
+            .or_insert(id);
     }
     assert_eq!(by_node.len(), 3, "one event per node: {by_node:?}");
     for id in by_node.values() {
-        ops::create(&o, &spec(id, &[("A", 5)], -1000, (1, 5, 1)), true).await.unwrap();
+        ops::create(&o, &spec(id, &[("A", 5)], -1000, (1, 5, 1)), true)
+            .await
+            .unwrap();
     }
     let w = Worker::start(&[("ORIGIN_URL", &cl.seed_url())]);
     let c = http();
     for (node, id) in &by_node {
         for u in 0..3 {
-            let rep = order(&c, &w, id, &format!("u{u}"), &format!("key-{id}-{u}"), &["A"]).await;
+            let rep = order(
+                &c,
+                &w,
+                id,
+                &format!("u{u}"),
+                &format!("key-{id}-{u}"),
+                &["A"],
+            )
+            .await;
             assert_eq!(rep.status, 201, "{id} on :{node}: {}", rep.body);
         }
-        let own = flashgate::native::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
-        assert_eq!(strings(&own, &["HGET", &EventKeys::new(id).sold, "A"]).await, Value::Str("3".into()));
+        let own =
+            flashgate::native::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
+        assert_eq!(
+            strings(&own, &["HGET", &EventKeys::new(id).sold, "A"]).await,
+            Value::Str("3".into())
+        );
     }
 }
 
@@ -225,31 +342,72 @@ async fn cluster_through_the_worker() {
 async fn one_origin_command_per_attempt_and_none_for_401() {
     let r = Redis::start();
     let o = r.origin();
-    ops::create(&o, &spec("ones", &[("A", 1000), ("B", 1000)], -1000, (1, 100, 1)), true).await.unwrap();
+    ops::create(
+        &o,
+        &spec("ones", &[("A", 1000), ("B", 1000)], -1000, (1, 100, 1)),
+        true,
+    )
+    .await
+    .unwrap();
     let w = Worker::start(&[("ORIGIN_URL", &r.url()), ("EDGE_CACHE_MS", "60000")]);
     let c = http();
     // Warm up: script cached, event snapshot cached.
-    assert_eq!(order(&c, &w, "ones", "warm", "key-warm-01", &["A"]).await.status, 201);
+    assert_eq!(
+        order(&c, &w, "ones", "warm", "key-warm-01", &["A"])
+            .await
+            .status,
+        201
+    );
 
     let before = commandstats(&o).await;
     for i in 0..50 {
         let skus: &[&str] = if i % 2 == 0 { &["A"] } else { &["A", "B"] };
-        assert_eq!(order(&c, &w, "ones", &format!("one{i}"), &format!("key-one-{i}"), skus).await.status, 201);
+        assert_eq!(
+            order(
+                &c,
+                &w,
+                "ones",
+                &format!("one{i}"),
+                &format!("key-one-{i}"),
+                skus
+            )
+            .await
+            .status,
+            201
+        );
     }
     let d = client_commands(delta(&before, &commandstats(&o).await), 50);
-    assert_eq!(d, HashMap::from([("evalsha".to_string(), 50)]), "exactly one EVALSHA per attempt, nothing else");
+    assert_eq!(
+        d,
+        HashMap::from([("evalsha".to_string(), 50)]),
+        "exactly one EVALSHA per attempt, nothing else"
+    );
 
     let before = commandstats(&o).await;
     let good = token("mallory");
     let exp = flashgate::token::mint(SECRET.as_bytes(), "mallory", now_ms() / 1000 - 1);
-    let forged = flashgate::token::mint(b"not-the-secret-at-all-0000", "mallory", now_ms() / 1000 + 3600);
+    let forged = flashgate::token::mint(
+        b"not-the-secret-at-all-0000",
+        "mallory",
+        now_ms() / 1000 + 3600,
+    );
     let tampered = good.replace("mallory", "alice");
     let mut flipped = good.clone().into_bytes();
     let n = flipped.len() - 3;
     flipped[n] = if flipped[n] == b'a' { b'b' } else { b'a' };
     let flipped = String::from_utf8(flipped).unwrap();
-    for (what, auth) in [("expired", Some(exp)), ("forged", Some(forged)), ("tampered", Some(tampered)), ("flipped", Some(flipped)), ("garbage", Some("x.y.z".to_string())), ("missing", None)] {
-        let mut req = c.post(w.url("/api/events/ones/orders")).header("idempotency-key", "key-auth-001").json(&json!({"items":[{"sku":"A","qty":1}]}));
+    for (what, auth) in [
+        ("expired", Some(exp)),
+        ("forged", Some(forged)),
+        ("tampered", Some(tampered)),
+        ("flipped", Some(flipped)),
+        ("garbage", Some("x.y.z".to_string())),
+        ("missing", None),
+    ] {
+        let mut req = c
+            .post(w.url("/api/events/ones/orders"))
+            .header("idempotency-key", "key-auth-001")
+            .json(&json!({"items":[{"sku":"A","qty":1}]}));
         if let Some(t) = auth {
             req = req.bearer_auth(t);
         }
@@ -258,5 +416,9 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
         let body: Json = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthenticated", "{what}");
     }
-    assert_eq!(delta(&before, &commandstats(&o).await), HashMap::new(), "no origin command for a 401");
+    assert_eq!(
+        delta(&before, &commandstats(&o).await),
+        HashMap::new(),
+        "no origin command for a 401"
+    );
 }

@@ -34,7 +34,10 @@ pub struct Pool {
 impl Pool {
     pub fn new(conns: Vec<NativeOrigin>) -> Pool {
         assert!(!conns.is_empty());
-        Pool { conns, next: AtomicUsize::new(0) }
+        Pool {
+            conns,
+            next: AtomicUsize::new(0),
+        }
     }
     fn pick(&self) -> &NativeOrigin {
         &self.conns[self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len()]
@@ -49,8 +52,16 @@ struct Shared {
 pub fn router(pool: Pool, password: Option<String>) -> Router {
     let shared = Arc::new(Shared { pool, password });
     Router::new()
-        .route("/api", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Dragonfly)))
-        .route("/", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Upstash)))
+        .route(
+            "/api",
+            post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| {
+                handle(s, h, b, Dialect::Dragonfly)
+            }),
+        )
+        .route(
+            "/",
+            post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Upstash)),
+        )
         .with_state(shared)
 }
 
@@ -59,7 +70,10 @@ fn authorised(dialect: Dialect, password: &str, headers: &HeaderMap) -> bool {
         Dialect::Dragonfly => format!("Basic {}", STANDARD.encode(format!("default:{password}"))),
         Dialect::Upstash => format!("Bearer {password}"),
     };
-    let got = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
     bool::from(got.ct_eq(want.as_bytes()))
 }
 
@@ -68,12 +82,20 @@ fn json(status: u16, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes, dialect: Dialect) -> Response {
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+    dialect: Dialect,
+) -> Response {
     if let Some(pw) = &s.password {
         if !authorised(dialect, pw, &headers) {
             let mut r = json(401, encode_request_error("unauthorized"));
             if dialect == Dialect::Dragonfly {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"dragonfly\""));
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"dragonfly\""),
+                );
             }
             return r;
         }
@@ -97,6 +119,10 @@ async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes, d
 }
 
 /// Serves the bridge on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, pool: Pool, password: Option<String>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    pool: Pool,
+    password: Option<String>,
+) -> std::io::Result<()> {
     axum::serve(listener, router(pool, password)).await
 }

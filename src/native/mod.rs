@@ -32,7 +32,11 @@ impl Connector for TokioConnector {
 pub type NativeOrigin = RespOrigin<TokioConnector>;
 
 /// A native RESP origin for `url` (`redis://[user:pass@]host:port`).
-pub fn connect(url: &str, password: Option<String>, timeout_ms: u64) -> Result<NativeOrigin, String> {
+pub fn connect(
+    url: &str,
+    password: Option<String>,
+    timeout_ms: u64,
+) -> Result<NativeOrigin, String> {
     let mut c = RespConfig::from_url(url, timeout_ms)?;
     if c.password.is_none() {
         c.password = password;

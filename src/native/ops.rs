@@ -25,8 +25,13 @@ pub fn read_spec(path: &str) -> Result<EventSpec, String> {
 }
 
 pub async fn status<O: Origin>(o: &O, id: &str) -> Result<Snapshot, String> {
-    let v = VIEW.eval(o, &view_keys(&EventKeys::new(id)), &[]).await.map_err(sentence)?;
-    parse_view(&v).map_err(sentence)?.ok_or_else(|| format!("there is no event {id} at this origin"))
+    let v = VIEW
+        .eval(o, &view_keys(&EventKeys::new(id)), &[])
+        .await
+        .map_err(sentence)?;
+    parse_view(&v)
+        .map_err(sentence)?
+        .ok_or_else(|| format!("there is no event {id} at this origin"))
 }
 
 /// Creates (or with `replace`, recreates from scratch) an event and preloads its stock.
@@ -34,7 +39,10 @@ pub async fn status<O: Origin>(o: &O, id: &str) -> Result<Snapshot, String> {
 pub async fn create<O: Origin>(o: &O, spec: &EventSpec, replace: bool) -> Result<NewEvent, String> {
     let ev = spec.validate()?;
     let k = EventKeys::new(&ev.meta.id);
-    let exists = call(o, vec!["EXISTS".into(), k.meta.clone()]).await?.as_int() == Some(1);
+    let exists = call(o, vec!["EXISTS".into(), k.meta.clone()])
+        .await?
+        .as_int()
+        == Some(1);
     if exists && !replace {
         return Err(format!("event {} already exists; pass --replace to recreate it (this clears its sales, buyers and queued orders)", ev.meta.id));
     }
@@ -66,7 +74,10 @@ async fn delete_users<O: Origin>(o: &O, k: &EventKeys) -> Result<(), String> {
     loop {
         let cmd = Cmd::new(["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]).routed(&k.meta);
         let v = o.call(&cmd).await.map_err(sentence)?;
-        let a = v.as_array().filter(|a| a.len() == 2).ok_or("SCAN gave an unexpected reply")?;
+        let a = v
+            .as_array()
+            .filter(|a| a.len() == 2)
+            .ok_or("SCAN gave an unexpected reply")?;
         cursor = a[0].as_str().unwrap_or("0").to_string();
         for key in a[1].as_array().unwrap_or(&[]) {
             if let Some(key) = key.as_str() {
@@ -96,12 +107,18 @@ pub fn transition(verb: Verb, from: State) -> Result<State, String> {
         (Verb::Pause, Live | Scheduled) => Paused,
         (Verb::Resume, Paused) => Live,
         (Verb::End, Scheduled | Live | Paused) => Ended,
-        (v, f) => return Err(format!("the event is {}; it cannot be {}", f.as_str(), match v {
-            Verb::Start => "started (use resume for a paused sale)",
-            Verb::Pause => "paused",
-            Verb::Resume => "resumed",
-            Verb::End => "ended again",
-        })),
+        (v, f) => {
+            return Err(format!(
+                "the event is {}; it cannot be {}",
+                f.as_str(),
+                match v {
+                    Verb::Start => "started (use resume for a paused sale)",
+                    Verb::Pause => "paused",
+                    Verb::Resume => "resumed",
+                    Verb::End => "ended again",
+                }
+            ))
+        }
     };
     Ok(to)
 }
@@ -110,25 +127,55 @@ pub fn transition(verb: Verb, from: State) -> Result<State, String> {
 pub async fn set_state<O: Origin>(o: &O, id: &str, verb: Verb) -> Result<State, String> {
     let k = EventKeys::new(id);
     let cur = call(o, vec!["HGET".into(), k.meta.clone(), "state".into()]).await?;
-    let cur = cur.as_str().ok_or_else(|| format!("there is no event {id} at this origin"))?;
-    let from = State::parse(cur).ok_or_else(|| format!("event {id} has an unknown state {cur:?}"))?;
+    let cur = cur
+        .as_str()
+        .ok_or_else(|| format!("there is no event {id} at this origin"))?;
+    let from =
+        State::parse(cur).ok_or_else(|| format!("event {id} has an unknown state {cur:?}"))?;
     let to = transition(verb, from)?;
-    call(o, vec!["HSET".into(), k.meta, "state".into(), to.as_str().into()]).await?;
+    call(
+        o,
+        vec!["HSET".into(), k.meta, "state".into(), to.as_str().into()],
+    )
+    .await?;
     Ok(to)
 }
 
 /// Reads up to `max` queued orders, hands them to `sink`, then removes them from the queue.
 /// At-least-once: if the process dies between the two, the next drain sees them again (order
 /// ids make duplicates easy to drop).
-pub async fn drain<O: Origin>(o: &O, id: &str, max: usize, mut sink: impl FnMut(&str) -> Result<(), String>) -> Result<usize, String> {
+pub async fn drain<O: Origin>(
+    o: &O,
+    id: &str,
+    max: usize,
+    mut sink: impl FnMut(&str) -> Result<(), String>,
+) -> Result<usize, String> {
     let k = EventKeys::new(id);
-    let v = call(o, vec!["LRANGE".into(), k.orders.clone(), "0".into(), (max.max(1) - 1).to_string()]).await?;
+    let v = call(
+        o,
+        vec![
+            "LRANGE".into(),
+            k.orders.clone(),
+            "0".into(),
+            (max.max(1) - 1).to_string(),
+        ],
+    )
+    .await?;
     let items = v.as_array().unwrap_or(&[]);
     for it in items {
         sink(it.as_str().unwrap_or_default())?;
     }
     if !items.is_empty() {
-        call(o, vec!["LTRIM".into(), k.orders, items.len().to_string(), "-1".into()]).await?;
+        call(
+            o,
+            vec![
+                "LTRIM".into(),
+                k.orders,
+                items.len().to_string(),
+                "-1".into(),
+            ],
+        )
+        .await?;
     }
     Ok(items.len())
 }
@@ -142,7 +189,13 @@ pub fn status_table(s: &Snapshot, now_ms: i64) -> String {
         m.caps.per_item_per_day, m.caps.total, m.caps.per_order_qty, "sku", "stock", "sold", "remaining"
     );
     for (info, v) in m.items.iter().zip(&s.items) {
-        out += &format!("{:<20} {:>10} {:>10} {:>10}\n", info.sku, v.stock, v.sold, v.remaining());
+        out += &format!(
+            "{:<20} {:>10} {:>10} {:>10}\n",
+            info.sku,
+            v.stock,
+            v.sold,
+            v.remaining()
+        );
     }
     out += &format!("\norders queued: {}\n", s.queued);
     out
@@ -165,7 +218,9 @@ mod tests {
         assert_eq!(transition(Verb::Pause, State::Live), Ok(State::Paused));
         assert_eq!(transition(Verb::Resume, State::Paused), Ok(State::Live));
         assert_eq!(transition(Verb::End, State::Paused), Ok(State::Ended));
-        assert!(transition(Verb::Start, State::Ended).unwrap_err().contains("cannot be started"));
+        assert!(transition(Verb::Start, State::Ended)
+            .unwrap_err()
+            .contains("cannot be started"));
         assert!(transition(Verb::Resume, State::Live).is_err());
     }
 }

@@ -58,13 +58,25 @@ pub struct HttpRequest {
 }
 
 impl HttpConfig {
-    pub fn new(url: &str, dialect: Dialect, secret: Option<String>, timeout_ms: u64) -> Result<HttpConfig, String> {
+    pub fn new(
+        url: &str,
+        dialect: Dialect,
+        secret: Option<String>,
+        timeout_ms: u64,
+    ) -> Result<HttpConfig, String> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("origin URL {url:?} must start with http:// or https://"));
+            return Err(format!(
+                "origin URL {url:?} must start with http:// or https://"
+            ));
         }
         let base = url.trim_end_matches('/');
         let base = base.strip_suffix("/api").unwrap_or(base).to_string();
-        Ok(HttpConfig { base, dialect, secret, timeout_ms })
+        Ok(HttpConfig {
+            base,
+            dialect,
+            secret,
+            timeout_ms,
+        })
     }
 
     pub fn request(&self, cmd: &Cmd) -> HttpRequest {
@@ -72,7 +84,10 @@ impl HttpConfig {
         let url = match self.dialect {
             Dialect::Dragonfly => {
                 if let Some(pw) = &self.secret {
-                    headers.push(("authorization", format!("Basic {}", STANDARD.encode(format!("default:{pw}")))));
+                    headers.push((
+                        "authorization",
+                        format!("Basic {}", STANDARD.encode(format!("default:{pw}"))),
+                    ));
                 }
                 format!("{}/api", self.base)
             }
@@ -83,7 +98,11 @@ impl HttpConfig {
                 format!("{}/", self.base)
             }
         };
-        HttpRequest { url, headers, body: Json::from(cmd.args.clone()).to_string() }
+        HttpRequest {
+            url,
+            headers,
+            body: Json::from(cmd.args.clone()).to_string(),
+        }
     }
 }
 
@@ -105,8 +124,13 @@ pub fn decode_response(dialect: Dialect, status: u16, body: &str) -> Result<Valu
         }
     } else if status == 200 && dialect == Dialect::Dragonfly {
         // Dragonfly does not JSON-escape error text; read it raw.
-        if let Some(e) = body.strip_prefix("{\"error\":").and_then(|b| b.trim().strip_suffix('}')) {
-            return Err(OriginError::Server(server_error(e.trim().trim_matches('"'))));
+        if let Some(e) = body
+            .strip_prefix("{\"error\":")
+            .and_then(|b| b.trim().strip_suffix('}'))
+        {
+            return Err(OriginError::Server(server_error(
+                e.trim().trim_matches('"'),
+            )));
         }
     }
     let snippet: String = body.chars().take(120).collect();
@@ -118,11 +142,17 @@ pub fn decode_response(dialect: Dialect, status: u16, body: &str) -> Result<Valu
 }
 
 fn server_error(text: &str) -> ServerError {
-    let coded = text.split_whitespace().next().is_some_and(|w| w.len() > 1 && w.bytes().all(|b| b.is_ascii_uppercase()));
+    let coded = text
+        .split_whitespace()
+        .next()
+        .is_some_and(|w| w.len() > 1 && w.bytes().all(|b| b.is_ascii_uppercase()));
     if text.starts_with('-') || coded {
         ServerError::parse(text)
     } else {
-        ServerError { code: "ERR".into(), line: format!("ERR {text}") }
+        ServerError {
+            code: "ERR".into(),
+            line: format!("ERR {text}"),
+        }
     }
 }
 
@@ -130,10 +160,17 @@ fn from_json(j: &Json) -> Value {
     match j {
         Json::Null => Value::Nil,
         Json::Bool(b) => Value::Int(i64::from(*b)),
-        Json::Number(n) => n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Str(n.to_string())),
+        Json::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .unwrap_or_else(|| Value::Str(n.to_string())),
         Json::String(s) => Value::Str(s.clone()),
         Json::Array(a) => Value::Array(a.iter().map(from_json).collect()),
-        Json::Object(o) => Value::Array(o.iter().flat_map(|(k, v)| [Value::Str(k.clone()), from_json(v)]).collect()),
+        Json::Object(o) => Value::Array(
+            o.iter()
+                .flat_map(|(k, v)| [Value::Str(k.clone()), from_json(v)])
+                .collect(),
+        ),
     }
 }
 
@@ -196,16 +233,33 @@ mod tests {
 
     #[test]
     fn golden_dragonfly_request() {
-        let c = HttpConfig::new("http://127.0.0.1:6380/api/", Dialect::Dragonfly, Some("pw".into()), 1000).unwrap();
+        let c = HttpConfig::new(
+            "http://127.0.0.1:6380/api/",
+            Dialect::Dragonfly,
+            Some("pw".into()),
+            1000,
+        )
+        .unwrap();
         let r = c.request(&evalsha());
         assert_eq!(r.url, "http://127.0.0.1:6380/api");
-        assert_eq!(r.body, r#"["EVALSHA","abc","1","fg:{e}:meta","42"]"#, "strings only");
-        assert!(r.headers.contains(&("authorization", "Basic ZGVmYXVsdDpwdw==".into())));
+        assert_eq!(
+            r.body, r#"["EVALSHA","abc","1","fg:{e}:meta","42"]"#,
+            "strings only"
+        );
+        assert!(r
+            .headers
+            .contains(&("authorization", "Basic ZGVmYXVsdDpwdw==".into())));
     }
 
     #[test]
     fn golden_upstash_request() {
-        let c = HttpConfig::new("https://eu1-x.upstash.io", Dialect::Upstash, Some("tok".into()), 1000).unwrap();
+        let c = HttpConfig::new(
+            "https://eu1-x.upstash.io",
+            Dialect::Upstash,
+            Some("tok".into()),
+            1000,
+        )
+        .unwrap();
         let r = c.request(&evalsha());
         assert_eq!(r.url, "https://eu1-x.upstash.io/");
         assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
@@ -214,43 +268,120 @@ mod tests {
     #[test]
     fn golden_replies() {
         use Dialect::*;
-        assert_eq!(decode_response(Dragonfly, 200, r#"{"result":[0,"x",null,[1]]}"#), Ok(Value::Array(vec![Value::Int(0), Value::Str("x".into()), Value::Nil, Value::Array(vec![Value::Int(1)])])));
-        let e = decode_response(Dragonfly, 200, r#"{"error":"-NOSCRIPT No matching script. Please use EVAL."}"#).unwrap_err();
+        assert_eq!(
+            decode_response(Dragonfly, 200, r#"{"result":[0,"x",null,[1]]}"#),
+            Ok(Value::Array(vec![
+                Value::Int(0),
+                Value::Str("x".into()),
+                Value::Nil,
+                Value::Array(vec![Value::Int(1)])
+            ]))
+        );
+        let e = decode_response(
+            Dragonfly,
+            200,
+            r#"{"error":"-NOSCRIPT No matching script. Please use EVAL."}"#,
+        )
+        .unwrap_err();
         assert!(e.is_noscript());
-        let e = decode_response(Upstash, 400, r#"{"error":"NOSCRIPT No matching script. Please use EVAL."}"#).unwrap_err();
+        let e = decode_response(
+            Upstash,
+            400,
+            r#"{"error":"NOSCRIPT No matching script. Please use EVAL."}"#,
+        )
+        .unwrap_err();
         assert!(e.is_noscript());
-        let e = decode_response(Dragonfly, 200, r#"{"error":"wrong number of arguments for 'get' command"}"#).unwrap_err();
-        assert_eq!(e, OriginError::Server(ServerError { code: "ERR".into(), line: "ERR wrong number of arguments for 'get' command".into() }));
+        let e = decode_response(
+            Dragonfly,
+            200,
+            r#"{"error":"wrong number of arguments for 'get' command"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            OriginError::Server(ServerError {
+                code: "ERR".into(),
+                line: "ERR wrong number of arguments for 'get' command".into()
+            })
+        );
         // Unescaped quotes in Dragonfly's error text still read as an error.
         let e = decode_response(Dragonfly, 200, r#"{"error":"-ERR bad "thing""}"#).unwrap_err();
         assert!(matches!(e, OriginError::Server(_)));
-        assert!(!decode_response(Dragonfly, 401, "unauthorized").unwrap_err().may_have_run());
-        assert!(decode_response(Dragonfly, 502, "bad gateway").unwrap_err().may_have_run());
+        assert!(!decode_response(Dragonfly, 401, "unauthorized")
+            .unwrap_err()
+            .may_have_run());
+        assert!(decode_response(Dragonfly, 502, "bad gateway")
+            .unwrap_err()
+            .may_have_run());
     }
 
     #[test]
     fn golden_bridge_side() {
         use Dialect::*;
-        assert_eq!(parse_command(Dragonfly, br#"["PING"]"#), Ok(vec!["PING".to_string()]));
+        assert_eq!(
+            parse_command(Dragonfly, br#"["PING"]"#),
+            Ok(vec!["PING".to_string()])
+        );
         for bad in [&br#"["SET","k",1]"#[..], b"[]", b"{}", b"[null]", b"nope"] {
-            assert_eq!(parse_command(Dragonfly, bad), Err("Failed to parse json".to_string()));
+            assert_eq!(
+                parse_command(Dragonfly, bad),
+                Err("Failed to parse json".to_string())
+            );
         }
-        assert_eq!(parse_command(Upstash, br#"["SET","k",1]"#), Ok(vec!["SET".into(), "k".into(), "1".into()]));
-        assert_eq!(encode_response(Dragonfly, &Ok(Value::Int(3))), (200, r#"{"result":3}"#.into()));
-        assert_eq!(encode_response(Dragonfly, &Ok(Value::Nil)), (200, r#"{"result":null}"#.into()));
-        let noscript = Err(ServerError::parse("NOSCRIPT No matching script. Please use EVAL."));
-        assert_eq!(encode_response(Dragonfly, &noscript), (200, r#"{"error":"-NOSCRIPT No matching script. Please use EVAL."}"#.into()));
-        assert_eq!(encode_response(Upstash, &noscript), (400, r#"{"error":"NOSCRIPT No matching script. Please use EVAL."}"#.into()));
+        assert_eq!(
+            parse_command(Upstash, br#"["SET","k",1]"#),
+            Ok(vec!["SET".into(), "k".into(), "1".into()])
+        );
+        assert_eq!(
+            encode_response(Dragonfly, &Ok(Value::Int(3))),
+            (200, r#"{"result":3}"#.into())
+        );
+        assert_eq!(
+            encode_response(Dragonfly, &Ok(Value::Nil)),
+            (200, r#"{"result":null}"#.into())
+        );
+        let noscript = Err(ServerError::parse(
+            "NOSCRIPT No matching script. Please use EVAL.",
+        ));
+        assert_eq!(
+            encode_response(Dragonfly, &noscript),
+            (
+                200,
+                r#"{"error":"-NOSCRIPT No matching script. Please use EVAL."}"#.into()
+            )
+        );
+        assert_eq!(
+            encode_response(Upstash, &noscript),
+            (
+                400,
+                r#"{"error":"NOSCRIPT No matching script. Please use EVAL."}"#.into()
+            )
+        );
         let generic = Err(ServerError::parse("ERR unknown command 'FOO'"));
-        assert_eq!(encode_response(Dragonfly, &generic).1, r#"{"error":"unknown command 'FOO'"}"#);
+        assert_eq!(
+            encode_response(Dragonfly, &generic).1,
+            r#"{"error":"unknown command 'FOO'"}"#
+        );
     }
 
     #[test]
     fn round_trip_through_both_sides() {
         for d in [Dialect::Dragonfly, Dialect::Upstash] {
-            for reply in [Ok(Value::Array(vec![Value::Int(-1), Value::Str("é\"\n".into()), Value::Nil])), Err(ServerError::parse("NOSCRIPT x")), Err(ServerError::parse("MOVED 1 h:1"))] {
+            for reply in [
+                Ok(Value::Array(vec![
+                    Value::Int(-1),
+                    Value::Str("é\"\n".into()),
+                    Value::Nil,
+                ])),
+                Err(ServerError::parse("NOSCRIPT x")),
+                Err(ServerError::parse("MOVED 1 h:1")),
+            ] {
                 let (status, body) = encode_response(d, &reply);
-                assert_eq!(decode_response(d, status, &body), reply.clone().map_err(OriginError::Server), "{d:?}");
+                assert_eq!(
+                    decode_response(d, status, &body),
+                    reply.clone().map_err(OriginError::Server),
+                    "{d:?}"
+                );
             }
         }
     }

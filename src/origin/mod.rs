@@ -81,14 +81,30 @@ impl ServerError {
         let mut w = self.line.split_whitespace().skip(1);
         let slot = w.next()?.parse().ok()?;
         let (host, port) = w.next()?.rsplit_once(':')?;
-        Some(Redirect { ask, slot, host: host.to_string(), port: port.parse().ok()? })
+        Some(Redirect {
+            ask,
+            slot,
+            host: host.to_string(),
+            port: port.parse().ok()?,
+        })
     }
 
     /// Errors the server raises before running anything.
     fn refused_before_running(&self) -> bool {
         matches!(
             self.code.as_str(),
-            "NOSCRIPT" | "MOVED" | "ASK" | "CROSSSLOT" | "TRYAGAIN" | "CLUSTERDOWN" | "NOAUTH" | "WRONGPASS" | "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY"
+            "NOSCRIPT"
+                | "MOVED"
+                | "ASK"
+                | "CROSSSLOT"
+                | "TRYAGAIN"
+                | "CLUSTERDOWN"
+                | "NOAUTH"
+                | "WRONGPASS"
+                | "LOADING"
+                | "BUSY"
+                | "MASTERDOWN"
+                | "READONLY"
         )
     }
 }
@@ -143,7 +159,10 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Cmd { args: args.into_iter().map(Into::into).collect(), route: None }
+        Cmd {
+            args: args.into_iter().map(Into::into).collect(),
+            route: None,
+        }
     }
     pub fn routed(mut self, key: &str) -> Cmd {
         self.route = Some(key.to_string());
@@ -168,26 +187,41 @@ pub struct Script {
 
 impl Script {
     pub fn new(name: &'static str, source: &'static str) -> Script {
-        Script { name, source, sha1: sha1_smol::Sha1::from(source).digest().to_string() }
+        Script {
+            name,
+            source,
+            sha1: sha1_smol::Sha1::from(source).digest().to_string(),
+        }
     }
 
     /// EVALSHA; on NOSCRIPT (the script did not run) load it on the node that owns the first
     /// key and try once more. In steady state this is exactly one origin command.
-    pub async fn eval<O: Origin>(&self, origin: &O, keys: &[String], args: &[String]) -> Result<Value, OriginError> {
+    pub async fn eval<O: Origin>(
+        &self,
+        origin: &O,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Value, OriginError> {
         let mut argv = Vec::with_capacity(3 + keys.len() + args.len());
         argv.push("EVALSHA".to_string());
         argv.push(self.sha1.clone());
         argv.push(keys.len().to_string());
         argv.extend(keys.iter().cloned());
         argv.extend(args.iter().cloned());
-        let cmd = Cmd { args: argv, route: None };
+        let cmd = Cmd {
+            args: argv,
+            route: None,
+        };
         match origin.call(&cmd).await {
             Err(e) if e.is_noscript() => {
                 let mut load = Cmd::new(["SCRIPT", "LOAD", self.source]);
                 load.route = keys.first().cloned();
                 let sha = origin.call(&load).await?;
                 if sha.as_str() != Some(self.sha1.as_str()) {
-                    return Err(OriginError::NotSent(format!("SCRIPT LOAD of {} answered {sha:?}", self.name)));
+                    return Err(OriginError::NotSent(format!(
+                        "SCRIPT LOAD of {} answered {sha:?}",
+                        self.name
+                    )));
                 }
                 origin.call(&cmd).await
             }
@@ -216,14 +250,21 @@ pub(crate) mod fake {
             self
         }
         pub fn commands(&self) -> Vec<String> {
-            self.log.borrow().iter().map(|c| c.args[..2.min(c.args.len())].join(" ")).collect()
+            self.log
+                .borrow()
+                .iter()
+                .map(|c| c.args[..2.min(c.args.len())].join(" "))
+                .collect()
         }
     }
 
     impl Origin for FakeOrigin {
         async fn call(&self, cmd: &Cmd) -> Result<Value, OriginError> {
             self.log.borrow_mut().push(cmd.clone());
-            self.replies.borrow_mut().pop_front().unwrap_or_else(|| Err(OriginError::NotSent("fake: no reply queued".into())))
+            self.replies
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or_else(|| Err(OriginError::NotSent("fake: no reply queued".into())))
         }
         fn sleep(&self, _ms: u64) -> impl std::future::Future<Output = ()> {
             std::future::ready(())
@@ -244,20 +285,36 @@ mod tests {
     #[test]
     fn sha1_matches_redis() {
         // SCRIPT LOAD "return 1" answers this on every Redis.
-        assert_eq!(Script::new("t", "return 1").sha1, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(
+            Script::new("t", "return 1").sha1,
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
     }
 
     #[test]
     fn noscript_loads_then_retries_once() {
         let s = Script::new("t", "return 1");
         let o = FakeOrigin::default();
-        o.push(Err(OriginError::Server(ServerError::parse("-NOSCRIPT No matching script"))))
-            .push(Ok(Value::Str(s.sha1.clone())))
-            .push(Ok(Value::Int(1)));
+        o.push(Err(OriginError::Server(ServerError::parse(
+            "-NOSCRIPT No matching script",
+        ))))
+        .push(Ok(Value::Str(s.sha1.clone())))
+        .push(Ok(Value::Int(1)));
         let keys = vec!["fg:{e}:meta".to_string()];
         assert_eq!(block(s.eval(&o, &keys, &[])), Ok(Value::Int(1)));
-        assert_eq!(o.commands(), ["EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "SCRIPT LOAD", "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db"]);
-        assert_eq!(o.log.borrow()[1].route.as_deref(), Some("fg:{e}:meta"), "loaded where the key lives");
+        assert_eq!(
+            o.commands(),
+            [
+                "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
+                "SCRIPT LOAD",
+                "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+            ]
+        );
+        assert_eq!(
+            o.log.borrow()[1].route.as_deref(),
+            Some("fg:{e}:meta"),
+            "loaded where the key lives"
+        );
     }
 
     #[test]
@@ -274,7 +331,15 @@ mod tests {
     #[test]
     fn error_classes() {
         let moved = ServerError::parse("-MOVED 3999 127.0.0.1:6381");
-        assert_eq!(moved.redirect(), Some(Redirect { ask: false, slot: 3999, host: "127.0.0.1".into(), port: 6381 }));
+        assert_eq!(
+            moved.redirect(),
+            Some(Redirect {
+                ask: false,
+                slot: 3999,
+                host: "127.0.0.1".into(),
+                port: 6381
+            })
+        );
         assert!(!OriginError::Server(moved).may_have_run());
         let ask = ServerError::parse("ASK 1 [::1]:7000");
         assert_eq!(ask.redirect().unwrap().host, "[::1]");

@@ -30,7 +30,10 @@ pub const MAX_REPLY_BYTES: usize = 16 << 20;
 
 /// Encodes a command as a RESP2 array of bulk strings.
 pub fn encode_command(args: &[String]) -> Vec<u8> {
-    let parts: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a.as_bytes())).collect();
+    let parts: Vec<BorrowedFrame<'_>> = args
+        .iter()
+        .map(|a| BorrowedFrame::BulkString(a.as_bytes()))
+        .collect();
     let frame = BorrowedFrame::Array(&parts);
     let mut buf = vec![0u8; frame.encode_len(false)];
     let n = encode_borrowed(&mut buf, &frame, false).expect("buffer sized by encode_len");
@@ -60,7 +63,9 @@ fn frame_to_reply(f: OwnedFrame) -> Reply {
 
 fn frame_to_value(f: OwnedFrame) -> Value {
     match f {
-        OwnedFrame::SimpleString(b) | OwnedFrame::BulkString(b) => Value::Str(String::from_utf8_lossy(&b).into_owned()),
+        OwnedFrame::SimpleString(b) | OwnedFrame::BulkString(b) => {
+            Value::Str(String::from_utf8_lossy(&b).into_owned())
+        }
         // An error nested in an array is kept as its text with the leading dash.
         OwnedFrame::Error(e) => Value::Str(format!("-{e}")),
         OwnedFrame::Integer(i) => Value::Int(i),
@@ -77,14 +82,27 @@ pub struct Conn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn new(stream: S) -> Conn<S> {
-        Conn { stream, buf: Vec::with_capacity(512) }
+        Conn {
+            stream,
+            buf: Vec::with_capacity(512),
+        }
     }
 
     /// Sends one command and reads its reply. `sent` is set once the bytes are written.
-    pub async fn request(&mut self, args: &[String], sent: &AtomicBool) -> Result<Reply, OriginError> {
+    pub async fn request(
+        &mut self,
+        args: &[String],
+        sent: &AtomicBool,
+    ) -> Result<Reply, OriginError> {
         let bytes = encode_command(args);
-        self.stream.write_all(&bytes).await.map_err(|e| OriginError::NotSent(e.to_string()))?;
-        self.stream.flush().await.map_err(|e| OriginError::Unknown(e.to_string()))?;
+        self.stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| OriginError::NotSent(e.to_string()))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| OriginError::Unknown(e.to_string()))?;
         sent.store(true, Ordering::SeqCst);
         self.read_reply().await
     }
@@ -99,7 +117,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(OriginError::Unknown("reply too large".into()));
             }
             let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).await.map_err(|e| OriginError::Unknown(e.to_string()))?;
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| OriginError::Unknown(e.to_string()))?;
             if n == 0 {
                 return Err(OriginError::Unknown("origin closed the connection".into()));
             }
@@ -140,7 +162,9 @@ impl RespConfig {
         } else if let Some(r) = url.strip_prefix("rediss://") {
             (true, r)
         } else {
-            return Err(format!("origin URL {url:?} must start with redis:// or rediss://"));
+            return Err(format!(
+                "origin URL {url:?} must start with redis:// or rediss://"
+            ));
         };
         let rest = rest.trim_end_matches('/');
         let (auth, hostport) = match rest.rsplit_once('@') {
@@ -155,15 +179,23 @@ impl RespConfig {
             },
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-                (h.to_string(), p.parse().map_err(|_| format!("bad port in origin URL {url:?}"))?)
-            }
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+                h.to_string(),
+                p.parse()
+                    .map_err(|_| format!("bad port in origin URL {url:?}"))?,
+            ),
             _ => (hostport.to_string(), 6379),
         };
         if host.is_empty() {
             return Err(format!("origin URL {url:?} has no host"));
         }
-        Ok(RespConfig { seed: Node { host, port }, tls, username, password, timeout_ms })
+        Ok(RespConfig {
+            seed: Node { host, port },
+            tls,
+            username,
+            password,
+            timeout_ms,
+        })
     }
 }
 
@@ -180,7 +212,12 @@ pub struct RespOrigin<C: Connector> {
 
 impl<C: Connector> RespOrigin<C> {
     pub fn new(connector: C, config: RespConfig, slots: SlotMap) -> RespOrigin<C> {
-        RespOrigin { connector, config, slots, conns: AsyncMutex::new(HashMap::new()) }
+        RespOrigin {
+            connector,
+            config,
+            slots,
+            conns: AsyncMutex::new(HashMap::new()),
+        }
     }
 
     pub fn config(&self) -> &RespConfig {
@@ -198,7 +235,9 @@ impl<C: Connector> RespOrigin<C> {
             .connector
             .connect(&node.host, node.port, self.config.tls)
             .await
-            .map_err(|e| OriginError::NotSent(format!("connect {}:{}: {e}", node.host, node.port)))?;
+            .map_err(|e| {
+                OriginError::NotSent(format!("connect {}:{}: {e}", node.host, node.port))
+            })?;
         let mut conn = Conn::new(stream);
         if let Some(pw) = &self.config.password {
             let mut auth = vec!["AUTH".to_string()];
@@ -216,7 +255,13 @@ impl<C: Connector> RespOrigin<C> {
     }
 
     /// One command on one node, reusing its connection.
-    async fn on_node(&self, node: &Node, args: &[String], asking: bool, sent: &AtomicBool) -> Result<Reply, OriginError> {
+    async fn on_node(
+        &self,
+        node: &Node,
+        args: &[String],
+        asking: bool,
+        sent: &AtomicBool,
+    ) -> Result<Reply, OriginError> {
         let mut conns = self.conns.lock().await;
         let conn = match conns.remove(node) {
             Some(c) => c,
@@ -242,7 +287,10 @@ impl<C: Connector> RespOrigin<C> {
                 Ok(v) => return Ok(v),
                 Err(e) => match e.redirect() {
                     Some(r) => {
-                        let to = Node { host: r.host.trim_matches(|c| c == '[' || c == ']').to_string(), port: r.port };
+                        let to = Node {
+                            host: r.host.trim_matches(|c| c == '[' || c == ']').to_string(),
+                            port: r.port,
+                        };
                         if !r.ask {
                             if let Ok(mut s) = self.slots.lock() {
                                 s.insert(r.slot, to.clone());
@@ -267,7 +315,8 @@ fn routing_key(args: &[String]) -> Option<&str> {
         "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" => {
             (args.get(2)?.parse::<usize>().ok()? > 0).then(|| args.get(3).map(String::as_str))?
         }
-        "PING" | "INFO" | "SCRIPT" | "CLUSTER" | "AUTH" | "HELLO" | "CONFIG" | "DBSIZE" | "FLUSHALL" | "TIME" => None,
+        "PING" | "INFO" | "SCRIPT" | "CLUSTER" | "AUTH" | "HELLO" | "CONFIG" | "DBSIZE"
+        | "FLUSHALL" | "TIME" => None,
         _ => args.get(1).map(String::as_str),
     }
 }
@@ -279,7 +328,9 @@ impl<C: Connector> Origin for RespOrigin<C> {
         let timer = std::pin::pin!(self.connector.sleep(self.config.timeout_ms));
         match select(work, timer).await {
             Either::Left((r, _)) => {
-                if r.as_ref().is_err_and(|e| !matches!(e, OriginError::Server(_))) {
+                if r.as_ref()
+                    .is_err_and(|e| !matches!(e, OriginError::Server(_)))
+                {
                     // The connection may be mid-reply; never reuse it.
                     self.conns.lock().await.clear();
                 }
@@ -309,8 +360,16 @@ mod tests {
 
     #[test]
     fn golden_command_bytes() {
-        let b = encode_command(&["EVALSHA".into(), "abc".into(), "1".into(), "fg:{e}:meta".into()]);
-        assert_eq!(b, b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$11\r\nfg:{e}:meta\r\n");
+        let b = encode_command(&[
+            "EVALSHA".into(),
+            "abc".into(),
+            "1".into(),
+            "fg:{e}:meta".into(),
+        ]);
+        assert_eq!(
+            b,
+            b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$11\r\nfg:{e}:meta\r\n"
+        );
         assert_eq!(encode_command(&["".into()]), b"*1\r\n$0\r\n\r\n");
     }
 
@@ -322,11 +381,25 @@ mod tests {
         assert_eq!(r(b"$-1\r\n").0, Ok(Value::Nil));
         assert_eq!(
             r(b"*3\r\n:0\r\n$2\r\nhi\r\n*0\r\n").0,
-            Ok(Value::Array(vec![Value::Int(0), Value::Str("hi".into()), Value::Array(vec![])]))
+            Ok(Value::Array(vec![
+                Value::Int(0),
+                Value::Str("hi".into()),
+                Value::Array(vec![])
+            ]))
         );
-        let e = r(b"-NOSCRIPT No matching script. Please use EVAL.\r\n").0.unwrap_err();
+        let e = r(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+            .0
+            .unwrap_err();
         assert_eq!(e.code, "NOSCRIPT");
-        assert_eq!(r(b"-MOVED 3999 127.0.0.1:6381\r\n").0.unwrap_err().redirect().unwrap().port, 6381);
+        assert_eq!(
+            r(b"-MOVED 3999 127.0.0.1:6381\r\n")
+                .0
+                .unwrap_err()
+                .redirect()
+                .unwrap()
+                .port,
+            6381
+        );
         assert_eq!(decode_reply(b"*2\r\n:1\r\n").unwrap(), None, "incomplete");
         assert!(decode_reply(b"?what\r\n").is_err());
     }
@@ -334,11 +407,25 @@ mod tests {
     #[test]
     fn urls() {
         let c = RespConfig::from_url("redis://127.0.0.1:7001", 100).unwrap();
-        assert_eq!((c.seed.host.as_str(), c.seed.port, c.tls, c.password), ("127.0.0.1", 7001, false, None));
+        assert_eq!(
+            (c.seed.host.as_str(), c.seed.port, c.tls, c.password),
+            ("127.0.0.1", 7001, false, None)
+        );
         let c = RespConfig::from_url("rediss://default:s3cret@db.example.com", 100).unwrap();
-        assert_eq!((c.seed.port, c.tls, c.username.as_deref(), c.password.as_deref()), (6379, true, Some("default"), Some("s3cret")));
+        assert_eq!(
+            (
+                c.seed.port,
+                c.tls,
+                c.username.as_deref(),
+                c.password.as_deref()
+            ),
+            (6379, true, Some("default"), Some("s3cret"))
+        );
         let c = RespConfig::from_url("redis://:pw@h:1/", 100).unwrap();
-        assert_eq!((c.username, c.password.as_deref(), c.seed.port), (None, Some("pw"), 1));
+        assert_eq!(
+            (c.username, c.password.as_deref(), c.seed.port),
+            (None, Some("pw"), 1)
+        );
         assert!(RespConfig::from_url("http://x", 1).is_err());
         assert!(RespConfig::from_url("redis://h:notaport", 1).is_err());
     }
@@ -346,7 +433,10 @@ mod tests {
     #[test]
     fn routing_keys() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(routing_key(&s(&["EVALSHA", "x", "2", "k1", "k2"])), Some("k1"));
+        assert_eq!(
+            routing_key(&s(&["EVALSHA", "x", "2", "k1", "k2"])),
+            Some("k1")
+        );
         assert_eq!(routing_key(&s(&["EVALSHA", "x", "0"])), None);
         assert_eq!(routing_key(&s(&["hget", "k", "f"])), Some("k"));
         assert_eq!(routing_key(&s(&["SCRIPT", "LOAD", "return 1"])), None);
@@ -359,7 +449,9 @@ mod tests {
             "[a-zA-Z ]{0,20}".prop_map(|s| OwnedFrame::SimpleString(s.into_bytes())),
             Just(OwnedFrame::Null),
         ];
-        leaf.prop_recursive(3, 24, 6, |inner| proptest::collection::vec(inner, 0..6).prop_map(OwnedFrame::Array))
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(OwnedFrame::Array)
+        })
     }
 
     proptest! {

@@ -20,15 +20,26 @@ pub fn root() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("flashgate-test-{tag}-{}-{}", std::process::id(), free_port()));
+    let d = std::env::temp_dir().join(format!(
+        "flashgate-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -43,8 +54,13 @@ impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child: Some(child), name: name.to_string() }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child: Some(child),
+            name: name.to_string(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -55,7 +71,10 @@ impl Proc {
         if let Some(mut c) = self.child.take() {
             let pgid = c.id() as i32;
             // The group is ours: we created it with process_group(0) for this child.
-            let _ = Command::new("kill").args(["-s", "TERM", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -63,7 +82,10 @@ impl Proc {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -88,7 +110,11 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli");
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -115,17 +141,34 @@ impl Redis {
     }
 
     fn spawn(port: u16, dir: PathBuf, durable: bool) -> Redis {
-        let (aof, fsync) = if durable { ("yes", "always") } else { ("no", "everysec") };
+        let (aof, fsync) = if durable {
+            ("yes", "always")
+        } else {
+            ("no", "everysec")
+        };
         let proc = Proc::spawn(
             "redis-server",
             Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof, "--appendfsync", fsync])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    aof,
+                    "--appendfsync",
+                    fsync,
+                ])
                 .arg("--dir")
                 .arg(&dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        wait_for("redis-server", Duration::from_secs(10), || redis_cli(port, &["PING"]).trim() == "PONG");
+        wait_for("redis-server", Duration::from_secs(10), || {
+            redis_cli(port, &["PING"]).trim() == "PONG"
+        });
         Redis { port, proc, dir }
     }
 
@@ -138,7 +181,10 @@ impl Redis {
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a slow origin.
     pub fn freeze(&self, frozen: bool) {
         let sig = if frozen { "STOP" } else { "CONT" };
-        let ok = Command::new("kill").args(["-s", sig, &self.proc.pid().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.proc.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -175,8 +221,22 @@ impl Cluster {
                 Proc::spawn(
                     "redis-server (cluster)",
                     Command::new("redis-server")
-                        .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                        .args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{p}.conf")])
+                        .args([
+                            "--port",
+                            &p.to_string(),
+                            "--bind",
+                            "127.0.0.1",
+                            "--save",
+                            "",
+                            "--appendonly",
+                            "no",
+                        ])
+                        .args([
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            &format!("nodes-{p}.conf"),
+                        ])
                         .arg("--dir")
                         .arg(&dir)
                         .stdout(Stdio::null()),
@@ -184,7 +244,9 @@ impl Cluster {
             })
             .collect();
         for p in &ports {
-            wait_for("cluster node", Duration::from_secs(10), || redis_cli(*p, &["PING"]).trim() == "PONG");
+            wait_for("cluster node", Duration::from_secs(10), || {
+                redis_cli(*p, &["PING"]).trim() == "PONG"
+            });
         }
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
@@ -194,9 +256,15 @@ impl Cluster {
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
             .expect("redis-cli --cluster create");
-        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         for p in &ports {
-            wait_for("cluster_state:ok", Duration::from_secs(20), || redis_cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            wait_for("cluster_state:ok", Duration::from_secs(20), || {
+                redis_cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
         }
         Cluster { ports, procs }
     }
@@ -207,7 +275,11 @@ impl Cluster {
 
     /// The port of the node that serves `key`'s slot (the others answer MOVED).
     pub fn owner(&self, key: &str) -> u16 {
-        *self.ports.iter().find(|p| !redis_cli(**p, &["EXISTS", key]).contains("MOVED")).expect("some node owns every slot")
+        *self
+            .ports
+            .iter()
+            .find(|p| !redis_cli(**p, &["EXISTS", key]).contains("MOVED"))
+            .expect("some node owns every slot")
     }
 }
 
@@ -221,12 +293,21 @@ impl Bridge {
     pub fn start(origin_url: &str, password: Option<&str>) -> Bridge {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
-        cmd.args(["--origin", origin_url, "bridge", "--listen", &format!("127.0.0.1:{port}")]).stderr(Stdio::null());
+        cmd.args([
+            "--origin",
+            origin_url,
+            "bridge",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(Stdio::null());
         if let Some(p) = password {
             cmd.args(["--password", p]);
         }
         let proc = Proc::spawn("flashgate bridge", &mut cmd);
-        wait_for("bridge", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_for("bridge", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         Bridge { port, proc }
     }
     pub fn url(&self) -> String {
@@ -261,14 +342,26 @@ impl Worker {
         let port = free_port();
         let persist = tmpdir("wrangler");
         let log = persist.join("wrangler.log");
-        let mut all: HashMap<&str, &str> = HashMap::from([("IDENTITY_SECRET", SECRET), ("OPERATOR_TOKEN", OPERATOR), ("RATE_LIMIT_PER_SEC", "0")]);
+        let mut all: HashMap<&str, &str> = HashMap::from([
+            ("IDENTITY_SECRET", SECRET),
+            ("OPERATOR_TOKEN", OPERATOR),
+            ("RATE_LIMIT_PER_SEC", "0"),
+        ]);
         all.extend(vars.iter().copied());
         let mut cmd = Command::new("wrangler");
         cmd.current_dir(root())
             .env("PATH", tool_path())
             .env("WRANGLER_SEND_METRICS", "false")
             .env("NO_COLOR", "1")
-            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
+            .args([
+                "dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--inspector-port",
+                &free_port().to_string(),
+            ])
             .arg("--persist-to")
             .arg(&persist)
             .args(["--log-level", "log", "--show-interactive-dev-session=false"])
@@ -279,10 +372,18 @@ impl Worker {
             cmd.arg("--var").arg(format!("{k}:{v}"));
         }
         let proc = Proc::spawn("wrangler dev", &mut cmd);
-        let w = Worker { port, proc, log, _persist: persist };
+        let w = Worker {
+            port,
+            proc,
+            log,
+            _persist: persist,
+        };
         let url = w.url("/api/health");
         wait_for("wrangler dev", Duration::from_secs(90), || {
-            std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-m", "2", &url]).status().is_ok_and(|s| s.success())
+            std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-m", "2", &url])
+                .status()
+                .is_ok_and(|s| s.success())
         });
         w
     }
@@ -294,12 +395,17 @@ impl Worker {
     /// The decision log lines the worker printed so far.
     pub fn log_text(&self) -> String {
         let err = self.log.with_file_name("wrangler.err");
-        std::fs::read_to_string(&self.log).unwrap_or_default() + &std::fs::read_to_string(err).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+            + &std::fs::read_to_string(err).unwrap_or_default()
     }
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 pub fn token(user: &str) -> String {
@@ -307,7 +413,12 @@ pub fn token(user: &str) -> String {
 }
 
 /// An event spec with `items` as (sku, stock), starting `starts_in_ms` from now.
-pub fn spec(id: &str, items: &[(&str, u32)], starts_in_ms: i64, caps: (u32, u32, u32)) -> EventSpec {
+pub fn spec(
+    id: &str,
+    items: &[(&str, u32)],
+    starts_in_ms: i64,
+    caps: (u32, u32, u32),
+) -> EventSpec {
     let start = now_ms() + starts_in_ms;
     serde_json::from_value(serde_json::json!({
         "id": id, "name": format!("Test sale {id}"), "utc_offset": "+00:00",
@@ -321,23 +432,37 @@ pub fn spec(id: &str, items: &[(&str, u32)], starts_in_ms: i64, caps: (u32, u32,
 /// Runs the CLI; panics with its stderr on failure.
 pub fn cli(origin: &str, args: &[&str]) -> String {
     let out = cli_output(origin, args);
-    assert!(out.status.success(), "flashgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "flashgate {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs the CLI and returns whatever happened.
 pub fn cli_output(origin: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_flashgate")).args(["--origin", origin]).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .args(["--origin", origin])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// INFO commandstats as command → calls.
 pub async fn commandstats(o: &impl Origin) -> HashMap<String, u64> {
     let v = o.call(&Cmd::new(["INFO", "commandstats"])).await.unwrap();
-    let Value::Str(text) = v else { panic!("INFO gave {v:?}") };
+    let Value::Str(text) = v else {
+        panic!("INFO gave {v:?}")
+    };
     text.lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
             Some((name.to_string(), calls))
         })
         .collect()
@@ -359,7 +484,11 @@ pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> Has
 /// purchase.lua's success path issue; what is left is what clients sent.
 pub fn client_commands(mut d: HashMap<String, u64>, purchases: u64) -> HashMap<String, u64> {
     for (cmd, per_run) in [("hmget", 4), ("hset", 2), ("rpush", 1)] {
-        assert_eq!(d.remove(cmd).unwrap_or(0), per_run * purchases, "{cmd} inside purchase.lua");
+        assert_eq!(
+            d.remove(cmd).unwrap_or(0),
+            per_run * purchases,
+            "{cmd} inside purchase.lua"
+        );
     }
     // PEXPIREAT runs on a user's first purchase only.
     assert!(d.remove("pexpireat").unwrap_or(0) <= purchases);
