@@ -335,14 +335,13 @@ function outcome(res, intent) {
 async function loadSession() {
   const res = await api('/api/session');
   if (res.ok) return setUser(res.data.user);
-  if (res.status === 401) return signedOut();
+  if (res.status === 401) return signedOut(res.data?.error?.dev_signin === true);
   setText(byTestId('whoami'), 'Could not check your sign-in. Reload to try again.');
 }
 
-// Dev sign-in is a worker setting: an empty request shows whether the route exists (404 = off).
-async function signedOut() {
-  const probe = await api('/api/dev/session', { method: 'POST', body: {} });
-  app.signinAvailable = probe.status !== 404;
+// Dev sign-in is a worker setting; the 401 from /api/session says whether it is on.
+function signedOut(devSignin = app.signinAvailable) {
+  app.signinAvailable = devSignin;
   setUser(null);
 }
 
