@@ -1,7 +1,9 @@
 # flashgate — the two commands users need are `make dev` and `make test` (see README.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-TOOLS ?= $(HOME)/.cache/flashgate
+# Where .ci/setup.sh installs tools that are not per checkout; tests and scripts read it too.
+export FLASHGATE_TOOLS ?= $(HOME)/.cache/flashgate
+TOOLS := $(FLASHGATE_TOOLS)
 -include .tools.mk
 
 # Node 22 (from npm) runs wrangler; cargo-installed tools and the wasm toolchain come from .ci/setup.sh.

@@ -109,13 +109,18 @@ impl Gate {
             (Route::Orders(id), "POST") => self.place_order(origin, id, req, now_ms).await,
             (Route::Stats, "GET") => plain(self.stats(req)),
             (Route::DevSession, "POST") => plain(self.dev_session(req, now_ms)),
-            (Route::Session, "GET") => plain(self.identity(req, now_ms).map(|id| {
-                Reply::json(
-                    200,
-                    &json!({ "user": id.user, "expires_at": format_ms(id.exp * 1000) }),
-                )
-                .with_header("cache-control", "no-store")
-            })),
+            // The 401 says whether dev sign-in is on, so the page knows to offer it.
+            (Route::Session, "GET") => plain(
+                self.identity(req, now_ms)
+                    .map(|id| {
+                        Reply::json(
+                            200,
+                            &json!({ "user": id.user, "expires_at": format_ms(id.exp * 1000) }),
+                        )
+                        .with_header("cache-control", "no-store")
+                    })
+                    .map_err(|e| e.with("dev_signin", self.config.dev_signin)),
+            ),
             (Route::Session, "DELETE") => {
                 plain(Ok(Reply::json(200, &json!({ "signed_out": true }))
                     .with_header(
@@ -700,6 +705,228 @@ mod tests {
         assert_eq!(route("/api/events/demo/orders"), Route::Orders("demo"));
         assert_eq!(route("/api/events/a/b/c"), Route::NotFound);
         assert_eq!(route("/api"), Route::NotFound);
+    }
+
+    mod pipeline {
+        //! The gate against a fake origin that answers what it is told and fails on demand.
+        use super::super::*;
+        use crate::config::Config;
+        use crate::model::{EventSpec, State};
+        use crate::origin::fake::FakeOrigin;
+        use crate::origin::{OriginError, Value};
+        use futures_util::FutureExt;
+
+        const NOW: i64 = 1_800_000_000_000;
+
+        fn gate() -> Gate {
+            Gate::new(
+                Config::from_lookup(|k| match k {
+                    "ORIGIN_URL" => Some("redis://127.0.0.1:1".into()),
+                    "IDENTITY_SECRET" => Some("0123456789abcdef".into()),
+                    "RATE_LIMIT_PER_SEC" => Some("0".into()),
+                    _ => None,
+                })
+                .unwrap(),
+            )
+        }
+
+        /// view.lua's reply for a live event with item A (`remaining` left of 10).
+        fn view(remaining: u32) -> Value {
+            let spec: EventSpec = serde_json::from_value(json!({"id":"e","name":"E","starts_at":"2027-01-01T00:00:00Z","ends_at":"2027-02-01T00:00:00Z",
+                "items":[{"sku":"A","name":"A","price":100,"currency":"USD","stock":10}]}))
+            .unwrap();
+            let mut meta = spec.validate().unwrap().meta;
+            meta.flag = State::Live;
+            let flat = |v: Vec<(String, String)>| {
+                Value::Array(
+                    v.into_iter()
+                        .flat_map(|(k, v)| [Value::Str(k), Value::Str(v)])
+                        .collect(),
+                )
+            };
+            Value::Array(vec![
+                flat(
+                    meta.to_fields()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                ),
+                flat(vec![("A".into(), "10".into())]),
+                flat(vec![("A".into(), (10 - remaining).to_string())]),
+                Value::Int(0),
+            ])
+        }
+
+        fn placed(remaining: i64) -> Value {
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(1),
+                Value::Int(1),
+                Value::Int(remaining),
+            ])
+        }
+
+        fn order(g: &Gate, o: &FakeOrigin, user: &str, key: &str) -> Handled {
+            let auth = format!(
+                "Bearer {}",
+                token::mint(b"0123456789abcdef", user, NOW / 1000 + 60)
+            );
+            let req = ApiRequest {
+                method: "POST",
+                path: "/api/events/e/orders",
+                authorization: Some(&auth),
+                content_type: Some("application/json"),
+                idempotency_key: Some(key),
+                body: br#"{"items":[{"sku":"A","qty":1}]}"#,
+                ..Default::default()
+            };
+            g.handle(o, &req, NOW, &|| NOW)
+                .now_or_never()
+                .expect("the fake never waits")
+        }
+
+        fn code(h: &Handled) -> String {
+            let b: Json = serde_json::from_str(&h.reply.body).unwrap();
+            b["error"]["code"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{}", h.reply.status))
+        }
+
+        #[test]
+        fn a_placed_order_is_replayed_at_the_edge() {
+            let (g, o) = (gate(), FakeOrigin::default());
+            o.push(Ok(view(10))).push(Ok(placed(9)));
+            let first = order(&g, &o, "u", "key-00001");
+            assert_eq!(first.reply.status, 201);
+            let again = order(&g, &o, "u", "key-00001");
+            assert_eq!(again.reply.status, 201);
+            assert_eq!(again.reply.header("idempotent-replayed"), Some("true"));
+            let (a, b): (Json, Json) = (
+                serde_json::from_str(&first.reply.body).unwrap(),
+                serde_json::from_str(&again.reply.body).unwrap(),
+            );
+            assert_eq!(a["order"], b["order"], "the same order");
+            assert_eq!(
+                o.log.borrow().len(),
+                2,
+                "one view read and one purchase; the replay cost nothing"
+            );
+            assert_eq!(
+                code(&order(&g, &o, "u", "key-00002")),
+                "item_limit_reached",
+                "and the cap is known at the edge"
+            );
+        }
+
+        #[test]
+        fn a_silent_origin_fails_closed_and_the_retry_goes_to_the_origin() {
+            let (g, o) = (gate(), FakeOrigin::default());
+            o.push(Ok(view(1)))
+                .push(Err(OriginError::Unknown("timeout".into())));
+            let h = order(&g, &o, "u", "key-00001");
+            assert_eq!(
+                (h.reply.status, h.reply.header("retry-after")),
+                (503, Some("1"))
+            );
+            // Meanwhile the last unit went (to this user, as it happens): the edge learns it.
+            g.state.borrow_mut().learn_remaining("e", "A", 0);
+            assert_eq!(
+                code(&order(&g, &o, "v", "key-00009")),
+                "sold_out",
+                "others are refused at the edge"
+            );
+            // The uncertain key is not: only the origin can say whether it ran.
+            o.push(Ok(Value::Array(vec![
+                Value::Int(1),
+                Value::Str(r#"{"id":"o_x"}"#.into()),
+                Value::Int(1),
+            ])));
+            let retry = order(&g, &o, "u", "key-00001");
+            assert_eq!(retry.reply.status, 201, "{}", retry.reply.body);
+            assert!(retry.reply.body.contains("o_x"));
+        }
+
+        #[test]
+        fn an_unreachable_origin_is_503_and_not_uncertain() {
+            let (g, o) = (gate(), FakeOrigin::default());
+            o.push(Ok(view(1)))
+                .push(Err(OriginError::NotSent("refused".into())));
+            assert_eq!(code(&order(&g, &o, "u", "key-00001")), "origin_unavailable");
+            g.state.borrow_mut().learn_remaining("e", "A", 0);
+            assert_eq!(
+                code(&order(&g, &o, "u", "key-00001")),
+                "sold_out",
+                "it never ran, so the edge may answer"
+            );
+        }
+
+        #[test]
+        fn malformed_requests_cost_no_origin_call() {
+            let (g, o) = (gate(), FakeOrigin::default());
+            let auth = format!(
+                "Bearer {}",
+                token::mint(b"0123456789abcdef", "u", NOW / 1000 + 60)
+            );
+            let base = ApiRequest {
+                method: "POST",
+                path: "/api/events/e/orders",
+                content_type: Some("application/json"),
+                authorization: Some(&auth),
+                idempotency_key: Some("key-00001"),
+                body: b"{}",
+                ..Default::default()
+            };
+            let cases = [
+                (
+                    ApiRequest {
+                        content_type: Some("text/plain"),
+                        ..base.clone()
+                    },
+                    415,
+                ),
+                (
+                    ApiRequest {
+                        authorization: None,
+                        ..base.clone()
+                    },
+                    401,
+                ),
+                (
+                    ApiRequest {
+                        idempotency_key: None,
+                        ..base.clone()
+                    },
+                    400,
+                ),
+                (
+                    ApiRequest {
+                        declared_len: Some(1 << 20),
+                        ..base.clone()
+                    },
+                    413,
+                ),
+                (
+                    ApiRequest {
+                        method: "GET",
+                        ..base.clone()
+                    },
+                    405,
+                ),
+                (base.clone(), 400),
+            ];
+            for (req, status) in cases {
+                assert_eq!(
+                    g.handle(&o, &req, NOW, &|| NOW)
+                        .now_or_never()
+                        .unwrap()
+                        .reply
+                        .status,
+                    status
+                );
+            }
+            assert!(o.log.borrow().is_empty());
+        }
     }
 
     #[test]

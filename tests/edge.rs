@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use flashgate::keys::EventKeys;
 use flashgate::native::ops;
-use flashgate::origin::Origin;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value as Json};
 use std::collections::{HashMap, HashSet};
@@ -67,6 +66,40 @@ async fn buy(
     r.key = Some(key.to_string());
     let (s, b, _) = send(c, w, &r).await;
     (s, b)
+}
+
+/// `n` users (`<who>0`, `<who>1`, ...) each try once; every answer must be `status`/`code`.
+/// Returns the bodies.
+#[allow(clippy::too_many_arguments)]
+async fn expect_refused(
+    c: &reqwest::Client,
+    w: &Worker,
+    event: &str,
+    who: &str,
+    n: usize,
+    sku: &str,
+    status: u16,
+    code: &str,
+) -> Vec<Json> {
+    let mut bodies = Vec::with_capacity(n);
+    for i in 0..n {
+        let (s, b) = buy(
+            c,
+            w,
+            event,
+            &format!("{who}{i}"),
+            &format!("key-{who}-{i}"),
+            sku,
+        )
+        .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{who}{i}: {b}"
+        );
+        bodies.push(b);
+    }
+    bodies
 }
 
 /// At least 40 malformed requests, each with its code, and not one origin command.
@@ -428,17 +461,7 @@ async fn start_and_pause_are_followed_within_two_seconds() {
 
     let before = commandstats(&o).await;
     let t0 = Instant::now();
-    for i in 0..200 {
-        let (s, b) = buy(
-            &c,
-            &w,
-            "flip",
-            &format!("early{i}"),
-            &format!("key-early-{i}"),
-            "A",
-        )
-        .await;
-        assert_eq!((s, b["error"]["code"].as_str()), (409, Some("not_started")));
+    for b in expect_refused(&c, &w, "flip", "early", 200, "A", 409, "not_started").await {
         assert!(b["error"]["server_time"].is_string() && b["error"]["starts_at"].is_string());
     }
     let (_, _, headers) = send(
@@ -514,14 +537,7 @@ async fn start_and_pause_are_followed_within_two_seconds() {
         "edge followed start in {to_live:?} and pause in {:?}",
         t0.elapsed()
     );
-    let ev: Json = c
-        .get(w.url("/api/events/flip"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ev = get_json(&c, w.url("/api/events/flip")).await;
     assert_eq!(ev["state"], "paused");
 }
 
@@ -568,18 +584,7 @@ async fn sold_out_and_capped_users_are_answered_at_the_edge() {
     );
 
     let before = commandstats(&o).await;
-    for i in 0..50 {
-        let (s, b) = buy(
-            &c,
-            &w,
-            "gone",
-            &format!("late{i}"),
-            &format!("key-late-{i}"),
-            "A",
-        )
-        .await;
-        assert_eq!((s, b["error"]["code"].as_str()), (410, Some("sold_out")));
-    }
+    expect_refused(&c, &w, "gone", "late", 50, "A", 410, "sold_out").await;
     // The one attempt here that may succeed, and so reaches the origin.
     assert_eq!(buy(&c, &w, "gone", "buyer1", "key-b1-b", "B").await.0, 201);
     for i in 0..20 {
@@ -768,23 +773,7 @@ async fn origin_down_mid_sale_fails_closed_and_recovers() {
         60,
         "one placed order per unit, each answered 201 in the end"
     );
-    let queued = o
-        .call(&flashgate::origin::Cmd::new([
-            "LRANGE", &k.orders, "0", "-1",
-        ]))
-        .await
-        .unwrap();
-    let queued: HashSet<String> = queued
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            serde_json::from_str::<Json>(v.as_str().unwrap()).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let queued = queued_order_ids(&o, "outage").await;
     assert_eq!(queued, placed, "the queue holds exactly the placed orders");
 }
 

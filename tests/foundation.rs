@@ -80,14 +80,7 @@ async fn page_health_and_unknown_paths() {
     )
     .await
     .unwrap();
-    let ev: Json = c
-        .get(w.url("/api/events/demo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ev = get_json(&c, w.url("/api/events/demo")).await;
     assert_eq!(
         (ev["id"].as_str(), ev["state"].as_str()),
         (Some("demo"), Some("scheduled"))
@@ -129,4 +122,52 @@ async fn a_bad_config_answers_500_and_says_why_in_the_log() {
         "logged in full: {}",
         w.log_text()
     );
+}
+
+/// static/openapi.json documents every route the gate serves and every error code it gives.
+#[test]
+fn openapi_lists_every_route_and_code() {
+    let doc: Json =
+        serde_json::from_str(&std::fs::read_to_string(root().join("static/openapi.json")).unwrap())
+            .unwrap();
+    let codes: Vec<&str> = doc["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for c in flashgate::error::Code::ALL {
+        assert!(
+            codes.contains(&c.as_str()),
+            "{} missing from openapi.json",
+            c.as_str()
+        );
+        let status = c.status().to_string();
+        let documented = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.as_object().unwrap().values())
+            .any(|op| {
+                op["responses"][&status]["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(c.as_str()))
+            });
+        assert!(
+            documented,
+            "{} is not documented under HTTP {status}",
+            c.as_str()
+        );
+    }
+    for path in [
+        "/api/health",
+        "/api/events/{event}",
+        "/api/events/{event}/orders",
+        "/api/session",
+        "/api/dev/session",
+        "/api/stats",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path}");
+    }
 }

@@ -150,18 +150,7 @@ async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
     assert_eq!(placed_units.get("B"), Some(&37));
 
     // The queue holds exactly one order per placed 201, and they are the same orders.
-    let queued = strings(origin, &["LRANGE", &k.orders, "0", "-1"]).await;
-    let queued: HashSet<String> = queued
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            serde_json::from_str::<Json>(v.as_str().unwrap()).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let queued = queued_order_ids(origin, event).await;
     assert_eq!(queued.len(), placed_ids.len());
     assert_eq!(queued, placed_ids);
 

