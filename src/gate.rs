@@ -32,6 +32,26 @@ const WAIT_STEP_MS: u64 = 5;
 /// Lifetime of a development session.
 pub const DEV_SESSION_SECS: i64 = 12 * 3600;
 
+/// An outside rate limiter, consulted after the isolate's own token bucket (in the worker:
+/// Cloudflare's rate-limiting binding, when `[[ratelimits]]` names `RATE_LIMITER`). `Err`
+/// means it could not answer; the gate then refuses the attempt: it fails closed.
+#[allow(async_fn_in_trait)]
+pub trait Limiter {
+    async fn allow(&self, key: &str) -> Result<bool, String>;
+}
+
+/// No outside limiter.
+pub struct NoLimiter;
+
+impl Limiter for NoLimiter {
+    async fn allow(&self, _key: &str) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
+/// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
+const LIMITER_RETRY_SECS: u64 = 10;
+
 /// The parts of an HTTP request the gate looks at.
 #[derive(Clone, Debug, Default)]
 pub struct ApiRequest<'a> {
@@ -90,9 +110,10 @@ impl Gate {
 
     /// Handles one `/api/*` request. `now_ms` is the request's time; `clock` is read only to
     /// measure the origin's latency for health.
-    pub async fn handle<O: Origin>(
+    pub async fn handle<O: Origin, L: Limiter>(
         &self,
         origin: &O,
+        limiter: &L,
         req: &ApiRequest<'_>,
         now_ms: i64,
         clock: &dyn Fn() -> i64,
@@ -106,7 +127,7 @@ impl Gate {
         match (r, method) {
             (Route::Health, "GET") => plain(Ok(self.health(origin, clock).await)),
             (Route::Event(id), "GET") => plain(self.view_event(origin, id, now_ms).await),
-            (Route::Orders(id), "POST") => self.place_order(origin, id, req, now_ms).await,
+            (Route::Orders(id), "POST") => self.place_order(origin, limiter, id, req, now_ms).await,
             (Route::Stats, "GET") => plain(self.stats(req)),
             (Route::DevSession, "POST") => plain(self.dev_session(req, now_ms)),
             // The 401 says whether dev sign-in is on, so the page knows to offer it.
@@ -301,15 +322,18 @@ impl Gate {
             .with_header("set-cookie", format!("{SESSION_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={DEV_SESSION_SECS}")))
     }
 
-    async fn place_order<O: Origin>(
+    async fn place_order<O: Origin, L: Limiter>(
         &self,
         origin: &O,
+        limiter: &L,
         event: &str,
         req: &ApiRequest<'_>,
         now: i64,
     ) -> Handled {
         let mut user = None;
-        let result = self.decide(origin, event, req, now, &mut user).await;
+        let result = self
+            .decide(origin, limiter, event, req, now, &mut user)
+            .await;
         let (reply, code, at_edge) = match result {
             Ok((reply, code)) => (reply, code, false),
             Err((e, at_edge)) => (e.to_reply(), e.code.as_str(), at_edge),
@@ -323,9 +347,11 @@ impl Gate {
     }
 
     /// The purchase pipeline. `Err((e, true))` is an answer given at the edge.
-    async fn decide<O: Origin>(
+    #[allow(clippy::too_many_arguments)]
+    async fn decide<O: Origin, L: Limiter>(
         &self,
         origin: &O,
+        limiter: &L,
         event: &str,
         req: &ApiRequest<'_>,
         now: i64,
@@ -373,6 +399,24 @@ impl Gate {
                         .retry_after(secs),
                 )
             })?;
+        match limiter.allow(&id.user).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(edge(
+                    ApiError::new(Code::RateLimited, "too many attempts; slow down")
+                        .retry_after(LIMITER_RETRY_SECS),
+                ))
+            }
+            Err(_) => {
+                return Err(edge(
+                    ApiError::new(
+                        Code::RateLimited,
+                        "the rate limiter did not answer; try again",
+                    )
+                    .retry_after(1),
+                ))
+            }
+        }
 
         let fp = order::fingerprint(&lines);
         let news = self.state.borrow().key_news(event, &id.user, key).cloned();
@@ -780,7 +824,7 @@ mod tests {
                 body: br#"{"items":[{"sku":"A","qty":1}]}"#,
                 ..Default::default()
             };
-            g.handle(o, &req, NOW, &|| NOW)
+            g.handle(o, &NoLimiter, &req, NOW, &|| NOW)
                 .now_or_never()
                 .expect("the fake never waits")
         }
@@ -861,6 +905,45 @@ mod tests {
             );
         }
 
+        struct Refuse(Result<bool, String>);
+        impl Limiter for Refuse {
+            async fn allow(&self, _key: &str) -> Result<bool, String> {
+                self.0.clone()
+            }
+        }
+
+        #[test]
+        fn the_outside_limiter_refuses_and_fails_closed() {
+            let (g, o) = (gate(), FakeOrigin::default());
+            let auth = format!(
+                "Bearer {}",
+                token::mint(b"0123456789abcdef", "u", NOW / 1000 + 60)
+            );
+            let req = ApiRequest {
+                method: "POST",
+                path: "/api/events/e/orders",
+                authorization: Some(&auth),
+                content_type: Some("application/json"),
+                idempotency_key: Some("key-00001"),
+                body: br#"{"items":[{"sku":"A","qty":1}]}"#,
+                ..Default::default()
+            };
+            for (limiter, retry) in [
+                (Refuse(Ok(false)), "10"),
+                (Refuse(Err("binding down".into())), "1"),
+            ] {
+                let h = g
+                    .handle(&o, &limiter, &req, NOW, &|| NOW)
+                    .now_or_never()
+                    .unwrap();
+                assert_eq!(
+                    (h.reply.status, h.reply.header("retry-after")),
+                    (429, Some(retry))
+                );
+            }
+            assert!(o.log.borrow().is_empty(), "no origin call");
+        }
+
         #[test]
         fn malformed_requests_cost_no_origin_call() {
             let (g, o) = (gate(), FakeOrigin::default());
@@ -917,7 +1000,7 @@ mod tests {
             ];
             for (req, status) in cases {
                 assert_eq!(
-                    g.handle(&o, &req, NOW, &|| NOW)
+                    g.handle(&o, &NoLimiter, &req, NOW, &|| NOW)
                         .now_or_never()
                         .unwrap()
                         .reply

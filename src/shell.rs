@@ -3,7 +3,7 @@
 
 use crate::config::{Config, OriginConfig};
 use crate::error::{ApiError, Reply};
-use crate::gate::{ApiRequest, Gate};
+use crate::gate::{ApiRequest, Gate, Limiter};
 use crate::origin::http::{decode_response, HttpConfig};
 use crate::origin::resp::{Connector, RespOrigin, SlotMap};
 use crate::origin::{Cmd, Origin, OriginError, Value};
@@ -82,7 +82,8 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
     };
     let origin = AnyOrigin::new(&gate.config.origin);
     let clock = || Date::now().as_millis() as i64;
-    let handled = gate.handle(&origin, &api, now, &clock).await;
+    let limiter = BindingLimiter(env.rate_limiter("RATE_LIMITER").ok());
+    let handled = gate.handle(&origin, &limiter, &api, now, &clock).await;
     if let Some(line) = handled.log {
         console_log!("{line}");
     }
@@ -100,6 +101,22 @@ fn render(r: Reply) -> Result<Response> {
         }
     }
     Ok(resp)
+}
+
+/// Cloudflare's rate-limiting binding, when `[[ratelimits]]` binds `RATE_LIMITER`.
+struct BindingLimiter(Option<RateLimiter>);
+
+impl Limiter for BindingLimiter {
+    async fn allow(&self, key: &str) -> std::result::Result<bool, String> {
+        match &self.0 {
+            None => Ok(true),
+            Some(l) => l
+                .limit(key.to_string())
+                .await
+                .map(|o| o.success)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Worker TCP sockets for the RESP transport.

