@@ -810,21 +810,29 @@ mod tests {
             ])
         }
 
-        fn order(g: &Gate, o: &FakeOrigin, user: &str, key: &str) -> Handled {
-            let auth = format!(
+        fn bearer(user: &str) -> String {
+            format!(
                 "Bearer {}",
                 token::mint(b"0123456789abcdef", user, NOW / 1000 + 60)
-            );
-            let req = ApiRequest {
+            )
+        }
+
+        /// A well-formed attempt to buy one A.
+        fn order_req<'a>(auth: &'a str, key: &'a str) -> ApiRequest<'a> {
+            ApiRequest {
                 method: "POST",
                 path: "/api/events/e/orders",
-                authorization: Some(&auth),
+                authorization: Some(auth),
                 content_type: Some("application/json"),
                 idempotency_key: Some(key),
                 body: br#"{"items":[{"sku":"A","qty":1}]}"#,
                 ..Default::default()
-            };
-            g.handle(o, &NoLimiter, &req, NOW, &|| NOW)
+            }
+        }
+
+        fn order(g: &Gate, o: &FakeOrigin, user: &str, key: &str) -> Handled {
+            let auth = bearer(user);
+            g.handle(o, &NoLimiter, &order_req(&auth, key), NOW, &|| NOW)
                 .now_or_never()
                 .expect("the fake never waits")
         }
@@ -915,19 +923,8 @@ mod tests {
         #[test]
         fn the_outside_limiter_refuses_and_fails_closed() {
             let (g, o) = (gate(), FakeOrigin::default());
-            let auth = format!(
-                "Bearer {}",
-                token::mint(b"0123456789abcdef", "u", NOW / 1000 + 60)
-            );
-            let req = ApiRequest {
-                method: "POST",
-                path: "/api/events/e/orders",
-                authorization: Some(&auth),
-                content_type: Some("application/json"),
-                idempotency_key: Some("key-00001"),
-                body: br#"{"items":[{"sku":"A","qty":1}]}"#,
-                ..Default::default()
-            };
+            let auth = bearer("u");
+            let req = order_req(&auth, "key-00001");
             for (limiter, retry) in [
                 (Refuse(Ok(false)), "10"),
                 (Refuse(Err("binding down".into())), "1"),
@@ -947,18 +944,10 @@ mod tests {
         #[test]
         fn malformed_requests_cost_no_origin_call() {
             let (g, o) = (gate(), FakeOrigin::default());
-            let auth = format!(
-                "Bearer {}",
-                token::mint(b"0123456789abcdef", "u", NOW / 1000 + 60)
-            );
+            let auth = bearer("u");
             let base = ApiRequest {
-                method: "POST",
-                path: "/api/events/e/orders",
-                content_type: Some("application/json"),
-                authorization: Some(&auth),
-                idempotency_key: Some("key-00001"),
                 body: b"{}",
-                ..Default::default()
+                ..order_req(&auth, "key-00001")
             };
             let cases = [
                 (

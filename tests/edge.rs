@@ -105,13 +105,16 @@ async fn expect_refused(
 /// At least 40 malformed requests, each with its code, and not one origin command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_never_reach_the_origin() {
-    let r = Redis::start();
-    let o = r.origin();
-    ops::create(&o, &spec("bad", &[("A", 10)], -1000, (1, 5, 1)), true)
-        .await
-        .unwrap();
-    let w = Worker::start(&[("ORIGIN_URL", &r.url()), ("MAX_BODY_BYTES", "512")]);
-    let c = http();
+    let Sale {
+        redis: _r,
+        origin: o,
+        worker: w,
+        http: c,
+    } = Sale::start(
+        spec("bad", &[("A", 10)], -1000, (1, 5, 1)),
+        &[("MAX_BODY_BYTES", "512")],
+    )
+    .await;
     let good = r#"{"items":[{"sku":"A","qty":1}]}"#;
     let expired = flashgate::token::mint(SECRET.as_bytes(), "edge-user", now_ms() / 1000 - 10);
     let forged = flashgate::token::mint(
@@ -447,17 +450,12 @@ async fn malformed_requests_never_reach_the_origin() {
 /// answers not_started (with Retry-After and server_time) without a purchase at the origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_and_pause_are_followed_within_two_seconds() {
-    let r = Redis::start();
-    let o = r.origin();
-    ops::create(
-        &o,
-        &spec("flip", &[("A", 100)], 3_600_000, (5, 50, 1)),
-        true,
-    )
-    .await
-    .unwrap();
-    let w = Worker::start(&[("ORIGIN_URL", &r.url())]);
-    let c = http();
+    let Sale {
+        redis: r,
+        origin: o,
+        worker: w,
+        http: c,
+    } = Sale::start(spec("flip", &[("A", 100)], 3_600_000, (5, 50, 1)), &[]).await;
 
     let before = commandstats(&o).await;
     let t0 = Instant::now();
@@ -545,23 +543,22 @@ async fn start_and_pause_are_followed_within_two_seconds() {
 /// further attempts itself: not one origin command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sold_out_and_capped_users_are_answered_at_the_edge() {
-    let r = Redis::start();
-    let o = r.origin();
-    ops::create(
-        &o,
-        &spec(
+    // A long cache so that snapshot refreshes cannot blur the count.
+    let Sale {
+        redis: _r,
+        origin: o,
+        worker: w,
+        http: c,
+    } = Sale::start(
+        spec(
             "gone",
             &[("A", 3), ("B", 100), ("C", 100)],
             -1000,
             (1, 2, 1),
         ),
-        true,
+        &[("EDGE_CACHE_MS", "60000")],
     )
-    .await
-    .unwrap();
-    // A long cache so that snapshot refreshes cannot blur the count.
-    let w = Worker::start(&[("ORIGIN_URL", &r.url()), ("EDGE_CACHE_MS", "60000")]);
-    let c = http();
+    .await;
     for u in 0..3 {
         assert_eq!(
             buy(
@@ -630,18 +627,20 @@ async fn sold_out_and_capped_users_are_answered_at_the_edge() {
 /// Per-user token bucket: 429 with Retry-After, no origin command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hammering_users_get_429() {
-    let r = Redis::start();
-    let o = r.origin();
-    ops::create(&o, &spec("fast", &[("A", 100)], 3_600_000, (1, 5, 1)), true)
-        .await
-        .unwrap();
-    let w = Worker::start(&[
-        ("ORIGIN_URL", &r.url()),
-        ("RATE_LIMIT_PER_SEC", "1"),
-        ("RATE_LIMIT_BURST", "3"),
-        ("EDGE_CACHE_MS", "60000"),
-    ]);
-    let c = http();
+    let Sale {
+        redis: _r,
+        origin: o,
+        worker: w,
+        http: c,
+    } = Sale::start(
+        spec("fast", &[("A", 100)], 3_600_000, (1, 5, 1)),
+        &[
+            ("RATE_LIMIT_PER_SEC", "1"),
+            ("RATE_LIMIT_BURST", "3"),
+            ("EDGE_CACHE_MS", "60000"),
+        ],
+    )
+    .await;
     let _ = buy(&c, &w, "fast", "warm", "key-warm-00", "A").await;
     let before = commandstats(&o).await;
     let mut codes = Vec::new();

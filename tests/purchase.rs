@@ -257,13 +257,12 @@ async fn http_dialects_with_auth() {
 /// Done when 3: SCRIPT FLUSH in the middle of a run; purchases go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_flush_mid_run() {
-    let r = Redis::start();
-    let o = r.origin();
-    ops::create(&o, &spec("flush", &[("A", 1000)], -1000, (1, 5, 1)), true)
-        .await
-        .unwrap();
-    let w = Worker::start(&[("ORIGIN_URL", &r.url())]);
-    let c = http();
+    let Sale {
+        redis: r,
+        origin: _o,
+        worker: w,
+        http: c,
+    } = Sale::start(spec("flush", &[("A", 1000)], -1000, (1, 5, 1)), &[]).await;
     for i in 0..40 {
         if i % 10 == 5 {
             assert_eq!(r.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
@@ -329,17 +328,16 @@ async fn cluster_through_the_worker() {
 /// origin; none for a 401 (forged, tampered, expired or missing tokens).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_origin_command_per_attempt_and_none_for_401() {
-    let r = Redis::start();
-    let o = r.origin();
-    ops::create(
-        &o,
-        &spec("ones", &[("A", 1000), ("B", 1000)], -1000, (1, 100, 1)),
-        true,
+    let Sale {
+        redis: _r,
+        origin: o,
+        worker: w,
+        http: c,
+    } = Sale::start(
+        spec("ones", &[("A", 1000), ("B", 1000)], -1000, (1, 100, 1)),
+        &[("EDGE_CACHE_MS", "60000")],
     )
-    .await
-    .unwrap();
-    let w = Worker::start(&[("ORIGIN_URL", &r.url()), ("EDGE_CACHE_MS", "60000")]);
-    let c = http();
+    .await;
     // Warm up: script cached, event snapshot cached.
     assert_eq!(
         order(&c, &w, "ones", "warm", "key-warm-01", &["A"])

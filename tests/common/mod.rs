@@ -478,16 +478,8 @@ pub async fn commandstats(o: &impl Origin) -> HashMap<String, u64> {
     let Value::Str(text) = v else {
         panic!("INFO gave {v:?}")
     };
-    text.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))?
-                .parse()
-                .ok()?;
-            Some((name.to_string(), calls))
-        })
+    flashgate::native::load::parse_commandstats(&text)
+        .into_iter()
         .collect()
 }
 
@@ -540,4 +532,34 @@ pub async fn queued_order_ids(o: &impl Origin, event: &str) -> std::collections:
                 .to_string()
         })
         .collect()
+}
+
+/// A redis-server with one event created, the worker in front of it, and an HTTP client.
+pub struct Sale {
+    pub redis: Redis,
+    pub origin: NativeOrigin,
+    pub worker: Worker,
+    pub http: reqwest::Client,
+}
+
+impl Sale {
+    /// Creates `spec` on a fresh redis-server, then starts the worker with `vars` (the origin
+    /// URL is added).
+    pub async fn start(spec: EventSpec, vars: &[(&str, &str)]) -> Sale {
+        let redis = Redis::start();
+        let origin = redis.origin();
+        flashgate::native::ops::create(&origin, &spec, true)
+            .await
+            .unwrap();
+        let url = redis.url();
+        let mut all = vec![("ORIGIN_URL", url.as_str())];
+        all.extend_from_slice(vars);
+        let worker = Worker::start(&all);
+        Sale {
+            redis,
+            origin,
+            worker,
+            http: http(),
+        }
+    }
 }
