@@ -68,6 +68,27 @@ async fn buy(
     (s, b)
 }
 
+/// One attempt by `user` with `key`, which must be refused with `status`/`code`; the body.
+#[allow(clippy::too_many_arguments)]
+async fn refused(
+    c: &reqwest::Client,
+    w: &Worker,
+    event: &str,
+    user: &str,
+    key: &str,
+    sku: &str,
+    status: u16,
+    code: &str,
+) -> Json {
+    let (s, b) = buy(c, w, event, user, key, sku).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{user} {key}: {b}"
+    );
+    b
+}
+
 /// `n` users (`<who>0`, `<who>1`, ...) each try once; every answer must be `status`/`code`.
 /// Returns the bodies.
 #[allow(clippy::too_many_arguments)]
@@ -83,21 +104,19 @@ async fn expect_refused(
 ) -> Vec<Json> {
     let mut bodies = Vec::with_capacity(n);
     for i in 0..n {
-        let (s, b) = buy(
-            c,
-            w,
-            event,
-            &format!("{who}{i}"),
-            &format!("key-{who}-{i}"),
-            sku,
-        )
-        .await;
-        assert_eq!(
-            (s, b["error"]["code"].as_str()),
-            (status, Some(code)),
-            "{who}{i}: {b}"
+        bodies.push(
+            refused(
+                c,
+                w,
+                event,
+                &format!("{who}{i}"),
+                &format!("key-{who}-{i}"),
+                sku,
+                status,
+                code,
+            )
+            .await,
         );
-        bodies.push(b);
     }
     bodies
 }
@@ -585,30 +604,51 @@ async fn sold_out_and_capped_users_are_answered_at_the_edge() {
     // The one attempt here that may succeed, and so reaches the origin.
     assert_eq!(buy(&c, &w, "gone", "buyer1", "key-b1-b", "B").await.0, 201);
     for i in 0..20 {
-        let (s, b) = buy(&c, &w, "gone", "buyer1", &format!("key-again-{i}"), "A").await;
-        assert_eq!(
-            (s, b["error"]["code"].as_str()),
-            (410, Some("sold_out")),
-            "sold out comes first"
-        );
-        let (s, b) = buy(&c, &w, "gone", "buyer0", &format!("key-more-{i}"), "B").await;
-        assert_eq!(
-            (s, b["error"]["code"].as_str()),
-            (403, Some("item_limit_reached")),
-            "{b}"
-        );
-        let (s, b) = buy(&c, &w, "gone", "buyer0", &format!("key-total-{i}"), "C").await;
-        assert_eq!(
-            (s, b["error"]["code"].as_str()),
-            (403, Some("total_limit_reached")),
-            "{b}"
-        );
-        let (s, b) = buy(&c, &w, "gone", "buyer1", &format!("key-b1-{i}"), "B").await;
-        assert_eq!(
-            (s, b["error"]["code"].as_str()),
-            (403, Some("item_limit_reached")),
-            "{b}"
-        );
+        // Sold out comes before the caps.
+        refused(
+            &c,
+            &w,
+            "gone",
+            "buyer1",
+            &format!("key-again-{i}"),
+            "A",
+            410,
+            "sold_out",
+        )
+        .await;
+        refused(
+            &c,
+            &w,
+            "gone",
+            "buyer0",
+            &format!("key-more-{i}"),
+            "B",
+            403,
+            "item_limit_reached",
+        )
+        .await;
+        refused(
+            &c,
+            &w,
+            "gone",
+            "buyer0",
+            &format!("key-total-{i}"),
+            "C",
+            403,
+            "total_limit_reached",
+        )
+        .await;
+        refused(
+            &c,
+            &w,
+            "gone",
+            "buyer1",
+            &format!("key-b1-{i}"),
+            "B",
+            403,
+            "item_limit_reached",
+        )
+        .await;
     }
     let d = client_commands(delta(&before, &commandstats(&o).await), 1);
     assert_eq!(
