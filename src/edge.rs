@@ -39,7 +39,7 @@ struct CachedEvent {
 
 /// What to do for an event lookup.
 #[derive(Debug, PartialEq)]
-pub enum Plan {
+pub enum SnapshotPlan {
     /// Use this (possibly a little stale) answer.
     Use(Option<Snapshot>),
     /// This request is the refresher: read the origin, then call [`EdgeState::store`].
@@ -114,7 +114,7 @@ impl EdgeState {
         }
     }
 
-    pub fn plan(&mut self, event: &str, now: i64) -> Plan {
+    pub fn plan(&mut self, event: &str, now: i64) -> SnapshotPlan {
         let c = self.config;
         let e = self.events.entry(event.to_string()).or_insert(CachedEvent {
             snapshot: None,
@@ -124,17 +124,17 @@ impl EdgeState {
         let age = now - e.fetched_at;
         if let Some(s) = &e.snapshot {
             if age < c.cache_ms {
-                return Plan::Use(s.clone());
+                return SnapshotPlan::Use(s.clone());
             }
         }
         if e.refreshing_since.is_some_and(|t| now - t < c.lease_ms) {
             return match &e.snapshot {
-                Some(s) if age < c.cache_ms + c.lease_ms => Plan::Use(s.clone()),
-                _ => Plan::Wait,
+                Some(s) if age < c.cache_ms + c.lease_ms => SnapshotPlan::Use(s.clone()),
+                _ => SnapshotPlan::Wait,
             };
         }
         e.refreshing_since = Some(now);
-        Plan::Refresh
+        SnapshotPlan::Refresh
     }
 
     /// The refresher's result. `None` for `result` means the read failed: the lease is
@@ -373,57 +373,60 @@ mod tests {
     #[test]
     fn one_refresher_per_window() {
         let mut s = EdgeState::new(cfg());
-        assert_eq!(s.plan("e", 0), Plan::Refresh);
+        assert_eq!(s.plan("e", 0), SnapshotPlan::Refresh);
         assert_eq!(
             s.plan("e", 1),
-            Plan::Wait,
+            SnapshotPlan::Wait,
             "cold: others wait for the refresher"
         );
         s.store("e", Some(Some(snap())), 0);
         for t in [1, 500, 999] {
-            assert!(matches!(s.plan("e", t), Plan::Use(Some(_))), "fresh at {t}");
+            assert!(
+                matches!(s.plan("e", t), SnapshotPlan::Use(Some(_))),
+                "fresh at {t}"
+            );
         }
         assert_eq!(
             s.plan("e", 1000),
-            Plan::Refresh,
+            SnapshotPlan::Refresh,
             "first stale request refreshes"
         );
         for t in [1001, 1200, 1499] {
             assert!(
-                matches!(s.plan("e", t), Plan::Use(Some(_))),
+                matches!(s.plan("e", t), SnapshotPlan::Use(Some(_))),
                 "others use the old snapshot at {t}"
             );
         }
         assert_eq!(
             s.plan("e", 1500),
-            Plan::Refresh,
+            SnapshotPlan::Refresh,
             "lease expired: someone else refreshes"
         );
         s.store("e", None, 1600);
         assert_eq!(
             s.plan("e", 1601),
-            Plan::Refresh,
+            SnapshotPlan::Refresh,
             "a failed refresh frees the lease"
         );
         assert_eq!(
             s.plan("e", 1602),
-            Plan::Wait,
+            SnapshotPlan::Wait,
             "too old to use while that refresh runs"
         );
         s.store("e", Some(None), 1700);
         assert_eq!(
             s.plan("e", 1701),
-            Plan::Use(None),
+            SnapshotPlan::Use(None),
             "unknown events are cached too"
         );
         assert_eq!(
             s.plan("e", 10_000),
-            Plan::Refresh,
+            SnapshotPlan::Refresh,
             "long idle: one refresher"
         );
         assert_eq!(
             s.plan("e", 10_001),
-            Plan::Wait,
+            SnapshotPlan::Wait,
             "the rest wait instead of reading too"
         );
     }
@@ -434,7 +437,7 @@ mod tests {
         s.store("e", Some(Some(snap())), 0);
         s.learn_remaining("e", "A", 0);
         s.learn_remaining("e", "A", 5);
-        let Plan::Use(Some(sn)) = s.plan("e", 1) else {
+        let SnapshotPlan::Use(Some(sn)) = s.plan("e", 1) else {
             panic!()
         };
         assert_eq!(sn.items[0].remaining(), 0);

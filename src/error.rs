@@ -5,9 +5,17 @@
 //! is the only mapping from codes to HTTP statuses in the crate. Internal errors are logged in
 //! full by the caller and answered bare.
 
-use serde_json::{json, Map, Value};
+use crate::model::ID_RULE;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use strum::{EnumCount, EnumIter, IntoStaticStr};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Every code the API answers with. `strum` derives the list ([`Code::iter`]) and the names
+/// (snake_case), so there is no hand-kept list to fall out of step.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, EnumIter, EnumCount, IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Code {
     InvalidRequest,
     InvalidJson,
@@ -33,54 +41,12 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 21] = [
-        Code::InvalidRequest,
-        Code::InvalidJson,
-        Code::BodyTooLarge,
-        Code::MethodNotAllowed,
-        Code::UnsupportedMediaType,
-        Code::NotFound,
-        Code::Unauthenticated,
-        Code::Forbidden,
-        Code::UnknownEvent,
-        Code::UnknownItem,
-        Code::NotStarted,
-        Code::Paused,
-        Code::Ended,
-        Code::SoldOut,
-        Code::ItemLimitReached,
-        Code::TotalLimitReached,
-        Code::OrderQtyLimit,
-        Code::IdempotencyKeyReused,
-        Code::RateLimited,
-        Code::OriginUnavailable,
-        Code::Internal,
-    ];
+    pub fn iter() -> impl Iterator<Item = Code> {
+        <Code as strum::IntoEnumIterator>::iter()
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidRequest => "invalid_request",
-            Code::InvalidJson => "invalid_json",
-            Code::BodyTooLarge => "body_too_large",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::NotFound => "not_found",
-            Code::Unauthenticated => "unauthenticated",
-            Code::Forbidden => "forbidden",
-            Code::UnknownEvent => "unknown_event",
-            Code::UnknownItem => "unknown_item",
-            Code::NotStarted => "not_started",
-            Code::Paused => "paused",
-            Code::Ended => "ended",
-            Code::SoldOut => "sold_out",
-            Code::ItemLimitReached => "item_limit_reached",
-            Code::TotalLimitReached => "total_limit_reached",
-            Code::OrderQtyLimit => "order_qty_limit",
-            Code::IdempotencyKeyReused => "idempotency_key_reused",
-            Code::RateLimited => "rate_limited",
-            Code::OriginUnavailable => "origin_unavailable",
-            Code::Internal => "internal",
-        }
+        self.into()
     }
 
     /// The HTTP status of each code: the only such table in flashgate.
@@ -103,24 +69,47 @@ impl Code {
     }
 }
 
+/// How long a response may be cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caching {
+    /// Personal or changing answers: `no-store` (every API answer unless said otherwise).
+    NoStore,
+    /// Public for this many seconds.
+    Public(u32),
+}
+
 /// An HTTP answer as plain data; the wasm shell turns it into a `worker::Response`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Reply {
+pub struct ApiReply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
 }
 
-impl Reply {
-    pub fn json(status: u16, body: &Value) -> Reply {
-        Reply {
+impl ApiReply {
+    /// A JSON answer, `no-store` unless [`ApiReply::cache`] says otherwise.
+    pub fn json(status: u16, body: &impl Serialize) -> ApiReply {
+        ApiReply {
             status,
-            headers: vec![("content-type", "application/json; charset=utf-8".into())],
-            body: body.to_string(),
+            headers: vec![
+                ("content-type", "application/json; charset=utf-8".into()),
+                ("cache-control", "no-store".into()),
+            ],
+            body: serde_json::to_string(body).expect("response bodies serialize"),
         }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+    pub fn cache(mut self, c: Caching) -> ApiReply {
+        let value = match c {
+            Caching::NoStore => "no-store".to_string(),
+            Caching::Public(secs) => format!("public, max-age={secs}"),
+        };
+        self.headers.retain(|(k, _)| *k != "cache-control");
+        self.headers.push(("cache-control", value));
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiReply {
         self.headers.push((name, value.into()));
         self
     }
@@ -145,6 +134,22 @@ pub struct ApiError {
     pub allow: Option<&'static str>,
 }
 
+/// The body of every error answer: `{"error": {"code", "message", "retry_after"?, ...}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> ApiError {
         ApiError {
@@ -166,10 +171,71 @@ impl ApiError {
         self
     }
 
+    // ------------------------------------------------------------ the recurring refusals
+
     pub fn method_not_allowed(allow: &'static str) -> ApiError {
         let mut e = ApiError::new(Code::MethodNotAllowed, format!("this path takes {allow}"));
         e.allow = Some(allow);
         e
+    }
+
+    pub fn not_found(path: &str) -> ApiError {
+        ApiError::new(Code::NotFound, format!("no API at {path}"))
+    }
+
+    /// An id (`what`: event id, sku, user) that breaks [`ID_RULE`].
+    pub fn invalid_id(what: &str) -> ApiError {
+        ApiError::new(Code::InvalidRequest, format!("{what} must match {ID_RULE}"))
+    }
+
+    pub fn unknown_event(event: &str) -> ApiError {
+        ApiError::new(
+            Code::UnknownEvent,
+            format!("there is no sale event {event}"),
+        )
+    }
+
+    pub fn unknown_item(event: &str, sku: &str) -> ApiError {
+        ApiError::new(
+            Code::UnknownItem,
+            format!("{sku} is not on sale in {event}"),
+        )
+        .with("sku", sku)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError::new(Code::Unauthenticated, message)
+    }
+
+    pub fn sold_out(sku: &str, remaining: u32) -> ApiError {
+        let msg = if remaining == 0 {
+            format!("{sku} is sold out")
+        } else {
+            format!("only {remaining} of {sku} left")
+        };
+        ApiError::new(Code::SoldOut, msg)
+            .with("sku", sku)
+            .with("remaining", remaining)
+    }
+
+    pub fn qty_limit(sku: &str, cap: u32) -> ApiError {
+        ApiError::new(
+            Code::OrderQtyLimit,
+            format!("at most {cap} of {sku} per order"),
+        )
+        .with("sku", sku)
+        .with("cap", cap)
+    }
+
+    pub fn key_reused() -> ApiError {
+        ApiError::new(
+            Code::IdempotencyKeyReused,
+            "this Idempotency-Key was used for a different order; use a new key",
+        )
+    }
+
+    pub fn rate_limited(message: &str, retry_after: u64) -> ApiError {
+        ApiError::new(Code::RateLimited, message).retry_after(retry_after)
     }
 
     /// Origin trouble: the caller may retry with the same Idempotency-Key.
@@ -185,18 +251,16 @@ impl ApiError {
         ApiError::new(Code::Internal, "internal error")
     }
 
-    pub fn to_reply(&self) -> Reply {
-        let mut err = Map::new();
-        err.insert("code".into(), self.code.as_str().into());
-        err.insert("message".into(), self.message.clone().into());
-        if let Some(s) = self.retry_after {
-            err.insert("retry_after".into(), s.into());
-        }
-        for (k, v) in &self.extra {
-            err.insert(k.clone(), v.clone());
-        }
-        let mut r = Reply::json(self.code.status(), &json!({ "error": err }))
-            .with_header("cache-control", "no-store");
+    pub fn to_reply(&self) -> ApiReply {
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: self.code.as_str(),
+                message: &self.message,
+                retry_after: self.retry_after,
+                extra: &self.extra,
+            },
+        };
+        let mut r = ApiReply::json(self.code.status(), &body);
         if let Some(s) = self.retry_after {
             r = r.with_header("retry-after", s.to_string());
         }
@@ -213,9 +277,14 @@ mod tests {
 
     #[test]
     fn codes_are_stable_and_unique() {
-        let names: std::collections::BTreeSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
-        assert_eq!(names.len(), Code::ALL.len());
-        for c in Code::ALL {
+        let names: std::collections::BTreeSet<_> = Code::iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), <Code as strum::EnumCount>::COUNT);
+        assert_eq!(names.len(), 21);
+        assert_eq!(
+            Code::IdempotencyKeyReused.as_str(),
+            "idempotency_key_reused"
+        );
+        for c in Code::iter() {
             let s = c.status();
             assert!((400..600).contains(&s), "{c:?}");
         }

@@ -20,7 +20,10 @@ pub const MS_PER_DAY: i64 = 86_400_000;
 /// The most items one event may list, and the most lines one order may hold.
 pub const MAX_ITEMS: usize = 100;
 
-/// `[A-Za-z0-9_-]{1,64}`.
+/// What every id must match, as said in error messages.
+pub const ID_RULE: &str = "[A-Za-z0-9_-]{1,64}";
+
+/// [`ID_RULE`].
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
@@ -280,10 +283,7 @@ impl EventSpec {
     /// Checks everything an operator can get wrong, with a sentence that says what.
     pub fn validate(&self) -> Result<NewEvent, String> {
         if !valid_id(&self.id) {
-            return Err(format!(
-                "event id {:?} must match [A-Za-z0-9_-]{{1,64}}",
-                self.id
-            ));
+            return Err(format!("event id {:?} must match {ID_RULE}", self.id));
         }
         if self.name.trim().is_empty() || self.name.len() > 200 {
             return Err("event name must be 1 to 200 characters".into());
@@ -308,7 +308,7 @@ impl EventSpec {
         let mut stock = Vec::new();
         for it in &self.items {
             if !valid_id(&it.sku) {
-                return Err(format!("sku {:?} must match [A-Za-z0-9_-]{{1,64}}", it.sku));
+                return Err(format!("sku {:?} must match {ID_RULE}", it.sku));
             }
             if items.iter().any(|i: &ItemInfo| i.sku == it.sku) {
                 return Err(format!("sku {} is listed twice", it.sku));

@@ -55,10 +55,7 @@ pub fn parse_order(body: &[u8]) -> Result<Vec<Line>, ApiError> {
     let mut lines: Vec<Line> = Vec::with_capacity(parsed.items.len());
     for l in parsed.items {
         if !valid_id(&l.sku) {
-            return Err(ApiError::new(
-                Code::InvalidRequest,
-                "sku must match [A-Za-z0-9_-]{1,64}",
-            ));
+            return Err(ApiError::invalid_id("sku"));
         }
         if l.qty == 0 || l.qty > MAX_QTY {
             return Err(

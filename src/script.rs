@@ -87,8 +87,10 @@ pub enum Outcome {
     BadArguments,
 }
 
+/// A reply the script should not give. The script ran (or may have), so this counts as
+/// "may have run": the caller must treat the attempt's outcome as unknown.
 fn bad(v: &Value) -> OriginError {
-    OriginError::Unknown(format!("purchase.lua gave an unexpected reply: {v:?}"))
+    OriginError::may_have_run(format!("purchase.lua gave an unexpected reply: {v:?}"))
 }
 
 /// Parses purchase.lua's reply for an attempt of `n` lines.
@@ -208,10 +210,11 @@ pub fn parse_view(v: &Value) -> Result<Option<Snapshot>, OriginError> {
     if v.as_int() == Some(0) {
         return Ok(None);
     }
-    let bad = || OriginError::Unknown(format!("view.lua gave an unexpected reply: {v:?}"));
+    let bad = || OriginError::may_have_run(format!("view.lua gave an unexpected reply: {v:?}"));
     let a = v.as_array().filter(|a| a.len() == 4).ok_or_else(bad)?;
-    let meta =
-        EventMeta::from_fields(&pairs(&a[0]).ok_or_else(bad)?).map_err(OriginError::Unknown)?;
+    let meta = EventMeta::from_fields(&pairs(&a[0]).ok_or_else(bad)?).map_err(|e| {
+        OriginError::may_have_run("view.lua read a bad event hash").caused_by_msg(e)
+    })?;
     let stock = pairs(&a[1]).ok_or_else(bad)?;
     let sold = pairs(&a[2]).ok_or_else(bad)?;
     let num = |m: &HashMap<String, String>, sku: &str| {

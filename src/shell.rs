@@ -1,8 +1,8 @@
 //! The wasm shell: reads `Env` into a validated [`Config`] once per isolate, builds the origin
-//! transport for each request, calls the gate and renders its [`Reply`]. No decisions here.
+//! transport for each request, calls the gate and renders its [`ApiReply`]. No decisions here.
 
 use crate::config::{Config, OriginConfig};
-use crate::error::{ApiError, Reply};
+use crate::error::{ApiError, ApiReply};
 use crate::gate::{ApiRequest, Gate, Limiter};
 use crate::origin::http::{decode_response, HttpConfig};
 use crate::origin::resp::{Connector, RespOrigin, SlotMap};
@@ -85,12 +85,12 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
     let limiter = BindingLimiter(env.rate_limiter("RATE_LIMITER").ok());
     let handled = gate.handle(&origin, &limiter, &api, now, &clock).await;
     if let Some(line) = handled.log {
-        console_log!("{line}");
+        console_log!("{}", serde_json::to_string(&line).unwrap_or_default());
     }
     render(handled.reply)
 }
 
-fn render(r: Reply) -> Result<Response> {
+fn render(r: ApiReply) -> Result<Response> {
     let mut resp = Response::from_bytes(r.body.into_bytes())?.with_status(r.status);
     let headers = resp.headers_mut();
     for (k, v) in r.headers {
@@ -155,27 +155,26 @@ impl Origin for HttpOrigin {
         let r = self.0.request(cmd);
         let headers = Headers::new();
         for (k, v) in &r.headers {
-            headers
-                .set(k, v)
-                .map_err(|e| OriginError::NotSent(e.to_string()))?;
+            headers.set(k, v).map_err(|e| {
+                OriginError::not_sent("request headers").caused_by_msg(e.to_string())
+            })?;
         }
         let mut init = RequestInit::new();
         init.with_method(Method::Post)
             .with_headers(headers)
             .with_body(Some(r.body.into()));
         let request = Request::new_with_init(&r.url, &init)
-            .map_err(|e| OriginError::NotSent(e.to_string()))?;
+            .map_err(|e| OriginError::not_sent("request").caused_by_msg(e.to_string()))?;
         let abort = AbortController::default();
         let signal = abort.signal();
         let work = std::pin::pin!(async {
             let mut resp = Fetch::Request(request)
                 .send_with_signal(&signal)
                 .await
-                .map_err(|e| OriginError::Unknown(e.to_string()))?;
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| OriginError::Unknown(e.to_string()))?;
+                .map_err(|e| OriginError::may_have_run("fetch").caused_by_msg(e.to_string()))?;
+            let text = resp.text().await.map_err(|e| {
+                OriginError::may_have_run("reading the reply").caused_by_msg(e.to_string())
+            })?;
             decode_response(self.0.dialect, resp.status_code(), &text)
         });
         let timer = std::pin::pin!(Delay::from(Duration::from_millis(self.0.timeout_ms)));
@@ -183,7 +182,7 @@ impl Origin for HttpOrigin {
             Either::Left((r, _)) => r,
             Either::Right(((), _)) => {
                 abort.abort();
-                Err(OriginError::Unknown(format!(
+                Err(OriginError::may_have_run(format!(
                     "no reply within {} ms",
                     self.0.timeout_ms
                 )))

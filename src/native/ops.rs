@@ -6,12 +6,10 @@ use crate::model::{format_ms, EventSpec, NewEvent, State};
 use crate::origin::{Cmd, Origin, Value};
 use crate::script::{parse_view, view_keys, Snapshot, VIEW};
 
-fn sentence(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 async fn call<O: Origin>(o: &O, args: Vec<String>) -> Result<Value, String> {
-    o.call(&Cmd { args, route: None }).await.map_err(sentence)
+    o.call(&Cmd { args, route: None })
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Reads an event file (`.json` or `.toml`).
@@ -28,9 +26,9 @@ pub async fn status<O: Origin>(o: &O, id: &str) -> Result<Snapshot, String> {
     let v = VIEW
         .eval(o, &view_keys(&EventKeys::new(id)), &[])
         .await
-        .map_err(sentence)?;
+        .map_err(|e| e.to_string())?;
     parse_view(&v)
-        .map_err(sentence)?
+        .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("there is no event {id} at this origin"))
 }
 
@@ -73,7 +71,7 @@ async fn delete_users<O: Origin>(o: &O, k: &EventKeys) -> Result<(), String> {
     let mut cursor = "0".to_string();
     loop {
         let cmd = Cmd::new(["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]).routed(&k.meta);
-        let v = o.call(&cmd).await.map_err(sentence)?;
+        let v = o.call(&cmd).await.map_err(|e| e.to_string())?;
         let a = v
             .as_array()
             .filter(|a| a.len() == 2)

@@ -12,7 +12,7 @@
 //! ([`parse_command`], [`encode_response`]) is what `flashgate bridge` answers. Golden tests
 //! pin both to the table above.
 
-use super::{Cmd, OriginError, ServerError, Value};
+use super::{Cmd, OriginError, ServerError, ServerErrorKind, Value};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value as Json};
@@ -136,8 +136,8 @@ pub fn decode_response(dialect: Dialect, status: u16, body: &str) -> Result<Valu
     let snippet: String = body.chars().take(120).collect();
     let msg = format!("origin HTTP {status}: {snippet}");
     match status {
-        400 | 401 | 403 | 404 | 405 | 413 | 415 => Err(OriginError::NotSent(msg)),
-        _ => Err(OriginError::Unknown(msg)),
+        400 | 401 | 403 | 404 | 405 | 413 | 415 => Err(OriginError::not_sent(msg)),
+        _ => Err(OriginError::may_have_run(msg)),
     }
 }
 
@@ -150,7 +150,7 @@ fn server_error(text: &str) -> ServerError {
         ServerError::parse(text)
     } else {
         ServerError {
-            code: "ERR".into(),
+            kind: ServerErrorKind::Err,
             line: format!("ERR {text}"),
         }
     }
@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(
             e,
             OriginError::Server(ServerError {
-                code: "ERR".into(),
+                kind: ServerErrorKind::Err,
                 line: "ERR wrong number of arguments for 'get' command".into()
             })
         );
@@ -309,10 +309,10 @@ mod tests {
         assert!(matches!(e, OriginError::Server(_)));
         assert!(!decode_response(Dragonfly, 401, "unauthorized")
             .unwrap_err()
-            .may_have_run());
+            .ran_maybe());
         assert!(decode_response(Dragonfly, 502, "bad gateway")
             .unwrap_err()
-            .may_have_run());
+            .ran_maybe());
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! The origin (Dragonfly or Redis) behind one narrow trait.
 //!
 //! A command is a list of strings (the HTTP `/api` dialect accepts nothing else) plus an
-//! optional routing key for clusters. Replies are [`Value`]s; failures are [`OriginError`]s
-//! that say whether the command may have run, which is what decides a retry:
-//! - [`OriginError::NotSent`]: it provably did not run (connect failed, NOSCRIPT, MOVED, ...);
-//! - [`OriginError::Unknown`]: it may have run (timeout or broken connection after sending).
+//! optional routing key for clusters. Replies are [`Value`]s; failures are [`OriginError`]s.
+//! An error keeps its cause ([`std::error::Error::source`]) and says whether the command may
+//! have run, which is what decides a retry:
+//! - [`OriginError::NotSent`]: it provably did not run (connect failed, refused before running:
+//!   NOSCRIPT, MOVED, NOAUTH, ...). Retrying is safe.
+//! - [`OriginError::MayHaveRun`]: it was sent and no usable reply came (timeout, broken
+//!   connection, a reply the caller could not read). Only an idempotent retry is safe.
+//! - [`OriginError::Server`]: the server answered with an error; its [`ServerErrorKind`] says
+//!   whether it ran and how to retry ([`ServerErrorKind::retry`]).
 //!
 //! Two transports implement [`Origin`]: `resp` (RESP over a TCP socket; worker sockets in wasm,
 //! tokio natively) and the HTTP JSON command API, whose wire formats live in `http`.
@@ -12,7 +17,9 @@
 pub mod http;
 pub mod resp;
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 /// A reply value, the same for both transports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,11 +53,81 @@ impl Value {
     }
 }
 
+/// The first word of a server error line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerErrorKind {
+    NoScript,
+    Moved,
+    Ask,
+    CrossSlot,
+    TryAgain,
+    ClusterDown,
+    NoAuth,
+    WrongPass,
+    Loading,
+    Busy,
+    MasterDown,
+    ReadOnly,
+    /// The generic `ERR`, e.g. an error raised inside a script: it may have run part-way.
+    Err,
+    /// Any other code, kept as sent.
+    Other(String),
+}
+
+/// How a caller may retry after a server error (after redis-rs's `RetryMethod`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Do not retry: the command ran, or will fail the same way.
+    No,
+    /// Load the script (SCRIPT LOAD) and send the command again.
+    LoadScript,
+    /// Send it to the node the reply names.
+    Redirect,
+    /// Send it again after a short wait (the server is busy, loading or failing over).
+    WaitAndRetry,
+}
+
+impl ServerErrorKind {
+    pub fn parse(code: &str) -> ServerErrorKind {
+        use ServerErrorKind::*;
+        match code {
+            "NOSCRIPT" => NoScript,
+            "MOVED" => Moved,
+            "ASK" => Ask,
+            "CROSSSLOT" => CrossSlot,
+            "TRYAGAIN" => TryAgain,
+            "CLUSTERDOWN" => ClusterDown,
+            "NOAUTH" => NoAuth,
+            "WRONGPASS" => WrongPass,
+            "LOADING" => Loading,
+            "BUSY" => Busy,
+            "MASTERDOWN" => MasterDown,
+            "READONLY" => ReadOnly,
+            "ERR" => Err,
+            other => Other(other.to_string()),
+        }
+    }
+
+    /// Errors the server raises before running anything.
+    pub fn refused_before_running(&self) -> bool {
+        !matches!(self, ServerErrorKind::Err | ServerErrorKind::Other(_))
+    }
+
+    pub fn retry(&self) -> Retry {
+        use ServerErrorKind::*;
+        match self {
+            NoScript => Retry::LoadScript,
+            Moved | Ask => Retry::Redirect,
+            TryAgain | ClusterDown | Loading | Busy | MasterDown => Retry::WaitAndRetry,
+            CrossSlot | NoAuth | WrongPass | ReadOnly | Err | Other(_) => Retry::No,
+        }
+    }
+}
+
 /// An error reply from the server, e.g. `NOSCRIPT No matching script`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerError {
-    /// The first word (`NOSCRIPT`, `MOVED`, `ERR`, ...).
-    pub code: String,
+    pub kind: ServerErrorKind,
     /// The whole line without the leading `-`.
     pub line: String,
 }
@@ -67,15 +144,18 @@ pub struct Redirect {
 impl ServerError {
     pub fn parse(line: &str) -> ServerError {
         let line = line.strip_prefix('-').unwrap_or(line).to_string();
-        let code = line.split_whitespace().next().unwrap_or("ERR").to_string();
-        ServerError { code, line }
+        let code = line.split_whitespace().next().unwrap_or("ERR");
+        ServerError {
+            kind: ServerErrorKind::parse(code),
+            line,
+        }
     }
 
     /// `MOVED 3999 127.0.0.1:6381` or `ASK ...`.
     pub fn redirect(&self) -> Option<Redirect> {
-        let ask = match self.code.as_str() {
-            "MOVED" => false,
-            "ASK" => true,
+        let ask = match self.kind {
+            ServerErrorKind::Moved => false,
+            ServerErrorKind::Ask => true,
             _ => return None,
         };
         let mut w = self.line.split_whitespace().skip(1);
@@ -88,62 +168,143 @@ impl ServerError {
             port: port.parse().ok()?,
         })
     }
+}
 
-    /// Errors the server raises before running anything.
-    fn refused_before_running(&self) -> bool {
-        matches!(
-            self.code.as_str(),
-            "NOSCRIPT"
-                | "MOVED"
-                | "ASK"
-                | "CROSSSLOT"
-                | "TRYAGAIN"
-                | "CLUSTERDOWN"
-                | "NOAUTH"
-                | "WRONGPASS"
-                | "LOADING"
-                | "BUSY"
-                | "MASTERDOWN"
-                | "READONLY"
-        )
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.line)
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl StdError for ServerError {}
+
+/// The underlying error of an [`OriginError`], shared so that errors stay cheap to clone.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn StdError + Send + Sync>);
+
+impl Cause {
+    pub fn new(e: impl StdError + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(e))
+    }
+    /// A cause that is only a message (e.g. a JavaScript error's text in the worker).
+    pub fn msg(m: impl Into<String>) -> Cause {
+        Cause::new(std::io::Error::other(m.into()))
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+/// Two causes are equal when they read the same (tests compare errors).
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum OriginError {
     /// The command did not reach the server or was refused before it ran: safe to retry.
-    NotSent(String),
-    /// The command was sent and no reply came in time (or the reply was cut off): it may
-    /// have run. Only an idempotent retry is safe.
-    Unknown(String),
+    NotSent { what: String, cause: Option<Cause> },
+    /// The command was sent and no usable reply came (timeout, cut-off connection, a reply
+    /// that could not be read): it may have run. Only an idempotent retry is safe.
+    MayHaveRun { what: String, cause: Option<Cause> },
     /// The server answered with an error.
     Server(ServerError),
 }
 
 impl OriginError {
-    pub fn may_have_run(&self) -> bool {
-        match self {
-            OriginError::NotSent(_) => false,
-            OriginError::Unknown(_) => true,
-            OriginError::Server(e) => !e.refused_before_running(),
+    pub fn not_sent(what: impl Into<String>) -> OriginError {
+        OriginError::NotSent {
+            what: what.into(),
+            cause: None,
         }
     }
+
+    pub fn may_have_run(what: impl Into<String>) -> OriginError {
+        OriginError::MayHaveRun {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// Attaches the underlying error (kept as [`std::error::Error::source`]).
+    pub fn caused_by(mut self, e: impl StdError + Send + Sync + 'static) -> OriginError {
+        if let OriginError::NotSent { cause, .. } | OriginError::MayHaveRun { cause, .. } =
+            &mut self
+        {
+            *cause = Some(Cause::new(e));
+        }
+        self
+    }
+
+    /// Attaches a cause that is only a message.
+    pub fn caused_by_msg(mut self, m: impl Into<String>) -> OriginError {
+        if let OriginError::NotSent { cause, .. } | OriginError::MayHaveRun { cause, .. } =
+            &mut self
+        {
+            *cause = Some(Cause::msg(m));
+        }
+        self
+    }
+
+    /// Whether the command may have run (so a retry must be idempotent).
+    pub fn ran_maybe(&self) -> bool {
+        match self {
+            OriginError::NotSent { .. } => false,
+            OriginError::MayHaveRun { .. } => true,
+            OriginError::Server(e) => !e.kind.refused_before_running(),
+        }
+    }
+
+    /// How to retry, for the errors a retry can help.
+    pub fn retry(&self) -> Retry {
+        match self {
+            OriginError::NotSent { .. } => Retry::WaitAndRetry,
+            OriginError::MayHaveRun { .. } => Retry::No,
+            OriginError::Server(e) => e.kind.retry(),
+        }
+    }
+
     pub fn is_noscript(&self) -> bool {
-        matches!(self, OriginError::Server(e) if e.code == "NOSCRIPT")
+        matches!(self, OriginError::Server(e) if e.kind == ServerErrorKind::NoScript)
     }
 }
 
 impl fmt::Display for OriginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OriginError::NotSent(m) => write!(f, "origin unreachable: {m}"),
-            OriginError::Unknown(m) => write!(f, "origin did not answer: {m}"),
-            OriginError::Server(e) => write!(f, "origin error: {}", e.line),
+        let (head, what, cause) = match self {
+            OriginError::NotSent { what, cause } => ("origin unreachable", what, cause),
+            OriginError::MayHaveRun { what, cause } => ("origin did not answer", what, cause),
+            OriginError::Server(e) => return write!(f, "origin error: {}", e.line),
+        };
+        write!(f, "{head}: {what}")?;
+        if let Some(c) = cause {
+            write!(f, ": {c}")?;
         }
+        Ok(())
     }
 }
 
-impl std::error::Error for OriginError {}
+impl StdError for OriginError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            OriginError::NotSent { cause, .. } | OriginError::MayHaveRun { cause, .. } => {
+                cause.as_ref().map(|c| &*c.0 as &(dyn StdError + 'static))
+            }
+            OriginError::Server(e) => Some(e),
+        }
+    }
+}
 
 /// One command. `route` names a key whose cluster slot should serve it (for commands such as
 /// SCRIPT LOAD that carry no key of their own).
@@ -218,7 +379,7 @@ impl Script {
                 load.route = keys.first().cloned();
                 let sha = origin.call(&load).await?;
                 if sha.as_str() != Some(self.sha1.as_str()) {
-                    return Err(OriginError::NotSent(format!(
+                    return Err(OriginError::not_sent(format!(
                         "SCRIPT LOAD of {} answered {sha:?}",
                         self.name
                     )));
@@ -264,7 +425,7 @@ pub(crate) mod fake {
             self.replies
                 .borrow_mut()
                 .pop_front()
-                .unwrap_or_else(|| Err(OriginError::NotSent("fake: no reply queued".into())))
+                .unwrap_or_else(|| Err(OriginError::not_sent("fake: no reply queued")))
         }
         fn sleep(&self, _ms: u64) -> impl std::future::Future<Output = ()> {
             std::future::ready(())
@@ -323,8 +484,8 @@ mod tests {
         let o = FakeOrigin::default();
         o.push(Ok(Value::Int(7)));
         assert_eq!(block(s.eval(&o, &[], &[])), Ok(Value::Int(7)));
-        o.push(Err(OriginError::Unknown("timeout".into())));
-        assert!(block(s.eval(&o, &[], &[])).unwrap_err().may_have_run());
+        o.push(Err(OriginError::may_have_run("timeout")));
+        assert!(block(s.eval(&o, &[], &[])).unwrap_err().ran_maybe());
         assert_eq!(o.log.borrow().len(), 2);
     }
 
@@ -340,10 +501,40 @@ mod tests {
                 port: 6381
             })
         );
-        assert!(!OriginError::Server(moved).may_have_run());
+        assert!(!OriginError::Server(moved.clone()).ran_maybe());
+        assert_eq!(moved.kind.retry(), Retry::Redirect);
         let ask = ServerError::parse("ASK 1 [::1]:7000");
         assert_eq!(ask.redirect().unwrap().host, "[::1]");
-        assert!(OriginError::Server(ServerError::parse("ERR Error running script")).may_have_run());
-        assert!(!OriginError::NotSent("refused".into()).may_have_run());
+        let err = OriginError::Server(ServerError::parse("ERR Error running script"));
+        assert!(err.ran_maybe());
+        assert_eq!(err.retry(), Retry::No);
+        assert!(!OriginError::not_sent("refused").ran_maybe());
+        assert_eq!(
+            ServerError::parse("-WEIRD thing").kind,
+            ServerErrorKind::Other("WEIRD".into())
+        );
+        assert!(OriginError::Server(ServerError::parse("WEIRD thing")).ran_maybe());
+        assert_eq!(
+            ServerError::parse("LOADING Redis is loading").kind.retry(),
+            Retry::WaitAndRetry
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_cause() {
+        use std::error::Error;
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = OriginError::not_sent("connect 127.0.0.1:1").caused_by(io);
+        assert_eq!(
+            e.to_string(),
+            "origin unreachable: connect 127.0.0.1:1: refused"
+        );
+        let src = e.source().expect("a source");
+        assert_eq!(
+            src.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        let server = OriginError::Server(ServerError::parse("-NOSCRIPT x"));
+        assert!(server.source().is_some());
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Invariants:
 //! - Every call is bounded by `timeout_ms`, connect and redirects included. A timeout before
-//!   the command was written is [`OriginError::NotSent`]; after, [`OriginError::Unknown`].
+//!   the command was written is [`OriginError::NotSent`]; after, [`OriginError::MayHaveRun`].
 //! - A connection that failed mid-command is dropped, never reused (its reply stream is lost).
 //! - MOVED updates the slot map and retries on the owner; ASK retries once with ASKING and does
 //!   not. At most [`MAX_REDIRECTS`] hops.
@@ -42,19 +42,20 @@ pub fn encode_command(args: &[String]) -> Vec<u8> {
 }
 
 /// One decoded reply: a value, or the server's error line.
-pub type Reply = Result<Value, ServerError>;
+pub type ServerReply = Result<Value, ServerError>;
 
 /// Decodes one reply from the front of `buf`: `Ok(None)` when more bytes are needed,
 /// else the reply and how many bytes it used.
-pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
-    match decode(buf) {
-        Ok(None) => Ok(None),
-        Ok(Some((frame, used))) => Ok(Some((frame_to_reply(frame), used))),
-        Err(e) => Err(format!("bad RESP from origin: {e:?}")),
+pub fn decode_reply(
+    buf: &[u8],
+) -> Result<Option<(ServerReply, usize)>, redis_protocol::error::RedisProtocolError> {
+    match decode(buf)? {
+        None => Ok(None),
+        Some((frame, used)) => Ok(Some((frame_to_reply(frame), used))),
     }
 }
 
-fn frame_to_reply(f: OwnedFrame) -> Reply {
+fn frame_to_reply(f: OwnedFrame) -> ServerReply {
     match f {
         OwnedFrame::Error(e) => Err(ServerError::parse(&e)),
         other => Ok(frame_to_value(other)),
@@ -93,37 +94,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         args: &[String],
         sent: &AtomicBool,
-    ) -> Result<Reply, OriginError> {
+    ) -> Result<ServerReply, OriginError> {
         let bytes = encode_command(args);
         self.stream
             .write_all(&bytes)
             .await
-            .map_err(|e| OriginError::NotSent(e.to_string()))?;
+            .map_err(|e| OriginError::not_sent("write").caused_by(e))?;
         self.stream
             .flush()
             .await
-            .map_err(|e| OriginError::Unknown(e.to_string()))?;
+            .map_err(|e| OriginError::may_have_run("flush").caused_by(e))?;
         sent.store(true, Ordering::SeqCst);
         self.read_reply().await
     }
 
-    async fn read_reply(&mut self) -> Result<Reply, OriginError> {
+    async fn read_reply(&mut self) -> Result<ServerReply, OriginError> {
         loop {
-            if let Some((reply, used)) = decode_reply(&self.buf).map_err(OriginError::Unknown)? {
+            let decoded = decode_reply(&self.buf)
+                .map_err(|e| OriginError::may_have_run("bad RESP from origin").caused_by(e))?;
+            if let Some((reply, used)) = decoded {
                 self.buf.drain(..used);
                 return Ok(reply);
             }
             if self.buf.len() > MAX_REPLY_BYTES {
-                return Err(OriginError::Unknown("reply too large".into()));
+                return Err(OriginError::may_have_run("reply too large"));
             }
             let mut chunk = [0u8; 4096];
             let n = self
                 .stream
                 .read(&mut chunk)
                 .await
-                .map_err(|e| OriginError::Unknown(e.to_string()))?;
+                .map_err(|e| OriginError::may_have_run("read").caused_by(e))?;
             if n == 0 {
-                return Err(OriginError::Unknown("origin closed the connection".into()));
+                return Err(OriginError::may_have_run("origin closed the connection"));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -236,7 +239,7 @@ impl<C: Connector> RespOrigin<C> {
             .connect(&node.host, node.port, self.config.tls)
             .await
             .map_err(|e| {
-                OriginError::NotSent(format!("connect {}:{}: {e}", node.host, node.port))
+                OriginError::not_sent(format!("connect {}:{}", node.host, node.port)).caused_by(e)
             })?;
         let mut conn = Conn::new(stream);
         if let Some(pw) = &self.config.password {
@@ -248,7 +251,7 @@ impl<C: Connector> RespOrigin<C> {
                 Ok(Ok(_)) => {}
                 // AUTH failed: nothing of the caller's ran.
                 Ok(Err(e)) => return Err(OriginError::Server(e)),
-                Err(e) => return Err(OriginError::NotSent(format!("AUTH: {e}"))),
+                Err(e) => return Err(OriginError::not_sent("AUTH").caused_by(e)),
             }
         }
         Ok(conn)
@@ -261,7 +264,7 @@ impl<C: Connector> RespOrigin<C> {
         args: &[String],
         asking: bool,
         sent: &AtomicBool,
-    ) -> Result<Reply, OriginError> {
+    ) -> Result<ServerReply, OriginError> {
         let mut conns = self.conns.lock().await;
         let conn = match conns.remove(node) {
             Some(c) => c,
@@ -271,7 +274,7 @@ impl<C: Connector> RespOrigin<C> {
         if asking {
             let ignored = AtomicBool::new(false);
             if let Err(e) = conn.request(&["ASKING".to_string()], &ignored).await {
-                return Err(OriginError::NotSent(format!("ASKING: {e}")));
+                return Err(OriginError::not_sent("ASKING").caused_by(e));
             }
         }
         let reply = conn.request(args, sent).await?;
@@ -304,7 +307,7 @@ impl<C: Connector> RespOrigin<C> {
                 },
             }
         }
-        Err(OriginError::NotSent("too many cluster redirects".into()))
+        Err(OriginError::not_sent("too many cluster redirects"))
     }
 }
 
@@ -339,9 +342,9 @@ impl<C: Connector> Origin for RespOrigin<C> {
             Either::Right(((), _)) => {
                 let msg = format!("no reply within {} ms", self.config.timeout_ms);
                 if sent.load(Ordering::SeqCst) {
-                    Err(OriginError::Unknown(msg))
+                    Err(OriginError::may_have_run(msg))
                 } else {
-                    Err(OriginError::NotSent(msg))
+                    Err(OriginError::not_sent(msg))
                 }
             }
         }
@@ -390,7 +393,7 @@ mod tests {
         let e = r(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
             .0
             .unwrap_err();
-        assert_eq!(e.code, "NOSCRIPT");
+        assert_eq!(e.kind, crate::origin::ServerErrorKind::NoScript);
         assert_eq!(
             r(b"-MOVED 3999 127.0.0.1:6381\r\n")
                 .0

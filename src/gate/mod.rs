@@ -1,0 +1,209 @@
+//! The request pipeline: route, check, answer early, forward the survivors, render.
+//!
+//! Each route has a handler in a file of its own (`handle_*`); the purchase route is a
+//! pipeline of small named steps ([`purchase`]). Every step either passes what it learnt on
+//! or refuses with a [`Refusal`], which says where the decision was made ([`Decided`]: at the
+//! edge, with no origin command, or by the origin). The cheapest steps come first:
+//! request shape → identity → Idempotency-Key → body → rate limit → a known key's replay →
+//! the event snapshot (cached) → state, items, quantity, stock and the user's known caps →
+//! the origin. Everything before the snapshot costs no origin command, and the snapshot costs
+//! at most one read per isolate per `EDGE_CACHE_MS`. Only the last step sends a purchase.
+//!
+//! Nothing here touches `worker`: the wasm shell passes in the request as plain data, the
+//! origin behind [`Origin`], and the time.
+
+mod event;
+mod health;
+mod purchase;
+mod session;
+mod snapshot;
+mod stats;
+
+pub use event::event_json;
+pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};
+
+use crate::config::Config;
+use crate::edge::EdgeState;
+use crate::error::{ApiError, ApiReply};
+use crate::origin::Origin;
+use serde::Serialize;
+use std::cell::RefCell;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An outside rate limiter, consulted after the isolate's own token bucket (in the worker:
+/// Cloudflare's rate-limiting binding, when `[[ratelimits]]` names `RATE_LIMITER`). `Err`
+/// means it could not answer; the gate then refuses the attempt: it fails closed.
+#[allow(async_fn_in_trait)]
+pub trait Limiter {
+    async fn allow(&self, key: &str) -> Result<bool, String>;
+}
+
+/// No outside limiter.
+pub struct NoLimiter;
+
+impl Limiter for NoLimiter {
+    async fn allow(&self, _key: &str) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
+/// The parts of an HTTP request the gate looks at.
+#[derive(Clone, Debug, Default)]
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    pub cookie: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub body: &'a [u8],
+    /// `Content-Length` as sent; the shell does not read bodies declared over the cap.
+    pub declared_len: Option<usize>,
+}
+
+/// Where a decision was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decided {
+    /// At the edge, with no origin command.
+    Edge,
+    /// By (or because of) the origin.
+    Origin,
+}
+
+/// A step's "no": the error to answer with and where it was decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub error: ApiError,
+    pub at: Decided,
+}
+
+impl Refusal {
+    pub fn edge(error: ApiError) -> Refusal {
+        Refusal {
+            error,
+            at: Decided::Edge,
+        }
+    }
+    pub fn origin(error: ApiError) -> Refusal {
+        Refusal {
+            error,
+            at: Decided::Origin,
+        }
+    }
+}
+
+/// One structured log line for a purchase decision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DecisionLog {
+    pub msg: &'static str,
+    pub event: String,
+    pub user: Option<String>,
+    pub code: &'static str,
+    pub edge: bool,
+    pub status: u16,
+}
+
+/// The answer and, for decisions, one structured log line.
+#[derive(Debug)]
+pub struct Handled {
+    pub reply: ApiReply,
+    pub log: Option<DecisionLog>,
+}
+
+impl Handled {
+    fn plain(res: Result<ApiReply, ApiError>) -> Handled {
+        Handled {
+            reply: res.unwrap_or_else(|e| e.to_reply()),
+            log: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    Event(&'a str),
+    Orders(&'a str),
+    Stats,
+    DevSession,
+    Session,
+    NotFound,
+}
+
+fn route(path: &str) -> Route<'_> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "api", "health"] => Route::Health,
+        ["", "api", "stats"] => Route::Stats,
+        ["", "api", "session"] => Route::Session,
+        ["", "api", "dev", "session"] => Route::DevSession,
+        ["", "api", "events", id] => Route::Event(id),
+        ["", "api", "events", id, "orders"] => Route::Orders(id),
+        _ => Route::NotFound,
+    }
+}
+
+pub struct Gate {
+    pub config: Config,
+    pub state: RefCell<EdgeState>,
+}
+
+impl Gate {
+    pub fn new(config: Config) -> Gate {
+        let state = RefCell::new(EdgeState::new(config.edge));
+        Gate { config, state }
+    }
+
+    /// Handles one `/api/*` request. `now_ms` is the request's time; `clock` is read only to
+    /// measure the origin's latency for health.
+    pub async fn handle<O: Origin, L: Limiter>(
+        &self,
+        origin: &O,
+        limiter: &L,
+        req: &ApiRequest<'_>,
+        now_ms: i64,
+        clock: &dyn Fn() -> i64,
+    ) -> Handled {
+        let r = route(req.path);
+        match (r, req.method) {
+            (Route::Health, "GET") => {
+                Handled::plain(Ok(health::handle_health(self, origin, clock).await))
+            }
+            (Route::Event(id), "GET") => {
+                Handled::plain(event::handle_event(self, origin, id, now_ms).await)
+            }
+            (Route::Orders(id), "POST") => {
+                purchase::handle_purchase(self, origin, limiter, id, req, now_ms).await
+            }
+            (Route::Stats, "GET") => Handled::plain(stats::handle_stats(self, req)),
+            (Route::DevSession, "POST") => {
+                Handled::plain(session::handle_dev_session(self, req, now_ms))
+            }
+            (Route::Session, "GET") => Handled::plain(session::handle_session(self, req, now_ms)),
+            (Route::Session, "DELETE") => Handled::plain(Ok(session::handle_sign_out())),
+            (Route::NotFound, _) => Handled::plain(Err(ApiError::not_found(req.path))),
+            (Route::Health | Route::Event(_) | Route::Stats, _) => {
+                Handled::plain(Err(ApiError::method_not_allowed("GET")))
+            }
+            (Route::Orders(id), _) => purchase::refuse_method(self, id),
+            (Route::DevSession, _) => Handled::plain(Err(ApiError::method_not_allowed("POST"))),
+            (Route::Session, _) => Handled::plain(Err(ApiError::method_not_allowed("GET, DELETE"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("/api/health"), Route::Health);
+        assert_eq!(route("/api/events/demo"), Route::Event("demo"));
+        assert_eq!(route("/api/events/demo/"), Route::Event("demo"));
+        assert_eq!(route("/api/events/demo/orders"), Route::Orders("demo"));
+        assert_eq!(route("/api/events/a/b/c"), Route::NotFound);
+        assert_eq!(route("/api"), Route::NotFound);
+    }
+}
