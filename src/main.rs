@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
 mod cli {
     use clap::{Args, Parser, Subcommand};
     use flashgate::model::{format_ms, parse_rfc3339_ms, Caps, EventSpec, ItemSpec};
-    use flashgate::native::{self, bridge, ops};
+    use flashgate::native::{self, bridge, now_ms, ops};
     use std::process::ExitCode;
 
     #[derive(Parser)]
@@ -142,13 +142,6 @@ mod cli {
         /// Recreate the event if it exists (clears its sales, buyers and orders).
         #[arg(long)]
         replace: bool,
-    }
-
-    fn now_ms() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
     }
 
     fn spec_from_flags(a: &CreateArgs) -> Result<EventSpec, String> {

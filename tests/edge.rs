@@ -7,10 +7,11 @@ mod common;
 
 use common::*;
 use flashgate::keys::EventKeys;
-use flashgate::native::ops;
+use flashgate::native::load::{commandstats, commandstats_delta};
+use flashgate::native::{now_ms, ops};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value as Json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 struct Req {
@@ -448,7 +449,7 @@ async fn malformed_requests_never_reach_the_origin() {
         ),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     for (what, req, status, code) in &cases {
         let (s, b, _) = send(&c, &w, req).await;
         assert_eq!(
@@ -458,8 +459,8 @@ async fn malformed_requests_never_reach_the_origin() {
         );
     }
     assert_eq!(
-        delta(&before, &commandstats(&o).await),
-        HashMap::new(),
+        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
+        BTreeMap::new(),
         "malformed requests cost no origin command"
     );
     eprintln!("{} malformed requests, 0 origin commands", cases.len());
@@ -476,7 +477,7 @@ async fn start_and_pause_are_followed_within_two_seconds() {
         http: c,
     } = Sale::start(spec("flip", &[("A", 100)], 3_600_000, (5, 50, 1)), &[]).await;
 
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     let t0 = Instant::now();
     for b in expect_refused(&c, &w, "flip", "early", 200, "A", 409, "not_started").await {
         assert!(b["error"]["server_time"].is_string() && b["error"]["starts_at"].is_string());
@@ -492,7 +493,7 @@ async fn start_and_pause_are_followed_within_two_seconds() {
         (3500..=3600).contains(&retry),
         "Retry-After counts down to the start: {retry}"
     );
-    let d = delta(&before, &commandstats(&o).await);
+    let d = commandstats_delta(&before, &commandstats(&o).await.unwrap());
     let secs = t0.elapsed().as_secs() + 1;
     assert!(
         d.get("evalsha").copied().unwrap_or(0) <= secs + 1,
@@ -599,7 +600,7 @@ async fn sold_out_and_capped_users_are_answered_at_the_edge() {
         201
     );
 
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     expect_refused(&c, &w, "gone", "late", 50, "A", 410, "sold_out").await;
     // The one attempt here that may succeed, and so reaches the origin.
     assert_eq!(buy(&c, &w, "gone", "buyer1", "key-b1-b", "B").await.0, 201);
@@ -650,18 +651,24 @@ async fn sold_out_and_capped_users_are_answered_at_the_edge() {
         )
         .await;
     }
-    let d = client_commands(delta(&before, &commandstats(&o).await), 1);
+    let d = client_commands(
+        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
+        1,
+    );
     assert_eq!(
         d,
-        HashMap::from([("evalsha".to_string(), 1)]),
+        BTreeMap::from([("evalsha".to_string(), 1)]),
         "of 131 attempts only buyer1's B reached the origin"
     );
 
     // A retry of a placed order is a replay, answered at the edge too.
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     let (s, b) = buy(&c, &w, "gone", "buyer2", "key-gone-2", "A").await;
     assert_eq!((s, b["replayed"].as_bool()), (201, Some(true)), "{b}");
-    assert_eq!(delta(&before, &commandstats(&o).await), HashMap::new());
+    assert_eq!(
+        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
+        BTreeMap::new()
+    );
 }
 
 /// Per-user token bucket: 429 with Retry-After, no origin command.
@@ -682,7 +689,7 @@ async fn hammering_users_get_429() {
     )
     .await;
     let _ = buy(&c, &w, "fast", "warm", "key-warm-00", "A").await;
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     let mut codes = Vec::new();
     for i in 0..6 {
         let mut req = Req::order("fast", r#"{"items":[{"sku":"A","qty":1}]}"#);
@@ -695,7 +702,10 @@ async fn hammering_users_get_429() {
     }
     assert_eq!(codes[..3], ["not_started", "not_started", "not_started"]);
     assert_eq!(codes[3..], ["rate_limited", "rate_limited", "rate_limited"]);
-    assert_eq!(delta(&before, &commandstats(&o).await), HashMap::new());
+    assert_eq!(
+        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
+        BTreeMap::new()
+    );
     // Another user is not affected.
     assert_eq!(
         buy(&c, &w, "fast", "someone-else", "key-else-01", "A")
@@ -917,7 +927,7 @@ async fn the_rate_limiting_binding_is_consulted() {
     );
     let c = http();
     let _ = buy(&c, &w, "bound", "warm", "key-warm-00", "A").await;
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     let mut codes = Vec::new();
     for i in 0..4 {
         let (s, b) = buy(&c, &w, "bound", "limited", &format!("key-bound-{i}"), "A").await;
@@ -937,6 +947,9 @@ async fn the_rate_limiting_binding_is_consulted() {
             (429, "rate_limited".to_string())
         ]
     );
-    assert_eq!(delta(&before, &commandstats(&o).await), HashMap::new());
+    assert_eq!(
+        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
+        BTreeMap::new()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

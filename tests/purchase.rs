@@ -7,11 +7,12 @@ mod common;
 
 use common::*;
 use flashgate::keys::EventKeys;
-use flashgate::native::{ops, NativeOrigin};
+use flashgate::native::load::{commandstats, commandstats_delta};
+use flashgate::native::{now_ms, ops, NativeOrigin};
 use flashgate::origin::{Cmd, Origin, Value};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value as Json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 struct Reply {
     status: u16,
@@ -346,7 +347,7 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
         201
     );
 
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     for i in 0..50 {
         let skus: &[&str] = if i % 2 == 0 { &["A"] } else { &["A", "B"] };
         assert_eq!(
@@ -363,14 +364,17 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
             201
         );
     }
-    let d = client_commands(delta(&before, &commandstats(&o).await), 50);
+    let d = client_commands(
+        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
+        50,
+    );
     assert_eq!(
         d,
-        HashMap::from([("evalsha".to_string(), 50)]),
+        BTreeMap::from([("evalsha".to_string(), 50)]),
         "exactly one EVALSHA per attempt, nothing else"
     );
 
-    let before = commandstats(&o).await;
+    let before = commandstats(&o).await.unwrap();
     let good = token("mallory");
     let exp = flashgate::token::mint(SECRET.as_bytes(), "mallory", now_ms() / 1000 - 1);
     let forged = flashgate::token::mint(
@@ -404,8 +408,8 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
         assert_eq!(body["error"]["code"], "unauthenticated", "{what}");
     }
     assert_eq!(
-        delta(&before, &commandstats(&o).await),
-        HashMap::new(),
+        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
+        BTreeMap::new(),
         "no origin command for a 401"
     );
 }

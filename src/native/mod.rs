@@ -31,6 +31,15 @@ impl Connector for TokioConnector {
 
 pub type NativeOrigin = RespOrigin<TokioConnector>;
 
+/// The wall clock in Unix milliseconds (0 if it reads before 1970). The core takes `now` as
+/// an argument; the native tools read it here.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// A native RESP origin for `url` (`redis://[user:pass@]host:port`).
 pub fn connect(
     url: &str,

@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 
 use flashgate::model::{format_ms, EventSpec};
-use flashgate::native::{self, NativeOrigin};
-use flashgate::origin::{Cmd, Origin, Value};
-use std::collections::HashMap;
+use flashgate::native::{self, now_ms, NativeOrigin};
+use flashgate::origin::{Cmd, Origin};
+use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,13 +25,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -472,32 +465,10 @@ pub fn cli_output(origin: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// INFO commandstats as command → calls.
-pub async fn commandstats(o: &impl Origin) -> HashMap<String, u64> {
-    let v = o.call(&Cmd::new(["INFO", "commandstats"])).await.unwrap();
-    let Value::Str(text) = v else {
-        panic!("INFO gave {v:?}")
-    };
-    flashgate::native::load::parse_commandstats(&text)
-        .into_iter()
-        .collect()
-}
-
-/// Calls added between two commandstats readings, minus the INFO calls themselves.
-pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
-    after
-        .iter()
-        .filter_map(|(k, v)| {
-            let d = v - before.get(k).copied().unwrap_or(0);
-            (d > 0 && k != "info").then(|| (k.clone(), d))
-        })
-        .collect()
-}
-
 /// Redis counts the commands a script issues in INFO commandstats too. This drops those
 /// purchase.lua and view.lua issue, after checking they are exactly what `runs` runs of
 /// purchase.lua's success path issue; what is left is what clients sent.
-pub fn client_commands(mut d: HashMap<String, u64>, purchases: u64) -> HashMap<String, u64> {
+pub fn client_commands(mut d: BTreeMap<String, u64>, purchases: u64) -> BTreeMap<String, u64> {
     for (cmd, per_run) in [("hmget", 4), ("hset", 2), ("rpush", 1)] {
         assert_eq!(
             d.remove(cmd).unwrap_or(0),
