@@ -10,9 +10,15 @@
 //! - Idempotency keys this isolate saw placed are answered here as replays; keys whose attempt
 //!   may have run (the origin went silent) skip every edge rejection, so their retry always
 //!   reaches the origin, which replays or decides. A retry never gets a wrong "no".
-//! - User marks are lower bounds of the user's counters at the origin (counters only grow
-//!   within a calendar day), so rejecting on them is never wrong; the origin stays the
-//!   authority. Marks learnt on another calendar day are ignored for per-day caps.
+//! - User marks are lower bounds of the user's counters at the origin, so rejecting on them is
+//!   never wrong; the origin stays the authority. Counters grow with purchases and go down
+//!   only when a pending order expires, never before its deadline. So every answer about a
+//!   user's counters carries `due`, the earliest deadline among the user's pending orders, and
+//!   a mark is trusted only until the earliest `due` it has learnt: after that it is dropped
+//!   and learnt afresh from the origin. Marks learnt on another calendar day are ignored for
+//!   per-day caps.
+//! - A placed order is replayed at the edge only before its payment deadline (after it, the
+//!   order may have expired: only the origin knows); paid and expired orders are final.
 //! - Maps are bounded ([`MAX_TRACKED`]); when full, idle entries are dropped first.
 
 use crate::model::day_number;
@@ -52,8 +58,15 @@ pub enum SnapshotPlan {
 /// What this isolate knows about an idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyNews {
-    /// Placed: the fingerprint of its lines and the order document.
+    /// Placed: the fingerprint of its lines, the order document, and until when this isolate
+    /// may replay it itself (the order's pay_by; `i64::MAX` once paid).
     Placed {
+        fingerprint: String,
+        order_json: String,
+        replay_until: i64,
+    },
+    /// Its order expired unpaid: the answer is final.
+    Expired {
         fingerprint: String,
         order_json: String,
     },
@@ -66,6 +79,8 @@ struct UserMark {
     total: u32,
     day: i64,
     today: HashMap<String, u32>,
+    /// Trusted until then (the earliest pending deadline learnt); `None`: no limit.
+    until: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +108,15 @@ pub struct EdgeState {
     buckets: HashMap<String, Bucket>,
     keys: HashMap<(String, String, String), KeyNews>,
     pub stats: Stats,
+}
+
+/// When counters were learnt: the request's time, its calendar day in the event's zone, and
+/// the earliest pending deadline the origin reported (`None`: the user has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CountsAt {
+    pub now: i64,
+    pub day: i64,
+    pub due: Option<i64>,
 }
 
 /// Why the edge refused an attempt on the user's own counters.
@@ -215,16 +239,25 @@ impl EdgeState {
             .or_default()
     }
 
-    /// Learns the user's counters from the origin's answer.
+    /// Learns the user's counters from the origin's answer at `now`; `due` is the earliest
+    /// deadline among the user's pending orders that the answer reported.
     pub fn learn_counts(
         &mut self,
         event: &str,
         user: &str,
-        day: i64,
+        at: CountsAt,
         total: Option<u32>,
         today: &[(&str, u32)],
     ) {
+        let CountsAt { now, day, due } = at;
         let m = self.mark(event, user);
+        if m.until.is_some_and(|u| now >= u) {
+            *m = UserMark::default();
+        }
+        m.until = match (m.until, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(t) = total {
             m.total = m.total.max(t);
         }
@@ -242,7 +275,7 @@ impl EdgeState {
         &mut self,
         event: &str,
         user: &str,
-        day: i64,
+        at: CountsAt,
         total: u32,
         lines: &[Line],
         after: &[LineAfter],
@@ -252,16 +285,17 @@ impl EdgeState {
             .zip(after)
             .map(|(l, a)| (l.sku.as_str(), a.today))
             .collect();
-        self.learn_counts(event, user, day, Some(total), &today);
+        self.learn_counts(event, user, at, Some(total), &today);
         for (l, a) in lines.iter().zip(after) {
             self.learn_remaining(event, &l.sku, a.remaining);
         }
     }
 
     /// The user's total as far as this isolate knows.
-    pub fn known_total(&self, event: &str, user: &str) -> Option<u32> {
+    pub fn known_total(&self, event: &str, user: &str, now: i64) -> Option<u32> {
         self.marks
             .get(&(event.to_string(), user.to_string()))
+            .filter(|m| m.until.is_none_or(|u| now < u))
             .map(|m| m.total)
     }
 
@@ -275,6 +309,9 @@ impl EdgeState {
         now: i64,
     ) -> Option<CapHit> {
         let m = self.marks.get(&(event.to_string(), user.to_string()))?;
+        if m.until.is_some_and(|u| now >= u) {
+            return None;
+        }
         let caps = snap.meta.caps;
         let sum: u32 = lines.iter().map(|l| l.qty).sum();
         if m.day == day_number(now, snap.meta.utc_offset_min) {
@@ -364,9 +401,11 @@ mod tests {
                         currency: "USD".into(),
                     },
                 }],
+                pay_within_ms: 900_000,
             },
             items: vec![ItemView { stock: 10, sold: 0 }],
-            queued: 0,
+            stream_len: 0,
+            pending: 0,
         }
     }
 
@@ -455,7 +494,11 @@ mod tests {
         s.learn_placed(
             "e",
             "u",
-            0,
+            CountsAt {
+                now: 10,
+                day: 0,
+                due: None,
+            },
             1,
             &a,
             &[LineAfter {
@@ -477,11 +520,44 @@ mod tests {
             None,
             "new day, item cap resets"
         );
-        s.learn_counts("e", "u", 1, Some(2), &[]);
+        let at = CountsAt {
+            now: next_day,
+            day: 1,
+            due: None,
+        };
+        s.learn_counts("e", "u", at, Some(2), &[]);
         assert_eq!(
             s.cap_hit("e", "u", &sn, &a, next_day),
             Some(CapHit::Total { total: 2 })
         );
+    }
+
+    #[test]
+    fn marks_are_trusted_only_until_a_pending_order_could_expire() {
+        let mut s = EdgeState::new(cfg());
+        let sn = snap();
+        let a = vec![Line {
+            sku: "A".into(),
+            qty: 1,
+        }];
+        let at = |now, due| CountsAt { now, day: 0, due };
+        // The user holds 2 (the cap) with an order due at 5_000: until then the edge refuses.
+        s.learn_counts("e", "u", at(100, Some(5_000)), Some(2), &[("A", 1)]);
+        assert!(s.cap_hit("e", "u", &sn, &a, 4_999).is_some());
+        assert_eq!(s.known_total("e", "u", 4_999), Some(2));
+        // From the deadline on, the order may have expired: the edge no longer refuses.
+        assert_eq!(s.cap_hit("e", "u", &sn, &a, 5_000), None);
+        assert_eq!(s.known_total("e", "u", 5_000), None);
+        // After the expiry the origin reports lower counters: they replace the stale mark
+        // instead of being merged with it.
+        s.learn_counts("e", "u", at(5_100, None), Some(1), &[("A", 0)]);
+        assert_eq!(s.known_total("e", "u", 5_100), Some(1));
+        assert_eq!(s.cap_hit("e", "u", &sn, &a, 5_100), None);
+        // An earlier deadline learnt later still bounds the trust.
+        s.learn_counts("e", "u", at(6_000, Some(9_000)), Some(2), &[]);
+        s.learn_counts("e", "u", at(6_001, None), Some(2), &[]);
+        assert!(s.cap_hit("e", "u", &sn, &a, 8_999).is_some());
+        assert_eq!(s.cap_hit("e", "u", &sn, &a, 9_000), None);
     }
 
     #[test]

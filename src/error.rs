@@ -31,6 +31,7 @@ pub enum Code {
     Paused,
     Ended,
     SoldOut,
+    OrderExpired,
     ItemLimitReached,
     TotalLimitReached,
     OrderQtyLimit,
@@ -58,7 +59,7 @@ impl Code {
             Code::NotFound | Code::UnknownEvent => 404,
             Code::MethodNotAllowed => 405,
             Code::NotStarted | Code::Paused => 409,
-            Code::Ended | Code::SoldOut => 410,
+            Code::Ended | Code::SoldOut | Code::OrderExpired => 410,
             Code::BodyTooLarge => 413,
             Code::UnsupportedMediaType => 415,
             Code::UnknownItem | Code::OrderQtyLimit | Code::IdempotencyKeyReused => 422,
@@ -227,6 +228,15 @@ impl ApiError {
         .with("cap", cap)
     }
 
+    /// The key's order was not paid in time; `order` is its document.
+    pub fn order_expired(order: Value) -> ApiError {
+        ApiError::new(
+            Code::OrderExpired,
+            "this order was not paid in time and has expired; its units went back on sale",
+        )
+        .with("order", order)
+    }
+
     pub fn key_reused() -> ApiError {
         ApiError::new(
             Code::IdempotencyKeyReused,
@@ -279,7 +289,7 @@ mod tests {
     fn codes_are_stable_and_unique() {
         let names: std::collections::BTreeSet<_> = Code::iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), <Code as strum::EnumCount>::COUNT);
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 22);
         assert_eq!(
             Code::IdempotencyKeyReused.as_str(),
             "idempotency_key_reused"

@@ -5,14 +5,16 @@
 /// The keys of one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventKeys {
-    /// Hash: the fields of `EventMeta::to_fields`.
+    /// Hash: the fields of `EventMeta::to_fields`, and `stock:<sku>` → units put on sale.
     pub meta: String,
-    /// Hash: sku → units put on sale.
-    pub stock: String,
-    /// Hash: sku → units sold. Changed only by purchase.lua, so sold ≤ stock holds.
+    /// Hash: sku → units sold, and `o:<order id>` → "<user> <key> <day>" (the order index).
+    /// Sold grows only in purchase.lua and shrinks only in settle.lua's expiry, so
+    /// sold ≤ stock holds.
     pub sold: String,
-    /// List: order JSON documents, pushed by purchase.lua, drained by the order writer.
-    pub orders: String,
+    /// Sorted set: order id → pay_by (ms), for orders awaiting payment.
+    pub pending: String,
+    /// Stream: every order change (`placed`, `paid`, `expired`) for the order writer.
+    pub stream: String,
     prefix: String,
 }
 
@@ -21,15 +23,16 @@ impl EventKeys {
         let prefix = format!("fg:{{{event}}}:");
         EventKeys {
             meta: format!("{prefix}meta"),
-            stock: format!("{prefix}stock"),
             sold: format!("{prefix}sold"),
-            orders: format!("{prefix}orders"),
+            pending: format!("{prefix}pending"),
+            stream: format!("{prefix}stream"),
             prefix,
         }
     }
 
-    /// Hash: a user's counters (`t` total units, `d:<day>:<sku>` units that day) and
-    /// idempotency records (`i:<key>` → fingerprint, newline, order JSON).
+    /// Hash: a user's counters (`t` total units, `d:<day>:<sku>` units that day), idempotency
+    /// records (`i:<key>` → fingerprint, newline, order JSON), order states (`s:<key>`),
+    /// pending deadlines (`b:<key>`) and the earliest of them (`e`). See purchase.lua.
     pub fn user(&self, user: &str) -> String {
         format!("{}user:{user}", self.prefix)
     }
@@ -53,9 +56,9 @@ mod tests {
     fn golden_key_names() {
         let k = EventKeys::new("demo");
         assert_eq!(k.meta, "fg:{demo}:meta");
-        assert_eq!(k.stock, "fg:{demo}:stock");
         assert_eq!(k.sold, "fg:{demo}:sold");
-        assert_eq!(k.orders, "fg:{demo}:orders");
+        assert_eq!(k.pending, "fg:{demo}:pending");
+        assert_eq!(k.stream, "fg:{demo}:stream");
         assert_eq!(k.user("alice"), "fg:{demo}:user:alice");
     }
 
@@ -63,7 +66,7 @@ mod tests {
     fn all_keys_of_an_event_share_a_slot() {
         let k = EventKeys::new("sale-42");
         let s = slot(&k.meta);
-        for key in [&k.stock, &k.sold, &k.orders, &k.user("u1"), &k.user("zz")] {
+        for key in [&k.sold, &k.pending, &k.stream, &k.user("u1"), &k.user("zz")] {
             assert_eq!(slot(key), s);
         }
     }

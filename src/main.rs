@@ -51,7 +51,7 @@ mod cli {
         /// Create, flip and inspect sale events.
         #[command(subcommand)]
         Event(EventCmd),
-        /// Read the order queue.
+        /// Pay for and expire orders.
         #[command(subcommand)]
         Orders(OrdersCmd),
         /// Mint a development identity token.
@@ -102,10 +102,21 @@ mod cli {
 
     #[derive(Subcommand)]
     enum OrdersCmd {
-        /// Print queued orders as JSON lines and remove them from the queue (at least once).
-        Drain {
-            id: String,
-            #[arg(long, default_value_t = 1000)]
+        /// Mark a pending order paid (it then never expires).
+        Pay {
+            /// The order id (o_...).
+            order_id: String,
+            /// The event the order belongs to.
+            #[arg(long)]
+            event: String,
+        },
+        /// Expire every pending order of the event past its payment deadline, giving its
+        /// units back to stock.
+        Expire {
+            #[arg(long)]
+            event: String,
+            /// At most this many orders.
+            #[arg(long, default_value_t = 10_000)]
             max: usize,
         },
     }
@@ -139,6 +150,9 @@ mod cli {
         cap_total: u32,
         #[arg(long, default_value_t = 1)]
         cap_qty: u32,
+        /// Seconds a placed order may stay unpaid before it expires.
+        #[arg(long, default_value_t = flashgate::model::DEFAULT_PAY_WITHIN_SECS)]
+        pay_within: u32,
         /// Recreate the event if it exists (clears its sales, buyers and orders).
         #[arg(long)]
         replace: bool,
@@ -187,6 +201,7 @@ mod cli {
                 per_order_qty: a.cap_qty,
             },
             items,
+            pay_within: a.pay_within,
         })
     }
 
@@ -244,13 +259,30 @@ mod cli {
                     print!("{}", ops::status_table(&s, now_ms()));
                 }
             }
-            Command::Orders(OrdersCmd::Drain { id, max }) => {
-                let n = ops::drain(&origin()?, &id, max, |line| {
-                    println!("{line}");
-                    Ok(())
-                })
-                .await?;
-                eprintln!("drained {n} orders");
+            Command::Orders(OrdersCmd::Pay { order_id, event }) => {
+                use flashgate::script::{SettleVerb, Settled};
+                let o = origin()?;
+                let r = native::orders::settle(&o, &event, &order_id, SettleVerb::Pay, now_ms());
+                match r.await? {
+                    Settled::Done { .. } => println!("order {order_id} is paid"),
+                    Settled::AlreadyPaid => println!("order {order_id} was already paid"),
+                    Settled::AlreadyExpired => {
+                        return Err(format!(
+                        "order {order_id} expired before it was paid; its units went back on sale"
+                    ))
+                    }
+                    Settled::NoSuchOrder | Settled::NotDue { .. } => {
+                        return Err(format!("there is no order {order_id} in event {event}"))
+                    }
+                }
+            }
+            Command::Orders(OrdersCmd::Expire { event, max }) => {
+                let o = origin()?;
+                let s = native::orders::expire_due(&o, &event, now_ms(), max).await?;
+                println!(
+                    "expired {} orders of {event}; {} units went back on sale",
+                    s.expired, s.units
+                );
             }
             Command::Token { user, ttl, secret } => {
                 if !flashgate::model::valid_id(&user) {

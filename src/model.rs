@@ -186,7 +186,12 @@ pub struct EventMeta {
     pub flag: State,
     pub caps: Caps,
     pub items: Vec<ItemInfo>,
+    /// How long a placed order may stay unpaid before it expires and gives its units back.
+    pub pay_within_ms: i64,
 }
+
+/// The payment window of an event created without one: 15 minutes.
+pub const DEFAULT_PAY_WITHIN_SECS: u32 = 900;
 
 impl EventMeta {
     pub fn state(&self, now_ms: i64) -> State {
@@ -210,6 +215,7 @@ impl EventMeta {
                 "items",
                 serde_json::to_string(&self.items).unwrap_or_default(),
             ),
+            ("pay_within_ms", self.pay_within_ms.to_string()),
         ]
     }
 
@@ -238,6 +244,10 @@ impl EventMeta {
             },
             items: serde_json::from_str(get(f, "items")?)
                 .map_err(|e| format!("event field items is not valid: {e}"))?,
+            pay_within_ms: match f.get("pay_within_ms") {
+                Some(_) => num(f, "pay_within_ms")?,
+                None => i64::from(DEFAULT_PAY_WITHIN_SECS) * 1000,
+            },
         })
     }
 }
@@ -255,6 +265,13 @@ pub struct EventSpec {
     #[serde(default)]
     pub caps: Caps,
     pub items: Vec<ItemSpec>,
+    /// Seconds a placed order may stay unpaid (default 900).
+    #[serde(default = "default_pay_within")]
+    pub pay_within: u32,
+}
+
+fn default_pay_within() -> u32 {
+    DEFAULT_PAY_WITHIN_SECS
 }
 
 fn utc() -> String {
@@ -301,6 +318,9 @@ impl EventSpec {
         if c.per_item_per_day == 0 || c.total == 0 || c.per_order_qty == 0 {
             return Err("caps must all be at least 1".into());
         }
+        if !(1..=7 * 86_400).contains(&self.pay_within) {
+            return Err("pay_within must be 1 to 604800 seconds".into());
+        }
         if self.items.is_empty() || self.items.len() > MAX_ITEMS {
             return Err(format!("an event needs 1 to {MAX_ITEMS} items"));
         }
@@ -345,6 +365,7 @@ impl EventSpec {
                 flag: State::Scheduled,
                 caps: c,
                 items,
+                pay_within_ms: i64::from(self.pay_within) * 1000,
             },
             stock,
         })

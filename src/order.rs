@@ -139,10 +139,19 @@ pub struct Order {
     pub lines: Vec<OrderLine>,
     pub created_at: String,
     pub idempotency_key: String,
+    /// When the order expires unless paid (RFC 3339).
+    pub pay_by: String,
 }
 
 impl Order {
-    pub fn new(event: &str, user: &str, key: &str, lines: Vec<OrderLine>, now_ms: i64) -> Order {
+    pub fn new(
+        event: &str,
+        user: &str,
+        key: &str,
+        lines: Vec<OrderLine>,
+        now_ms: i64,
+        pay_by_ms: i64,
+    ) -> Order {
         Order {
             id: order_id(event, user, key),
             event: event.to_string(),
@@ -150,6 +159,7 @@ impl Order {
             lines,
             created_at: format_ms(now_ms),
             idempotency_key: key.to_string(),
+            pay_by: format_ms(pay_by_ms),
         }
     }
 }
@@ -239,6 +249,7 @@ mod tests {
                 currency: "USD".into(),
             }],
             1_800_000_000_000,
+            1_800_000_900_000,
         );
         assert_eq!(o.id, order_id("demo", "alice", "key-0001"));
         assert_ne!(o.id, order_id("demo", "alice", "key-0002"));
@@ -247,7 +258,7 @@ mod tests {
         assert_eq!(
             json,
             format!(
-                r#"{{"id":"{}","event":"demo","user":"alice","lines":[{{"sku":"A","qty":1,"unit_price":1999,"currency":"USD"}}],"created_at":"2027-01-15T08:00:00.000Z","idempotency_key":"key-0001"}}"#,
+                r#"{{"id":"{}","event":"demo","user":"alice","lines":[{{"sku":"A","qty":1,"unit_price":1999,"currency":"USD"}}],"created_at":"2027-01-15T08:00:00.000Z","idempotency_key":"key-0001","pay_by":"2027-01-15T08:15:00.000Z"}}"#,
                 o.id
             )
         );

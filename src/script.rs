@@ -1,8 +1,10 @@
-//! The two Lua scripts, their arguments and their replies as Rust types.
+//! The Lua scripts, their arguments and their replies as Rust types.
 //!
-//! `lua/purchase.lua` is the only code that changes stock, sold counts, user counters, the
-//! idempotency records or the order queue. `lua/view.lua` only reads. Both are versioned
-//! files; their SHA1s are computed once per process/isolate.
+//! `lua/purchase.lua` places orders: it is the only code that raises sold counts and user
+//! counters or writes idempotency records. `lua/settle.lua` ends a pending order (paid, or
+//! expired with its units given back); only it lowers sold counts and counters. Both append
+//! every change to the event's order stream in the same atomic step. `lua/view.lua` only
+//! reads. All are versioned files; their SHA1s are computed once per process/isolate.
 
 use crate::keys::EventKeys;
 use crate::model::{EventMeta, State};
@@ -14,6 +16,8 @@ pub static PURCHASE: LazyLock<Script> =
     LazyLock::new(|| Script::new("purchase.lua", include_str!("lua/purchase.lua")));
 pub static VIEW: LazyLock<Script> =
     LazyLock::new(|| Script::new("view.lua", include_str!("lua/view.lua")));
+pub static SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new("settle.lua", include_str!("lua/settle.lua")));
 
 /// One order line as sent to the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +34,9 @@ pub struct PurchaseCall<'a> {
     pub now_ms: i64,
     pub idempotency_key: &'a str,
     pub fingerprint: &'a str,
+    pub order_id: &'a str,
     pub order_json: &'a str,
+    pub pay_by_ms: i64,
     pub lines: &'a [Line],
 }
 
@@ -40,16 +46,19 @@ impl PurchaseCall<'_> {
         let k = self.keys;
         let keys = vec![
             k.meta.clone(),
-            k.stock.clone(),
             k.sold.clone(),
             k.user(self.user),
-            k.orders.clone(),
+            k.pending.clone(),
+            k.stream.clone(),
         ];
         let mut args = vec![
             self.now_ms.to_string(),
             self.idempotency_key.to_string(),
             self.fingerprint.to_string(),
             self.order_json.to_string(),
+            self.order_id.to_string(),
+            self.user.to_string(),
+            self.pay_by_ms.to_string(),
             self.lines.len().to_string(),
         ];
         for l in self.lines {
@@ -70,20 +79,51 @@ pub struct LineAfter {
 }
 
 /// What purchase.lua decided. Line indexes are 0-based here (1-based in Lua).
+///
+/// `due` is the earliest pay_by (ms) among the user's pending orders, `None` when there is
+/// none: the user's counters cannot go down before it (only an expiry lowers them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Placed { total: u32, lines: Vec<LineAfter> },
-    Replayed { order_json: String, total: u32 },
+    Placed {
+        total: u32,
+        due: Option<i64>,
+        lines: Vec<LineAfter>,
+    },
+    Replayed {
+        order_json: String,
+        total: u32,
+        paid: bool,
+        due: Option<i64>,
+    },
+    /// The key's order was not paid in time and gave its units back.
+    Expired {
+        order_json: String,
+    },
     UnknownEvent,
     NotStarted,
     Paused,
     Ended,
-    UnknownItem { line: usize },
-    SoldOut { line: usize, remaining: u32 },
-    ItemLimit { line: usize, today: u32 },
-    TotalLimit { total: u32 },
+    UnknownItem {
+        line: usize,
+    },
+    SoldOut {
+        line: usize,
+        remaining: u32,
+    },
+    ItemLimit {
+        line: usize,
+        today: u32,
+        due: Option<i64>,
+    },
+    TotalLimit {
+        total: u32,
+        due: Option<i64>,
+    },
     KeyReused,
-    OrderQtyLimit { line: usize, cap: u32 },
+    OrderQtyLimit {
+        line: usize,
+        cap: u32,
+    },
     BadArguments,
 }
 
@@ -98,6 +138,13 @@ pub fn parse_outcome(v: &Value, n: usize) -> Result<Outcome, OriginError> {
     let a = v.as_array().ok_or_else(|| bad(v))?;
     let int = |i: usize| a.get(i).and_then(Value::as_int).ok_or_else(|| bad(v));
     let u = |i: usize| int(i).and_then(|x| u32::try_from(x).map_err(|_| bad(v)));
+    let due = |i: usize| int(i).map(|d| (d > 0).then_some(d));
+    let string = |i: usize| {
+        a.get(i)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| bad(v))
+    };
     let line = |i: usize| {
         int(i).and_then(|x| {
             usize::try_from(x - 1)
@@ -108,29 +155,31 @@ pub fn parse_outcome(v: &Value, n: usize) -> Result<Outcome, OriginError> {
     };
     Ok(match int(0)? {
         0 => {
-            if a.len() != 2 + 2 * n {
+            if a.len() != 3 + 2 * n {
                 return Err(bad(v));
             }
             let lines = (0..n)
                 .map(|i| {
                     Ok(LineAfter {
-                        today: u(2 + 2 * i)?,
-                        remaining: u(3 + 2 * i)?,
+                        today: u(3 + 2 * i)?,
+                        remaining: u(4 + 2 * i)?,
                     })
                 })
                 .collect::<Result<_, OriginError>>()?;
             Outcome::Placed {
                 total: u(1)?,
+                due: due(2)?,
                 lines,
             }
         }
         1 => Outcome::Replayed {
-            order_json: a
-                .get(1)
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(v))?
-                .to_string(),
+            order_json: string(1)?,
             total: u(2)?,
+            paid: int(3)? == 1,
+            due: due(4)?,
+        },
+        13 => Outcome::Expired {
+            order_json: string(1)?,
         },
         2 => Outcome::UnknownEvent,
         3 => Outcome::NotStarted,
@@ -144,8 +193,12 @@ pub fn parse_outcome(v: &Value, n: usize) -> Result<Outcome, OriginError> {
         8 => Outcome::ItemLimit {
             line: line(1)?,
             today: u(2)?,
+            due: due(3)?,
         },
-        9 => Outcome::TotalLimit { total: u(1)? },
+        9 => Outcome::TotalLimit {
+            total: u(1)?,
+            due: due(2)?,
+        },
         10 => Outcome::KeyReused,
         11 => Outcome::OrderQtyLimit {
             line: line(1)?,
@@ -175,8 +228,10 @@ pub struct Snapshot {
     pub meta: EventMeta,
     /// In the order of `meta.items`.
     pub items: Vec<ItemView>,
-    /// Orders waiting in the queue.
-    pub queued: u64,
+    /// Entries in the order stream (the order writer trims what it has committed).
+    pub stream_len: u64,
+    /// Orders awaiting payment.
+    pub pending: u64,
 }
 
 impl Snapshot {
@@ -211,7 +266,7 @@ pub fn parse_view(v: &Value) -> Result<Option<Snapshot>, OriginError> {
         return Ok(None);
     }
     let bad = || OriginError::may_have_run(format!("view.lua gave an unexpected reply: {v:?}"));
-    let a = v.as_array().filter(|a| a.len() == 4).ok_or_else(bad)?;
+    let a = v.as_array().filter(|a| a.len() == 5).ok_or_else(bad)?;
     let meta = EventMeta::from_fields(&pairs(&a[0]).ok_or_else(bad)?).map_err(|e| {
         OriginError::may_have_run("view.lua read a bad event hash").caused_by_msg(e)
     })?;
@@ -228,10 +283,12 @@ pub fn parse_view(v: &Value) -> Result<Option<Snapshot>, OriginError> {
             sold: num(&sold, &it.sku),
         })
         .collect();
+    let count = |i: usize| a[i].as_int().unwrap_or(0).max(0) as u64;
     Ok(Some(Snapshot {
         meta,
         items,
-        queued: a[3].as_int().unwrap_or(0).max(0) as u64,
+        stream_len: count(3),
+        pending: count(4),
     }))
 }
 
@@ -239,10 +296,91 @@ pub fn parse_view(v: &Value) -> Result<Option<Snapshot>, OriginError> {
 pub fn view_keys(k: &EventKeys) -> Vec<String> {
     vec![
         k.meta.clone(),
-        k.stock.clone(),
         k.sold.clone(),
-        k.orders.clone(),
+        k.pending.clone(),
+        k.stream.clone(),
     ]
+}
+
+/// Pay for, or expire, one pending order (settle.lua).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleVerb {
+    Pay,
+    Expire,
+}
+
+/// Everything settle.lua needs; `user` and `idempotency_key` come from the order index
+/// (`o:<order id>` in the sold hash), which the script checks again.
+#[derive(Clone, Debug)]
+pub struct SettleCall<'a> {
+    pub keys: &'a EventKeys,
+    pub verb: SettleVerb,
+    pub order_id: &'a str,
+    pub user: &'a str,
+    pub idempotency_key: &'a str,
+    pub now_ms: i64,
+}
+
+impl SettleCall<'_> {
+    pub fn keys_and_args(&self) -> (Vec<String>, Vec<String>) {
+        let k = self.keys;
+        let keys = vec![
+            k.sold.clone(),
+            k.user(self.user),
+            k.pending.clone(),
+            k.stream.clone(),
+        ];
+        let verb = match self.verb {
+            SettleVerb::Pay => "pay",
+            SettleVerb::Expire => "expire",
+        };
+        let args = vec![
+            verb.to_string(),
+            self.order_id.to_string(),
+            self.user.to_string(),
+            self.idempotency_key.to_string(),
+            self.now_ms.to_string(),
+        ];
+        (keys, args)
+    }
+}
+
+/// What settle.lua decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// This call won: paid (units 0) or expired, giving `units` back.
+    Done {
+        units: u32,
+    },
+    AlreadyPaid,
+    AlreadyExpired,
+    NoSuchOrder,
+    /// An expiry before the deadline.
+    NotDue {
+        pay_by: i64,
+    },
+}
+
+pub fn parse_settled(v: &Value) -> Result<Settled, OriginError> {
+    let bad = || OriginError::may_have_run(format!("settle.lua gave an unexpected reply: {v:?}"));
+    let a = v.as_array().ok_or_else(bad)?;
+    let int = |i: usize| a.get(i).and_then(Value::as_int).ok_or_else(bad);
+    Ok(match int(0)? {
+        0 => Settled::Done {
+            units: u32::try_from(int(1)?).map_err(|_| bad())?,
+        },
+        1 => Settled::AlreadyPaid,
+        2 => Settled::NoSuchOrder,
+        3 => Settled::AlreadyExpired,
+        4 => Settled::NotDue { pay_by: int(1)? },
+        _ => return Err(bad()),
+    })
+}
+
+/// The order index entry (`o:<order id>` in the sold hash): "<user> <key> <day>".
+pub fn parse_order_index(v: &str) -> Option<(&str, &str)> {
+    let mut w = v.split(' ');
+    Some((w.next()?, w.next()?))
 }
 
 #[cfg(test)]
@@ -272,7 +410,9 @@ mod tests {
             now_ms: 1_800_000_000_000,
             idempotency_key: "key-0001",
             fingerprint: "A:1,B:2",
+            order_id: "o_1",
             order_json: "{}",
+            pay_by_ms: 1_800_000_900_000,
             lines: &lines,
         };
         let (k, a) = call.keys_and_args();
@@ -280,10 +420,10 @@ mod tests {
             k,
             [
                 "fg:{demo}:meta",
-                "fg:{demo}:stock",
                 "fg:{demo}:sold",
                 "fg:{demo}:user:alice",
-                "fg:{demo}:orders"
+                "fg:{demo}:pending",
+                "fg:{demo}:stream"
             ]
         );
         assert_eq!(
@@ -293,6 +433,9 @@ mod tests {
                 "key-0001",
                 "A:1,B:2",
                 "{}",
+                "o_1",
+                "alice",
+                "1800000900000",
                 "2",
                 "A",
                 "1",
@@ -305,9 +448,10 @@ mod tests {
     #[test]
     fn outcomes() {
         assert_eq!(
-            parse_outcome(&ints(&[0, 2, 1, 99, 1, 36]), 2).unwrap(),
+            parse_outcome(&ints(&[0, 2, 77, 1, 99, 1, 36]), 2).unwrap(),
             Outcome::Placed {
                 total: 2,
+                due: Some(77),
                 lines: vec![
                     LineAfter {
                         today: 1,
@@ -328,25 +472,52 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_outcome(&ints(&[8, 1, 1]), 1).unwrap(),
-            Outcome::ItemLimit { line: 0, today: 1 }
+            parse_outcome(&ints(&[8, 1, 1, 0]), 1).unwrap(),
+            Outcome::ItemLimit {
+                line: 0,
+                today: 1,
+                due: None
+            }
         );
         assert_eq!(
-            parse_outcome(&ints(&[9, 2]), 1).unwrap(),
-            Outcome::TotalLimit { total: 2 }
+            parse_outcome(&ints(&[9, 2, 5]), 1).unwrap(),
+            Outcome::TotalLimit {
+                total: 2,
+                due: Some(5)
+            }
         );
         let replay = Value::Array(vec![
             Value::Int(1),
             Value::Str("{\"id\":\"o\"}".into()),
             Value::Int(1),
+            Value::Int(1),
+            Value::Int(0),
         ]);
         assert_eq!(
             parse_outcome(&replay, 1).unwrap(),
             Outcome::Replayed {
                 order_json: "{\"id\":\"o\"}".into(),
-                total: 1
+                total: 1,
+                paid: true,
+                due: None
             }
         );
+        let expired = Value::Array(vec![Value::Int(13), Value::Str("{}".into())]);
+        assert_eq!(
+            parse_outcome(&expired, 1).unwrap(),
+            Outcome::Expired {
+                order_json: "{}".into()
+            }
+        );
+        assert_eq!(
+            parse_settled(&ints(&[0, 3])).unwrap(),
+            Settled::Done { units: 3 }
+        );
+        assert_eq!(
+            parse_settled(&ints(&[4, 9])).unwrap(),
+            Settled::NotDue { pay_by: 9 }
+        );
+        assert!(parse_settled(&ints(&[7])).is_err());
         for bad in [
             ints(&[0, 1]),
             ints(&[7, 3, 0]),
@@ -360,7 +531,7 @@ mod tests {
 
     #[test]
     fn script_rules_for_dragonfly() {
-        for s in [&*PURCHASE, &*VIEW] {
+        for s in [&*PURCHASE, &*VIEW, &*SETTLE] {
             assert!(!s.source.starts_with("#!"), "no shebang");
             assert_eq!(s.sha1.len(), 40);
             // Keys only through KEYS[...]: no key names built inside the scripts.

@@ -1,5 +1,5 @@
 //! The operator's `flashgate` command line against a real redis-server: events from TOML,
-//! JSON and flags, the state verbs, status, tokens, draining the queue, and errors that are one
+//! JSON and flags, the state verbs, status, tokens, paying and expiring orders, and errors that are one
 //! sentence with a non-zero exit.
 
 mod common;
@@ -59,10 +59,10 @@ stock = 40
         serde_json::from_str(&cli(&url, &["event", "status", "toml-sale", "--json"])).unwrap();
     assert_eq!(status["state"], "scheduled");
     assert_eq!(status["items"][0]["remaining"], 40);
-    assert_eq!(status["orders_queued"], 0);
+    assert_eq!(status["orders_pending"], 0);
     let table = cli(&url, &["event", "status", "toml-sale"]);
     assert!(
-        table.contains("KB") && table.contains("orders queued: 0"),
+        table.contains("KB") && table.contains("orders awaiting payment: 0"),
         "{table}"
     );
 
@@ -152,7 +152,7 @@ stock = 40
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_and_draining_orders_through_the_worker() {
+async fn tokens_paying_and_expiring_orders_through_the_worker() {
     let r = Redis::start();
     let url = r.url();
     cli(
@@ -161,70 +161,85 @@ async fn tokens_and_draining_orders_through_the_worker() {
             "event",
             "create",
             "--id",
-            "drain",
+            "pay",
             "--starts-in=-5",
             "--item",
             "A:Alpha:100:EUR:5",
             "--cap-total",
             "5",
+            "--pay-within",
+            "2",
         ],
     );
     let w = Worker::start(&[("ORIGIN_URL", &url)]);
     let c = http();
-    let mut ids = Vec::new();
-    for u in 0..3 {
-        let t = cli(
-            &url,
-            &[
-                "token",
-                "--user",
-                &format!("cli{u}"),
-                "--ttl",
-                "60",
-                "--secret",
-                SECRET,
-            ],
-        );
-        let resp = c
-            .post(w.url("/api/events/drain/orders"))
-            .bearer_auth(t.trim())
-            .header("idempotency-key", format!("key-drain-{u}"))
+    let buy = |t: String, u: usize| {
+        c.post(w.url("/api/events/pay/orders"))
+            .bearer_auth(t)
+            .header("idempotency-key", format!("key-pay-{u}"))
             .json(&serde_json::json!({"items":[{"sku":"A","qty":1}]}))
             .send()
-            .await
-            .unwrap();
+    };
+    let mut ids = Vec::new();
+    let mut tokens = Vec::new();
+    for u in 0..3 {
+        let user = format!("cli{u}");
+        let t = cli(
+            &url,
+            &["token", "--user", &user, "--ttl", "60", "--secret", SECRET],
+        );
+        let resp = buy(t.trim().to_string(), u).await.unwrap();
         assert_eq!(resp.status(), 201);
         let b: Json = resp.json().await.unwrap();
+        assert_eq!(b["order"]["lines"][0]["unit_price"], 100);
+        assert!(b["order"]["pay_by"].is_string(), "{b}");
         ids.push(b["order"]["id"].as_str().unwrap().to_string());
+        tokens.push(t.trim().to_string());
     }
-    let out = cli(&url, &["orders", "drain", "drain", "--max", "2"]);
-    let drained: Vec<Json> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        drained
-            .iter()
-            .map(|o| o["id"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        ids[..2],
-        "in order, at most --max"
-    );
-    assert_eq!(drained[0]["lines"][0]["unit_price"], 100);
-    let out = cli(&url, &["orders", "drain", "drain"]);
-    assert_eq!(out.lines().count(), 1);
-    assert_eq!(
-        cli(&url, &["orders", "drain", "drain"]).trim(),
-        "",
-        "the queue is empty"
-    );
+    let out = cli(&url, &["orders", "pay", &ids[0], "--event", "pay"]);
+    assert_eq!(out.trim(), format!("order {} is paid", ids[0]));
+    // Nothing is due yet; after the 2 s window the two unpaid orders expire.
+    let none = cli(&url, &["orders", "expire", "--event", "pay"]);
+    assert!(none.starts_with("expired 0 orders"), "{none}");
+    let t0 = std::time::Instant::now();
+    let mut expired = 0;
+    while expired < 2 && t0.elapsed() < std::time::Duration::from_secs(10) {
+        let out = cli(&url, &["orders", "expire", "--event", "pay"]);
+        expired += out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(expired, 2, "both unpaid orders expired");
     let status: Json =
-        serde_json::from_str(&cli(&url, &["event", "status", "drain", "--json"])).unwrap();
+        serde_json::from_str(&cli(&url, &["event", "status", "pay", "--json"])).unwrap();
     assert_eq!(
         (
             status["items"][0]["sold"].as_u64(),
-            status["orders_queued"].as_u64()
+            status["orders_pending"].as_u64()
         ),
-        (Some(3), Some(0))
+        (Some(1), Some(0)),
+        "{status}"
+    );
+    // A retry of an expired order's key answers with that order, expired.
+    let resp = buy(tokens[1].clone(), 1).await.unwrap();
+    assert_eq!(resp.status(), 410);
+    let b: Json = resp.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "order_expired");
+    assert_eq!(b["error"]["order"]["id"], ids[1]);
+    // The paid order stays paid; paying an expired or unknown order is one clear sentence.
+    let again = cli(&url, &["orders", "pay", &ids[0], "--event", "pay"]);
+    assert!(again.contains("already paid"), "{again}");
+    fails_with(
+        &url,
+        &["orders", "pay", &ids[1], "--event", "pay"],
+        "expired before it was paid",
+    );
+    fails_with(
+        &url,
+        &["orders", "pay", "o_nope", "--event", "pay"],
+        "there is no order o_nope in event pay",
     );
 }

@@ -151,7 +151,7 @@ async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
     assert_eq!(placed_units.get("B"), Some(&37));
 
     // The queue holds exactly one order per placed 201, and they are the same orders.
-    let queued = queued_order_ids(origin, event).await;
+    let queued = placed_order_ids(origin, event).await;
     assert_eq!(queued.len(), placed_ids.len());
     assert_eq!(queued, placed_ids);
 

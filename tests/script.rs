@@ -1,15 +1,22 @@
-//! purchase.lua and view.lua against a real redis-server (and a real Redis Cluster), driven
-//! natively through the same RESP client the worker uses. Time is an argument, so calendar
-//! days and the state machine are tested without waiting.
+//! purchase.lua, settle.lua and view.lua against a real redis-server (and a real Redis
+//! Cluster), driven natively through the same RESP client the worker uses. Time is an
+//! argument, so calendar days, payment deadlines and the state machine are tested without
+//! waiting.
 
 mod common;
 
 use common::*;
 use flashgate::keys::EventKeys;
 use flashgate::model::{effective_state, parse_rfc3339_ms, State, MS_PER_DAY};
+use flashgate::native::orders::{expire_due, settle};
 use flashgate::native::{ops, NativeOrigin};
 use flashgate::origin::{Cmd, Origin, Value};
-use flashgate::script::{parse_outcome, Line, LineAfter, Outcome, PurchaseCall, PURCHASE};
+use flashgate::script::{
+    parse_outcome, Line, LineAfter, Outcome, PurchaseCall, SettleVerb, Settled, PURCHASE,
+};
+
+/// The payment window of events made by [`spec`]: the default, 15 minutes.
+const PAY_MS: i64 = 900_000;
 
 struct Attempt<'a> {
     event: &'a str,
@@ -31,17 +38,17 @@ fn lines(v: &[(&str, u32)]) -> Vec<Line> {
 async fn attempt(o: &NativeOrigin, a: &Attempt<'_>) -> Outcome {
     let keys = EventKeys::new(a.event);
     let fp = flashgate::order::fingerprint(&a.lines);
-    let order = format!(
-        r#"{{"id":"{}"}}"#,
-        flashgate::order::order_id(a.event, a.user, a.key)
-    );
+    let id = flashgate::order::order_id(a.event, a.user, a.key);
+    let order = format!(r#"{{"id":"{id}"}}"#);
     let call = PurchaseCall {
         keys: &keys,
         user: a.user,
         now_ms: a.now,
         idempotency_key: a.key,
         fingerprint: &fp,
+        order_id: &id,
         order_json: &order,
+        pay_by_ms: a.now + PAY_MS,
         lines: &a.lines,
     };
     let (k, args) = call.keys_and_args();
@@ -57,8 +64,8 @@ async fn hget(o: &NativeOrigin, key: &str, field: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn llen(o: &NativeOrigin, key: &str) -> i64 {
-    o.call(&Cmd::new(["LLEN", key]))
+async fn xlen(o: &NativeOrigin, key: &str) -> i64 {
+    o.call(&Cmd::new(["XLEN", key]))
         .await
         .unwrap()
         .as_int()
@@ -91,6 +98,7 @@ async fn placing_replaying_and_caps() {
         out,
         Outcome::Placed {
             total: 2,
+            due: Some(t + PAY_MS),
             lines: vec![
                 LineAfter {
                     today: 1,
@@ -103,7 +111,7 @@ async fn placing_replaying_and_caps() {
             ]
         }
     );
-    assert_eq!(llen(&o, &k.orders).await, 1);
+    assert_eq!(xlen(&o, &k.stream).await, 1);
 
     // Same key, same lines (in another order): a replay, no second deduction or order.
     let out = attempt(&o, &a("u1", "key-00001", &[("B", 1), ("A", 1)], t + 5)).await;
@@ -114,12 +122,16 @@ async fn placing_replaying_and_caps() {
         Outcome::KeyReused
     );
     assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("1"));
-    assert_eq!(llen(&o, &k.orders).await, 1);
+    assert_eq!(xlen(&o, &k.stream).await, 1);
 
     // Per item per day.
     assert_eq!(
         attempt(&o, &a("u1", "key-00002", &[("A", 1)], t)).await,
-        Outcome::ItemLimit { line: 0, today: 1 }
+        Outcome::ItemLimit {
+            line: 0,
+            today: 1,
+            due: Some(t + PAY_MS)
+        }
     );
     // B is gone for everyone.
     assert_eq!(
@@ -150,10 +162,13 @@ async fn placing_replaying_and_caps() {
             &a("u1", "key-00007", &[("A", 1)], tomorrow + MS_PER_DAY)
         )
         .await,
-        Outcome::TotalLimit { total: 3 }
+        Outcome::TotalLimit {
+            total: 3,
+            due: Some(t + PAY_MS)
+        }
     );
     assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("2"));
-    assert_eq!(llen(&o, &k.orders).await, 2);
+    assert_eq!(xlen(&o, &k.stream).await, 2);
 }
 
 #[tokio::test]
@@ -196,7 +211,7 @@ async fn all_or_nothing() {
     );
     assert_eq!(hget(&o, &k.sold, "A").await, None, "nothing deducted");
     assert_eq!(hget(&o, &k.user("u1"), "t").await, None, "no counters");
-    assert_eq!(llen(&o, &k.orders).await, 1, "no order queued");
+    assert_eq!(xlen(&o, &k.stream).await, 1, "no order handed on");
     // Duplicated skus in one attempt are malformed, even if they slipped past the edge.
     let dup = attempt(
         &o,
@@ -340,4 +355,156 @@ async fn cluster_events_on_different_nodes() {
             "written on its own node"
         );
     }
+}
+
+/// The fields of every entry in an event's order stream, oldest first.
+async fn stream_entries(o: &NativeOrigin, event: &str) -> Vec<(String, serde_json::Value)> {
+    let v = o
+        .call(&Cmd::new([
+            "XRANGE",
+            &EventKeys::new(event).stream,
+            "-",
+            "+",
+        ]))
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let f = e.as_array().unwrap()[1].as_array().unwrap();
+            let get = |name: &str| {
+                let i = f.iter().position(|x| x.as_str() == Some(name)).unwrap();
+                f[i + 1].as_str().unwrap().to_string()
+            };
+            (get("type"), serde_json::from_str(&get("order")).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_expiry_gives_everything_back_and_a_payment_keeps_it() {
+    let r = Redis::start();
+    let o = r.origin();
+    let t = setup(&o, "s5").await + 10;
+    let k = EventKeys::new("s5");
+    let buy = |user: &'static str, key: &'static str, l: &[(&str, u32)], now| Attempt {
+        event: "s5",
+        user,
+        key,
+        lines: lines(l),
+        now,
+    };
+    // u1 takes the last B and an A; u2 takes an A a minute later.
+    let out = attempt(&o, &buy("u1", "key-00001", &[("A", 1), ("B", 1)], t)).await;
+    assert!(matches!(out, Outcome::Placed { total: 2, .. }), "{out:?}");
+    let out = attempt(&o, &buy("u2", "key-00002", &[("A", 1)], t + 60_000)).await;
+    assert!(matches!(out, Outcome::Placed { .. }), "{out:?}");
+    let (o1, o2) = (
+        flashgate::order::order_id("s5", "u1", "key-00001"),
+        flashgate::order::order_id("s5", "u2", "key-00002"),
+    );
+    // Nothing is due before its deadline.
+    assert_eq!(
+        settle(&o, "s5", &o1, SettleVerb::Expire, t + PAY_MS - 1)
+            .await
+            .unwrap(),
+        Settled::NotDue { pay_by: t + PAY_MS }
+    );
+    assert_eq!(
+        expire_due(&o, "s5", t + PAY_MS - 1, 100)
+            .await
+            .unwrap()
+            .expired,
+        0
+    );
+    // u2 pays in time; u1 does not.
+    let paid = settle(&o, "s5", &o2, SettleVerb::Pay, t + 120_000);
+    assert_eq!(paid.await.unwrap(), Settled::Done { units: 0 });
+    let swept = expire_due(&o, "s5", t + 10 * PAY_MS, 100).await.unwrap();
+    assert_eq!((swept.expired, swept.units), (1, 2), "only u1's order");
+    // Units are back on sale, and u1's counters are as if the order never was.
+    assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("1"));
+    assert_eq!(hget(&o, &k.sold, "B").await.as_deref(), Some("0"));
+    assert_eq!(hget(&o, &k.user("u1"), "t").await.as_deref(), Some("0"));
+    assert_eq!(hget(&o, &k.user("u1"), "e").await, None, "no pending order");
+    // A retry of the expired key answers with the expired order, not a new purchase.
+    let late = t + 11 * PAY_MS;
+    let again = attempt(&o, &buy("u1", "key-00001", &[("B", 1), ("A", 1)], late)).await;
+    assert!(matches!(again, Outcome::Expired { .. }), "{again:?}");
+    // The payment is final: the paid order neither expires nor is paid twice.
+    let twice = settle(&o, "s5", &o2, SettleVerb::Pay, late).await.unwrap();
+    assert_eq!(twice, Settled::AlreadyPaid);
+    let expire_paid = settle(&o, "s5", &o2, SettleVerb::Expire, late).await;
+    assert_eq!(expire_paid.unwrap(), Settled::AlreadyPaid);
+    let pay_expired = settle(&o, "s5", &o1, SettleVerb::Pay, late).await;
+    assert_eq!(pay_expired.unwrap(), Settled::AlreadyExpired);
+    // u1 can buy the same items again the same day: the per-item cap was given back too.
+    let out = attempt(
+        &o,
+        &buy("u1", "key-00003", &[("A", 1), ("B", 1)], t + PAY_MS + 1),
+    )
+    .await;
+    assert!(matches!(out, Outcome::Placed { total: 2, .. }), "{out:?}");
+    // Every change went to the stream, each with its order document.
+    let types: Vec<String> = stream_entries(&o, "s5")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(types, ["placed", "placed", "paid", "expired", "placed"]);
+    assert_eq!(
+        settle(&o, "s5", "o_nope", SettleVerb::Pay, late)
+            .await
+            .unwrap(),
+        Settled::NoSuchOrder
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
+    let r = Redis::start();
+    let (o, o2) = (r.origin(), r.origin());
+    let s = spec("race", &[("A", 1000)], -1000, (1, 1, 1));
+    ops::create(&o, &s, true).await.unwrap();
+    let t = parse_rfc3339_ms(&s.starts_at).unwrap() + 10;
+    let users: Vec<String> = (0..1000).map(|i| format!("r{i}")).collect();
+    for u in &users {
+        let a = Attempt {
+            event: "race",
+            user: u,
+            key: "key-race-1",
+            lines: lines(&[("A", 1)]),
+            now: t,
+        };
+        assert!(matches!(attempt(&o, &a).await, Outcome::Placed { .. }));
+    }
+    // At the deadline, a payment and an expiry of each order race on two connections.
+    let due = t + PAY_MS;
+    let (mut paid, mut expired) = (0, 0);
+    for u in &users {
+        let id = flashgate::order::order_id("race", u, "key-race-1");
+        let (p, e) = tokio::join!(
+            settle(&o, "race", &id, SettleVerb::Pay, due),
+            settle(&o2, "race", &id, SettleVerb::Expire, due)
+        );
+        match (p.unwrap(), e.unwrap()) {
+            (Settled::Done { .. }, Settled::AlreadyPaid) => paid += 1,
+            (Settled::AlreadyExpired, Settled::Done { units: 1 }) => expired += 1,
+            other => panic!("{u}: not exactly one winner: {other:?}"),
+        }
+    }
+    assert_eq!(paid + expired, 1000);
+    let k = EventKeys::new("race");
+    let sold: i64 = hget(&o, &k.sold, "A").await.unwrap().parse().unwrap();
+    assert_eq!(sold, paid, "stock kept for paid orders only");
+    let entries = stream_entries(&o, "race").await;
+    let count = |ty: &str| entries.iter().filter(|e| e.0 == ty).count() as i64;
+    assert_eq!(
+        (count("placed"), count("paid"), count("expired")),
+        (1000, paid, expired)
+    );
+    let pending = o.call(&Cmd::new(["ZCARD", &k.pending])).await.unwrap();
+    assert_eq!(pending.as_int(), Some(0));
+    eprintln!("races: {paid} paid, {expired} expired");
 }

@@ -16,10 +16,12 @@
 //! knowledge: only the origin can say whether to replay it.
 
 use super::{ApiRequest, Decided, DecisionLog, Gate, Handled, Limiter, Refusal};
-use crate::edge::{CapHit, KeyNews};
+use crate::edge::{CapHit, CountsAt, KeyNews};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::keys::EventKeys;
-use crate::model::{day_number, format_ms, next_day_start, valid_id, Caps, State};
+use crate::model::{
+    day_number, format_ms, next_day_start, parse_rfc3339_ms, valid_id, Caps, State,
+};
 use crate::order::{self, Order, OrderLine};
 use crate::origin::Origin;
 use crate::script::{parse_outcome, Line, LineAfter, Outcome, PurchaseCall, Snapshot, PURCHASE};
@@ -135,16 +137,17 @@ async fn purchase<O: Origin, L: Limiter>(
     now: i64,
 ) -> Result<Answer, Refusal> {
     rate_limit(gate, limiter, a, now).await?;
-    let known = match known_key(gate, a)? {
+    let known = match known_key(gate, a, now)? {
         Ok(replay) => return Ok(replay),
         Err(known) => known,
     };
     let snap = event_snapshot(gate, origin, a, now).await?;
     let trust_edge = matches!(known, Known::Fresh);
     let order_lines = check_snapshot(gate, a, &snap, trust_edge, now)?;
-    let order = Order::new(a.event, &a.user, a.key, order_lines, now);
+    let pay_by = now + snap.meta.pay_within_ms;
+    let order = Order::new(a.event, &a.user, a.key, order_lines, now, pay_by);
     let order_json = serde_json::to_string(&order).expect("orders serialize");
-    let outcome = forward(gate, origin, a, &order_json, now).await?;
+    let outcome = forward(gate, origin, a, &order, &order_json, pay_by, now).await?;
     record(gate, a, &snap, &outcome, &order_json, now);
     render(a, &snap, outcome, &order, now)
 }
@@ -210,7 +213,7 @@ async fn rate_limit<L: Limiter>(
 }
 
 /// Step 3: `Ok` is a replay answered here; `Err` says how far to trust the edge for this key.
-fn known_key(gate: &Gate, a: &Attempt<'_>) -> Result<Result<Answer, Known>, Refusal> {
+fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Known>, Refusal> {
     let news = gate
         .state
         .borrow()
@@ -219,14 +222,28 @@ fn known_key(gate: &Gate, a: &Attempt<'_>) -> Result<Result<Answer, Known>, Refu
     match news {
         None => Ok(Err(Known::Fresh)),
         Some(KeyNews::Uncertain) => Ok(Err(Known::MayHaveRun)),
-        Some(KeyNews::Placed {
+        Some(KeyNews::Expired {
             fingerprint,
             order_json,
         }) => {
             if fingerprint != a.fingerprint {
                 return Err(Refusal::edge(ApiError::key_reused()));
             }
-            let total = gate.state.borrow().known_total(a.event, &a.user);
+            Err(Refusal::edge(expired(&order_json)))
+        }
+        // Past its deadline the order may have expired: only the origin knows.
+        Some(KeyNews::Placed { replay_until, .. }) if now >= replay_until => {
+            Ok(Err(Known::MayHaveRun))
+        }
+        Some(KeyNews::Placed {
+            fingerprint,
+            order_json,
+            ..
+        }) => {
+            if fingerprint != a.fingerprint {
+                return Err(Refusal::edge(ApiError::key_reused()));
+            }
+            let total = gate.state.borrow().known_total(a.event, &a.user, now);
             let reply = replay_reply(&order_json, total, None).map_err(Refusal::edge)?;
             Ok(Ok(Answer {
                 reply,
@@ -300,7 +317,9 @@ async fn forward<O: Origin>(
     gate: &Gate,
     origin: &O,
     a: &Attempt<'_>,
+    order: &Order,
     order_json: &str,
+    pay_by: i64,
     now: i64,
 ) -> Result<Outcome, Refusal> {
     let keys = EventKeys::new(a.event);
@@ -310,7 +329,9 @@ async fn forward<O: Origin>(
         now_ms: now,
         idempotency_key: a.key,
         fingerprint: &a.fingerprint,
+        order_id: &order.id,
         order_json,
+        pay_by_ms: pay_by,
         lines: &a.lines,
     };
     let (k, args) = call.keys_and_args();
@@ -343,30 +364,45 @@ fn record(
 ) {
     let (event, user) = (a.event, a.user.as_str());
     let day = day_number(now, snap.meta.utc_offset_min);
+    let at = |due: Option<i64>| CountsAt { now, day, due };
     let sku = |i: usize| a.lines[i].sku.as_str();
     let mut st = gate.state.borrow_mut();
-    let placed = |json: &str| {
+    let placed = |json: &str, replay_until: i64| {
         Some(KeyNews::Placed {
             fingerprint: a.fingerprint.clone(),
             order_json: json.to_string(),
+            replay_until,
         })
     };
     let news = match outcome {
-        Outcome::Placed { .. } => placed(order_json),
-        Outcome::Replayed { order_json, .. } => placed(order_json),
+        Outcome::Placed { .. } => placed(order_json, pay_by_of(order_json)),
+        Outcome::Replayed {
+            order_json, paid, ..
+        } => {
+            let until = if *paid {
+                i64::MAX
+            } else {
+                pay_by_of(order_json)
+            };
+            placed(order_json, until)
+        }
+        Outcome::Expired { order_json } => Some(KeyNews::Expired {
+            fingerprint: a.fingerprint.clone(),
+            order_json: order_json.clone(),
+        }),
         _ => None,
     };
     st.learn_key(event, user, a.key, news);
     match outcome {
-        Outcome::Placed { total, lines } => {
-            st.learn_placed(event, user, day, *total, &a.lines, lines)
+        Outcome::Placed { total, due, lines } => {
+            st.learn_placed(event, user, at(*due), *total, &a.lines, lines)
         }
-        Outcome::Replayed { total, .. } | Outcome::TotalLimit { total } => {
-            st.learn_counts(event, user, day, Some(*total), &[])
+        Outcome::Replayed { total, due, .. } | Outcome::TotalLimit { total, due } => {
+            st.learn_counts(event, user, at(*due), Some(*total), &[])
         }
         Outcome::SoldOut { line, remaining } => st.learn_remaining(event, sku(*line), *remaining),
-        Outcome::ItemLimit { line, today } => {
-            st.learn_counts(event, user, day, None, &[(sku(*line), *today)])
+        Outcome::ItemLimit { line, today, due } => {
+            st.learn_counts(event, user, at(*due), None, &[(sku(*line), *today)])
         }
         // The origin knows better than our snapshot about the sale itself: drop it.
         Outcome::NotStarted
@@ -374,7 +410,26 @@ fn record(
         | Outcome::Ended
         | Outcome::UnknownEvent
         | Outcome::UnknownItem { .. } => st.invalidate(event),
-        Outcome::KeyReused | Outcome::OrderQtyLimit { .. } | Outcome::BadArguments => {}
+        Outcome::Expired { .. }
+        | Outcome::KeyReused
+        | Outcome::OrderQtyLimit { .. }
+        | Outcome::BadArguments => {}
+    }
+}
+
+/// An order document's `pay_by` in ms (0 when it has none: never replayed at the edge).
+fn pay_by_of(order_json: &str) -> i64 {
+    serde_json::from_str::<serde_json::Value>(order_json)
+        .ok()
+        .and_then(|d| parse_rfc3339_ms(d.get("pay_by")?.as_str()?))
+        .unwrap_or(0)
+}
+
+/// The refusal for a key whose order expired, with the order.
+fn expired(order_json: &str) -> ApiError {
+    match serde_json::from_str(order_json) {
+        Ok(doc) => ApiError::order_expired(doc),
+        Err(_) => ApiError::internal(),
     }
 }
 
@@ -390,28 +445,29 @@ fn render(
     let sku = |i: usize| a.lines[i].sku.as_str();
     let refuse = |e: ApiError| Err(Refusal::origin(e));
     match outcome {
-        Outcome::Placed { total, lines } => Ok(Answer {
+        Outcome::Placed { total, lines, .. } => Ok(Answer {
             reply: placed_reply(order, total, caps, &a.lines, &lines),
             decision: "placed",
         }),
-        Outcome::Replayed { order_json, total } => {
-            match replay_reply(&order_json, Some(total), Some(caps.total)) {
-                Ok(reply) => Ok(Answer {
-                    reply,
-                    decision: "replayed",
-                }),
-                Err(e) => refuse(e),
-            }
-        }
+        Outcome::Expired { order_json } => refuse(expired(&order_json)),
+        Outcome::Replayed {
+            order_json, total, ..
+        } => match replay_reply(&order_json, Some(total), Some(caps.total)) {
+            Ok(reply) => Ok(Answer {
+                reply,
+                decision: "replayed",
+            }),
+            Err(e) => refuse(e),
+        },
         Outcome::SoldOut { line, remaining } => refuse(ApiError::sold_out(sku(line), remaining)),
-        Outcome::ItemLimit { line, today } => {
+        Outcome::ItemLimit { line, today, .. } => {
             let hit = CapHit::Item {
                 sku: sku(line).to_string(),
                 today,
             };
             refuse(cap_error(hit, snap, now))
         }
-        Outcome::TotalLimit { total } => refuse(cap_error(CapHit::Total { total }, snap, now)),
+        Outcome::TotalLimit { total, .. } => refuse(cap_error(CapHit::Total { total }, snap, now)),
         Outcome::KeyReused => refuse(ApiError::key_reused()),
         Outcome::OrderQtyLimit { line, cap } => refuse(ApiError::qty_limit(sku(line), cap)),
         Outcome::BadArguments => refuse(ApiError::internal()),
@@ -583,13 +639,16 @@ mod tests {
             flat(vec![("A".into(), "10".into())]),
             flat(vec![("A".into(), (10 - remaining).to_string())]),
             Value::Int(0),
+            Value::Int(0),
         ])
     }
 
+    /// purchase.lua's reply for one unit of A placed, `remaining` left, due in 15 minutes.
     fn placed(remaining: i64) -> Value {
         Value::Array(vec![
             Value::Int(0),
             Value::Int(1),
+            Value::Int(NOW + 900_000),
             Value::Int(1),
             Value::Int(remaining),
         ])
@@ -598,7 +657,7 @@ mod tests {
     fn bearer(user: &str) -> String {
         format!(
             "Bearer {}",
-            token::mint(b"0123456789abcdef", user, NOW / 1000 + 60)
+            token::mint(b"0123456789abcdef", user, NOW / 1000 + 3600)
         )
     }
 
@@ -678,10 +737,40 @@ mod tests {
             Value::Int(1),
             Value::Str(r#"{"id":"o_x"}"#.into()),
             Value::Int(1),
+            Value::Int(0),
+            Value::Int(0),
         ])));
         let retry = order(&g, &o, "u", "key-00001");
         assert_eq!(retry.reply.status, 201, "{}", retry.reply.body);
         assert!(retry.reply.body.contains("o_x"));
+    }
+
+    #[test]
+    fn past_its_deadline_a_placed_order_is_asked_of_the_origin() {
+        let (g, o) = (gate(), FakeOrigin::default());
+        o.push(Ok(view(10))).push(Ok(placed(9)));
+        assert_eq!(order(&g, &o, "u", "key-00001").reply.status, 201);
+        let auth = bearer("u");
+        let req = order_req(&auth, "key-00001");
+        let at = |now: i64| {
+            g.handle(&o, &NoLimiter, &req, now, &|| now)
+                .now_or_never()
+                .unwrap()
+        };
+        assert_eq!(at(NOW + 899_999).reply.status, 201, "replayed at the edge");
+        assert_eq!(o.log.borrow().len(), 2, "no origin call for that replay");
+        // At the deadline the order may have expired: the origin says it did.
+        let late = NOW + 900_000;
+        o.push(Ok(view(10))).push(Ok(Value::Array(vec![
+            Value::Int(13),
+            Value::Str(r#"{"id":"o_z"}"#.into()),
+        ])));
+        let h = at(late);
+        assert_eq!((h.reply.status, code(&h).as_str()), (410, "order_expired"));
+        assert!(h.reply.body.contains("o_z"), "{}", h.reply.body);
+        let calls = o.log.borrow().len();
+        assert_eq!(code(&at(late + 1)), "order_expired", "final: answered here");
+        assert_eq!(o.log.borrow().len(), calls);
     }
 
     #[test]
@@ -702,6 +791,8 @@ mod tests {
             Value::Int(1),
             Value::Str(r#"{"id":"o_y"}"#.into()),
             Value::Int(1),
+            Value::Int(0),
+            Value::Int(0),
         ])));
         let retry = order(&g, &o, "u", "key-00001");
         assert_eq!(retry.reply.status, 201, "{}", retry.reply.body);

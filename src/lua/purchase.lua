@@ -1,48 +1,64 @@
--- flashgate purchase.lua, version 1: decides and records ONE purchase attempt atomically.
--- No `#!lua` shebang and no undeclared keys: Dragonfly runs it as is, under one hash tag.
+-- flashgate purchase.lua, version 2: decides and records ONE purchase attempt atomically, and
+-- hands a placed order to the order stream. No `#!lua` shebang and no undeclared keys:
+-- Dragonfly runs it as is, under one hash tag.
 --
--- KEYS (one hash tag, the event):  1 meta  2 stock  3 sold  4 user  5 orders
--- ARGV: 1 now_ms (the edge's clock)  2 idempotency key  3 fingerprint of the lines
---       4 order JSON  5 n lines  then sku_1 qty_1 ... sku_n qty_n
+-- KEYS (one hash tag, the event):  1 meta  2 sold  3 user  4 pending  5 stream
+-- ARGV: 1 now_ms (the edge's clock)  2 idempotency key  3 fingerprint of the lines ("A:1,B:2")
+--       4 order JSON  5 order id  6 user id  7 pay_by (ms)  8 n lines
+--       then sku_1 qty_1 ... sku_n qty_n
 --
 -- Reply: an array headed by an integer code (src/script.rs, Outcome):
---   {0, total, today_1, remaining_1, ..., today_n, remaining_n}   placed
---   {1, order_json, total}                                        replay of a placed order
+--   {0, total, e, today_1, remaining_1, ..., today_n, remaining_n}  placed
+--   {1, order_json, total, paid, e}                                replay of a live order
+--   {13, order_json}                                               the key's order expired
 --   {2} unknown event  {3} not started  {4} paused  {5} ended
 --   {6, line} unknown item  {7, line, remaining} not enough stock
---   {8, line, today} item cap  {9, total} total cap  {10} key reused with other lines
+--   {8, line, today, e} item cap  {9, total, e} total cap  {10} key reused with other lines
 --   {11, line, cap_qty} too many units in one order  {12} malformed arguments
+-- where e is the earliest pay_by (ms) among the user's pending orders, 0 if none: until then
+-- the user's counters cannot go down (only an expiry lowers them), so the edge may trust them.
+--
+-- Data: meta holds `stock:<sku>`; sold holds `<sku>` → units sold and `o:<order id>` →
+-- "<user> <key> <day>" (the index pay.lua and expire.lua find an order by); the user hash
+-- holds `t`, `d:<day>:<sku>`, `i:<key>` → fingerprint "\n" order JSON, `s:<key>` → p (paid) or
+-- x (expired), absent while pending, `b:<key>` → pay_by while pending, and `e`.
 --
 -- Invariants: nothing is written unless every check passed, so an attempt is all or nothing;
--- sold only grows here and never past stock; each placed order is pushed to the queue exactly
--- once, and its idempotency record makes any retry a replay. Integer arithmetic only.
+-- sold only grows here and never past stock; each placed order is appended to the stream
+-- exactly once, in the same atomic step, and its idempotency record makes any retry a replay.
+-- Integer arithmetic only.
 
 local unpack = unpack or table.unpack
-local meta = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'utc_offset_min',
-  'cap_item', 'cap_total', 'cap_qty')
-if not meta[1] then return {2} end
+local now, n = tonumber(ARGV[1]), tonumber(ARGV[8])
+if not now or not n or n < 1 or n > 100 or #ARGV ~= 8 + 2 * n then return {12} end
 
-local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[5])
-if not now or not n or n < 1 or n > 100 or #ARGV ~= 5 + 2 * n then return {12} end
-local day = math.floor((now + tonumber(meta[4]) * 60000) / 86400000)
-
--- One read of the user's hash: the idempotency record, the total, today's count per line.
-local idem = 'i:' .. ARGV[2]
-local skus, fields, seen = {}, {idem, 't'}, {}
+local mfields = {'state', 'starts_at', 'ends_at', 'utc_offset_min', 'cap_item', 'cap_total', 'cap_qty'}
+local skus, seen = {}, {}
 for i = 1, n do
-  local sku = ARGV[4 + 2 * i]
+  local sku = ARGV[7 + 2 * i]
   if seen[sku] then return {12} end
   seen[sku] = true
   skus[i] = sku
-  fields[i + 2] = 'd:' .. day .. ':' .. sku
+  mfields[7 + i] = 'stock:' .. sku
 end
-local user = redis.call('HMGET', KEYS[4], unpack(fields))
+local meta = redis.call('HMGET', KEYS[1], unpack(mfields))
+if not meta[1] then return {2} end
+local day = math.floor((now + tonumber(meta[4]) * 60000) / 86400000)
+
+-- One read of the user's hash: the idempotency record and state, the total, the earliest
+-- pending deadline, and today's count per line.
+local key = ARGV[2]
+local fields = {'i:' .. key, 's:' .. key, 't', 'e'}
+for i = 1, n do fields[4 + i] = 'd:' .. day .. ':' .. skus[i] end
+local user = redis.call('HMGET', KEYS[3], unpack(fields))
 if user[1] then
   local nl = string.find(user[1], '\n', 1, true)
   if string.sub(user[1], 1, nl - 1) ~= ARGV[3] then return {10} end
-  return {1, string.sub(user[1], nl + 1), tonumber(user[2] or '0')}
+  local doc = string.sub(user[1], nl + 1)
+  if user[2] == 'x' then return {13, doc} end
+  return {1, doc, tonumber(user[3] or '0'), user[2] == 'p' and 1 or 0, tonumber(user[4] or '0')}
 end
+local e = tonumber(user[4] or '0')
 
 local flag, starts, ends = meta[1], tonumber(meta[2]), tonumber(meta[3])
 if flag == 'ended' or now >= ends then return {5} end
@@ -50,38 +66,47 @@ if flag == 'paused' then return {4} end
 if flag ~= 'live' and now < starts then return {3} end
 
 local cap_item, cap_total, cap_qty = tonumber(meta[5]), tonumber(meta[6]), tonumber(meta[7])
-local stock = redis.call('HMGET', KEYS[2], unpack(skus))
-local sold = redis.call('HMGET', KEYS[3], unpack(skus))
-local sum, new_sold, new_user, reply = 0, {}, {}, {0, 0}
+local sold = redis.call('HMGET', KEYS[2], unpack(skus))
+local sum, new_sold, new_user, reply = 0, {}, {}, {0, 0, 0}
 for i = 1, n do
-  local qty = tonumber(ARGV[5 + 2 * i])
+  local qty = tonumber(ARGV[8 + 2 * i])
   if not qty or qty < 1 or qty ~= math.floor(qty) then return {12} end
-  if not stock[i] then return {6, i} end
+  local stock = meta[7 + i]
+  if not stock then return {6, i} end
   if qty > cap_qty then return {11, i, cap_qty} end
   local s = tonumber(sold[i] or '0')
-  local remaining = tonumber(stock[i]) - s
+  local remaining = tonumber(stock) - s
   if qty > remaining then return {7, i, remaining} end
-  local today = tonumber(user[i + 2] or '0')
-  if today + qty > cap_item then return {8, i, today} end
+  local today = tonumber(user[4 + i] or '0')
+  if today + qty > cap_item then return {8, i, today, e} end
   sum = sum + qty
   new_sold[#new_sold + 1] = skus[i]
   new_sold[#new_sold + 1] = s + qty
-  new_user[#new_user + 1] = fields[i + 2]
+  new_user[#new_user + 1] = fields[4 + i]
   new_user[#new_user + 1] = today + qty
   reply[#reply + 1] = today + qty
   reply[#reply + 1] = remaining - qty
 end
-local total = tonumber(user[2] or '0')
-if total + sum > cap_total then return {9, total} end
-reply[2] = total + sum
+local total = tonumber(user[3] or '0')
+if total + sum > cap_total then return {9, total, e} end
 
 -- Every check passed: write. The script is atomic, so absolute values are safe here.
+local oid, pay_by = ARGV[5], tonumber(ARGV[7])
+if e == 0 or pay_by < e then e = pay_by end
+reply[2], reply[3] = total + sum, e
+new_sold[#new_sold + 1] = 'o:' .. oid
+new_sold[#new_sold + 1] = ARGV[6] .. ' ' .. key .. ' ' .. day
 new_user[#new_user + 1] = 't'
 new_user[#new_user + 1] = total + sum
-new_user[#new_user + 1] = idem
+new_user[#new_user + 1] = 'e'
+new_user[#new_user + 1] = e
+new_user[#new_user + 1] = 'b:' .. key
+new_user[#new_user + 1] = pay_by
+new_user[#new_user + 1] = 'i:' .. key
 new_user[#new_user + 1] = ARGV[3] .. '\n' .. ARGV[4]
-redis.call('HSET', KEYS[3], unpack(new_sold))
-redis.call('HSET', KEYS[4], unpack(new_user))
-redis.call('RPUSH', KEYS[5], ARGV[4])
-if not user[2] then redis.call('PEXPIREAT', KEYS[4], ends + 7 * 86400000) end
+redis.call('HSET', KEYS[2], unpack(new_sold))
+redis.call('HSET', KEYS[3], unpack(new_user))
+redis.call('ZADD', KEYS[4], pay_by, oid)
+redis.call('XADD', KEYS[5], '*', 'type', 'placed', 'order', ARGV[4], 'at', ARGV[1])
+if not user[3] then redis.call('PEXPIREAT', KEYS[3], ends + 7 * 86400000) end
 return reply

@@ -1,5 +1,5 @@
 //! The operator's data-control operations: create and preload an event, flip its state,
-//! read its status, drain its order queue. Errors are sentences for a terminal.
+//! read its status. Errors are sentences for a terminal.
 
 use crate::keys::EventKeys;
 use crate::model::{format_ms, EventSpec, NewEvent, State};
@@ -42,24 +42,28 @@ pub async fn create<O: Origin>(o: &O, spec: &EventSpec, replace: bool) -> Result
         .as_int()
         == Some(1);
     if exists && !replace {
-        return Err(format!("event {} already exists; pass --replace to recreate it (this clears its sales, buyers and queued orders)", ev.meta.id));
+        return Err(format!("event {} already exists; pass --replace to recreate it (this clears its sales, buyers and orders)", ev.meta.id));
     }
     if exists {
         delete_users(o, &k).await?;
     }
-    for key in [&k.meta, &k.stock, &k.sold, &k.orders] {
+    // The stock and orders keys are version-1 layouts (a stock hash, an order list).
+    let id = &ev.meta.id;
+    let legacy = [format!("fg:{{{id}}}:stock"), format!("fg:{{{id}}}:orders")];
+    for key in [&k.meta, &k.sold, &k.pending, &k.stream]
+        .into_iter()
+        .chain(&legacy)
+    {
         call(o, vec!["DEL".into(), key.clone()]).await?;
     }
-    let mut hset = vec!["HSET".to_string(), k.stock.clone()];
-    for (sku, n) in &ev.stock {
-        hset.push(sku.clone());
-        hset.push(n.to_string());
-    }
-    call(o, hset).await?;
     let mut hset = vec!["HSET".to_string(), k.meta.clone()];
     for (f, v) in ev.meta.to_fields() {
         hset.push(f.to_string());
         hset.push(v);
+    }
+    for (sku, n) in &ev.stock {
+        hset.push(format!("stock:{sku}"));
+        hset.push(n.to_string());
     }
     call(o, hset).await?;
     Ok(ev)
@@ -139,45 +143,6 @@ pub async fn set_state<O: Origin>(o: &O, id: &str, verb: Verb) -> Result<State, 
     Ok(to)
 }
 
-/// Reads up to `max` queued orders, hands them to `sink`, then removes them from the queue.
-/// At-least-once: if the process dies between the two, the next drain sees them again (order
-/// ids make duplicates easy to drop).
-pub async fn drain<O: Origin>(
-    o: &O,
-    id: &str,
-    max: usize,
-    mut sink: impl FnMut(&str) -> Result<(), String>,
-) -> Result<usize, String> {
-    let k = EventKeys::new(id);
-    let v = call(
-        o,
-        vec![
-            "LRANGE".into(),
-            k.orders.clone(),
-            "0".into(),
-            (max.max(1) - 1).to_string(),
-        ],
-    )
-    .await?;
-    let items = v.as_array().unwrap_or(&[]);
-    for it in items {
-        sink(it.as_str().unwrap_or_default())?;
-    }
-    if !items.is_empty() {
-        call(
-            o,
-            vec![
-                "LTRIM".into(),
-                k.orders,
-                items.len().to_string(),
-                "-1".into(),
-            ],
-        )
-        .await?;
-    }
-    Ok(items.len())
-}
-
 /// A status table for a terminal.
 pub fn status_table(s: &Snapshot, now_ms: i64) -> String {
     let m = &s.meta;
@@ -195,7 +160,10 @@ pub fn status_table(s: &Snapshot, now_ms: i64) -> String {
             v.remaining()
         );
     }
-    out += &format!("\norders queued: {}\n", s.queued);
+    out += &format!(
+        "\norders awaiting payment: {}\norder changes not yet written to the database: {}\n",
+        s.pending, s.stream_len
+    );
     out
 }
 
@@ -203,7 +171,7 @@ pub fn status_json(s: &Snapshot, now_ms: i64) -> serde_json::Value {
     let items: Vec<_> = s.meta.items.iter().zip(&s.items)
         .map(|(i, v)| serde_json::json!({ "sku": i.sku, "stock": v.stock, "sold": v.sold, "remaining": v.remaining() }))
         .collect();
-    serde_json::json!({ "id": s.meta.id, "name": s.meta.name, "state": s.state(now_ms).as_str(), "flag": s.meta.flag.as_str(), "items": items, "orders_queued": s.queued })
+    serde_json::json!({ "id": s.meta.id, "name": s.meta.name, "state": s.state(now_ms).as_str(), "flag": s.meta.flag.as_str(), "items": items, "orders_pending": s.pending, "stream_len": s.stream_len })
 }
 
 #[cfg(test)]

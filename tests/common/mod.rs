@@ -466,10 +466,10 @@ pub fn cli_output(origin: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// Redis counts the commands a script issues in INFO commandstats too. This drops those
-/// purchase.lua and view.lua issue, after checking they are exactly what `runs` runs of
+/// purchase.lua and view.lua issue, after checking they are exactly what `purchases` runs of
 /// purchase.lua's success path issue; what is left is what clients sent.
 pub fn client_commands(mut d: BTreeMap<String, u64>, purchases: u64) -> BTreeMap<String, u64> {
-    for (cmd, per_run) in [("hmget", 4), ("hset", 2), ("rpush", 1)] {
+    for (cmd, per_run) in [("hmget", 3), ("hset", 2), ("zadd", 1), ("xadd", 1)] {
         assert_eq!(
             d.remove(cmd).unwrap_or(0),
             per_run * purchases,
@@ -486,21 +486,25 @@ pub async fn get_json(c: &reqwest::Client, url: String) -> serde_json::Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-/// The ids of the orders waiting in an event's queue.
-pub async fn queued_order_ids(o: &impl Origin, event: &str) -> std::collections::HashSet<String> {
+/// The ids of the orders an event's stream says were placed.
+pub async fn placed_order_ids(o: &impl Origin, event: &str) -> std::collections::HashSet<String> {
     let k = flashgate::keys::EventKeys::new(event);
     let v = o
-        .call(&Cmd::new(["LRANGE", &k.orders, "0", "-1"]))
+        .call(&Cmd::new(["XRANGE", &k.stream, "-", "+"]))
         .await
         .unwrap();
+    let field = |f: &[flashgate::origin::Value], name: &str| {
+        let i = f.iter().position(|x| x.as_str() == Some(name)).unwrap();
+        f[i + 1].as_str().unwrap().to_string()
+    };
     v.as_array()
         .unwrap()
         .iter()
-        .map(|d| {
-            serde_json::from_str::<serde_json::Value>(d.as_str().unwrap()).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
+        .map(|e| e.as_array().unwrap()[1].as_array().unwrap().to_vec())
+        .filter(|f| field(f, "type") == "placed")
+        .map(|f| {
+            let doc: serde_json::Value = serde_json::from_str(&field(&f, "order")).unwrap();
+            doc["id"].as_str().unwrap().to_string()
         })
         .collect()
 }
