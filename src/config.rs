@@ -175,20 +175,21 @@ mod tests {
 
     #[test]
     fn http_dialects_and_password() {
-        let c = cfg(&[
-            BASE[1],
-            ("ORIGIN_URL", "https://df.example.com"),
-            ("ORIGIN_PASSWORD", "pw"),
-        ])
-        .unwrap();
-        assert_eq!(c.origin.transport(), "http-dragonfly");
-        let c = cfg(&[
-            BASE[1],
-            ("ORIGIN_URL", "https://x.upstash.io"),
-            ("ORIGIN_HTTP_DIALECT", "upstash"),
-        ])
-        .unwrap();
-        assert_eq!(c.origin.transport(), "http-upstash");
+        for (url, extra, transport) in [
+            (
+                "https://df.example.com",
+                ("ORIGIN_PASSWORD", "pw"),
+                "http-dragonfly",
+            ),
+            (
+                "https://x.upstash.io",
+                ("ORIGIN_HTTP_DIALECT", "upstash"),
+                "http-upstash",
+            ),
+        ] {
+            let c = cfg(&[BASE[1], ("ORIGIN_URL", url), extra]).unwrap();
+            assert_eq!(c.origin.transport(), transport);
+        }
         let OriginConfig::Resp(r) = cfg(&[BASE[0], BASE[1], ("ORIGIN_PASSWORD", "pw")])
             .unwrap()
             .origin

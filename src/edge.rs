@@ -74,6 +74,18 @@ pub enum KeyNews {
     Uncertain,
 }
 
+impl KeyNews {
+    /// The fingerprint of the lines the key was used for, when known.
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            KeyNews::Placed { fingerprint, .. } | KeyNews::Expired { fingerprint, .. } => {
+                Some(fingerprint)
+            }
+            KeyNews::Uncertain => None,
+        }
+    }
+}
+
 #[derive(Default, Clone, Debug, PartialEq)]
 struct UserMark {
     total: u32,
@@ -409,64 +421,58 @@ mod tests {
         }
     }
 
+    fn kind(p: SnapshotPlan) -> &'static str {
+        match p {
+            SnapshotPlan::Refresh => "refresh",
+            SnapshotPlan::Wait => "wait",
+            SnapshotPlan::Use(Some(_)) => "use",
+            SnapshotPlan::Use(None) => "use none",
+        }
+    }
+
+    /// Plans a lookup at each time in `at`; each must be `want`.
+    fn expect(s: &mut EdgeState, at: &[i64], want: &str, why: &str) {
+        for &t in at {
+            assert_eq!(kind(s.plan("e", t)), want, "{why} (at {t})");
+        }
+    }
+
     #[test]
     fn one_refresher_per_window() {
         let mut s = EdgeState::new(cfg());
-        assert_eq!(s.plan("e", 0), SnapshotPlan::Refresh);
-        assert_eq!(
-            s.plan("e", 1),
-            SnapshotPlan::Wait,
-            "cold: others wait for the refresher"
-        );
+        expect(&mut s, &[0], "refresh", "cold: one request refreshes");
+        expect(&mut s, &[1], "wait", "cold: others wait for the refresher");
         s.store("e", Some(Some(snap())), 0);
-        for t in [1, 500, 999] {
-            assert!(
-                matches!(s.plan("e", t), SnapshotPlan::Use(Some(_))),
-                "fresh at {t}"
-            );
-        }
-        assert_eq!(
-            s.plan("e", 1000),
-            SnapshotPlan::Refresh,
-            "first stale request refreshes"
-        );
-        for t in [1001, 1200, 1499] {
-            assert!(
-                matches!(s.plan("e", t), SnapshotPlan::Use(Some(_))),
-                "others use the old snapshot at {t}"
-            );
-        }
-        assert_eq!(
-            s.plan("e", 1500),
-            SnapshotPlan::Refresh,
-            "lease expired: someone else refreshes"
+        expect(&mut s, &[1, 500, 999], "use", "fresh");
+        expect(&mut s, &[1000], "refresh", "first stale request refreshes");
+        expect(&mut s, &[1001, 1200, 1499], "use", "others use the old one");
+        expect(
+            &mut s,
+            &[1500],
+            "refresh",
+            "lease expired: someone else refreshes",
         );
         s.store("e", None, 1600);
-        assert_eq!(
-            s.plan("e", 1601),
-            SnapshotPlan::Refresh,
-            "a failed refresh frees the lease"
+        expect(
+            &mut s,
+            &[1601],
+            "refresh",
+            "a failed refresh frees the lease",
         );
-        assert_eq!(
-            s.plan("e", 1602),
-            SnapshotPlan::Wait,
-            "too old to use while that refresh runs"
+        expect(
+            &mut s,
+            &[1602],
+            "wait",
+            "too old to use while that refresh runs",
         );
         s.store("e", Some(None), 1700);
-        assert_eq!(
-            s.plan("e", 1701),
-            SnapshotPlan::Use(None),
-            "unknown events are cached too"
-        );
-        assert_eq!(
-            s.plan("e", 10_000),
-            SnapshotPlan::Refresh,
-            "long idle: one refresher"
-        );
-        assert_eq!(
-            s.plan("e", 10_001),
-            SnapshotPlan::Wait,
-            "the rest wait instead of reading too"
+        expect(&mut s, &[1701], "use none", "unknown events are cached too");
+        expect(&mut s, &[10_000], "refresh", "long idle: one refresher");
+        expect(
+            &mut s,
+            &[10_001],
+            "wait",
+            "the rest wait instead of reading too",
         );
     }
 
@@ -482,14 +488,18 @@ mod tests {
         assert_eq!(sn.items[0].remaining(), 0);
     }
 
+    /// An order for one A.
+    fn one_a() -> Vec<Line> {
+        vec![Line {
+            sku: "A".into(),
+            qty: 1,
+        }]
+    }
+
     #[test]
     fn caps_at_the_edge_roll_over_with_the_day() {
         let mut s = EdgeState::new(cfg());
-        let sn = snap();
-        let a = vec![Line {
-            sku: "A".into(),
-            qty: 1,
-        }];
+        let (sn, a) = (snap(), one_a());
         assert_eq!(s.cap_hit("e", "u", &sn, &a, 10), None, "nothing known");
         s.learn_placed(
             "e",
@@ -535,11 +545,7 @@ mod tests {
     #[test]
     fn marks_are_trusted_only_until_a_pending_order_could_expire() {
         let mut s = EdgeState::new(cfg());
-        let sn = snap();
-        let a = vec![Line {
-            sku: "A".into(),
-            qty: 1,
-        }];
+        let (sn, a) = (snap(), one_a());
         let at = |now, due| CountsAt { now, day: 0, due };
         // The user holds 2 (the cap) with an order due at 5_000: until then the edge refuses.
         s.learn_counts("e", "u", at(100, Some(5_000)), Some(2), &[("A", 1)]);

@@ -47,7 +47,13 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
         orders.insert(i, b["order"]["id"].as_str().unwrap().to_string());
     }
     for i in 0..20 {
-        let (st, b) = buy(&sale, "life", &format!("late{i}"), &format!("key-l{i:04}-0")).await;
+        let (st, b) = buy(
+            &sale,
+            "life",
+            &format!("late{i}"),
+            &format!("key-l{i:04}-0"),
+        )
+        .await;
         assert_eq!((st, code(&b)), (410, "sold_out"));
     }
     // Half pay in time.
@@ -103,7 +109,10 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
         again_by_expired_buyer.is_some(),
         "the buyer whose order expired was not refused on a stale cap mark"
     );
-    assert!(last <= 2000, "the last returned unit sold {last} ms after the expiry");
+    assert!(
+        last <= 2000,
+        "the last returned unit sold {last} ms after the expiry"
+    );
 
     // The origin agrees: 20 sold, nobody over a cap, nothing pending but the new orders.
     let k = EventKeys::new("life");
@@ -116,5 +125,9 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
         assert!(t.as_int().unwrap_or(0) <= 1, "{u} is over the total cap");
     }
     let pending = o.call(&Cmd::new(["ZCARD", &k.pending])).await.unwrap();
-    assert_eq!(pending.as_int(), Some(10), "the 10 new orders await payment");
+    assert_eq!(
+        pending.as_int(),
+        Some(10),
+        "the 10 new orders await payment"
+    );
 }

@@ -219,30 +219,22 @@ fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Kn
         .borrow()
         .key_news(a.event, &a.user, a.key)
         .cloned();
+    if news
+        .as_ref()
+        .and_then(KeyNews::fingerprint)
+        .is_some_and(|fp| fp != a.fingerprint)
+    {
+        return Err(Refusal::edge(ApiError::key_reused()));
+    }
     match news {
         None => Ok(Err(Known::Fresh)),
         Some(KeyNews::Uncertain) => Ok(Err(Known::MayHaveRun)),
-        Some(KeyNews::Expired {
-            fingerprint,
-            order_json,
-        }) => {
-            if fingerprint != a.fingerprint {
-                return Err(Refusal::edge(ApiError::key_reused()));
-            }
-            Err(Refusal::edge(expired(&order_json)))
-        }
+        Some(KeyNews::Expired { order_json, .. }) => Err(Refusal::edge(expired(&order_json))),
         // Past its deadline the order may have expired: only the origin knows.
         Some(KeyNews::Placed { replay_until, .. }) if now >= replay_until => {
             Ok(Err(Known::MayHaveRun))
         }
-        Some(KeyNews::Placed {
-            fingerprint,
-            order_json,
-            ..
-        }) => {
-            if fingerprint != a.fingerprint {
-                return Err(Refusal::edge(ApiError::key_reused()));
-            }
+        Some(KeyNews::Placed { order_json, .. }) => {
             let total = gate.state.borrow().known_total(a.event, &a.user, now);
             let reply = replay_reply(&order_json, total, None).map_err(Refusal::edge)?;
             Ok(Ok(Answer {
@@ -715,16 +707,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_silent_origin_fails_closed_and_the_retry_goes_to_the_origin() {
+    /// purchase.lua's reply replaying order `id`.
+    fn replayed(id: &str) -> Value {
+        Value::Array(vec![
+            Value::Int(1),
+            Value::Str(format!(r#"{{"id":"{id}"}}"#)),
+            Value::Int(1),
+            Value::Int(0),
+            Value::Int(0),
+        ])
+    }
+
+    /// `u`'s first attempt meets `failure` from the origin; then the edge learns that A sold
+    /// out. Others are refused at the edge, but `u`'s retry with the same key reaches the
+    /// origin, which replays the order. Returns the first answer.
+    fn first_then_retry(failure: Result<Value, OriginError>) -> Handled {
         let (g, o) = (gate(), FakeOrigin::default());
-        o.push(Ok(view(1)))
-            .push(Err(OriginError::may_have_run("timeout")));
-        let h = order(&g, &o, "u", "key-00001");
-        assert_eq!(
-            (h.reply.status, h.reply.header("retry-after")),
-            (503, Some("1"))
-        );
+        o.push(Ok(view(1))).push(failure);
+        let first = order(&g, &o, "u", "key-00001");
         // Meanwhile the last unit went (to this user, as it happens): the edge learns it.
         g.state.borrow_mut().learn_remaining("e", "A", 0);
         assert_eq!(
@@ -733,16 +733,33 @@ mod tests {
             "others are refused at the edge"
         );
         // The uncertain key is not: only the origin can say whether it ran.
-        o.push(Ok(Value::Array(vec![
-            Value::Int(1),
-            Value::Str(r#"{"id":"o_x"}"#.into()),
-            Value::Int(1),
-            Value::Int(0),
-            Value::Int(0),
-        ])));
+        o.push(Ok(replayed("o_x")));
         let retry = order(&g, &o, "u", "key-00001");
         assert_eq!(retry.reply.status, 201, "{}", retry.reply.body);
         assert!(retry.reply.body.contains("o_x"));
+        assert_eq!(
+            o.log.borrow().len(),
+            3,
+            "view, the first attempt, the retry"
+        );
+        first
+    }
+
+    #[test]
+    fn a_silent_origin_fails_closed_and_the_retry_goes_to_the_origin() {
+        let h = first_then_retry(Err(OriginError::may_have_run("timeout")));
+        assert_eq!(
+            (h.reply.status, h.reply.header("retry-after")),
+            (503, Some("1"))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_reply_makes_the_key_uncertain() {
+        // The script ran (or may have) but its reply cannot be read: the attempt's fate is
+        // unknown, so a retry with the same key must reach the origin, not an edge refusal.
+        let h = first_then_retry(Ok(Value::Int(99)));
+        assert_eq!(code(&h), "internal");
     }
 
     #[test]
@@ -771,37 +788,6 @@ mod tests {
         let calls = o.log.borrow().len();
         assert_eq!(code(&at(late + 1)), "order_expired", "final: answered here");
         assert_eq!(o.log.borrow().len(), calls);
-    }
-
-    #[test]
-    fn an_unreadable_reply_makes_the_key_uncertain() {
-        // The script ran (or may have) but its reply cannot be read: the attempt's fate is
-        // unknown, so a retry with the same key must reach the origin, not an edge refusal.
-        let (g, o) = (gate(), FakeOrigin::default());
-        o.push(Ok(view(1))).push(Ok(Value::Int(99)));
-        let h = order(&g, &o, "u", "key-00001");
-        assert_eq!(code(&h), "internal");
-        g.state.borrow_mut().learn_remaining("e", "A", 0);
-        assert_eq!(
-            code(&order(&g, &o, "v", "key-00009")),
-            "sold_out",
-            "others are refused at the edge"
-        );
-        o.push(Ok(Value::Array(vec![
-            Value::Int(1),
-            Value::Str(r#"{"id":"o_y"}"#.into()),
-            Value::Int(1),
-            Value::Int(0),
-            Value::Int(0),
-        ])));
-        let retry = order(&g, &o, "u", "key-00001");
-        assert_eq!(retry.reply.status, 201, "{}", retry.reply.body);
-        assert!(retry.reply.body.contains("o_y"));
-        assert_eq!(
-            o.log.borrow().len(),
-            3,
-            "view, the unreadable purchase, the retry"
-        );
     }
 
     #[test]

@@ -55,11 +55,11 @@ pub async fn expire_due<O: Origin>(
     now_ms: i64,
     limit: usize,
 ) -> Result<Swept, String> {
-    let keys = EventKeys::new(event);
+    let pending = EventKeys::new(event).pending;
     let due = o
         .call(&Cmd::new([
             "ZRANGEBYSCORE",
-            &keys.pending,
+            &pending,
             "-inf",
             &now_ms.to_string(),
             "LIMIT",

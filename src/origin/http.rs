@@ -227,20 +227,15 @@ pub fn encode_request_error(message: &str) -> String {
 mod tests {
     use super::*;
 
-    fn evalsha() -> Cmd {
-        Cmd::new(["EVALSHA", "abc", "1", "fg:{e}:meta", "42"])
+    /// The request an EVALSHA becomes in `dialect`, sent to `url` with `secret`.
+    fn evalsha(url: &str, dialect: Dialect, secret: &str) -> HttpRequest {
+        let c = HttpConfig::new(url, dialect, Some(secret.into()), 1000).unwrap();
+        c.request(&Cmd::new(["EVALSHA", "abc", "1", "fg:{e}:meta", "42"]))
     }
 
     #[test]
     fn golden_dragonfly_request() {
-        let c = HttpConfig::new(
-            "http://127.0.0.1:6380/api/",
-            Dialect::Dragonfly,
-            Some("pw".into()),
-            1000,
-        )
-        .unwrap();
-        let r = c.request(&evalsha());
+        let r = evalsha("http://127.0.0.1:6380/api/", Dialect::Dragonfly, "pw");
         assert_eq!(r.url, "http://127.0.0.1:6380/api");
         assert_eq!(
             r.body, r#"["EVALSHA","abc","1","fg:{e}:meta","42"]"#,
@@ -253,14 +248,7 @@ mod tests {
 
     #[test]
     fn golden_upstash_request() {
-        let c = HttpConfig::new(
-            "https://eu1-x.upstash.io",
-            Dialect::Upstash,
-            Some("tok".into()),
-            1000,
-        )
-        .unwrap();
-        let r = c.request(&evalsha());
+        let r = evalsha("https://eu1-x.upstash.io", Dialect::Upstash, "tok");
         assert_eq!(r.url, "https://eu1-x.upstash.io/");
         assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
     }
