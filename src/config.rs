@@ -13,6 +13,7 @@
 //! | `RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST` | var | 5 / 10 | per-user token bucket for purchases (0 = off) |
 //! | `MAX_BODY_BYTES` | var | 4096 | purchase body cap |
 //! | `DEV_SIGNIN` | var | `false` | `true` enables `POST /api/dev/session` (never in production) |
+//! | `LOG_SAMPLE_RATE` | var | 0.01 | share of edge refusals logged; placed orders, 5xx and origin errors are always logged |
 
 use crate::edge::EdgeConfig;
 use crate::origin::http::{Dialect, HttpConfig};
@@ -73,6 +74,8 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub max_body_bytes: usize,
     pub dev_signin: bool,
+    /// Share (0 to 1) of refusals that get a decision log line.
+    pub log_sample_rate: f64,
 }
 
 impl Config {
@@ -119,6 +122,10 @@ impl Config {
             return Err("RATE_LIMIT_PER_SEC must be ≥ 0 and RATE_LIMIT_BURST ≥ 1".into());
         }
         let max_body_bytes: usize = num(get("MAX_BODY_BYTES"), "MAX_BODY_BYTES", 4096)?;
+        let log_sample_rate: f64 = num(get("LOG_SAMPLE_RATE"), "LOG_SAMPLE_RATE", 0.01)?;
+        if !(0.0..=1.0).contains(&log_sample_rate) {
+            return Err("LOG_SAMPLE_RATE must be 0 to 1".into());
+        }
         let dev_signin = match get("DEV_SIGNIN").as_deref() {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
@@ -136,6 +143,7 @@ impl Config {
             },
             max_body_bytes,
             dev_signin,
+            log_sample_rate,
         })
     }
 }

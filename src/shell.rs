@@ -79,6 +79,7 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         idempotency_key: key.as_deref(),
         body: &body,
         declared_len: declared,
+        roll: js_sys::Math::random(),
     };
     let origin = AnyOrigin::new(&gate.config.origin);
     let clock = || Date::now().as_millis() as i64;

@@ -60,6 +60,9 @@ pub struct ApiRequest<'a> {
     pub body: &'a [u8],
     /// `Content-Length` as sent; the shell does not read bodies declared over the cap.
     pub declared_len: Option<usize>,
+    /// A uniform random number in [0, 1) drawn for this request (log sampling). Passed in,
+    /// like the time, so that the core stays deterministic under test.
+    pub roll: f64,
 }
 
 /// Where a decision was made.
@@ -71,11 +74,13 @@ pub enum Decided {
     Origin,
 }
 
-/// A step's "no": the error to answer with and where it was decided.
+/// A step's "no": the error to answer with, where it was decided, and for origin trouble
+/// what went wrong (for the log; never sent to the client).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Refusal {
     pub error: ApiError,
     pub at: Decided,
+    pub cause: Option<String>,
 }
 
 impl Refusal {
@@ -83,12 +88,21 @@ impl Refusal {
         Refusal {
             error,
             at: Decided::Edge,
+            cause: None,
         }
     }
     pub fn origin(error: ApiError) -> Refusal {
         Refusal {
             error,
             at: Decided::Origin,
+            cause: None,
+        }
+    }
+    /// Origin trouble, keeping what went wrong for the log.
+    pub fn origin_failed(error: ApiError, cause: &crate::origin::OriginError) -> Refusal {
+        Refusal {
+            cause: Some(cause.to_string()),
+            ..Refusal::origin(error)
         }
     }
 }
@@ -102,9 +116,13 @@ pub struct DecisionLog {
     pub code: &'static str,
     pub edge: bool,
     pub status: u16,
+    /// What went wrong at the origin, for origin trouble.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
-/// The answer and, for decisions, one structured log line.
+/// The answer and, for decisions that are logged, one structured log line. Placed orders,
+/// 5xx answers and origin errors always get one; other decisions at `LOG_SAMPLE_RATE`.
 #[derive(Debug)]
 pub struct Handled {
     pub reply: ApiReply,
@@ -186,7 +204,7 @@ impl Gate {
             (Route::Health | Route::Event(_) | Route::Stats, _) => {
                 Handled::plain(Err(ApiError::method_not_allowed("GET")))
             }
-            (Route::Orders(id), _) => purchase::refuse_method(self, id),
+            (Route::Orders(id), _) => purchase::refuse_method(self, id, req.roll),
             (Route::DevSession, _) => Handled::plain(Err(ApiError::method_not_allowed("POST"))),
             (Route::Session, _) => Handled::plain(Err(ApiError::method_not_allowed("GET, DELETE"))),
         }

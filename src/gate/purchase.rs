@@ -90,18 +90,37 @@ pub(super) async fn handle_purchase<O: Origin, L: Limiter>(
             (Some(a.user), r)
         }
     };
-    let (reply, decision, at) = match result {
-        Ok(a) => (a.reply, a.decision, Decided::Origin),
-        Err(r) => (r.error.to_reply(), r.error.code.as_str(), r.at),
+    let (reply, decision, at, cause) = match result {
+        Ok(a) => (a.reply, a.decision, Decided::Origin, None),
+        Err(r) => (r.error.to_reply(), r.error.code.as_str(), r.at, r.cause),
     };
-    decided(gate, event, user, reply, decision, at)
+    let d = decided(gate, event, user, reply, decision, at);
+    sampled(gate, d, cause, req.roll)
+}
+
+/// Keeps the log line of a decision that must be logged (placed, a 5xx, origin trouble), and
+/// of others when `roll` falls under `LOG_SAMPLE_RATE`.
+fn sampled(gate: &Gate, mut h: Handled, cause: Option<String>, roll: f64) -> Handled {
+    let must = h
+        .log
+        .as_ref()
+        .is_some_and(|l| l.code == "placed" || l.status >= 500)
+        || cause.is_some();
+    if let Some(l) = h.log.as_mut() {
+        l.error = cause;
+    }
+    if !must && roll >= gate.config.log_sample_rate {
+        h.log = None;
+    }
+    h
 }
 
 /// A wrong method on the orders route still counts as a decision at the edge.
-pub(super) fn refuse_method(gate: &Gate, event: &str) -> Handled {
+pub(super) fn refuse_method(gate: &Gate, event: &str, req_roll: f64) -> Handled {
     let e = ApiError::method_not_allowed("POST");
     let code = e.code.as_str();
-    decided(gate, event, None, e.to_reply(), code, Decided::Edge)
+    let d = decided(gate, event, None, e.to_reply(), code, Decided::Edge);
+    sampled(gate, d, None, req_roll)
 }
 
 fn decided(
@@ -121,6 +140,7 @@ fn decided(
         code: decision,
         edge,
         status: reply.status,
+        error: None,
     };
     Handled {
         reply,
@@ -254,7 +274,7 @@ async fn event_snapshot<O: Origin>(
 ) -> Result<Snapshot, Refusal> {
     gate.snapshot(origin, a.event, now)
         .await
-        .map_err(|_| Refusal::origin(ApiError::origin_unavailable()))?
+        .map_err(|e| Refusal::origin_failed(ApiError::origin_unavailable(), &e))?
         .ok_or_else(|| Refusal::edge(ApiError::unknown_event(a.event)))
 }
 
@@ -337,11 +357,11 @@ async fn forward<O: Origin>(
     };
     let reply = PURCHASE.eval(origin, &k, &args).await.map_err(|e| {
         uncertain(e.ran_maybe());
-        Refusal::origin(ApiError::origin_unavailable())
+        Refusal::origin_failed(ApiError::origin_unavailable(), &e)
     })?;
     parse_outcome(&reply, a.lines.len()).map_err(|e| {
         uncertain(e.ran_maybe());
-        Refusal::origin(ApiError::internal())
+        Refusal::origin_failed(ApiError::internal(), &e)
     })
 }
 
@@ -802,6 +822,42 @@ mod tests {
             "sold_out",
             "it never ran, so the edge may answer"
         );
+    }
+
+    #[test]
+    fn refusals_log_at_the_sample_rate_and_placed_orders_always() {
+        let (g, o) = (gate(), FakeOrigin::default());
+        assert_eq!(g.config.log_sample_rate, 0.01, "the default");
+        let at_by = |user: &str, key: &str, roll: f64| {
+            let auth = bearer(user);
+            let req = ApiRequest {
+                roll,
+                ..order_req(&auth, key)
+            };
+            g.handle(&o, &NoLimiter, &req, NOW, &|| NOW)
+                .now_or_never()
+                .unwrap()
+        };
+        let at = |key: &str, roll: f64| at_by("u", key, roll);
+        o.push(Ok(view(10))).push(Ok(placed(9)));
+        let placed = at("key-00001", 0.99);
+        assert_eq!(placed.log.map(|l| l.code), Some("placed"), "always logged");
+        // The user is now at the per-item cap: refused at the edge, logged 1 time in 100.
+        let logged: Vec<bool> = (0..100)
+            .map(|i| {
+                let h = at(&format!("key-1{i:04}"), f64::from(i) / 100.0);
+                assert_eq!(code(&h), "item_limit_reached");
+                h.log.is_some()
+            })
+            .collect();
+        assert_eq!(logged.iter().filter(|l| **l).count(), 1);
+        assert!(logged[0], "the roll under the rate is the one logged");
+        // Origin trouble is always logged, with what went wrong.
+        o.push(Err(OriginError::not_sent("connect 127.0.0.1:1")));
+        let h = at_by("w", "key-20000", 0.99);
+        let l = h.log.expect("origin errors are always logged");
+        assert_eq!((l.code, l.status), ("origin_unavailable", 503));
+        assert!(l.error.unwrap().contains("connect 127.0.0.1:1"));
     }
 
     struct Refuse(Result<bool, String>);

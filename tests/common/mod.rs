@@ -357,6 +357,8 @@ impl Worker {
             ("IDENTITY_SECRET", SECRET),
             ("OPERATOR_TOKEN", OPERATOR),
             ("RATE_LIMIT_PER_SEC", "0"),
+            // Every decision logged, so tests can read them; sampling has its own tests.
+            ("LOG_SAMPLE_RATE", "1"),
         ]);
         all.extend(vars.iter().copied());
         let mut cmd = Command::new("wrangler");
