@@ -13,6 +13,7 @@
 //! | `RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST` | var | 5 / 10 | per-user token bucket for purchases (0 = off) |
 //! | `MAX_BODY_BYTES` | var | 4096 | purchase body cap |
 //! | `DEV_SIGNIN` | var | `false` | `true` enables `POST /api/dev/session` (never in production) |
+//! | `ADMISSION` | var | `on` | `off` forwards every surviving attempt (no shedding to the origin budget) |
 //! | `LOG_SAMPLE_RATE` | var | 0.01 | share of edge refusals logged; placed orders, 5xx and origin errors are always logged |
 
 use crate::edge::EdgeConfig;
@@ -76,6 +77,8 @@ pub struct Config {
     pub dev_signin: bool,
     /// Share (0 to 1) of refusals that get a decision log line.
     pub log_sample_rate: f64,
+    /// Shed attempts beyond the event's origin budget (`ADMISSION`, on by default).
+    pub admission: bool,
 }
 
 impl Config {
@@ -122,6 +125,11 @@ impl Config {
             return Err("RATE_LIMIT_PER_SEC must be ≥ 0 and RATE_LIMIT_BURST ≥ 1".into());
         }
         let max_body_bytes: usize = num(get("MAX_BODY_BYTES"), "MAX_BODY_BYTES", 4096)?;
+        let admission = match get("ADMISSION").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("ADMISSION must be on or off, not {other:?}")),
+        };
         let log_sample_rate: f64 = num(get("LOG_SAMPLE_RATE"), "LOG_SAMPLE_RATE", 0.01)?;
         if !(0.0..=1.0).contains(&log_sample_rate) {
             return Err("LOG_SAMPLE_RATE must be 0 to 1".into());
@@ -144,6 +152,7 @@ impl Config {
             max_body_bytes,
             dev_signin,
             log_sample_rate,
+            admission,
         })
     }
 }

@@ -414,6 +414,7 @@ mod tests {
                     },
                 }],
                 pay_within_ms: 900_000,
+                origin_budget: 1000,
             },
             items: vec![ItemView { stock: 10, sold: 0 }],
             stream_len: 0,

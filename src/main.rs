@@ -92,6 +92,8 @@ mod cli {
         Resume { id: String },
         /// End the sale now.
         End { id: String },
+        /// Change the purchase attempts per second the origin should see, live.
+        Budget { id: String, attempts_per_sec: u32 },
         /// Stock, sold and remaining per item, and orders queued.
         Status {
             id: String,
@@ -153,6 +155,9 @@ mod cli {
         /// Seconds a placed order may stay unpaid before it expires.
         #[arg(long, default_value_t = flashgate::model::DEFAULT_PAY_WITHIN_SECS)]
         pay_within: u32,
+        /// Purchase attempts per second the origin should see at most.
+        #[arg(long, default_value_t = flashgate::model::DEFAULT_ORIGIN_BUDGET)]
+        origin_budget: u32,
         /// Recreate the event if it exists (clears its sales, buyers and orders).
         #[arg(long)]
         replace: bool,
@@ -202,6 +207,7 @@ mod cli {
             },
             items,
             pay_within: a.pay_within,
+            origin_budget: a.origin_budget,
         })
     }
 
@@ -251,6 +257,13 @@ mod cli {
                 flip(&origin()?, &id, ops::Verb::Resume).await?
             }
             Command::Event(EventCmd::End { id }) => flip(&origin()?, &id, ops::Verb::End).await?,
+            Command::Event(EventCmd::Budget {
+                id,
+                attempts_per_sec,
+            }) => {
+                ops::set_budget(&origin()?, &id, attempts_per_sec).await?;
+                println!("event {id}: the origin budget is now {attempts_per_sec} attempts/s; the edge follows within a second");
+            }
             Command::Event(EventCmd::Status { id, json }) => {
                 let s = ops::status(&origin()?, &id).await?;
                 if json {

@@ -188,7 +188,13 @@ pub struct EventMeta {
     pub items: Vec<ItemInfo>,
     /// How long a placed order may stay unpaid before it expires and gives its units back.
     pub pay_within_ms: i64,
+    /// Purchase attempts per second the event's origin shard should see at most; the edge
+    /// fleet sheds the rest (admission control). The operator may change it live.
+    pub origin_budget: u32,
 }
+
+/// The origin budget of an event created without one: attempts per second.
+pub const DEFAULT_ORIGIN_BUDGET: u32 = 5000;
 
 /// The payment window of an event created without one: 15 minutes.
 pub const DEFAULT_PAY_WITHIN_SECS: u32 = 900;
@@ -216,6 +222,7 @@ impl EventMeta {
                 serde_json::to_string(&self.items).unwrap_or_default(),
             ),
             ("pay_within_ms", self.pay_within_ms.to_string()),
+            ("origin_budget", self.origin_budget.to_string()),
         ]
     }
 
@@ -248,6 +255,10 @@ impl EventMeta {
                 Some(_) => num(f, "pay_within_ms")?,
                 None => i64::from(DEFAULT_PAY_WITHIN_SECS) * 1000,
             },
+            origin_budget: match f.get("origin_budget") {
+                Some(_) => num(f, "origin_budget")?,
+                None => DEFAULT_ORIGIN_BUDGET,
+            },
         })
     }
 }
@@ -268,6 +279,13 @@ pub struct EventSpec {
     /// Seconds a placed order may stay unpaid (default 900).
     #[serde(default = "default_pay_within")]
     pub pay_within: u32,
+    /// Purchase attempts per second the origin should see at most (default 5000).
+    #[serde(default = "default_origin_budget")]
+    pub origin_budget: u32,
+}
+
+fn default_origin_budget() -> u32 {
+    DEFAULT_ORIGIN_BUDGET
 }
 
 fn default_pay_within() -> u32 {
@@ -318,6 +336,9 @@ impl EventSpec {
         if c.per_item_per_day == 0 || c.total == 0 || c.per_order_qty == 0 {
             return Err("caps must all be at least 1".into());
         }
+        if self.origin_budget == 0 {
+            return Err("origin_budget must be at least 1 attempt per second".into());
+        }
         if !(1..=7 * 86_400).contains(&self.pay_within) {
             return Err("pay_within must be 1 to 604800 seconds".into());
         }
@@ -366,6 +387,7 @@ impl EventSpec {
                 caps: c,
                 items,
                 pay_within_ms: i64::from(self.pay_within) * 1000,
+                origin_budget: self.origin_budget,
             },
             stock,
         })

@@ -143,6 +143,26 @@ pub async fn set_state<O: Origin>(o: &O, id: &str, verb: Verb) -> Result<State, 
     Ok(to)
 }
 
+/// Sets the event's origin budget (purchase attempts per second); isolates pick it up with
+/// their next snapshot.
+pub async fn set_budget<O: Origin>(o: &O, id: &str, per_sec: u32) -> Result<(), String> {
+    if per_sec == 0 {
+        return Err("the origin budget must be at least 1 attempt per second".into());
+    }
+    let k = EventKeys::new(id);
+    let exists = call(o, vec!["EXISTS".into(), k.meta.clone()]).await?;
+    if exists.as_int() != Some(1) {
+        return Err(format!("there is no event {id} at this origin"));
+    }
+    let budget = per_sec.to_string();
+    call(
+        o,
+        vec!["HSET".into(), k.meta, "origin_budget".into(), budget],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A status table for a terminal.
 pub fn status_table(s: &Snapshot, now_ms: i64) -> String {
     let m = &s.meta;
