@@ -21,6 +21,7 @@
 //!   order may have expired: only the origin knows); paid and expired orders are final.
 //! - Maps are bounded ([`MAX_TRACKED`]); when full, idle entries are dropped first.
 
+use crate::fleet::{Admission, Counts};
 use crate::model::day_number;
 use crate::script::{Line, LineAfter, Snapshot};
 use std::collections::{BTreeMap, HashMap};
@@ -119,6 +120,9 @@ pub struct EdgeState {
     marks: HashMap<(String, String), UserMark>,
     buckets: HashMap<String, Bucket>,
     keys: HashMap<(String, String, String), KeyNews>,
+    /// Per event: counts since the last report to the fleet, and the admission share.
+    reports: HashMap<String, Counts>,
+    admissions: HashMap<String, Admission>,
     pub stats: Stats,
 }
 
@@ -146,6 +150,8 @@ impl EdgeState {
             marks: HashMap::new(),
             buckets: HashMap::new(),
             keys: HashMap::new(),
+            reports: HashMap::new(),
+            admissions: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -176,6 +182,14 @@ impl EdgeState {
     /// The refresher's result. `None` for `result` means the read failed: the lease is
     /// released and the old snapshot keeps aging.
     pub fn store(&mut self, event: &str, result: Option<Option<Snapshot>>, now: i64) {
+        if let Some(Some(s)) = &result {
+            let remaining = s.items.iter().map(|i| u64::from(i.remaining())).sum();
+            if self.admissions.len() >= 1000 && !self.admissions.contains_key(event) {
+                self.admissions.clear();
+            }
+            let a = self.admissions.entry(event.to_string()).or_default();
+            a.update(s.meta.origin_budget, remaining, s.fleet.as_ref());
+        }
         match result {
             Some(snapshot) => {
                 if self.events.len() >= 1000 && !self.events.contains_key(event) {
@@ -368,6 +382,32 @@ impl EdgeState {
         }
     }
 
+    /// This isolate's counts for `event` since its last report.
+    pub fn event_counts(&mut self, event: &str) -> &mut Counts {
+        if self.reports.len() >= 1000 && !self.reports.contains_key(event) {
+            self.reports.clear();
+        }
+        self.reports.entry(event.to_string()).or_default()
+    }
+
+    /// The counts to report with the next refresh (the caller gives them back with
+    /// [`EdgeState::restore_report`] if the report does not reach the origin).
+    pub fn take_report(&mut self, event: &str) -> Counts {
+        self.reports.remove(event).unwrap_or_default()
+    }
+
+    pub fn restore_report(&mut self, event: &str, counts: Counts) {
+        self.event_counts(event).merge(counts);
+    }
+
+    /// Whether to forward one candidate attempt for `event` (see `fleet`).
+    pub fn admit(&mut self, event: &str, roll: f64, now: i64) -> bool {
+        self.admissions
+            .entry(event.to_string())
+            .or_default()
+            .admit(roll, now)
+    }
+
     pub fn count(&mut self, decision: &'static str, at_edge: bool) {
         *self.stats.decisions.entry(decision).or_insert(0) += 1;
         if at_edge {
@@ -419,6 +459,7 @@ mod tests {
             items: vec![ItemView { stock: 10, sold: 0 }],
             stream_len: 0,
             pending: 0,
+            fleet: None,
         }
     }
 

@@ -37,6 +37,7 @@ pub enum Code {
     OrderQtyLimit,
     IdempotencyKeyReused,
     RateLimited,
+    Busy,
     OriginUnavailable,
     Internal,
 }
@@ -65,7 +66,7 @@ impl Code {
             Code::UnknownItem | Code::OrderQtyLimit | Code::IdempotencyKeyReused => 422,
             Code::RateLimited => 429,
             Code::Internal => 500,
-            Code::OriginUnavailable => 503,
+            Code::OriginUnavailable | Code::Busy => 503,
         }
     }
 }
@@ -257,6 +258,15 @@ impl ApiError {
         .retry_after(1)
     }
 
+    /// Shed by admission control: the origin is at its budget. Retry with the same key.
+    pub fn busy(retry_after: u64) -> ApiError {
+        ApiError::new(
+            Code::Busy,
+            "the sale is very busy; retrying with the same Idempotency-Key after Retry-After",
+        )
+        .retry_after(retry_after)
+    }
+
     pub fn internal() -> ApiError {
         ApiError::new(Code::Internal, "internal error")
     }
@@ -289,7 +299,7 @@ mod tests {
     fn codes_are_stable_and_unique() {
         let names: std::collections::BTreeSet<_> = Code::iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), <Code as strum::EnumCount>::COUNT);
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
         assert_eq!(
             Code::IdempotencyKeyReused.as_str(),
             "idempotency_key_reused"

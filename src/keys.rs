@@ -36,7 +36,16 @@ impl EventKeys {
     pub fn user(&self, user: &str) -> String {
         format!("{}user:{user}", self.prefix)
     }
+
+    /// Hash: the fleet's counts reported during Unix second `sec` (counter → sum), kept for
+    /// [`FLEET_TTL_SECS`].
+    pub fn fleet(&self, sec: i64) -> String {
+        format!("{}fleet:{sec}", self.prefix)
+    }
 }
+
+/// How long the fleet's per-second counts are kept at the origin.
+pub const FLEET_TTL_SECS: i64 = 600;
 
 /// The Redis Cluster hash slot of a key (CRC16/XMODEM of its hash tag, mod 16384).
 pub fn slot(key: &str) -> u16 {
@@ -60,6 +69,7 @@ mod tests {
         assert_eq!(k.pending, "fg:{demo}:pending");
         assert_eq!(k.stream, "fg:{demo}:stream");
         assert_eq!(k.user("alice"), "fg:{demo}:user:alice");
+        assert_eq!(k.fleet(1_800_000_000), "fg:{demo}:fleet:1800000000");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod fleet;
 pub mod gate;
 pub mod keys;
 pub mod model;

@@ -6,7 +6,8 @@
 //! every change to the event's order stream in the same atomic step. `lua/view.lua` only
 //! reads. All are versioned files; their SHA1s are computed once per process/isolate.
 
-use crate::keys::EventKeys;
+use crate::fleet::{parse_counts, FleetFigures};
+use crate::keys::{EventKeys, FLEET_TTL_SECS};
 use crate::model::{EventMeta, State};
 use crate::origin::{OriginError, Script, Value};
 use std::collections::HashMap;
@@ -38,6 +39,9 @@ pub struct PurchaseCall<'a> {
     pub order_json: &'a str,
     pub pay_by_ms: i64,
     pub lines: &'a [Line],
+    /// The edge knows nothing of this key: the script may refuse a sold-out item before it
+    /// reads the user's hash (no replay check first).
+    pub fresh: bool,
 }
 
 impl PurchaseCall<'_> {
@@ -60,6 +64,7 @@ impl PurchaseCall<'_> {
             self.user.to_string(),
             self.pay_by_ms.to_string(),
             self.lines.len().to_string(),
+            if self.fresh { "1" } else { "0" }.to_string(),
         ];
         for l in self.lines {
             args.push(l.sku.clone());
@@ -232,6 +237,8 @@ pub struct Snapshot {
     pub stream_len: u64,
     /// Orders awaiting payment.
     pub pending: u64,
+    /// The fleet's figures for the last second that has any (at most two seconds back).
+    pub fleet: Option<FleetFigures>,
 }
 
 impl Snapshot {
@@ -260,13 +267,13 @@ fn pairs(v: &Value) -> Option<HashMap<String, String>> {
         .collect()
 }
 
-/// Parses view.lua's reply: `None` when the event does not exist.
-pub fn parse_view(v: &Value) -> Result<Option<Snapshot>, OriginError> {
+/// Parses view.lua's reply, read at Unix second `second`: `None` when the event does not exist.
+pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginError> {
     if v.as_int() == Some(0) {
         return Ok(None);
     }
     let bad = || OriginError::may_have_run(format!("view.lua gave an unexpected reply: {v:?}"));
-    let a = v.as_array().filter(|a| a.len() == 5).ok_or_else(bad)?;
+    let a = v.as_array().filter(|a| a.len() == 7).ok_or_else(bad)?;
     let meta = EventMeta::from_fields(&pairs(&a[0]).ok_or_else(bad)?).map_err(|e| {
         OriginError::may_have_run("view.lua read a bad event hash").caused_by_msg(e)
     })?;
@@ -284,22 +291,37 @@ pub fn parse_view(v: &Value) -> Result<Option<Snapshot>, OriginError> {
         })
         .collect();
     let count = |i: usize| a[i].as_int().unwrap_or(0).max(0) as u64;
+    let fleet = [5, 6].into_iter().find_map(|i| {
+        let counts = parse_counts(a[i].as_array()?);
+        (counts.get("reports").copied().unwrap_or(0) > 0).then_some((i, counts))
+    });
     Ok(Some(Snapshot {
         meta,
         items,
         stream_len: count(3),
         pending: count(4),
+        fleet: fleet.map(|(i, counts)| FleetFigures {
+            second: second - (i as i64 - 4),
+            counts,
+        }),
     }))
 }
 
-/// KEYS for view.lua.
-pub fn view_keys(k: &EventKeys) -> Vec<String> {
-    vec![
+/// KEYS and ARGV for view.lua at `now_ms`, with the isolate's report (empty from the CLI).
+pub fn view_call(k: &EventKeys, now_ms: i64, report: &[String]) -> (Vec<String>, Vec<String>) {
+    let sec = now_ms.div_euclid(1000);
+    let keys = vec![
         k.meta.clone(),
         k.sold.clone(),
         k.pending.clone(),
         k.stream.clone(),
-    ]
+        k.fleet(sec),
+        k.fleet(sec - 1),
+        k.fleet(sec - 2),
+    ];
+    let mut args = vec![FLEET_TTL_SECS.to_string()];
+    args.extend(report.iter().cloned());
+    (keys, args)
 }
 
 /// Pay for, or expire, one pending order (settle.lua).
@@ -414,6 +436,7 @@ mod tests {
             order_json: "{}",
             pay_by_ms: 1_800_000_900_000,
             lines: &lines,
+            fresh: true,
         };
         let (k, a) = call.keys_and_args();
         assert_eq!(
@@ -437,6 +460,7 @@ mod tests {
                 "alice",
                 "1800000900000",
                 "2",
+                "1",
                 "A",
                 "1",
                 "B",

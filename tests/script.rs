@@ -35,7 +35,14 @@ fn lines(v: &[(&str, u32)]) -> Vec<Line> {
         .collect()
 }
 
+/// One attempt as the edge sends a key it has seen before (a possible retry): the script
+/// checks for a replay before anything else.
 async fn attempt(o: &NativeOrigin, a: &Attempt<'_>) -> Outcome {
+    attempt_as(o, a, false).await
+}
+
+/// One attempt; `fresh` says the edge knows nothing of the key.
+async fn attempt_as(o: &NativeOrigin, a: &Attempt<'_>, fresh: bool) -> Outcome {
     let keys = EventKeys::new(a.event);
     let fp = flashgate::order::fingerprint(&a.lines);
     let id = flashgate::order::order_id(a.event, a.user, a.key);
@@ -50,6 +57,7 @@ async fn attempt(o: &NativeOrigin, a: &Attempt<'_>) -> Outcome {
         order_json: &order,
         pay_by_ms: a.now + PAY_MS,
         lines: &a.lines,
+        fresh,
     };
     let (k, args) = call.keys_and_args();
     let v = PURCHASE.eval(o, &k, &args).await.unwrap();
@@ -507,4 +515,44 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
     let pending = o.call(&Cmd::new(["ZCARD", &k.pending])).await.unwrap();
     assert_eq!(pending.as_int(), Some(0));
     eprintln!("races: {paid} paid, {expired} expired");
+}
+
+#[tokio::test]
+async fn a_fresh_attempt_for_a_sold_out_item_costs_two_reads() {
+    use flashgate::native::load::{commandstats, commandstats_delta};
+    let r = Redis::start();
+    let o = r.origin();
+    let t = setup(&o, "s6").await + 10;
+    let b = |user: &'static str, key: &'static str| Attempt {
+        event: "s6",
+        user,
+        key,
+        lines: lines(&[("B", 1)]),
+        now: t,
+    };
+    // u1 takes the only B.
+    assert!(matches!(
+        attempt_as(&o, &b("u1", "key-00001"), true).await,
+        Outcome::Placed { .. }
+    ));
+    // A fresh attempt by someone else: refused after reading meta and sold, nothing more.
+    let before = commandstats(&o).await.unwrap();
+    let out = attempt_as(&o, &b("u2", "key-00002"), true).await;
+    let after = commandstats(&o).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::SoldOut {
+            line: 0,
+            remaining: 0
+        }
+    );
+    let d = commandstats_delta(&before, &after);
+    assert_eq!(
+        d,
+        std::collections::BTreeMap::from([("evalsha".to_string(), 1), ("hmget".to_string(), 2)]),
+        "one EVALSHA, two reads inside it"
+    );
+    // A key the edge has seen (a retry) is checked for a replay first, even when sold out.
+    let retry = attempt_as(&o, &b("u1", "key-00001"), false).await;
+    assert!(matches!(retry, Outcome::Replayed { .. }), "{retry:?}");
 }

@@ -6,12 +6,15 @@
 //!    have run is marked so that the edge's own refusals are skipped for it.
 //! 4. [`event_snapshot`] and [`check_snapshot`]: state, items, quantity, stock and the user's
 //!    known caps, from the isolate's snapshot.
-//! 5. [`forward`]: one EVALSHA of purchase.lua.
-//! 6. [`record`]: learn from the origin's answer (key news, counters, stock, state).
-//! 7. [`render`]: the answer.
+//! 5. [`admit`]: admission control: a candidate attempt is forwarded with the isolate's share
+//!    of the event's origin budget (see `fleet`), or answered 503 `busy` with a jittered
+//!    Retry-After.
+//! 6. [`forward`]: one EVALSHA of purchase.lua.
+//! 7. [`record`]: learn from the origin's answer (key news, counters, stock, state).
+//! 8. [`render`]: the answer.
 //!
-//! Steps 1–4 refuse at the edge ([`Decided::Edge`]) with no origin command (the snapshot
-//! aside); 5–7 answer for the origin. Invariant: a key whose attempt may have run (the origin
+//! Every decision is counted per event for the fleet's figures. Steps 1–5 refuse at the edge ([`Decided::Edge`]) with no origin command (the snapshot
+//! aside); 6–8 answer for the origin. Invariant: a key whose attempt may have run (the origin
 //! went silent, or answered something unreadable) is never refused by the edge's own
 //! knowledge: only the origin can say whether to replay it.
 
@@ -38,6 +41,14 @@ struct Attempt<'a> {
     key: &'a str,
     lines: Vec<Line>,
     fingerprint: String,
+}
+
+/// What step 6 sends: the order, its deadline, and whether the key is fresh to this isolate.
+struct Forward<'a> {
+    order: &'a Order,
+    order_json: &'a str,
+    pay_by: i64,
+    fresh: bool,
 }
 
 /// A successful answer and the decision it counts as (`placed`, `replayed`).
@@ -86,7 +97,7 @@ pub(super) async fn handle_purchase<O: Origin, L: Limiter>(
     let (user, result) = match check_request(gate, event, req, now) {
         Err(r) => (None, Err(r)),
         Ok(a) => {
-            let r = purchase(gate, origin, limiter, &a, now).await;
+            let r = purchase(gate, origin, limiter, &a, (now, req.roll)).await;
             (Some(a.user), r)
         }
     };
@@ -132,7 +143,12 @@ fn decided(
     at: Decided,
 ) -> Handled {
     let edge = at == Decided::Edge;
-    gate.state.borrow_mut().count(decision, edge);
+    let mut st = gate.state.borrow_mut();
+    st.count(decision, edge);
+    if valid_id(event) {
+        st.event_counts(event).decided(decision, edge);
+    }
+    drop(st);
     let log = DecisionLog {
         msg: "decision",
         event: event.to_string(),
@@ -154,7 +170,7 @@ async fn purchase<O: Origin, L: Limiter>(
     origin: &O,
     limiter: &L,
     a: &Attempt<'_>,
-    now: i64,
+    (now, roll): (i64, f64),
 ) -> Result<Answer, Refusal> {
     rate_limit(gate, limiter, a, now).await?;
     let known = match known_key(gate, a, now)? {
@@ -164,10 +180,17 @@ async fn purchase<O: Origin, L: Limiter>(
     let snap = event_snapshot(gate, origin, a, now).await?;
     let trust_edge = matches!(known, Known::Fresh);
     let order_lines = check_snapshot(gate, a, &snap, trust_edge, now)?;
+    admit(gate, a, roll, now)?;
     let pay_by = now + snap.meta.pay_within_ms;
     let order = Order::new(a.event, &a.user, a.key, order_lines, now, pay_by);
     let order_json = serde_json::to_string(&order).expect("orders serialize");
-    let outcome = forward(gate, origin, a, &order, &order_json, pay_by, now).await?;
+    let call = Forward {
+        order: &order,
+        order_json: &order_json,
+        pay_by,
+        fresh: trust_edge,
+    };
+    let outcome = forward(gate, origin, a, call, now).await?;
     record(gate, a, &snap, &outcome, &order_json, now);
     render(a, &snap, outcome, &order, now)
 }
@@ -322,16 +345,27 @@ fn check_snapshot(
     Ok(priced)
 }
 
-/// Step 5: one EVALSHA. Any failure after which the script may have run (silence, a cut-off
+/// Step 5: forward this candidate, or shed it (503 `busy`, Retry-After 1 to 3 s, jittered so
+/// that shed attempts do not come back together).
+fn admit(gate: &Gate, a: &Attempt<'_>, roll: f64, now: i64) -> Result<(), Refusal> {
+    let mut st = gate.state.borrow_mut();
+    st.event_counts(a.event).add("candidates", 1);
+    if !gate.config.admission || st.admit(a.event, roll, now) {
+        return Ok(());
+    }
+    st.event_counts(a.event).add("shed", 1);
+    let jitter = (roll * 7919.0).fract();
+    Err(Refusal::edge(ApiError::busy(1 + (jitter * 3.0) as u64)))
+}
+
+/// Step 6: one EVALSHA. Any failure after which the script may have run (silence, a cut-off
 /// connection, a reply that cannot be read) marks the key uncertain, so that its retry
 /// reaches the origin.
 async fn forward<O: Origin>(
     gate: &Gate,
     origin: &O,
     a: &Attempt<'_>,
-    order: &Order,
-    order_json: &str,
-    pay_by: i64,
+    f: Forward<'_>,
     now: i64,
 ) -> Result<Outcome, Refusal> {
     let keys = EventKeys::new(a.event);
@@ -341,13 +375,18 @@ async fn forward<O: Origin>(
         now_ms: now,
         idempotency_key: a.key,
         fingerprint: &a.fingerprint,
-        order_id: &order.id,
-        order_json,
-        pay_by_ms: pay_by,
+        order_id: &f.order.id,
+        order_json: f.order_json,
+        pay_by_ms: f.pay_by,
         lines: &a.lines,
+        fresh: f.fresh,
     };
     let (k, args) = call.keys_and_args();
-    gate.state.borrow_mut().stats.forwarded += 1;
+    {
+        let mut st = gate.state.borrow_mut();
+        st.stats.forwarded += 1;
+        st.event_counts(a.event).add("forwarded", 1);
+    }
     let uncertain = |ran_maybe: bool| {
         if ran_maybe {
             gate.state
@@ -365,7 +404,7 @@ async fn forward<O: Origin>(
     })
 }
 
-/// Step 6: what the origin's answer teaches this isolate.
+/// Step 7: what the origin's answer teaches this isolate.
 fn record(
     gate: &Gate,
     a: &Attempt<'_>,
@@ -445,7 +484,7 @@ fn expired(order_json: &str) -> ApiError {
     }
 }
 
-/// Step 7: the answer for the origin's decision.
+/// Step 8: the answer for the origin's decision.
 fn render(
     a: &Attempt<'_>,
     snap: &Snapshot,
@@ -629,6 +668,11 @@ mod tests {
 
     /// view.lua's reply for a live event with item A (`remaining` left of 10).
     fn view(remaining: u32) -> Value {
+        view_with_fleet(remaining, vec![])
+    }
+
+    /// view.lua's reply with the fleet's figures for the last second.
+    fn view_with_fleet(remaining: u32, fleet: Vec<(String, String)>) -> Value {
         let spec: EventSpec = serde_json::from_value(json!({"id":"e","name":"E","starts_at":"2027-01-01T00:00:00Z","ends_at":"2027-02-01T00:00:00Z",
             "items":[{"sku":"A","name":"A","price":100,"currency":"USD","stock":10}]}))
         .unwrap();
@@ -652,6 +696,8 @@ mod tests {
             flat(vec![("A".into(), (10 - remaining).to_string())]),
             Value::Int(0),
             Value::Int(0),
+            flat(fleet),
+            Value::Array(vec![]),
         ])
     }
 
@@ -858,6 +904,49 @@ mod tests {
         let l = h.log.expect("origin errors are always logged");
         assert_eq!((l.code, l.status), ("origin_unavailable", 503));
         assert!(l.error.unwrap().contains("connect 127.0.0.1:1"));
+    }
+
+    #[test]
+    fn candidates_beyond_the_fleet_share_are_shed_with_a_jittered_retry() {
+        let (g, o) = (gate(), FakeOrigin::default());
+        // 100 isolates saw 40,000 candidates last second; 10 units left: the origin should
+        // see about 20 attempts a second, so each candidate passes with p = 1/2000.
+        let fleet = vec![
+            ("reports".to_string(), "100".to_string()),
+            ("candidates".to_string(), "40000".to_string()),
+        ];
+        o.push(Ok(view_with_fleet(10, fleet)));
+        let at = |user: &str, roll: f64| {
+            let auth = bearer(user);
+            let req = ApiRequest {
+                roll,
+                ..order_req(&auth, "key-00001")
+            };
+            g.handle(&o, &NoLimiter, &req, NOW, &|| NOW)
+                .now_or_never()
+                .unwrap()
+        };
+        let mut retry = std::collections::BTreeSet::new();
+        for (i, roll) in [0.5, 0.001, 0.9, 0.3337].into_iter().enumerate() {
+            let h = at(&format!("u{i}"), roll);
+            assert_eq!((h.reply.status, code(&h).as_str()), (503, "busy"));
+            retry.insert(h.reply.header("retry-after").unwrap().to_string());
+        }
+        assert!(retry.iter().all(|r| ["1", "2", "3"].contains(&r.as_str())));
+        assert!(retry.len() > 1, "jittered: {retry:?}");
+        assert_eq!(
+            o.log.borrow().len(),
+            1,
+            "the view only: nothing was forwarded"
+        );
+        // A roll under p is forwarded.
+        o.push(Ok(placed(9)));
+        assert_eq!(at("lucky", 0.0001).reply.status, 201);
+        let counts = g.state.borrow_mut().take_report("e");
+        assert_eq!(counts.0.get("shed"), Some(&4));
+        assert_eq!(counts.0.get("candidates"), Some(&5));
+        assert_eq!(counts.0.get("forwarded"), Some(&1));
+        assert_eq!(counts.0.get("edge:busy"), Some(&4));
     }
 
     struct Refuse(Result<bool, String>);

@@ -5,7 +5,7 @@ use super::Gate;
 use crate::edge::SnapshotPlan;
 use crate::keys::EventKeys;
 use crate::origin::{Origin, OriginError};
-use crate::script::{parse_view, view_keys, Snapshot, VIEW};
+use crate::script::{parse_view, view_call, Snapshot, VIEW};
 
 /// How long a request waits between looks at a snapshot another request is refreshing.
 const WAIT_STEP_MS: u64 = 5;
@@ -34,14 +34,22 @@ impl Gate {
                     ))
                 }
                 SnapshotPlan::Refresh => {
-                    self.state.borrow_mut().stats.view_reads += 1;
+                    // The refresher reports this isolate's counts for the event on the way.
+                    let report = {
+                        let mut st = self.state.borrow_mut();
+                        st.stats.view_reads += 1;
+                        st.take_report(event)
+                    };
+                    let (keys, args) = view_call(&EventKeys::new(event), now, &report.to_args());
                     let read = VIEW
-                        .eval(origin, &view_keys(&EventKeys::new(event)), &[])
+                        .eval(origin, &keys, &args)
                         .await
-                        .and_then(|v| parse_view(&v));
-                    self.state
-                        .borrow_mut()
-                        .store(event, read.as_ref().ok().cloned(), now);
+                        .and_then(|v| parse_view(&v, now.div_euclid(1000)));
+                    let mut st = self.state.borrow_mut();
+                    if read.as_ref().is_err_and(|e| !e.ran_maybe()) {
+                        st.restore_report(event, report);
+                    }
+                    st.store(event, read.as_ref().ok().cloned(), now);
                     return read;
                 }
             }

@@ -1,10 +1,11 @@
--- flashgate purchase.lua, version 2: decides and records ONE purchase attempt atomically, and
+-- flashgate purchase.lua, version 3: decides and records ONE purchase attempt atomically, and
 -- hands a placed order to the order stream. No `#!lua` shebang and no undeclared keys:
 -- Dragonfly runs it as is, under one hash tag.
 --
 -- KEYS (one hash tag, the event):  1 meta  2 sold  3 user  4 pending  5 stream
 -- ARGV: 1 now_ms (the edge's clock)  2 idempotency key  3 fingerprint of the lines ("A:1,B:2")
 --       4 order JSON  5 order id  6 user id  7 pay_by (ms)  8 n lines
+--       9 fresh (1: the edge knows nothing of this key, so it is not a retry it saw)
 --       then sku_1 qty_1 ... sku_n qty_n
 --
 -- Reply: an array headed by an integer code (src/script.rs, Outcome):
@@ -23,6 +24,10 @@
 -- holds `t`, `d:<day>:<sku>`, `i:<key>` → fingerprint "\n" order JSON, `s:<key>` → p (paid) or
 -- x (expired), absent while pending, `b:<key>` → pay_by while pending, and `e`.
 --
+-- A fresh attempt for an item that is already sold out is refused after two reads (meta and
+-- sold), before the user's hash is read: the cheap refusal for the crowd that arrives after
+-- the sell-out. A key the edge saw sent (a possible retry) is checked for a replay first.
+--
 -- Invariants: nothing is written unless every check passed, so an attempt is all or nothing;
 -- sold only grows here and never past stock; each placed order is appended to the stream
 -- exactly once, in the same atomic step, and its idempotency record makes any retry a replay.
@@ -30,12 +35,12 @@
 
 local unpack = unpack or table.unpack
 local now, n = tonumber(ARGV[1]), tonumber(ARGV[8])
-if not now or not n or n < 1 or n > 100 or #ARGV ~= 8 + 2 * n then return {12} end
+if not now or not n or n < 1 or n > 100 or #ARGV ~= 9 + 2 * n then return {12} end
 
 local mfields = {'state', 'starts_at', 'ends_at', 'utc_offset_min', 'cap_item', 'cap_total', 'cap_qty'}
 local skus, seen = {}, {}
 for i = 1, n do
-  local sku = ARGV[7 + 2 * i]
+  local sku = ARGV[8 + 2 * i]
   if seen[sku] then return {12} end
   seen[sku] = true
   skus[i] = sku
@@ -44,6 +49,17 @@ end
 local meta = redis.call('HMGET', KEYS[1], unpack(mfields))
 if not meta[1] then return {2} end
 local day = math.floor((now + tonumber(meta[4]) * 60000) / 86400000)
+
+local sold
+if ARGV[9] == '1' then
+  sold = redis.call('HMGET', KEYS[2], unpack(skus))
+  for i = 1, n do
+    local stock, qty = tonumber(meta[7 + i]), tonumber(ARGV[9 + 2 * i])
+    if stock and qty and qty > stock - tonumber(sold[i] or '0') then
+      return {7, i, stock - tonumber(sold[i] or '0')}
+    end
+  end
+end
 
 -- One read of the user's hash: the idempotency record and state, the total, the earliest
 -- pending deadline, and today's count per line.
@@ -66,10 +82,10 @@ if flag == 'paused' then return {4} end
 if flag ~= 'live' and now < starts then return {3} end
 
 local cap_item, cap_total, cap_qty = tonumber(meta[5]), tonumber(meta[6]), tonumber(meta[7])
-local sold = redis.call('HMGET', KEYS[2], unpack(skus))
+sold = sold or redis.call('HMGET', KEYS[2], unpack(skus))
 local sum, new_sold, new_user, reply = 0, {}, {}, {0, 0, 0}
 for i = 1, n do
-  local qty = tonumber(ARGV[8 + 2 * i])
+  local qty = tonumber(ARGV[9 + 2 * i])
   if not qty or qty < 1 or qty ~= math.floor(qty) then return {12} end
   local stock = meta[7 + i]
   if not stock then return {6, i} end

@@ -4,7 +4,7 @@
 use crate::keys::EventKeys;
 use crate::model::{format_ms, EventSpec, NewEvent, State};
 use crate::origin::{Cmd, Origin, Value};
-use crate::script::{parse_view, view_keys, Snapshot, VIEW};
+use crate::script::{parse_view, view_call, Snapshot, VIEW};
 
 async fn call<O: Origin>(o: &O, args: Vec<String>) -> Result<Value, String> {
     o.call(&Cmd { args, route: None })
@@ -23,11 +23,13 @@ pub fn read_spec(path: &str) -> Result<EventSpec, String> {
 }
 
 pub async fn status<O: Origin>(o: &O, id: &str) -> Result<Snapshot, String> {
+    let now = super::now_ms();
+    let (keys, args) = view_call(&EventKeys::new(id), now, &[]);
     let v = VIEW
-        .eval(o, &view_keys(&EventKeys::new(id)), &[])
+        .eval(o, &keys, &args)
         .await
         .map_err(|e| e.to_string())?;
-    parse_view(&v)
+    parse_view(&v, now.div_euclid(1000))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("there is no event {id} at this origin"))
 }

@@ -1,0 +1,280 @@
+//! The fleet's figures and admission control, as plain data with time passed in.
+//!
+//! Every isolate counts what it sees per event ([`Counts`]: attempts, candidates, forwarded,
+//! shed, and decisions per code and place). When it refreshes its snapshot (view.lua, at most
+//! once per `EDGE_CACHE_MS`) it reports those counts and the origin adds them into a bucket per
+//! second (`fg:{E}:fleet:<sec>`, kept 10 minutes). The snapshot it gets back carries the last
+//! full second's sums from the whole fleet ([`FleetFigures`]). No extra round trip.
+//!
+//! Admission: an event's `origin_budget` is the purchase attempts per second its shard should
+//! see. The origin should also see no more than a small multiple of the remaining stock
+//! ([`STOCK_MULTIPLE`]). From the fleet's figures each isolate computes its [`Share`]:
+//! - `p`: the chance to forward one candidate attempt (one that passed every edge check),
+//!   `allowed / demand` where demand is the fleet's candidates per second. Shedding is random
+//!   per attempt, so every attempt has the same chance; the per-user token bucket keeps
+//!   hammering from buying extra chances.
+//! - `rate`: a per-isolate cap, `allowed / isolates`, with a one-second burst. It bounds the
+//!   first second of a sale, when demand is not known yet but the isolates are (they report
+//!   while the crowd waits for the start).
+//!
+//! Late or missing figures fail safe. The origin still decides every sale, so nothing is ever
+//! oversold whatever the edge does. Without figures for an event, an isolate keeps the
+//! isolate count it last learnt (1 if it never learnt one) and forwards with `p = 1` up to its
+//! `rate`; so it never sheds everything, and without any figures it bounds itself to the whole
+//! budget. Figures are at most two seconds old when used; an isolate recomputes its share at
+//! every refresh.
+
+use std::collections::BTreeMap;
+
+/// The origin should see at most this many attempts per second per unit left.
+pub const STOCK_MULTIPLE: f64 = 2.0;
+/// ... but never fewer than this many, so a last unit still sells quickly.
+pub const MIN_ALLOWED: f64 = 10.0;
+
+/// An isolate's counts for one event since its last report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts(pub BTreeMap<String, u64>);
+
+impl Counts {
+    pub fn add(&mut self, name: &str, n: u64) {
+        *self.0.entry(name.to_string()).or_insert(0) += n;
+    }
+
+    /// One purchase decision: `code` (e.g. `placed`, `sold_out`), made at the edge or not.
+    pub fn decided(&mut self, code: &str, at_edge: bool) {
+        self.add("attempts", 1);
+        let place = if at_edge { "edge" } else { "origin" };
+        self.add(&format!("{place}:{code}"), 1);
+    }
+
+    pub fn merge(&mut self, other: Counts) {
+        for (k, v) in other.0 {
+            self.add(&k, v);
+        }
+    }
+
+    /// view.lua's report arguments: `name count ...`, with `reports 1` first.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec!["reports".to_string(), "1".to_string()];
+        for (k, v) in &self.0 {
+            a.push(k.clone());
+            a.push(v.to_string());
+        }
+        a
+    }
+}
+
+/// The fleet's sums for one second, as view.lua returns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetFigures {
+    /// The Unix second they were reported in.
+    pub second: i64,
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl FleetFigures {
+    pub fn get(&self, name: &str) -> u64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
+    /// Reports that second: about the number of isolates that saw traffic.
+    pub fn isolates(&self) -> u64 {
+        self.get("reports")
+    }
+    /// Attempts that passed every edge check and wanted the origin.
+    pub fn demand(&self) -> u64 {
+        self.get("candidates")
+    }
+}
+
+/// An isolate's part of an event's origin budget.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Share {
+    /// Chance to forward one candidate attempt.
+    pub p: f64,
+    /// Most attempts per second this isolate forwards.
+    pub rate: f64,
+}
+
+impl Share {
+    /// Forward everything (admission off, or before any snapshot).
+    pub const OPEN: Share = Share {
+        p: 1.0,
+        rate: f64::INFINITY,
+    };
+}
+
+/// The share for an event with `budget`, `remaining` units over all items, and the fleet's
+/// latest figures (`None` when missing), given the isolate count last learnt.
+pub fn share(budget: u32, remaining: u64, fleet: Option<&FleetFigures>, isolates: u64) -> Share {
+    let allowed = f64::from(budget).min((STOCK_MULTIPLE * remaining as f64).max(MIN_ALLOWED));
+    let isolates = fleet
+        .map(FleetFigures::isolates)
+        .filter(|&n| n > 0)
+        .unwrap_or(isolates)
+        .max(1);
+    let demand = fleet.map(FleetFigures::demand).unwrap_or(0) as f64;
+    let p = if demand > allowed {
+        allowed / demand
+    } else {
+        1.0
+    };
+    Share {
+        p,
+        rate: allowed / isolates as f64,
+    }
+}
+
+/// One event's admission state in an isolate: its share and a token bucket for `rate`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admission {
+    pub share: Share,
+    /// The isolate count last learnt from the fleet's figures.
+    pub isolates: u64,
+    tokens: f64,
+    at: i64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            share: Share::OPEN,
+            isolates: 1,
+            tokens: 0.0,
+            at: i64::MIN,
+        }
+    }
+}
+
+impl Admission {
+    /// Takes in a fresh snapshot's figures.
+    pub fn update(&mut self, budget: u32, remaining: u64, fleet: Option<&FleetFigures>) {
+        if let Some(n) = fleet.map(FleetFigures::isolates).filter(|&n| n > 0) {
+            self.isolates = n;
+        }
+        self.share = share(budget, remaining, fleet, self.isolates);
+    }
+
+    /// Whether to forward one candidate attempt at `now` with the uniform `roll`.
+    pub fn admit(&mut self, roll: f64, now: i64) -> bool {
+        if roll >= self.share.p {
+            return false;
+        }
+        let rate = self.share.rate;
+        if !rate.is_finite() {
+            return true;
+        }
+        let burst = rate.max(1.0);
+        let elapsed = if self.at == i64::MIN {
+            i64::MAX
+        } else {
+            now - self.at
+        };
+        self.tokens = (self.tokens + elapsed.max(0) as f64 / 1000.0 * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Parses a flat `name, value, ...` array of counts.
+pub fn parse_counts(flat: &[crate::origin::Value]) -> BTreeMap<String, u64> {
+    flat.chunks(2)
+        .filter_map(|c| match c {
+            [k, v] => Some((k.as_str()?.to_string(), v.as_int()?.max(0) as u64)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(reports: u64, candidates: u64) -> FleetFigures {
+        FleetFigures {
+            second: 1,
+            counts: BTreeMap::from([
+                ("reports".to_string(), reports),
+                ("candidates".to_string(), candidates),
+            ]),
+        }
+    }
+
+    #[test]
+    fn the_share_splits_the_budget_by_demand_and_isolates() {
+        // 100 isolates saw 40,000 candidates last second; the budget is 2,000; plenty left.
+        let s = share(2000, 10_000, Some(&figures(100, 40_000)), 1);
+        assert_eq!(s.p, 0.05);
+        assert_eq!(s.rate, 20.0);
+        // Demand under the budget: everything goes.
+        assert_eq!(share(2000, 10_000, Some(&figures(10, 500)), 1).p, 1.0);
+        // Little stock left: a small multiple of it, not the whole budget.
+        let s = share(2000, 50, Some(&figures(100, 40_000)), 1);
+        assert_eq!((s.p, s.rate), (100.0 / 40_000.0, 1.0));
+        // ... but never less than MIN_ALLOWED.
+        assert_eq!(share(2000, 1, None, 1).rate, MIN_ALLOWED);
+    }
+
+    #[test]
+    fn missing_figures_fail_safe() {
+        // No figures: no random shedding, and the isolate count last learnt bounds the rate.
+        let mut a = Admission::default();
+        a.update(2000, 10_000, Some(&figures(50, 0)));
+        a.update(2000, 10_000, None);
+        assert_eq!(a.share, Share { p: 1.0, rate: 40.0 });
+        // Never learnt anything: at most the whole budget from this isolate, never nothing.
+        let mut b = Admission::default();
+        b.update(2000, 10_000, None);
+        assert_eq!(
+            b.share,
+            Share {
+                p: 1.0,
+                rate: 2000.0
+            }
+        );
+        assert!(b.admit(0.99, 0));
+    }
+
+    #[test]
+    fn admission_is_random_and_bounded_by_the_rate() {
+        let mut a = Admission::default();
+        a.update(2000, 10_000, Some(&figures(100, 40_000)));
+        // p = 0.05: rolls under it pass (while the bucket has tokens), the rest are shed.
+        assert!(!a.admit(0.05, 0));
+        assert!(a.admit(0.049, 0));
+        // The bucket: 20/s with a one-second burst; 100 lucky rolls in one instant pass 20.
+        let passed = (0..100).filter(|_| a.admit(0.0, 1)).count();
+        assert_eq!(passed, 19, "the burst minus the one taken above");
+        assert!(a.admit(0.0, 1 + 50), "a token back after 50 ms at 20/s");
+    }
+
+    #[test]
+    fn counts_become_report_arguments() {
+        let mut c = Counts::default();
+        c.decided("sold_out", true);
+        c.decided("placed", false);
+        c.add("forwarded", 1);
+        let mut other = Counts::default();
+        other.add("forwarded", 2);
+        c.merge(other);
+        assert_eq!(
+            c.to_args(),
+            [
+                "reports",
+                "1",
+                "attempts",
+                "2",
+                "edge:sold_out",
+                "1",
+                "forwarded",
+                "3",
+                "origin:placed",
+                "1"
+            ]
+        );
+    }
+}
