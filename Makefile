@@ -21,7 +21,7 @@ export CARGO_TERM_COLOR ?= never
 WORKER := build/worker/shim.mjs
 SOURCES := Cargo.toml Cargo.lock $(shell find src -type f 2>/dev/null)
 
-.PHONY: help setup setup-browser build cli dev dev-run test lint deploy-check unit integration \
+.PHONY: help setup setup-browser build cli dev dev-port dev-run test lint deploy-check unit integration \
 	browser bench bench-run deploy deploy-run clean
 
 help:
@@ -38,7 +38,10 @@ setup-browser:
 	@bash .ci/setup.sh --browser
 
 # The entry points: set-up, then the rest in a fresh make (see .tools.mk above).
-dev bench deploy: setup
+dev: dev-port setup
+	@$(MAKE) --no-print-directory dev-run
+
+bench deploy: setup
 	@$(MAKE) --no-print-directory $@-run
 
 test: setup-browser
@@ -52,6 +55,9 @@ $(WORKER): $(SOURCES)
 
 cli:
 	cargo build --quiet --bin flashgate
+
+dev-port:
+	@bash .ci/dev.sh --check-port
 
 dev-run: $(WORKER) cli
 	@bash .ci/dev.sh

@@ -113,7 +113,8 @@ SERVING=$(elapsed)
 say "serving after ${SERVING}s: $(curl -fsS --max-time 5 "$BASE/api/health")"
 
 TREE=$(tree "$MAKE_PID")
-say "make dev runs $(wc -w <<<"$TREE") processes; SIGINT to its process group (Ctrl-C)"
+names=$(for entry in $TREE; do cat "/proc/${entry%%:*}/comm" 2>/dev/null; done | sort | uniq -c | awk '{ printf "%s%s×%s", sep, $2, $1; sep = ", " }')
+say "make dev runs $(wc -w <<<"$TREE") processes ($names); SIGINT to its process group (Ctrl-C)"
 kill -INT -- "-$MAKE_PID"
 gone() { ! kill -0 "$1" 2>/dev/null; }
 STOPPING=$(date +%s)

@@ -6,6 +6,8 @@
 # The origin and `wrangler dev` each lead a process group of their own (wrangler's workerd
 # children included). Ctrl-C, SIGTERM, an error or wrangler exiting stops exactly those groups.
 #
+# `bash .ci/dev.sh --check-port` only checks that the port is free.
+#
 # Knobs: FLASHGATE_DEV_PORT (8787), FLASHGATE_DEV_ORIGIN_WAIT (seconds for the origin to answer
 # PING, 10), FLASHGATE_DEV_PERSIST=1 (keep the origin's data in .wrangler/dev-origin).
 set -euo pipefail
@@ -21,9 +23,10 @@ die() { printf '[dev] ERROR: %s\n' "$*" >&2; exit 1; }
 
 { [[ "$PORT" =~ ^[0-9]+$ ]] && [ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ]; } \
   || die "FLASHGATE_DEV_PORT=$PORT is not a port number (1-65535)."
-if port_taken "$PORT"; then
-  die "port $PORT on 127.0.0.1 is already in use; run on another port with FLASHGATE_DEV_PORT=<port> make dev (e.g. FLASHGATE_DEV_PORT=$((PORT + 1)))."
-fi
+port_taken "$PORT" \
+  && die "port $PORT is already in use; pick another with FLASHGATE_DEV_PORT, e.g. FLASHGATE_DEV_PORT=$((PORT + 1)) make dev."
+# `make dev` asks this first too, so a taken port fails before set-up and the build, not after.
+[ "${1:-}" = --check-port ] && exit 0
 
 GROUPS_STARTED=()
 cleanup() {

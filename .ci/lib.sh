@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 
 # bind_ports PORT...: binds each PORT on 127.0.0.1 for a moment (0 = any free port) and prints
-# the ports it got; fails when one of them is taken. Node is the one runtime every script has.
+# the ports it got; exits 3 when one of them is taken. Node is the one runtime every script has.
 bind_ports() {
   node -e '
     const net = require("net");
@@ -14,7 +14,7 @@ bind_ports() {
     Promise.all(process.argv.slice(1).map((p) => bind(Number(p)))).then((servers) => {
       console.log(servers.map((s) => s.address().port).join(" "));
       servers.forEach((s) => s.close());
-    }, () => process.exit(1));' "$@"
+    }, () => process.exit(3));' "$@"
 }
 
 # free_ports N: N distinct ports that are free right now.
@@ -25,7 +25,11 @@ free_ports() {
 }
 
 # port_taken PORT: true when something already holds PORT on 127.0.0.1.
-port_taken() { ! bind_ports "$1" >/dev/null 2>&1; }
+port_taken() {
+  local rc=0
+  bind_ports "$1" >/dev/null 2>&1 || rc=$?
+  [ "$rc" = 3 ]
+}
 
 # spawn_group DIR CMD...: runs CMD in DIR as the leader of a new session and process group, stdin
 # from /dev/null, other output where the caller redirects it. Its pid, which is also its
