@@ -27,10 +27,8 @@
 # keeps the scratch directory (logs, raw results) for a look afterwards.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
 # shellcheck source=.ci/lib.sh
-. "$ROOT/.ci/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # sets ROOT to the checkout and cds there
 SMOKE=0
 for a in "$@"; do
   case "$a" in

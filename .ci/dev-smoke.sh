@@ -10,10 +10,8 @@
 # Knobs: DEV_SMOKE_WAIT (seconds until it serves; default 1200, because a fresh clone sets up
 # and compiles the worker and the CLI first), DEV_SMOKE_STOP_WAIT (seconds to stop; 30).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
 # shellcheck source=.ci/lib.sh
-. "$ROOT/.ci/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # sets ROOT to the checkout and cds there
 WAIT=${DEV_SMOKE_WAIT:-1200}
 STOP_WAIT=${DEV_SMOKE_STOP_WAIT:-30}
 T0=$(date +%s)

@@ -11,10 +11,8 @@
 # Knobs: FLASHGATE_DEV_PORT (8787), FLASHGATE_DEV_ORIGIN_WAIT (seconds for the origin to answer
 # PING, 10), FLASHGATE_DEV_PERSIST=1 (keep the origin's data in .wrangler/dev-origin).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
 # shellcheck source=.ci/lib.sh
-. "$ROOT/.ci/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # sets ROOT to the checkout and cds there
 PORT=${FLASHGATE_DEV_PORT:-8787}
 ORIGIN_WAIT=${FLASHGATE_DEV_ORIGIN_WAIT:-10}
 CLI="$ROOT/target/debug/flashgate"

@@ -1,6 +1,9 @@
-# .ci/lib.sh — helpers shared by the .ci scripts: free ports, process groups, bounded waits.
-# Source it (`. "$ROOT/.ci/lib.sh"`); it defines functions only.
+# .ci/lib.sh — what the .ci scripts share: the checkout, free ports, process groups, bounded waits.
+# Source it (`. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"`): it sets ROOT to the checkout, cds
+# there, and defines functions.
 # shellcheck shell=bash
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit
 
 # bind_ports PORT...: binds each PORT on 127.0.0.1 for a moment (0 = any free port) and prints
 # the ports it got; exits 3 when one of them is taken. Node is the one runtime every script has.
