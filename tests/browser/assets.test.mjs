@@ -1,4 +1,4 @@
-// The sale page's JS/CSS are fingerprinted by name (tests/browser/fingerprint.mjs) and cached
+// The sale page's JS/CSS are fingerprinted by name (.ci/fingerprint.mjs) and cached
 // for a year; these tests keep names, contents, index.html and static/_headers in step.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { checkAssets, STATIC_DIR, writeAssets } from './fingerprint.mjs';
+import { checkAssets, STATIC_DIR, writeAssets } from '../../.ci/fingerprint.mjs';
 
-const SCRIPT = fileURLToPath(new URL('./fingerprint.mjs', import.meta.url));
+const SCRIPT = fileURLToPath(new URL('../../.ci/fingerprint.mjs', import.meta.url));
 
 function copyOfStatic() {
   const dir = mkdtempSync(join(tmpdir(), 'flashgate-assets-'));
@@ -22,7 +22,7 @@ const assetFile = (dir, prefix) => readdirSync(join(dir, 'assets')).find((n) => 
 const cli = (...args) => spawnSync(process.execPath, [SCRIPT, ...args], { encoding: 'utf8' });
 
 test('static/assets files match their fingerprints and index.html references exactly them', () => {
-  assert.deepEqual(checkAssets(), [], 'run: node tests/browser/fingerprint.mjs --write');
+  assert.deepEqual(checkAssets(), [], 'run: node .ci/fingerprint.mjs --write');
   const names = readdirSync(join(STATIC_DIR, 'assets')).sort();
   assert.equal(names.length, 2);
   assert.match(names[0], /^app\.[0-9a-f]{10}\.js$/);

@@ -1,17 +1,17 @@
 #!/usr/bin/env node
 // Content fingerprints for the sale page's JS and CSS.
 //
-//   node tests/browser/fingerprint.mjs --check [staticDir]   exit 1 unless every static/assets file is
-//                                                           named <base>.<sha256[:10]>.<ext> of its content
-//                                                           and index.html references exactly those files
-//   node tests/browser/fingerprint.mjs --write [staticDir]   rename the assets to their current hash and
-//                                                           rewrite index.html (run after every JS/CSS edit)
+//   node .ci/fingerprint.mjs --check [staticDir]   exit 1 unless every static/assets file is
+//                                                 named <base>.<sha256[:10]>.<ext> of its content
+//                                                 and index.html references exactly those files
+//   node .ci/fingerprint.mjs --write [staticDir]   rename the assets to their current hash and
+//                                                 rewrite index.html (run after every JS/CSS edit)
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const STATIC_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../static');
+export const STATIC_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../static');
 const HASHED = /^(?<base>[\w-]+)\.(?<hash>[0-9a-f]{10})\.(?<ext>js|css)$/;
 const RENAMABLE = /^(?<base>[\w-]+)(?:\.[0-9a-f]{10})?\.(?<ext>js|css)$/;
 const REFERENCE = /["'(]\/assets\/([^"')?#]+)/g;
