@@ -264,8 +264,11 @@ SEED_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <tests/bench/seed.lua)
 NOW=$(date +%s)
 create_event rb $(( NOW - 60 )) $(( NOW + 86400 )) 1000000000 1000000000 1000000000 1
 redis-cli -p "$RP" HSET 'seed:{rb}:A' inventory 1000000000000 purchased 0 >/dev/null
+# The cheap refusal: a sold-out item (stock 0) against the seed's sold-out path.
+create_event rbso $(( NOW - 60 )) $(( NOW + 86400 )) 0 1000000000 1000000000 1
+redis-cli -p "$RP" HSET 'seed:{rbso}:A' inventory 0 purchased 0 >/dev/null
 NOW_MS=$(( $(date +%s) * 1000 ))
-ORDER_JSON='{"id":"o_0123456789abcdef01234567","event":"rb","user":"u","lines":[{"sku":"A","qty":1,"unit_price":1999,"currency":"USD"}],"created_at":"2026-11-21T12:00:00.000Z","idempotency_key":"k"}'
+ORDER_JSON='{"id":"o_0123456789abcdef01234567","event":"rb","user":"u","lines":[{"sku":"A","qty":1,"unit_price":1999,"currency":"USD"}],"created_at":"2026-11-21T12:00:00.000Z","idempotency_key":"k","pay_by":"2026-11-21T12:15:00.000Z"}'
 rb() { # NAME ARGS...: one redis-benchmark run; its requests/s to $RES/NAME.rps
   local name=$1; shift
   redis-benchmark -h 127.0.0.1 -p "$RP" -c "$RB_C" -n "$RB_N" -r 1000000000 --csv "$@" >"$RES/$name.csv" 2>&1 \
@@ -275,11 +278,19 @@ rb() { # NAME ARGS...: one redis-benchmark run; its requests/s to $RES/NAME.rps
   [ -n "$(cat "$RES/$name.rps")" ] || { cat "$RES/$name.csv" >&2; die "no requests/s in redis-benchmark output ($name)"; }
   printf '           %-22s %8.0f calls/s\n' "$name" "$(cat "$RES/$name.rps")"
 }
+# purchase.lua's arguments (src/script.rs, PurchaseCall): KEYS meta sold user pending stream;
+# ARGV now key fingerprint order-json order-id user pay_by n fresh, then sku qty.
+purchase_args() { # EVENT
+  echo EVALSHA "$PURCHASE_SHA" 5 "fg:{$1}:meta" "fg:{$1}:sold" "fg:{$1}:user:__rand_int__" "fg:{$1}:pending" "fg:{$1}:stream"
+}
 for r in $(seq "$RB_ROUNDS"); do
   rb "rb$r-seed" EVALSHA "$SEED_SHA" 1 'seed:{rb}:A'
-  rb "rb$r-purchase" EVALSHA "$PURCHASE_SHA" 5 'fg:{rb}:meta' 'fg:{rb}:stock' 'fg:{rb}:sold' 'fg:{rb}:user:__rand_int__' 'fg:{rb}:orders' \
-    "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 1 A 1
-  redis-cli -p "$RP" DEL 'fg:{rb}:orders' >/dev/null   # keep the queue from growing across rounds
+  # shellcheck disable=SC2046
+  rb "rb$r-purchase" $(purchase_args rb) "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 'o___rand_int__' 'u__rand_int__' "$(( NOW_MS + 900000 ))" 1 1 A 1
+  rb "rb$r-seedso" EVALSHA "$SEED_SHA" 1 'seed:{rbso}:A'
+  # shellcheck disable=SC2046
+  rb "rb$r-purchaseso" $(purchase_args rbso) "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 'o___rand_int__' 'u__rand_int__' "$(( NOW_MS + 900000 ))" 1 1 A 1
+  redis-cli -p "$RP" DEL 'fg:{rb}:stream' 'fg:{rb}:pending' >/dev/null   # keep them from growing across rounds
 done
 redis-cli -p "$RP" HGET 'fg:{rb}:sold' A >"$RES/rb-purchase-sold"
 redis-cli -p "$RP" HGET 'seed:{rb}:A' purchased >"$RES/rb-seed-sold"
