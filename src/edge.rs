@@ -400,6 +400,11 @@ impl EdgeState {
         self.event_counts(event).merge(counts);
     }
 
+    /// Each event's admission state, for the operator.
+    pub fn admissions(&self) -> impl Iterator<Item = (&String, &Admission)> {
+        self.admissions.iter()
+    }
+
     /// Whether to forward one candidate attempt for `event` (see `fleet`).
     pub fn admit(&mut self, event: &str, roll: f64, now: i64) -> bool {
         self.admissions

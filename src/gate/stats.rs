@@ -14,6 +14,18 @@ struct StatsBody<'a> {
     edge_rejected: u64,
     forwarded: u64,
     view_reads: u64,
+    /// Per event: this isolate's admission share (see `fleet`).
+    admission: BTreeMap<&'a str, AdmissionBody>,
+}
+
+#[derive(Serialize)]
+struct AdmissionBody {
+    /// Chance to forward a candidate attempt.
+    p: f64,
+    /// Most attempts per second this isolate forwards (`null`: unbounded).
+    rate_per_sec: Option<f64>,
+    /// Isolates in the fleet, as last reported.
+    isolates: u64,
 }
 
 /// Refuses unless the request carries the operator token.
@@ -48,6 +60,17 @@ pub(super) fn handle_stats(gate: &Gate, req: &ApiRequest<'_>) -> Result<ApiReply
             edge_rejected: s.edge_rejected,
             forwarded: s.forwarded,
             view_reads: s.view_reads,
+            admission: st
+                .admissions()
+                .map(|(e, a)| {
+                    let body = AdmissionBody {
+                        p: a.share.p,
+                        rate_per_sec: a.share.rate.is_finite().then_some(a.share.rate),
+                        isolates: a.isolates,
+                    };
+                    (e.as_str(), body)
+                })
+                .collect(),
         },
     ))
 }

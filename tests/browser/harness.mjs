@@ -148,6 +148,11 @@ export class Stack {
     return run(CLI, ['--origin', this.origin, ...args]);
   }
 
+  /** Runs redis-cli against this stack's origin; resolves to its stdout. */
+  redisCli(...args) {
+    return run('/usr/bin/redis-cli', ['-p', String(this.redisPort), ...args]);
+  }
+
   async createEvent(event) {
     const file = join(this.tmp, `${event.id}.json`);
     writeFileSync(file, JSON.stringify(event, null, 2));

@@ -259,6 +259,40 @@ describe('sale page', { timeout: 240_000 }, () => {
     assert.equal(carolOrders[0].key, carolOrders[1].key, 'the automatic retry reuses the key');
   });
 
+  test('08 busy (shed by admission control at the worker): waits, then retries with the same key', async () => {
+    // The fleet's figures say a million candidates a second against a budget of 1.
+    const now = Math.floor(Date.now() / 1000);
+    const fleet = "for i = 0, 40 do redis.call('HSET', 'fg:{e2e}:fleet:' .. (ARGV[1] + i), 'reports', 50, 'candidates', 1000000) end";
+    const clear = "for i = 0, 40 do redis.call('DEL', 'fg:{e2e}:fleet:' .. (ARGV[1] + i)) end";
+    await stack.redisCli('EVAL', fleet, '0', String(now - 2));
+    await stack.cli('event', 'budget', EVENT, '1');
+    const stats = async () => (await (await fetch(`${stack.baseURL}/api/stats`, {
+      headers: { Authorization: `Bearer ${stack.operatorToken}` } })).json()).admission?.[EVENT];
+    // The worker picks the figures up at its next snapshot refresh (the page's polling does it).
+    await eventually(async () => assert.ok((await stats())?.p < 0.01, JSON.stringify(await stats())), 12_000);
+    const erin = await stack.page(PHONE);
+    await erin.goto(PAGE);
+    await signIn(erin, 'erin');
+    const erinOrders = recordOrders(erin);
+    const shed = erin.waitForResponse((r) => isOrder(r) && r.status() === 503);
+    await erin.getByTestId('buy-MS').click();
+    const first = await shed;
+    assert.equal((await first.json()).error.code, 'busy');
+    await expectButton(erin, 'MS', /^Busy, retrying in [1-3] s$/, false);
+    await expectText(erin, 'status-MS', /retry automatically/);
+    await stack.screenshot(erin, '09b-busy-phone');
+    // The crowd goes: the page's own retry gets through with the same key.
+    const placed = erin.waitForResponse((r) => isOrder(r) && r.status() === 201, { timeout: 20_000 });
+    await stack.redisCli('EVAL', clear, '0', String(now - 2));
+    await stack.cli('event', 'budget', EVENT, '5000');
+    const { order } = await (await placed).json();
+    await expectText(erin, 'status-MS', new RegExp(`Order ID: ${order.id}`));
+    assert.ok(erinOrders.length >= 2);
+    assert.ok(erinOrders.every((o) => o.key === erinOrders[0].key), 'every retry reuses the key');
+    assert.deepEqual(erin.errors, [], 'no uncaught page errors');
+    await erin.context().close();
+  });
+
   test('09 ended: every button says so', async () => {
     await stack.cli('event', 'end', EVENT);
     await expectText(alice, 'event-state', /^Ended$/i, 12_000);

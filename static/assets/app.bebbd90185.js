@@ -306,8 +306,15 @@ function outcome(res, intent) {
     case 'rate_limited':
       return { phase: 'rate_limited', retryIn: (res.retryAfter ?? SECOND) + jitter(SECOND / 2),
         note: 'Lots of shoppers right now. We will retry automatically and keep your place.' };
+    case 'busy':
+      // Shed by admission control at the edge: same key, after Retry-After (already jittered).
+      return { phase: 'rate_limited', retryIn: (res.retryAfter ?? SECOND) + jitter(SECOND / 4),
+        note: 'So many shoppers that the store is letting them in a few at a time. We will retry automatically with the same order.' };
     case 'origin_unavailable':
       return { phase: 'unavailable', note: 'The store is briefly unavailable. Press Retry; you will not be charged twice.' };
+    case 'order_expired':
+      return { phase: 'idle', final: true, refresh: true,
+        note: `Your order ${res.data?.error?.order?.id ?? ''} was not paid in time and has expired; the item went back on sale.` };
     case 'network':
       return { phase: 'unavailable', note: 'Could not reach the store. Check your connection and press Retry; you will not be charged twice.' };
     case 'item_limit_reached':
