@@ -90,7 +90,9 @@ trap 'exit 129' HUP
 read -r PORT < <(free_ports 1)
 BASE=http://127.0.0.1:$PORT
 say "make dev on port $PORT (log: $LOG)"
-spawn_group "$ROOT" env FLASHGATE_DEV_PORT="$PORT" make --no-print-directory dev >"$LOG" 2>&1
+# A shell that was itself started in the background hands its children SIGINT ignored, and make
+# and bash keep it so; a terminal's make has the default action. --default-signal restores it.
+spawn_group "$ROOT" env --default-signal=INT,QUIT FLASHGATE_DEV_PORT="$PORT" make --no-print-directory dev >"$LOG" 2>&1
 MAKE_PID=$SPAWNED_PID
 
 serving() {
