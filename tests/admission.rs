@@ -42,8 +42,9 @@ async fn clear_figures(o: &impl Origin, event: &str, secs: i64) {
     }
 }
 
-/// This worker's admission chance for `event`, from the operator's stats.
-async fn chance(sale: &Sale, event: &str) -> Option<f64> {
+/// This worker's admission chance for `event` and the fleet size it believes, from the
+/// operator's stats.
+async fn share(sale: &Sale, event: &str) -> (Option<f64>, Option<u64>) {
     let s: Json = sale
         .http
         .get(sale.worker.url("/api/stats"))
@@ -54,7 +55,8 @@ async fn chance(sale: &Sale, event: &str) -> Option<f64> {
         .json()
         .await
         .unwrap();
-    s["admission"][event]["p"].as_f64()
+    let a = &s["admission"][event];
+    (a["p"].as_f64(), a["isolates"].as_u64())
 }
 
 async fn buy(sale: &Sale, event: &str, user: &str) -> (u16, Option<String>, Json) {
@@ -104,7 +106,7 @@ async fn a_crowd_over_the_budget_is_shed_at_the_edge_and_let_in_again() {
         // the refresh that brings the figures.
         n += 1;
         let _ = buy(&sale, "adm", &format!("trigger{n}")).await;
-        chance(&sale, "adm").await.is_some_and(|p| p < 0.001)
+        share(&sale, "adm").await.0.is_some_and(|p| p < 0.001)
     })
     .await;
     eprintln!("the edge followed the fleet's figures in {took:?}");
@@ -131,14 +133,16 @@ async fn a_crowd_over_the_budget_is_shed_at_the_edge_and_let_in_again() {
     );
     assert!(retry.len() > 1, "Retry-After is jittered: {retry:?}");
 
-    // The figures go away (the crowd left, or reports stopped): the edge lets attempts in again.
+    // The crowd leaves: its figures go, and the fleet's own reports (one isolate here) take
+    // their place. The edge lets attempts in again, at the whole budget.
     clear_figures(o, "adm", 30).await;
-    until("admission again", async || {
+    let took = until("admission again", async || {
         n += 1;
         let _ = buy(&sale, "adm", &format!("trigger{n}")).await;
-        chance(&sale, "adm").await == Some(1.0)
+        share(&sale, "adm").await == (Some(1.0), Some(1))
     })
     .await;
+    eprintln!("the edge let the crowd in again after {took:?}");
     let (status, _, body) = buy(&sale, "adm", "crowd0").await;
     assert_eq!(
         status, 201,
