@@ -107,7 +107,15 @@ fn bench_harness_smoke() {
     for script in ["seed.lua", "purchase.lua"] {
         assert!(number(&row(lua, script)[1]) > 0.0, "{script} calls/s");
     }
-    assert!(number(&row(&md, "purchase.lua vs seed script (redis-benchmark EVALSHA)")[1]) > 0.0);
+    assert!(
+        number(
+            &row(
+                &md,
+                "purchase.lua vs seed script, success path (redis-benchmark EVALSHA)"
+            )[1]
+        ) > 0.0
+    );
+    assert!(number(&row(&md, "purchase.lua vs seed script, sold-out path")[1]) > 0.0);
 
     let wasm = row(section(&md, "## 5. "), "flashgate (build/index_bg.wasm)");
     assert!(

@@ -359,6 +359,9 @@ impl Worker {
             ("RATE_LIMIT_PER_SEC", "0"),
             // Every decision logged, so tests can read them; sampling has its own tests.
             ("LOG_SAMPLE_RATE", "1"),
+            // No shedding to the origin budget: admission control has its own tests
+            // (tests/admission.rs, the browser's busy test, `flashgate simulate`).
+            ("ADMISSION", "off"),
         ]);
         all.extend(vars.iter().copied());
         let mut cmd = Command::new("wrangler");
