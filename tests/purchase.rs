@@ -7,41 +7,10 @@ mod common;
 
 use common::*;
 use flashgate::keys::EventKeys;
-use flashgate::native::load::{commandstats, commandstats_delta};
 use flashgate::native::{now_ms, ops, NativeOrigin};
 use flashgate::origin::{Cmd, Origin, Value};
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-struct Reply {
-    status: u16,
-    body: Json,
-}
-
-async fn order(
-    c: &reqwest::Client,
-    w: &Worker,
-    event: &str,
-    user: &str,
-    key: &str,
-    skus: &[&str],
-) -> Reply {
-    let items: Vec<Json> = skus.iter().map(|s| json!({"sku": s, "qty": 1})).collect();
-    let r = c
-        .post(w.url(&format!("/api/events/{event}/orders")))
-        .bearer_auth(token(user))
-        .header("idempotency-key", key)
-        .json(&json!({ "items": items }))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    Reply {
-        status,
-        body: r.json().await.unwrap_or(Json::Null),
-    }
-}
 
 async fn strings(o: &NativeOrigin, args: &[&str]) -> Value {
     o.call(&Cmd::new(args.iter().copied())).await.unwrap()
@@ -59,8 +28,9 @@ fn hash(v: &Value) -> HashMap<String, String> {
         .collect()
 }
 
-/// Issue 3, "Done when" 1: thousands of concurrent attempts from over a thousand users with
-/// multi-item orders and replays; check every invariant at the origin afterwards.
+/// Thousands of concurrent attempts from over a thousand users, with multi-item orders and
+/// replays, through a worker whose origin is `transport_url`; afterwards every invariant holds
+/// at the origin.
 async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
     let w = Worker::start(&[("ORIGIN_URL", transport_url)]);
     ops::create(
@@ -89,12 +59,12 @@ async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
         }
     }
     assert!(attempts.len() > 3000);
-    let results: Vec<(String, String, Vec<&str>, Reply)> = stream::iter(attempts)
+    let results: Vec<(String, String, Vec<&str>, Answer)> = stream::iter(attempts)
         .map(|(user, key, skus)| {
             let (c, w) = (&c, &w);
             async move {
-                let r = order(c, w, event, &user, &key, &skus).await;
-                (user, key, skus, r)
+                let a = w.send(c, &Req::purchase(event, &user, &key, &skus)).await;
+                (user, key, skus, a)
             }
         })
         .buffer_unordered(64)
@@ -228,18 +198,16 @@ async fn http_dialects_with_auth() {
             ("ORIGIN_HTTP_DIALECT", dialect),
             ("ORIGIN_PASSWORD", "bridge-pass"),
         ]);
-        let h: Json = c
-            .get(w.url("/api/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h = get_json(&c, w.url("/api/health")).await;
         assert_eq!(h["transport"], format!("http-{dialect}"));
         assert_eq!(h["origin"]["ok"], true, "{h}");
-        let r1 = order(&c, &w, "dialects", user, "key-dialect-1", &["A"]).await;
-        assert_eq!(r1.status, 201, "{dialect}: {}", r1.body);
+        let a = w
+            .send(
+                &c,
+                &Req::purchase("dialects", user, "key-dialect-1", &["A"]),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{dialect}: {}", a.body);
         drop(w);
         let w = Worker::start(&[
             ("ORIGIN_URL", &b.url()),
@@ -255,46 +223,32 @@ async fn http_dialects_with_auth() {
     }
 }
 
-/// Done when 3: SCRIPT FLUSH in the middle of a run; purchases go on.
+/// SCRIPT FLUSH in the middle of a run: purchases go on (the worker reloads purchase.lua).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_flush_mid_run() {
-    let Sale {
-        redis: r,
-        origin: _o,
-        worker: w,
-        http: c,
-    } = Sale::start(spec("flush", &[("A", 1000)], -1000, (1, 5, 1)), &[]).await;
+    let sale = Sale::start(spec("flush", &[("A", 1000)], -1000, (1, 5, 1)), &[]).await;
     for i in 0..40 {
         if i % 10 == 5 {
-            assert_eq!(r.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
+            assert_eq!(sale.redis.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
         }
-        let rep = order(
-            &c,
-            &w,
-            "flush",
-            &format!("f{i}"),
-            &format!("key-flush-{i}"),
-            &["A"],
-        )
-        .await;
-        assert_eq!(rep.status, 201, "attempt {i}: {}", rep.body);
+        let a = sale
+            .buy(&format!("f{i}"), &format!("key-flush-{i}"), &["A"])
+            .await;
+        assert_eq!(a.status, 201, "attempt {i}: {}", a.body);
     }
-    assert_eq!(r.cli(&["HGET", "fg:{flush}:sold", "A"]).trim(), "40");
+    assert_eq!(
+        sale.redis.cli(&["HGET", "fg:{flush}:sold", "A"]).trim(),
+        "40"
+    );
 }
 
-/// Done when 4: on a 3-master cluster, the RESP transport completes purchases for events
-/// whose tags land on different nodes.
+/// On a 3-master cluster, the RESP transport completes purchases for events whose tags land
+/// on different nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_through_the_worker() {
     let cl = Cluster::start();
     let o = flashgate::native::connect(&cl.seed_url(), None, 5000).unwrap();
-    let mut by_node = std::collections::BTreeMap::new();
-    for i in 0..60 {
-        let id = format!("wc{i}");
-        by_node
-            .entry(cl.owner(&EventKeys::new(&id).meta))
-            .or_insert(id);
-    }
+    let by_node = cl.event_per_node("wc");
     assert_eq!(by_node.len(), 3, "one event per node: {by_node:?}");
     for id in by_node.values() {
         ops::create(&o, &spec(id, &[("A", 5)], -1000, (1, 5, 1)), true)
@@ -305,16 +259,9 @@ async fn cluster_through_the_worker() {
     let c = http();
     for (node, id) in &by_node {
         for u in 0..3 {
-            let rep = order(
-                &c,
-                &w,
-                id,
-                &format!("u{u}"),
-                &format!("key-{id}-{u}"),
-                &["A"],
-            )
-            .await;
-            assert_eq!(rep.status, 201, "{id} on :{node}: {}", rep.body);
+            let (user, key) = (format!("u{u}"), format!("key-{id}-{u}"));
+            let a = w.send(&c, &Req::purchase(id, &user, &key, &["A"])).await;
+            assert_eq!(a.status, 201, "{id} on :{node}: {}", a.body);
         }
         let own =
             flashgate::native::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
@@ -325,56 +272,33 @@ async fn cluster_through_the_worker() {
     }
 }
 
-/// Done when 5 and 6: in steady state one origin command per attempt that reaches the
-/// origin; none for a 401 (forged, tampered, expired or missing tokens).
+/// In steady state, one origin command per attempt that reaches the origin; none for a 401
+/// (forged, tampered, expired or missing tokens).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_origin_command_per_attempt_and_none_for_401() {
-    let Sale {
-        redis: _r,
-        origin: o,
-        worker: w,
-        http: c,
-    } = Sale::start(
+    let sale = Sale::start(
         spec("ones", &[("A", 1000), ("B", 1000)], -1000, (1, 100, 1)),
         &[("EDGE_CACHE_MS", "60000")],
     )
     .await;
     // Warm up: script cached, event snapshot cached.
-    assert_eq!(
-        order(&c, &w, "ones", "warm", "key-warm-01", &["A"])
-            .await
-            .status,
-        201
-    );
+    assert_eq!(sale.buy("warm", "key-warm-01", &["A"]).await.status, 201);
 
-    let before = commandstats(&o).await.unwrap();
-    for i in 0..50 {
-        let skus: &[&str] = if i % 2 == 0 { &["A"] } else { &["A", "B"] };
-        assert_eq!(
-            order(
-                &c,
-                &w,
-                "ones",
-                &format!("one{i}"),
-                &format!("key-one-{i}"),
-                skus
-            )
-            .await
-            .status,
-            201
-        );
-    }
-    let d = client_commands(
-        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
-        50,
-    );
+    let ((), d) = sale
+        .commands_during(async || {
+            for i in 0..50 {
+                let skus: &[&str] = if i % 2 == 0 { &["A"] } else { &["A", "B"] };
+                let (user, key) = (format!("one{i}"), format!("key-one-{i}"));
+                assert_eq!(sale.buy(&user, &key, skus).await.status, 201);
+            }
+        })
+        .await;
     assert_eq!(
-        d,
+        client_commands(d, 50),
         BTreeMap::from([("evalsha".to_string(), 50)]),
         "exactly one EVALSHA per attempt, nothing else"
     );
 
-    let before = commandstats(&o).await.unwrap();
     let good = token("mallory");
     let exp = flashgate::token::mint(SECRET.as_bytes(), "mallory", now_ms() / 1000 - 1);
     let forged = flashgate::token::mint(
@@ -387,31 +311,25 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
     let n = flipped.len() - 3;
     flipped[n] = if flipped[n] == b'a' { b'b' } else { b'a' };
     let flipped = String::from_utf8(flipped).unwrap();
-    for (what, auth) in [
-        ("expired", Some(exp)),
-        ("forged", Some(forged)),
-        ("tampered", Some(tampered)),
-        ("flipped", Some(flipped)),
-        ("garbage", Some("x.y.z".to_string())),
-        ("missing", None),
-    ] {
-        let mut req = c
-            .post(w.url("/api/events/ones/orders"))
-            .header("idempotency-key", "key-auth-001")
-            .json(&json!({"items":[{"sku":"A","qty":1}]}));
-        if let Some(t) = auth {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 401, "{what}");
-        let body: Json = resp.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "unauthenticated", "{what}");
-    }
-    assert_eq!(
-        commandstats_delta(&before, &commandstats(&o).await.unwrap()),
-        BTreeMap::new(),
-        "no origin command for a 401"
-    );
+    let ((), d) = sale
+        .commands_during(async || {
+            for (what, auth) in [
+                ("expired", Some(exp)),
+                ("forged", Some(forged)),
+                ("tampered", Some(tampered)),
+                ("flipped", Some(flipped)),
+                ("garbage", Some("x.y.z".to_string())),
+                ("missing", None),
+            ] {
+                let mut req = Req::purchase("ones", "mallory", "key-auth-001", &["A"]);
+                req.auth = auth.map(|t| format!("Bearer {t}"));
+                let a = sale.send(&req).await;
+                assert_eq!(a.status, 401, "{what}");
+                assert_eq!(a.code(), Some("unauthenticated"), "{what}");
+            }
+        })
+        .await;
+    assert_eq!(d, BTreeMap::new(), "no origin command for a 401");
 }
 
 /// RESP with AUTH: the right password buys, a wrong one is an unreachable origin (503).
@@ -424,20 +342,17 @@ async fn resp_auth() {
         .unwrap();
     let c = http();
     let w = Worker::start(&[("ORIGIN_URL", &r.url()), ("ORIGIN_PASSWORD", "s3cret-pass")]);
-    assert_eq!(
-        order(&c, &w, "auth", "a1", "key-auth-0001", &["A"])
-            .await
-            .status,
-        201
-    );
+    let a = w
+        .send(&c, &Req::purchase("auth", "a1", "key-auth-0001", &["A"]))
+        .await;
+    assert_eq!(a.status, 201);
     drop(w);
     let w = Worker::start(&[(
         "ORIGIN_URL",
         &format!("redis://:wrong@127.0.0.1:{}", r.port),
     )]);
-    let rep = order(&c, &w, "auth", "a2", "key-auth-0002", &["A"]).await;
-    assert_eq!(
-        (rep.status, rep.body["error"]["code"].as_str()),
-        (503, Some("origin_unavailable"))
-    );
+    let a = w
+        .send(&c, &Req::purchase("auth", "a2", "key-auth-0002", &["A"]))
+        .await;
+    assert_eq!((a.status, a.code()), (503, Some("origin_unavailable")));
 }

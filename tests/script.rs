@@ -26,13 +26,24 @@ struct Attempt<'a> {
     now: i64,
 }
 
-fn lines(v: &[(&str, u32)]) -> Vec<Line> {
-    v.iter()
-        .map(|(s, q)| Line {
-            sku: s.to_string(),
-            qty: *q,
-        })
-        .collect()
+impl<'a> Attempt<'a> {
+    /// `user` asks for `lines` as (sku, qty) in `event` with key `key`, at `now`.
+    fn new(event: &'a str, user: &'a str, key: &'a str, lines: &[(&str, u32)], now: i64) -> Self {
+        let lines = lines
+            .iter()
+            .map(|(s, q)| Line {
+                sku: s.to_string(),
+                qty: *q,
+            })
+            .collect();
+        Attempt {
+            event,
+            user,
+            key,
+            lines,
+            now,
+        }
+    }
 }
 
 /// One attempt as the edge sends a key it has seen before (a possible retry): the script
@@ -87,19 +98,20 @@ async fn setup(o: &NativeOrigin, id: &str) -> i64 {
     parse_rfc3339_ms(&s.starts_at).unwrap()
 }
 
-#[tokio::test]
-async fn placing_replaying_and_caps() {
+/// A fresh redis-server (stopped when dropped) with event `id` made by [`setup`], a client
+/// of it, and a time 10 ms into the sale.
+async fn live(id: &str) -> (Redis, NativeOrigin, i64) {
     let r = Redis::start();
     let o = r.origin();
-    let t = setup(&o, "s1").await + 10;
+    let t = setup(&o, id).await + 10;
+    (r, o, t)
+}
+
+#[tokio::test]
+async fn placing_replaying_and_caps() {
+    let (_r, o, t) = live("s1").await;
     let k = EventKeys::new("s1");
-    let a = |user, key, l: &[(&str, u32)], now| Attempt {
-        event: "s1",
-        user,
-        key,
-        lines: lines(l),
-        now,
-    };
+    let a = |user, key, l: &[(&str, u32)], now| Attempt::new("s1", user, key, l, now);
 
     let out = attempt(&o, &a("u1", "key-00001", &[("A", 1), ("B", 1)], t)).await;
     assert_eq!(
@@ -181,33 +193,15 @@ async fn placing_replaying_and_caps() {
 
 #[tokio::test]
 async fn all_or_nothing() {
-    let r = Redis::start();
-    let o = r.origin();
-    let t = setup(&o, "s2").await + 10;
+    let (_r, o, t) = live("s2").await;
     let k = EventKeys::new("s2");
     // B has 1 left; u2 takes it.
-    let placed = attempt(
-        &o,
-        &Attempt {
-            event: "s2",
-            user: "u2",
-            key: "key-first",
-            lines: lines(&[("B", 1)]),
-            now: t,
-        },
-    )
-    .await;
+    let placed = attempt(&o, &Attempt::new("s2", "u2", "key-first", &[("B", 1)], t)).await;
     assert!(matches!(placed, Outcome::Placed { .. }));
     // u1 asks for A and B: B cannot be met, so A is not deducted either.
     let out = attempt(
         &o,
-        &Attempt {
-            event: "s2",
-            user: "u1",
-            key: "key-multi",
-            lines: lines(&[("A", 1), ("B", 1)]),
-            now: t,
-        },
+        &Attempt::new("s2", "u1", "key-multi", &[("A", 1), ("B", 1)], t),
     )
     .await;
     assert_eq!(
@@ -223,13 +217,7 @@ async fn all_or_nothing() {
     // Duplicated skus in one attempt are malformed, even if they slipped past the edge.
     let dup = attempt(
         &o,
-        &Attempt {
-            event: "s2",
-            user: "u3",
-            key: "key-dup01",
-            lines: lines(&[("A", 1), ("A", 1)]),
-            now: t,
-        },
+        &Attempt::new("s2", "u3", "key-dup01", &[("A", 1), ("A", 1)], t),
     )
     .await;
     assert_eq!(dup, Outcome::BadArguments);
@@ -253,17 +241,7 @@ async fn state_machine_matches_the_rust_one() {
         for now in [start - 1, start, end - 1, end] {
             n += 1;
             let key = format!("key-{n:05}");
-            let out = attempt(
-                &o,
-                &Attempt {
-                    event: "s3",
-                    user: "u",
-                    key: &key,
-                    lines: lines(&[("A", 1)]),
-                    now,
-                },
-            )
-            .await;
+            let out = attempt(&o, &Attempt::new("s3", "u", &key, &[("A", 1)], now)).await;
             let want = match effective_state(flag, start, end, now) {
                 State::Scheduled => Outcome::NotStarted,
                 State::Paused => Outcome::Paused,
@@ -281,13 +259,7 @@ async fn state_machine_matches_the_rust_one() {
     }
     let unknown = attempt(
         &o,
-        &Attempt {
-            event: "nope",
-            user: "u",
-            key: "key-00000",
-            lines: lines(&[("A", 1)]),
-            now: start,
-        },
+        &Attempt::new("nope", "u", "key-00000", &[("A", 1)], start),
     )
     .await;
     assert_eq!(unknown, Outcome::UnknownEvent);
@@ -295,9 +267,7 @@ async fn state_machine_matches_the_rust_one() {
 
 #[tokio::test]
 async fn script_cache_loss_is_survived() {
-    let r = Redis::start();
-    let o = r.origin();
-    let t = setup(&o, "s4").await + 10;
+    let (_r, o, t) = live("s4").await;
     for i in 0..6 {
         if i == 3 {
             assert_eq!(
@@ -306,17 +276,7 @@ async fn script_cache_loss_is_survived() {
             );
         }
         let (user, key) = (format!("u{i}"), format!("key-{i:05}"));
-        let out = attempt(
-            &o,
-            &Attempt {
-                event: "s4",
-                user: &user,
-                key: &key,
-                lines: lines(&[("A", 1)]),
-                now: t,
-            },
-        )
-        .await;
+        let out = attempt(&o, &Attempt::new("s4", &user, &key, &[("A", 1)], t)).await;
         assert!(
             matches!(out, Outcome::Placed { .. }),
             "attempt {i}: {out:?}"
@@ -329,26 +289,13 @@ async fn script_cache_loss_is_survived() {
 async fn cluster_events_on_different_nodes() {
     let c = Cluster::start();
     let o = flashgate::native::connect(&c.seed_url(), None, 5000).unwrap();
-    // Pick event ids whose tags land on at least two different nodes.
-    let mut by_node = std::collections::BTreeMap::new();
-    for i in 0..50 {
-        let id = format!("c{i}");
-        by_node
-            .entry(c.owner(&EventKeys::new(&id).meta))
-            .or_insert(id);
-    }
+    let by_node = c.event_per_node("c");
     assert!(by_node.len() >= 2, "ids spread over nodes: {by_node:?}");
     for (node, id) in &by_node {
         let t = setup(&o, id).await + 10;
         let out = attempt(
             &o,
-            &Attempt {
-                event: id,
-                user: "u1",
-                key: "key-00001",
-                lines: lines(&[("A", 1), ("B", 1)]),
-                now: t,
-            },
+            &Attempt::new(id, "u1", "key-00001", &[("A", 1), ("B", 1)], t),
         )
         .await;
         assert!(
@@ -392,17 +339,9 @@ async fn stream_entries(o: &NativeOrigin, event: &str) -> Vec<(String, serde_jso
 
 #[tokio::test]
 async fn an_expiry_gives_everything_back_and_a_payment_keeps_it() {
-    let r = Redis::start();
-    let o = r.origin();
-    let t = setup(&o, "s5").await + 10;
+    let (_r, o, t) = live("s5").await;
     let k = EventKeys::new("s5");
-    let buy = |user: &'static str, key: &'static str, l: &[(&str, u32)], now| Attempt {
-        event: "s5",
-        user,
-        key,
-        lines: lines(l),
-        now,
-    };
+    let buy = |user, key, l: &[(&str, u32)], now| Attempt::new("s5", user, key, l, now);
     // u1 takes the last B and an A; u2 takes an A a minute later.
     let out = attempt(&o, &buy("u1", "key-00001", &[("A", 1), ("B", 1)], t)).await;
     assert!(matches!(out, Outcome::Placed { total: 2, .. }), "{out:?}");
@@ -478,13 +417,7 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
     let t = parse_rfc3339_ms(&s.starts_at).unwrap() + 10;
     let users: Vec<String> = (0..1000).map(|i| format!("r{i}")).collect();
     for u in &users {
-        let a = Attempt {
-            event: "race",
-            user: u,
-            key: "key-race-1",
-            lines: lines(&[("A", 1)]),
-            now: t,
-        };
+        let a = Attempt::new("race", u, "key-race-1", &[("A", 1)], t);
         assert!(matches!(attempt(&o, &a).await, Outcome::Placed { .. }));
     }
     // At the deadline, a payment and an expiry of each order race on two connections.

@@ -1,11 +1,15 @@
 //! Test harness: real redis-server (standalone and a 3-master cluster), the `flashgate bridge`
 //! and `wrangler dev`, each on free loopback ports, each stopped by the PID we started when
-//! dropped. Nothing here sleeps a fixed time to "let things settle": it polls for readiness.
+//! dropped; a [`Sale`] puts them together, and tests speak to the worker in [`Req`]s and read
+//! [`Answer`]s. Nothing here sleeps a fixed time to "let things settle": it polls for the
+//! condition ([`eventually`]).
 #![allow(dead_code)]
 
 use flashgate::model::{format_ms, EventSpec};
+use flashgate::native::load::{commandstats, commandstats_delta};
 use flashgate::native::{self, now_ms, NativeOrigin};
 use flashgate::origin::{Cmd, Origin};
+use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -91,15 +95,26 @@ impl Drop for Proc {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+/// Polls `ok` every 50 ms until it holds or `timeout` has passed; whether it held. Tests wait
+/// for the condition they then assert, never a fixed time.
+pub fn eventually(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();
-    while t0.elapsed() < timeout {
+    loop {
         if ok() {
-            return;
+            return true;
+        }
+        if t0.elapsed() >= timeout {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} not ready after {timeout:?}");
+}
+
+fn wait_for(what: &str, timeout: Duration, ok: impl FnMut() -> bool) {
+    assert!(
+        eventually(timeout, ok),
+        "{what} not ready after {timeout:?}"
+    );
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
@@ -286,6 +301,22 @@ impl Cluster {
             .find(|p| !redis_cli(**p, &["EXISTS", key]).contains("MOVED"))
             .expect("some node owns every slot")
     }
+
+    /// Event ids `<prefix>0`, `<prefix>1`, ... by the node their hash tag lands on: the first
+    /// id found for each node, trying up to 100. The caller asserts how many nodes it needs.
+    pub fn event_per_node(&self, prefix: &str) -> BTreeMap<u16, String> {
+        let mut by_node = BTreeMap::new();
+        for i in 0..100 {
+            if by_node.len() == self.ports.len() {
+                break;
+            }
+            let id = format!("{prefix}{i}");
+            by_node
+                .entry(self.owner(&flashgate::keys::EventKeys::new(&id).meta))
+                .or_insert(id);
+        }
+        by_node
+    }
 }
 
 /// `flashgate bridge` in front of a RESP server.
@@ -419,6 +450,88 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
             + &std::fs::read_to_string(err).unwrap_or_default()
     }
+
+    /// Sends `r` to the worker with `c`.
+    pub async fn send(&self, c: &reqwest::Client, r: &Req) -> Answer {
+        let mut b = c
+            .request(r.method.parse().unwrap(), self.url(&r.path))
+            .body(r.body.clone());
+        if let Some(a) = &r.auth {
+            b = b.header("authorization", a);
+        }
+        if let Some(t) = r.ctype {
+            b = b.header("content-type", t);
+        }
+        if let Some(k) = &r.key {
+            b = b.header("idempotency-key", k);
+        }
+        let resp = b.send().await.unwrap();
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        Answer {
+            request: format!("{} {} key {:?}", r.method, r.path, r.key),
+            status,
+            body: resp.json().await.unwrap_or(Json::Null),
+            headers,
+        }
+    }
+}
+
+/// One request to the worker's API, every part of it open to change: [`Req::purchase`] makes a
+/// well-formed order, and tests of malformed ones change a field.
+pub struct Req {
+    pub method: &'static str,
+    pub path: String,
+    /// The whole `Authorization` header.
+    pub auth: Option<String>,
+    pub ctype: Option<&'static str>,
+    /// The `Idempotency-Key` header.
+    pub key: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    /// `user` (with a [`token`]) orders one unit of each of `skus` in `event` with idempotency
+    /// key `key`.
+    pub fn purchase(event: &str, user: &str, key: &str, skus: &[&str]) -> Req {
+        let items: Vec<Json> = skus.iter().map(|s| json!({"sku": s, "qty": 1})).collect();
+        Req {
+            method: "POST",
+            path: format!("/api/events/{event}/orders"),
+            auth: Some(format!("Bearer {}", token(user))),
+            ctype: Some("application/json"),
+            key: Some(key.to_string()),
+            body: json!({ "items": items }).to_string().into_bytes(),
+        }
+    }
+}
+
+/// What the worker answered a [`Req`].
+pub struct Answer {
+    /// Method, path and idempotency key of the request, for assertion messages.
+    pub request: String,
+    pub status: u16,
+    /// The JSON body; `null` if there was none.
+    pub body: Json,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// The error code, if this is a refusal.
+    pub fn code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+
+    /// Asserts that this is a refusal with `status` and error `code`; the body.
+    pub fn refused(self, status: u16, code: &str) -> Json {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, Some(code)),
+            "{}: {}",
+            self.request,
+            self.body
+        );
+        self.body
+    }
 }
 
 pub fn http() -> reqwest::Client {
@@ -520,12 +633,24 @@ pub struct Sale {
     pub origin: NativeOrigin,
     pub worker: Worker,
     pub http: reqwest::Client,
+    /// The id of the event.
+    pub event: String,
 }
 
 impl Sale {
     /// Creates `spec` on a fresh redis-server, then starts the worker with `vars` (the origin
     /// URL is added).
     pub async fn start(spec: EventSpec, vars: &[(&str, &str)]) -> Sale {
+        Sale::start_with(None, spec, vars).await
+    }
+
+    /// [`Sale::start`] with the worker started from another wrangler config (see
+    /// [`Worker::start_with`]).
+    pub async fn start_with(
+        config: Option<&std::path::Path>,
+        spec: EventSpec,
+        vars: &[(&str, &str)],
+    ) -> Sale {
         let redis = Redis::start();
         let origin = redis.origin();
         flashgate::native::ops::create(&origin, &spec, true)
@@ -534,12 +659,65 @@ impl Sale {
         let url = redis.url();
         let mut all = vec![("ORIGIN_URL", url.as_str())];
         all.extend_from_slice(vars);
-        let worker = Worker::start(&all);
+        let worker = Worker::start_with(config, &all);
         Sale {
             redis,
             origin,
             worker,
             http: http(),
+            event: spec.id,
         }
+    }
+
+    /// Sends `r` to the worker.
+    pub async fn send(&self, r: &Req) -> Answer {
+        self.worker.send(&self.http, r).await
+    }
+
+    /// `user` orders one unit of each of `skus` in the sale's event with idempotency key `key`.
+    pub async fn buy(&self, user: &str, key: &str, skus: &[&str]) -> Answer {
+        self.send(&Req::purchase(&self.event, user, key, skus))
+            .await
+    }
+
+    /// `n` users (`<who>0`, `<who>1`, ...) each try once to buy one `sku`, one after another,
+    /// with keys `key-<who>-0`, ...: their answers.
+    pub async fn newcomers(&self, who: &str, n: usize, sku: &str) -> Vec<Answer> {
+        self.attempts(n, sku, |i| (format!("{who}{i}"), format!("key-{who}-{i}")))
+            .await
+    }
+
+    /// `user` tries `n` times in a row to buy one `sku`, each time with a new key
+    /// (`key-<user>-0`, ...): the answers.
+    pub async fn tries(&self, user: &str, n: usize, sku: &str) -> Vec<Answer> {
+        self.attempts(n, sku, |i| (user.to_string(), format!("key-{user}-{i}")))
+            .await
+    }
+
+    /// Attempt `i` of `n` is by the user and with the key `who_and_key(i)`.
+    async fn attempts(
+        &self,
+        n: usize,
+        sku: &str,
+        who_and_key: impl Fn(usize) -> (String, String),
+    ) -> Vec<Answer> {
+        let mut answers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (user, key) = who_and_key(i);
+            answers.push(self.buy(&user, &key, &[sku]).await);
+        }
+        answers
+    }
+
+    /// Runs `f`, and counts the commands the origin ran meanwhile (INFO commandstats before
+    /// and after; the INFO calls themselves left out): what `f` returned, and the counts.
+    pub async fn commands_during<T>(
+        &self,
+        f: impl AsyncFnOnce() -> T,
+    ) -> (T, BTreeMap<String, u64>) {
+        let before = commandstats(&self.origin).await.unwrap();
+        let out = f().await;
+        let after = commandstats(&self.origin).await.unwrap();
+        (out, commandstats_delta(&before, &after))
     }
 }
