@@ -453,16 +453,8 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
 #[tokio::test]
 async fn a_fresh_attempt_for_a_sold_out_item_costs_two_reads() {
     use flashgate::native::load::{commandstats, commandstats_delta};
-    let r = Redis::start();
-    let o = r.origin();
-    let t = setup(&o, "s6").await + 10;
-    let b = |user: &'static str, key: &'static str| Attempt {
-        event: "s6",
-        user,
-        key,
-        lines: lines(&[("B", 1)]),
-        now: t,
-    };
+    let (_r, o, t) = live("s6").await;
+    let b = |user, key| Attempt::new("s6", user, key, &[("B", 1)], t);
     // u1 takes the only B.
     assert!(matches!(
         attempt_as(&o, &b("u1", "key-00001"), true).await,
