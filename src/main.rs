@@ -51,7 +51,7 @@ mod cli {
         /// Create, flip and inspect sale events.
         #[command(subcommand)]
         Event(EventCmd),
-        /// Read the order queue.
+        /// Read the order queue, or write the order stream into the shop's database.
         #[command(subcommand)]
         Orders(OrdersCmd),
         /// Mint a development identity token.
@@ -108,6 +108,11 @@ mod cli {
             #[arg(long, default_value_t = 1000)]
             max: usize,
         },
+        /// Write events' order streams into SQLite or Postgres, exactly once (the order sink).
+        Sink(native::sink::cli::SinkArgs),
+        /// Measure the sink against a plain batched INSERT (prints JSON).
+        #[command(hide = true)]
+        SinkBench(native::sink::cli::SinkBenchArgs),
     }
 
     #[derive(Args)]
@@ -258,6 +263,14 @@ mod cli {
                 })
                 .await?;
                 eprintln!("drained {n} orders");
+            }
+            Command::Orders(OrdersCmd::Sink(a)) => {
+                let pw = cli.origin_password.clone();
+                native::sink::cli::main(a, &cli.origin, pw, cli.timeout_ms).await?
+            }
+            Command::Orders(OrdersCmd::SinkBench(a)) => {
+                let pw = cli.origin_password.clone();
+                native::sink::cli::bench_main(a, &cli.origin, pw, cli.timeout_ms).await?
             }
             Command::Token { user, ttl, secret } => {
                 if !flashgate::model::valid_id(&user) {

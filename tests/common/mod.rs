@@ -2,6 +2,7 @@
 //! and `wrangler dev`, each on free loopback ports, each stopped by the PID we started when
 //! dropped. Nothing here sleeps a fixed time to "let things settle": it polls for readiness.
 #![allow(dead_code)]
+pub mod pg;
 
 use flashgate::model::{format_ms, EventSpec};
 use flashgate::native::{self, NativeOrigin};
