@@ -165,7 +165,7 @@ fn doc(event: &str, n: usize, lines: &[(&str, u32)]) -> String {
 /// Order n of the mixed scenario: A×(n%3+1), plus B×2 when n is even.
 fn lines_of(n: usize) -> Vec<(&'static str, u32)> {
     let mut l = vec![("A", (n % 3 + 1) as u32)];
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         l.push(("B", 2));
     }
     l
@@ -195,7 +195,7 @@ fn changes(range: std::ops::Range<usize>, out_of_order: bool) -> Vec<(&'static s
     let dups = |v: &[(&'static str, usize)]| {
         v.iter()
             .flat_map(|&(k, n)| {
-                let times = if n % 5 == 0 { 2 } else { 1 };
+                let times = if n.is_multiple_of(5) { 2 } else { 1 };
                 std::iter::repeat_n((k, n), times)
             })
             .collect::<Vec<_>>()
@@ -205,9 +205,15 @@ fn changes(range: std::ops::Range<usize>, out_of_order: bool) -> Vec<(&'static s
     } else {
         let mut v = Vec::new();
         for &(k, n) in &placed {
-            v.extend(std::iter::repeat_n((k, n), if n % 5 == 0 { 2 } else { 1 }));
+            v.extend(std::iter::repeat_n(
+                (k, n),
+                if n.is_multiple_of(5) { 2 } else { 1 },
+            ));
             if let Some(e) = end_of(n) {
-                v.extend(std::iter::repeat_n((e, n), if n % 3 == 0 { 2 } else { 1 }));
+                v.extend(std::iter::repeat_n(
+                    (e, n),
+                    if n.is_multiple_of(3) { 2 } else { 1 },
+                ));
             }
         }
         v

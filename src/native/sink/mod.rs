@@ -229,18 +229,7 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
     async fn drain(&mut self) -> Result<(), SinkError> {
         for i in 0..self.lanes.len() {
             self.sweep_lane(i).await;
-            loop {
-                let lane = &self.lanes[i];
-                let (next, ds) = lane
-                    .stream
-                    .autoclaim(self.cfg.claim_idle_ms, lane.cursor, self.cfg.batch)
-                    .await?;
-                self.lanes[i].cursor = next;
-                self.handle(i, ds).await?;
-                if next == StreamId::ZERO || self.stopping() {
-                    break;
-                }
-            }
+            while self.claim_idle(i).await? && !self.stopping() {}
             while !self.stopping() {
                 let ds = self.lanes[i].stream.read_new(self.cfg.batch, None).await?;
                 if ds.is_empty() {
@@ -324,19 +313,25 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
     async fn tick(&mut self) -> Result<(), SinkError> {
         for i in 0..self.lanes.len() {
             self.sweep_lane(i).await;
-            let lane = &self.lanes[i];
-            let (next, ds) = lane
-                .stream
-                .autoclaim(self.cfg.claim_idle_ms, lane.cursor, self.cfg.batch)
-                .await?;
-            self.lanes[i].cursor = next;
-            self.handle(i, ds).await?;
+            // Failures are delivered again by these claims, once idle for --claim-idle-ms.
+            self.claim_idle(i).await?;
             self.totals.trimmed += self.lanes[i].stream.trim().await?;
-            // Failures are delivered again by the claims above, once idle long enough.
-            self.lanes[i].failing.clear();
         }
         self.progress_if_due().await;
         Ok(())
+    }
+
+    /// Claims and applies one page of entries idle for `--claim-idle-ms`, continuing the scan
+    /// where the last page ended; answers whether the scan goes on.
+    async fn claim_idle(&mut self, i: usize) -> Result<bool, SinkError> {
+        let lane = &self.lanes[i];
+        let (next, ds) = lane
+            .stream
+            .autoclaim(self.cfg.claim_idle_ms, lane.cursor, self.cfg.batch)
+            .await?;
+        self.lanes[i].cursor = next;
+        self.handle(i, ds).await?;
+        Ok(next != StreamId::ZERO)
     }
 
     async fn sweep_lane(&self, i: usize) {
