@@ -51,7 +51,7 @@ mod cli {
         /// Create, flip and inspect sale events.
         #[command(subcommand)]
         Event(EventCmd),
-        /// Pay for and expire orders.
+        /// Pay for and expire orders; write the order stream into the shop's database.
         #[command(subcommand)]
         Orders(OrdersCmd),
         /// Mint a development identity token.
@@ -121,6 +121,11 @@ mod cli {
             #[arg(long, default_value_t = 10_000)]
             max: usize,
         },
+        /// Write events' order streams into SQLite or Postgres, exactly once (the order sink).
+        Sink(native::sink::cli::SinkArgs),
+        /// Measure the sink against a plain batched INSERT (prints JSON).
+        #[command(hide = true)]
+        SinkBench(native::sink::cli::SinkBenchArgs),
     }
 
     #[derive(Args)]
@@ -296,6 +301,14 @@ mod cli {
                     "expired {} orders of {event}; {} units went back on sale",
                     s.expired, s.units
                 );
+            }
+            Command::Orders(OrdersCmd::Sink(a)) => {
+                let pw = cli.origin_password.clone();
+                native::sink::cli::main(a, &cli.origin, pw, cli.timeout_ms).await?
+            }
+            Command::Orders(OrdersCmd::SinkBench(a)) => {
+                let pw = cli.origin_password.clone();
+                native::sink::cli::bench_main(a, &cli.origin, pw, cli.timeout_ms).await?
             }
             Command::Token { user, ttl, secret } => {
                 if !flashgate::model::valid_id(&user) {
