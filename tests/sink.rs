@@ -6,66 +6,16 @@
 
 mod common;
 
-use common::pg::Postgres;
+use common::db::*;
 use common::*;
 use flashgate::native::NativeOrigin;
 use flashgate::origin::{Cmd, Origin, Value};
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A database under test: a SQLite file in its own directory, or a throwaway Postgres.
-struct Db {
-    url: String,
-    _pg: Option<Postgres>,
-    dir: Option<PathBuf>,
-}
-
-impl Db {
-    fn sqlite() -> Db {
-        let dir = std::env::temp_dir().join(format!(
-            "flashgate-sink-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Db {
-            url: format!("sqlite://{}", dir.join("orders.db").display()),
-            _pg: None,
-            dir: Some(dir),
-        }
-    }
-
-    fn postgres() -> Db {
-        let pg = Postgres::start();
-        Db {
-            url: pg.url(),
-            _pg: Some(pg),
-            dir: None,
-        }
-    }
-
-    fn both() -> [Db; 2] {
-        [Db::sqlite(), Db::postgres()]
-    }
-
-    async fn pool(&self) -> AnyPool {
-        sqlx::any::install_default_drivers();
-        AnyPool::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-/// A redis-server with one event on sale.
 struct Rig {
     redis: Redis,
     o: NativeOrigin,
@@ -225,33 +175,6 @@ async fn add_changes(rig: &Rig, cs: &[(&str, usize)]) {
         rig.xadd(kind, &doc(&rig.event, n, &lines_of(n)), 1_000 + i as i64)
             .await;
     }
-}
-
-/// order id → status.
-async fn orders(pool: &AnyPool) -> BTreeMap<String, String> {
-    sqlx::query("SELECT id, status FROM fg_orders")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-        .collect()
-}
-
-/// sku → (stock, sold).
-async fn inventory(pool: &AnyPool, event: &str) -> BTreeMap<String, (i64, i64)> {
-    sqlx::query("SELECT sku, stock, sold FROM fg_inventory WHERE event = $1")
-        .bind(event)
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get::<String, _>(0), (r.get(1), r.get(2))))
-        .collect()
-}
-
-async fn count(pool: &AnyPool, sql: &str) -> i64 {
-    sqlx::query(sql).fetch_one(pool).await.unwrap().get(0)
 }
 
 /// The rows and sold units orders `ns` of the mixed scenario must end with.

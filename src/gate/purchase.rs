@@ -2,10 +2,11 @@
 //!
 //! 1. [`check_request`]: content type, body size, event id, identity, Idempotency-Key, body.
 //! 2. [`rate_limit`]: the isolate's per-user token bucket, then the outside limiter.
-//! 3. [`known_key`]: a key this isolate saw placed is replayed here; a key whose attempt may
-//!    have run is marked so that the edge's own refusals are skipped for it.
-//! 4. [`event_snapshot`] and [`check_snapshot`]: state, items, quantity, stock and the user's
-//!    known caps, from the isolate's snapshot.
+//! 3. [`event_snapshot`]: the event as this isolate knows it (cached; one refresher).
+//! 4. [`known_key`]: a key this isolate saw placed is replayed here; a key whose attempt may
+//!    have run is marked so that the edge's own refusals are skipped for it. Then
+//!    [`check_snapshot`]: state, items, quantity, stock and the user's known caps. No await
+//!    between the two, so a concurrent copy of an attempt is replayed, never capped.
 //! 5. [`admit`]: admission control: a candidate attempt is forwarded with the isolate's share
 //!    of the event's origin budget (see `fleet`), or answered 503 `busy` with a jittered
 //!    Retry-After.
@@ -173,11 +174,13 @@ async fn purchase<O: Origin, L: Limiter>(
     (now, roll): (i64, f64),
 ) -> Result<Answer, Refusal> {
     rate_limit(gate, limiter, a, now).await?;
+    let snap = event_snapshot(gate, origin, a, now).await?;
+    // No await from here to the cap check: a copy of this attempt that completes meanwhile
+    // is seen as a placed key (a replay), never as caps used up.
     let known = match known_key(gate, a, now)? {
         Ok(replay) => return Ok(replay),
         Err(known) => known,
     };
-    let snap = event_snapshot(gate, origin, a, now).await?;
     let trust_edge = matches!(known, Known::Fresh);
     let order_lines = check_snapshot(gate, a, &snap, trust_edge, now)?;
     admit(gate, a, roll, now)?;
@@ -255,7 +258,7 @@ async fn rate_limit<L: Limiter>(
     }
 }
 
-/// Step 3: `Ok` is a replay answered here; `Err` says how far to trust the edge for this key.
+/// Step 4a: `Ok` is a replay answered here; `Err` says how far to trust the edge for this key.
 fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Known>, Refusal> {
     let news = gate
         .state
@@ -288,7 +291,7 @@ fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Kn
     }
 }
 
-/// Step 4a: the event as this isolate knows it.
+/// Step 3: the event as this isolate knows it.
 async fn event_snapshot<O: Origin>(
     gate: &Gate,
     origin: &O,
@@ -840,11 +843,21 @@ mod tests {
                 .now_or_never()
                 .unwrap()
         };
+        // 15 minutes on, the snapshot is refreshed once; the order is replayed at the edge.
+        o.push(Ok(view(10)));
         assert_eq!(at(NOW + 899_999).reply.status, 201, "replayed at the edge");
-        assert_eq!(o.log.borrow().len(), 2, "no origin call for that replay");
+        let (view_cmd, buy_cmd) = (
+            format!("EVALSHA {}", crate::script::VIEW.sha1),
+            format!("EVALSHA {}", PURCHASE.sha1),
+        );
+        assert_eq!(
+            o.commands(),
+            [view_cmd.clone(), buy_cmd, view_cmd],
+            "a view, the purchase, a view: no purchase for that replay"
+        );
         // At the deadline the order may have expired: the origin says it did.
         let late = NOW + 900_000;
-        o.push(Ok(view(10))).push(Ok(Value::Array(vec![
+        o.push(Ok(Value::Array(vec![
             Value::Int(13),
             Value::Str(r#"{"id":"o_z"}"#.into()),
         ])));

@@ -4,6 +4,7 @@
 //! [`Answer`]s. Nothing here sleeps a fixed time to "let things settle": it polls for the
 //! condition ([`eventually`]).
 #![allow(dead_code)]
+pub mod db;
 pub mod pg;
 
 use flashgate::model::{format_ms, EventSpec};
