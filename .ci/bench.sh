@@ -91,6 +91,9 @@ cleanup() {
     done
   fi
   stop_groups "${PID[@]}"
+  # shellcheck disable=SC2086
+  [ -n "${PG_STOP:-}" ] && { as_pg $PG_STOP >/dev/null 2>&1 || true; }
+  [ -n "${PGDIR:-}" ] && rm -rf "$PGDIR"
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "[bench] kept $TMP" >&2; else rm -rf "$TMP"; fi
   exit "$rc"
 }
@@ -295,7 +298,31 @@ done
 redis-cli -p "$RP" HGET 'fg:{rb}:sold' A >"$RES/rb-purchase-sold"
 redis-cli -p "$RP" HGET 'seed:{rb}:A' purchased >"$RES/rb-seed-sold"
 
-# ------------------------------------------------------------------ 5. sizes, machine, report
+# ------------------------------------------------------------------ 5. the order writer vs a plain batched INSERT
+SINK_N=$([ "$SMOKE" = 1 ] && echo 300 || echo 10000)
+PGBIN=/usr/lib/postgresql/15/bin
+step "order writer: $SINK_N placed orders into SQLite, then Postgres, each against a plain batched INSERT"
+sink_bench() { # NAME DB-URL
+  "$CLI" --origin "$ORIGIN" orders sink-bench --db "$2" --orders "$SINK_N" >"$RES/sink-$1.json" 2>"$TMP/sink-$1.log" \
+    || { cat "$TMP/sink-$1.log" >&2; die "orders sink-bench ($1) failed"; }
+  printf '           %-10s %s\n' "$1" "$(cat "$RES/sink-$1.json")"
+}
+sink_bench sqlite "sqlite://$TMP/sink-bench.db"
+[ -x "$PGBIN/pg_ctl" ] || die "Postgres is missing ($PGBIN): run \`make setup\`"
+# A throwaway Postgres (fsync off: a test server, never a durability figure). initdb and
+# postgres refuse to run as root, so as root they run as the postgres user.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PGDIR=$(mktemp -d "${TMPDIR:-/tmp}/flashgate-bench-pg.XXXXXX") # $TMP is private to us
+[ "$(id -u)" = 0 ] && chown postgres "$PGDIR"
+PGP=$(free_ports 1)
+as_pg "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U flashgate >"$TMP/pg-initdb.log" 2>&1 || die "initdb failed (see $TMP/pg-initdb.log)"
+as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
+  -o "-p $PGP -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null || die "Postgres did not start"
+PG_STOP="$PGBIN/pg_ctl -D $PGDIR/data -m fast stop"
+sink_bench postgres "postgres://flashgate@127.0.0.1:$PGP/postgres"
+as_pg $PG_STOP >/dev/null; PG_STOP=""
+
+# ------------------------------------------------------------------ 6. sizes, machine, report
 gz() { gzip -9 -c "$1" | wc -c; }
 {
   echo "smoke=$SMOKE"
@@ -322,6 +349,8 @@ gz() { gzip -9 -c "$1" | wc -c; }
   echo "rb_rounds=$RB_ROUNDS"
   echo "mon_requests=$MON_N"
   echo "mon_edge_requests=$MON_EDGE_N"
+  echo "sink_orders=$SINK_N"
+  echo "postgres=$("$PGBIN/postgres" --version | awk '{print $3}')"
   echo "edge_cache_ms=$(sed -n 's/^EDGE_CACHE_MS = "\(.*\)"/\1/p' wrangler.toml)"
   echo "wasm_raw=$(wc -c <build/index_bg.wasm)"
   echo "wasm_gzip=$(gz build/index_bg.wasm)"

@@ -117,7 +117,12 @@ fn bench_harness_smoke() {
     );
     assert!(number(&row(&md, "purchase.lua vs seed script, sold-out path")[1]) > 0.0);
 
-    let wasm = row(section(&md, "## 5. "), "flashgate (build/index_bg.wasm)");
+    let sink = section(&md, "## 5. ");
+    for db in ["sqlite", "postgres"] {
+        let r = row(sink, db);
+        assert!(number(&r[1]) > 0.0 && number(&r[2]) > 0.0, "{db}: {r:?}");
+    }
+    let wasm = row(section(&md, "## 6. "), "flashgate (build/index_bg.wasm)");
     assert!(
         number(&wasm[1]) > number(&wasm[2]) && number(&wasm[2]) > 10_000.0,
         "raw > gzip > 0: {wasm:?}"

@@ -185,6 +185,7 @@ const summary = [
   ['flash crowd: requests reaching the origin after sell-out', pct(crowd[1].share), '≤ 1 %', goal(crowd[1].share <= 0.01)],
   ['flash crowd: units sold / stock', `${crowdItem.sold} / ${crowdItem.stock}${crowdItem.sold > crowdItem.stock ? ' **OVERSOLD**' : ''}`, `= ${crowdItem.stock}`, goal(crowdItem.sold === crowdItem.stock && crowdPlaced === crowdItem.stock)],
   ['purchase.lua vs seed script, success path (redis-benchmark EVALSHA)', `${times(rbRatio)} (${int(median(purchaseRps))} vs ${int(median(seedRps))} calls/s)`, '≥ 0.42× (aim 0.6×)', goal(rbRatio >= 0.42)],
+  ...['sqlite', 'postgres'].map((db) => { const r = JSON.parse(read(`sink-${db}.json`)); return [`order writer into ${db} (orders/s, against a plain batched INSERT)`, `${times(r.sink_vs_plain)} (${int(r.sink.orders_per_s)} vs ${int(r.plain_insert.rows_per_s)}/s)`, '—', '']; }),
   ['purchase.lua vs seed script, sold-out path', `${times(rbSoRatio)} (${int(median(purchaseSoRps))} vs ${int(median(seedSoRps))} calls/s; 2 \`redis.call\`s against the seed's 1)`, '—', ''],
   ['worker wasm (build/index_bg.wasm)', `${kib(num('wasm_raw'))} raw, ${kib(num('wasm_gzip'))} gzip`, '—', ''],
 ];
@@ -255,7 +256,14 @@ ${table(['script', 'calls/s (median)', 'per round', 'calls that bought'], [
 
 Ratio purchase.lua / seed.lua, success path: **${times(rbRatio)}** (floor 0.42×, the ratio before orders went to a stream: ${goal(rbRatio >= 0.42)}; aim 0.6×). Sold-out path: **${times(rbSoRatio)}**.`);
 
-md.push(`## 5. Wasm size
+const sinks = ['sqlite', 'postgres'].map((db) => JSON.parse(read(`sink-${db}.json`)));
+md.push(`## 5. The order writer against a plain batched INSERT
+
+\`flashgate orders sink-bench\` appends ${int(num('sink_orders'))} placed orders to an event's stream at the same redis-server, times \`flashgate orders sink\` (its real code path, batches of ${sinks[0].batch}: one transaction per batch, the exactly-once insert, the guarded inventory update, XACK after COMMIT, then trimming) draining them into the database, then times a plain batched INSERT of the same rows (orders and lines, ${sinks[0].batch} rows per statement, no guard, no stream) into fresh tables of the same database. SQLite is a file in WAL mode; Postgres ${meta.postgres} is a throwaway server on this machine with \`fsync=off\`, so its figures say nothing about durable throughput.
+
+${table(['database', 'sink orders/s', 'plain INSERT rows/s', 'sink ÷ plain'], sinks.map((r) => [r.db, int(r.sink.orders_per_s), int(r.plain_insert.rows_per_s), times(r.sink_vs_plain)]), 'lrrr')}`);
+
+md.push(`## 6. Wasm size
 
 ${table(['bundle', 'raw', 'gzip -9'], [
   ['flashgate (build/index_bg.wasm)', `${int(num('wasm_raw'))} B (${kib(num('wasm_raw'))})`, `${int(num('wasm_gzip'))} B (${kib(num('wasm_gzip'))})`],
