@@ -346,12 +346,7 @@ pub struct SettleCall<'a> {
 impl SettleCall<'_> {
     pub fn keys_and_args(&self) -> (Vec<String>, Vec<String>) {
         let k = self.keys;
-        let keys = vec![
-            k.sold.clone(),
-            k.user(self.user),
-            k.pending.clone(),
-            k.stream.clone(),
-        ];
+        let keys = [&k.sold, &k.user(self.user), &k.pending, &k.stream].map(String::clone);
         let verb = match self.verb {
             SettleVerb::Pay => "pay",
             SettleVerb::Expire => "expire",
@@ -363,7 +358,7 @@ impl SettleCall<'_> {
             self.idempotency_key.to_string(),
             self.now_ms.to_string(),
         ];
-        (keys, args)
+        (keys.to_vec(), args)
     }
 }
 

@@ -10,7 +10,6 @@ use flashgate::keys::EventKeys;
 use flashgate::native::load::{commandstats, commandstats_delta};
 use flashgate::native::now_ms;
 use flashgate::origin::{Cmd, Origin};
-use serde_json::Value as Json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -45,36 +44,9 @@ async fn clear_figures(o: &impl Origin, event: &str, secs: i64) {
 /// This worker's admission chance for `event` and the fleet size it believes, from the
 /// operator's stats.
 async fn share(sale: &Sale, event: &str) -> (Option<f64>, Option<u64>) {
-    let s: Json = sale
-        .http
-        .get(sale.worker.url("/api/stats"))
-        .bearer_auth(OPERATOR)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = sale.stats().await;
     let a = &s["admission"][event];
     (a["p"].as_f64(), a["isolates"].as_u64())
-}
-
-async fn buy(sale: &Sale, event: &str, user: &str) -> (u16, Option<String>, Json) {
-    let resp = sale
-        .http
-        .post(sale.worker.url(&format!("/api/events/{event}/orders")))
-        .bearer_auth(token(user))
-        .header("idempotency-key", format!("key-{user}"))
-        .json(&serde_json::json!({"items": [{"sku": "A", "qty": 1}]}))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    (status, retry, resp.json().await.unwrap())
 }
 
 /// Calls `probe` until it gives `Some(true)` or 10 s pass; the time it took.
@@ -96,7 +68,7 @@ async fn a_crowd_over_the_budget_is_shed_at_the_edge_and_let_in_again() {
     let sale = Sale::start(s, &[]).await;
     let o = &sale.origin;
     // One attempt goes through: the isolate now has a snapshot and reports its counts.
-    assert_eq!(buy(&sale, "adm", "first").await.0, 201);
+    assert_eq!(sale.buy("first", "key-first", &["A"]).await.status, 201);
 
     // The fleet reports 1,000,000 candidates a second against a budget of 100.
     crowd_figures(o, "adm", 1_000_000, 30).await;
@@ -105,7 +77,9 @@ async fn a_crowd_over_the_budget_is_shed_at_the_edge_and_let_in_again() {
         // Another attempt (a new one: a known key is replayed before any refresh) triggers
         // the refresh that brings the figures.
         n += 1;
-        let _ = buy(&sale, "adm", &format!("trigger{n}")).await;
+        let _ = sale
+            .buy(&format!("trigger{n}"), &format!("key-t{n}"), &["A"])
+            .await;
         share(&sale, "adm").await.0.is_some_and(|p| p < 0.001)
     })
     .await;
@@ -113,13 +87,12 @@ async fn a_crowd_over_the_budget_is_shed_at_the_edge_and_let_in_again() {
     let before = commandstats(o).await.unwrap();
     let mut retry = BTreeSet::new();
     for i in 0..30 {
-        let (status, after, body) = buy(&sale, "adm", &format!("crowd{i}")).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (503, Some("busy")),
-            "{body}"
-        );
-        retry.insert(after.expect("a Retry-After"));
+        let a = sale
+            .buy(&format!("crowd{i}"), &format!("key-crowd{i}"), &["A"])
+            .await;
+        assert_eq!((a.status, a.code()), (503, Some("busy")), "{}", a.body);
+        let after = a.headers.get("retry-after").expect("a Retry-After");
+        retry.insert(after.to_str().unwrap().to_string());
     }
     let d = commandstats_delta(&before, &commandstats(o).await.unwrap());
     assert_eq!(
@@ -138,14 +111,17 @@ async fn a_crowd_over_the_budget_is_shed_at_the_edge_and_let_in_again() {
     clear_figures(o, "adm", 30).await;
     let took = until("admission again", async || {
         n += 1;
-        let _ = buy(&sale, "adm", &format!("trigger{n}")).await;
+        let _ = sale
+            .buy(&format!("trigger{n}"), &format!("key-t{n}"), &["A"])
+            .await;
         share(&sale, "adm").await == (Some(1.0), Some(1))
     })
     .await;
     eprintln!("the edge let the crowd in again after {took:?}");
-    let (status, _, body) = buy(&sale, "adm", "crowd0").await;
+    let a = sale.buy("crowd0", "key-crowd0", &["A"]).await;
     assert_eq!(
-        status, 201,
-        "the shed shopper's retry with the same key is placed: {body}"
+        a.status, 201,
+        "the shed shopper's retry with the same key is placed: {}",
+        a.body
     );
 }

@@ -485,15 +485,7 @@ async fn stats_and_decision_logs() {
             .status(),
         401
     );
-    let s: Json = c
-        .get(w.url("/api/stats"))
-        .bearer_auth(OPERATOR)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = sale.stats().await;
     assert_eq!(s["decisions"]["placed"], 1, "{s}");
     assert_eq!(s["decisions"]["sold_out"], 1, "{s}");
     assert_eq!(s["decisions"]["invalid_json"], 1, "{s}");

@@ -13,28 +13,8 @@ use flashgate::native::orders::{expire_due, settle};
 use flashgate::origin::{Cmd, Origin};
 use flashgate::script::{SettleVerb, Settled};
 use futures_util::StreamExt;
-use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-
-/// One purchase attempt of one unit of A: (status, body).
-async fn buy(sale: &Sale, event: &str, user: &str, key: &str) -> (u16, Json) {
-    let resp = sale
-        .http
-        .post(sale.worker.url(&format!("/api/events/{event}/orders")))
-        .bearer_auth(token(user))
-        .header("idempotency-key", key)
-        .json(&serde_json::json!({"items": [{"sku": "A", "qty": 1}]}))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
-
-fn code(body: &Json) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
@@ -46,19 +26,17 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
     // 20 buyers take the 20 units; 20 latecomers are refused.
     let mut orders = BTreeMap::new();
     for i in 0..20 {
-        let (st, b) = buy(&sale, "life", &format!("b{i}"), &format!("key-b{i:04}")).await;
-        assert_eq!(st, 201, "{b}");
-        orders.insert(i, b["order"]["id"].as_str().unwrap().to_string());
+        let a = sale
+            .buy(&format!("b{i}"), &format!("key-b{i:04}"), &["A"])
+            .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        orders.insert(i, a.body["order"]["id"].as_str().unwrap().to_string());
     }
     for i in 0..20 {
-        let (st, b) = buy(
-            &sale,
-            "life",
-            &format!("late{i}"),
-            &format!("key-l{i:04}-0"),
-        )
-        .await;
-        assert_eq!((st, code(&b)), (410, "sold_out"));
+        let a = sale
+            .buy(&format!("late{i}"), &format!("key-l{i:04}-0"), &["A"])
+            .await;
+        assert_eq!((a.status, a.code()), (410, Some("sold_out")), "{}", a.body);
     }
     // Half pay in time.
     for i in 0..10 {
@@ -88,8 +66,10 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
             if placed.contains_key(&user) || placed.len() >= 10 {
                 continue;
             }
-            let (st, b) = buy(&sale, "life", &user, &format!("key-{user}-{attempt}")).await;
-            match (st, code(&b)) {
+            let a = sale
+                .buy(&user, &format!("key-{user}-{attempt}"), &["A"])
+                .await;
+            match (a.status, a.code()) {
                 (201, _) => {
                     let ms = expired_at.elapsed().as_millis() as u64;
                     if user == "b15" {
@@ -97,8 +77,8 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
                     }
                     placed.insert(user, ms);
                 }
-                (410, "sold_out") => {}
-                other => panic!("{user}: unexpected answer {other:?} {b}"),
+                (410, Some("sold_out")) => {}
+                other => panic!("{user}: unexpected answer {other:?} {}", a.body),
             }
         }
     }

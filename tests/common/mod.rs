@@ -676,6 +676,18 @@ impl Sale {
         self.worker.send(&self.http, r).await
     }
 
+    /// The worker's operator stats (`GET /api/stats`).
+    pub async fn stats(&self) -> Json {
+        let r = self.http.get(self.worker.url("/api/stats"));
+        r.bearer_auth(OPERATOR)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// `user` orders one unit of each of `skus` in the sale's event with idempotency key `key`.
     pub async fn buy(&self, user: &str, key: &str, skus: &[&str]) -> Answer {
         self.send(&Req::purchase(&self.event, user, key, skus))
