@@ -78,6 +78,9 @@ mod cli {
         },
         /// Generate a flash crowd against a worker.
         Load(native::load::LoadArgs),
+        /// Simulate a fleet of isolates (the worker's own core) meeting a crowd, against the
+        /// origin; report what the origin saw.
+        Simulate(native::simulate::SimulateArgs),
     }
 
     #[derive(Subcommand)]
@@ -343,6 +346,9 @@ mod cli {
             }
             Command::Load(args) => {
                 native::load::main(args, &cli.origin, cli.origin_password.clone()).await?
+            }
+            Command::Simulate(args) => {
+                native::simulate::main(args, &cli.origin, cli.origin_password.clone()).await?
             }
         }
         Ok(())

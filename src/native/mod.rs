@@ -6,6 +6,7 @@ pub mod bridge;
 pub mod load;
 pub mod ops;
 pub mod orders;
+pub mod simulate;
 pub mod sink;
 
 use crate::origin::resp::{Connector, RespConfig, RespOrigin, SlotMap};

@@ -1,0 +1,182 @@
+//! The crowd, decided before the sale starts, and what a shopper does with an answer.
+//!
+//! [`arrivals`] fixes every purchase intent's first attempt: when (milliseconds after the
+//! start, exponential with mean `mean_ms`, truncated to the run), from which user (intent `i`
+//! is user `i mod users`, so the first `users` intents come from distinct users) and at which
+//! isolate (uniform: a CDN spreads users over its fleet). [`next`] says whether an answer ends
+//! the intent or sends it back, with the same Idempotency-Key, after `Retry-After`. Pure and
+//! seeded: the same arguments plan the same crowd.
+
+/// Retries an intent makes at most after its first attempt.
+pub const MAX_RETRIES: u32 = 3;
+
+/// The first attempt of one purchase intent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Arrival {
+    /// Milliseconds after the start of the sale.
+    pub at_ms: i64,
+    /// The intent's number; its Idempotency-Key is derived from it.
+    pub intent: u64,
+    pub user: u64,
+    pub isolate: usize,
+}
+
+/// The shape of the crowd.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Crowd {
+    pub users: u64,
+    /// Intents (first attempts).
+    pub intents: u64,
+    pub isolates: usize,
+    /// Mean of the exponential arrival curve.
+    pub mean_ms: f64,
+    /// Arrivals fall in `[0, horizon_ms)`.
+    pub horizon_ms: i64,
+}
+
+/// Inverse CDF of the exponential distribution of mean `mean` truncated to `[0, horizon)`,
+/// at `u` in `[0, 1)`.
+fn truncated_exponential(u: f64, mean: f64, horizon: f64) -> f64 {
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    let mass = 1.0 - (-horizon / mean).exp();
+    -mean * (1.0 - u * mass).ln()
+}
+
+/// Every intent's first attempt, earliest first.
+pub fn arrivals(c: &Crowd, rng: &mut fastrand::Rng) -> Vec<Arrival> {
+    let users = c.users.max(1);
+    let horizon = c.horizon_ms.max(1);
+    let mut v: Vec<Arrival> = (0..c.intents)
+        .map(|i| {
+            let t = truncated_exponential(rng.f64(), c.mean_ms, horizon as f64);
+            Arrival {
+                at_ms: (t as i64).min(horizon - 1),
+                intent: i,
+                user: i % users,
+                isolate: rng.usize(..c.isolates.max(1)),
+            }
+        })
+        .collect();
+    v.sort_by_key(|a| (a.at_ms, a.intent));
+    v
+}
+
+/// What an intent does after an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The answer ends it: an order (201) or a refusal that a retry would not change.
+    Done,
+    /// Try again with the same Idempotency-Key after this many milliseconds.
+    Retry { after_ms: u64 },
+    /// It would retry, but has used up its [`MAX_RETRIES`].
+    GiveUp,
+}
+
+/// After attempt number `tries` (1 for the first) got `status` with the `retry-after`
+/// header `retry_after`: a 503 (origin unavailable, busy) or a 429 is retried after
+/// Retry-After seconds (1 when absent or unreadable); anything else ends the intent.
+pub fn next(status: u16, retry_after: Option<&str>, tries: u32) -> Next {
+    if status != 503 && status != 429 {
+        return Next::Done;
+    }
+    if tries > MAX_RETRIES {
+        return Next::GiveUp;
+    }
+    let secs = retry_after
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Next::Retry {
+        after_ms: secs.max(1) * 1000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crowd() -> Crowd {
+        Crowd {
+            users: 300,
+            intents: 10_000,
+            isolates: 20,
+            mean_ms: 300.0,
+            horizon_ms: 8000,
+        }
+    }
+
+    #[test]
+    fn arrivals_follow_the_curve_and_cycle_users() {
+        let a = arrivals(&crowd(), &mut fastrand::Rng::with_seed(7));
+        assert_eq!(a.len(), 10_000);
+        assert!(
+            a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+            "earliest first"
+        );
+        assert!(a.iter().all(|x| (0..8000).contains(&x.at_ms)));
+        assert!(a.iter().all(|x| x.user == x.intent % 300 && x.isolate < 20));
+        let mut intents: Vec<u64> = a.iter().map(|x| x.intent).collect();
+        intents.sort_unstable();
+        assert_eq!(intents, (0..10_000).collect::<Vec<_>>(), "each intent once");
+        // Exponential, mean 300 ms: 1 - e^(-1000/300) ≈ 96.4% in the first second.
+        let first = a.iter().filter(|x| x.at_ms < 1000).count();
+        assert!((9500..=9800).contains(&first), "{first}");
+        let mean = a.iter().map(|x| x.at_ms as f64).sum::<f64>() / 10_000.0;
+        assert!((270.0..330.0).contains(&mean), "{mean}");
+        let mut per_isolate = [0u32; 20];
+        a.iter().for_each(|x| per_isolate[x.isolate] += 1);
+        assert!(
+            per_isolate.iter().all(|&n| (400..600).contains(&n)),
+            "{per_isolate:?}"
+        );
+    }
+
+    #[test]
+    fn arrivals_are_reproducible_and_bounded() {
+        let c = crowd();
+        let a = arrivals(&c, &mut fastrand::Rng::with_seed(1));
+        assert_eq!(a, arrivals(&c, &mut fastrand::Rng::with_seed(1)));
+        assert_ne!(a, arrivals(&c, &mut fastrand::Rng::with_seed(2)));
+        // A mean far beyond the horizon still lands every arrival inside it.
+        let wide = Crowd {
+            mean_ms: 1e9,
+            horizon_ms: 500,
+            ..c
+        };
+        assert!(arrivals(&wide, &mut fastrand::Rng::with_seed(3))
+            .iter()
+            .all(|x| (0..500).contains(&x.at_ms)));
+        let at_once = Crowd { mean_ms: 0.0, ..c };
+        assert!(arrivals(&at_once, &mut fastrand::Rng::with_seed(4))
+            .iter()
+            .all(|x| x.at_ms == 0));
+    }
+
+    #[test]
+    fn truncated_exponential_spans_the_horizon() {
+        assert_eq!(truncated_exponential(0.0, 300.0, 8000.0), 0.0);
+        let top = truncated_exponential(0.999_999_999, 300.0, 8000.0);
+        assert!(top < 8000.0 && top > 5000.0, "{top}");
+        let median = truncated_exponential(0.5, 300.0, 1e12);
+        assert!((median - 300.0 * 2f64.ln()).abs() < 1e-6, "{median}");
+    }
+
+    #[test]
+    fn only_503_and_429_are_retried_after_retry_after() {
+        assert_eq!(next(201, None, 1), Next::Done);
+        for status in [403, 404, 409, 410, 422, 500] {
+            assert_eq!(next(status, Some("5"), 1), Next::Done, "{status}");
+        }
+        assert_eq!(next(503, Some("1"), 1), Next::Retry { after_ms: 1000 });
+        assert_eq!(next(429, Some(" 3 "), 2), Next::Retry { after_ms: 3000 });
+        assert_eq!(next(503, None, 1), Next::Retry { after_ms: 1000 });
+        assert_eq!(next(503, Some("soon"), 1), Next::Retry { after_ms: 1000 });
+        assert_eq!(next(503, Some("0"), 1), Next::Retry { after_ms: 1000 });
+        assert_eq!(
+            next(503, Some("1"), MAX_RETRIES),
+            Next::Retry { after_ms: 1000 }
+        );
+        assert_eq!(next(503, Some("1"), MAX_RETRIES + 1), Next::GiveUp);
+    }
+}

@@ -1,0 +1,193 @@
+//! What `flashgate simulate` prints: the [`Report`] of a run, as one JSON document (`--json`)
+//! or as a table for a terminal. The figures are defined in `measure`.
+
+use super::measure::Second;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub event: String,
+    pub sku: String,
+    pub isolates: usize,
+    pub connections: usize,
+    pub users: u64,
+    /// Purchase intents (first attempts).
+    pub attempts: u64,
+    /// The event's origin budget, attempts per second.
+    pub budget: u32,
+    /// `on` or `off`.
+    pub admission: String,
+    pub seed: u64,
+    pub stock: u64,
+    /// Units sold at the end, read at the origin.
+    pub sold: u64,
+    /// Units sold beyond the stock: must be 0.
+    pub oversold: u64,
+    /// From the start to the first reading of sold = stock; `null` if it never sold out.
+    pub sellout_ms: Option<i64>,
+    /// Attempts the crowd sent to isolates, retries included.
+    pub sent: u64,
+    /// Purchase attempts that reached the origin, measured there.
+    pub origin_attempts: u64,
+    /// `origin_attempts` as a percentage of `sent`.
+    pub reached_origin_pct: f64,
+    /// Purchases the isolates' connections sent, noted at their origin boundaries (a
+    /// cross-check of `origin_attempts`).
+    pub isolate_forwards: u64,
+    /// Purchases of the sold-out sku the isolates forwarded after the sellout (sent or not),
+    /// and how many isolates did.
+    pub forwarded_after_sellout: u64,
+    pub isolates_forwarding_after_sellout: usize,
+    pub idle_p50_ms: f64,
+    pub idle_p99_ms: f64,
+    /// How late first attempts reached their isolates against the plan (see `measure`).
+    pub late_p50_ms: f64,
+    pub late_p99_ms: f64,
+    pub warmup_ms: i64,
+    /// Isolates that had read their snapshot before the start.
+    pub warmed_isolates: usize,
+    pub per_second: Vec<Second>,
+    /// How each intent ended.
+    pub intents: BTreeMap<String, u64>,
+    /// Every answer the crowd got, by outcome.
+    pub answers: BTreeMap<String, u64>,
+    /// Wall time of the whole command, setup included.
+    pub elapsed_s: f64,
+}
+
+/// The report as a table for a terminal.
+pub fn render_table(r: &Report) -> String {
+    let mut out = format!(
+        "flashgate simulate: {} isolates, {} attempts from {} users, event {} ({} units of {}), origin budget {}/s, admission {}\n\n",
+        r.isolates, r.attempts, r.users, r.event, r.stock, r.sku, r.budget, r.admission
+    );
+    out += &format!(
+        "  {:>4} {:>9} {:>16} {:>9} {:>9} {:>7} {:>20}\n",
+        "t(s)", "sent", "origin attempts", "p50 ms", "p99 ms", "sold", "isolates forwarding"
+    );
+    for s in &r.per_second {
+        let fwd = s
+            .forwarding_isolates_after_sellout
+            .map_or("-".to_string(), |n| n.to_string());
+        out += &format!(
+            "  {:>4} {:>9} {:>16} {:>9.2} {:>9.2} {:>7} {:>20}\n",
+            s.t, s.sent, s.origin_attempts, s.origin_p50_ms, s.origin_p99_ms, s.sold, fwd
+        );
+    }
+    let sellout = r
+        .sellout_ms
+        .map_or("never".to_string(), |ms| format!("after {ms} ms"));
+    let joined = |m: &BTreeMap<String, u64>| {
+        let all: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        all.join(", ")
+    };
+    let rows = [
+        (
+            "sold out",
+            format!(
+                "{sellout} ({} of {} sold, {} oversold)",
+                r.sold, r.stock, r.oversold
+            ),
+        ),
+        (
+            "reached the origin",
+            format!(
+                "{:.2}% ({} of {} attempts sent to isolates)",
+                r.reached_origin_pct, r.origin_attempts, r.sent
+            ),
+        ),
+        (
+            "forwarded after sellout",
+            format!(
+                "{} purchases from {} isolates",
+                r.forwarded_after_sellout, r.isolates_forwarding_after_sellout
+            ),
+        ),
+        (
+            "idle origin",
+            format!("p50 {:.2} ms, p99 {:.2} ms", r.idle_p50_ms, r.idle_p99_ms),
+        ),
+        (
+            "warmed up",
+            format!(
+                "{} of {} isolates in {} ms",
+                r.warmed_isolates, r.isolates, r.warmup_ms
+            ),
+        ),
+        (
+            "first attempts arrived",
+            format!(
+                "p50 {:.0} ms, p99 {:.0} ms behind the plan",
+                r.late_p50_ms, r.late_p99_ms
+            ),
+        ),
+        ("intents ended", joined(&r.intents)),
+        ("answers", joined(&r.answers)),
+        ("ran for", format!("{:.1} s", r.elapsed_s)),
+    ];
+    out += "\n";
+    for (label, value) in rows {
+        out += &format!("  {label:<26} {value}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_run() -> Report {
+        Report {
+            event: "sim-1".into(),
+            sku: "A".into(),
+            isolates: 20,
+            users: 300,
+            attempts: 600,
+            budget: 200,
+            admission: "off".into(),
+            stock: 50,
+            sold: 50,
+            sellout_ms: Some(312),
+            sent: 640,
+            origin_attempts: 160,
+            reached_origin_pct: 25.0,
+            forwarded_after_sellout: 9,
+            isolates_forwarding_after_sellout: 4,
+            idle_p99_ms: 0.25,
+            per_second: vec![Second {
+                t: 0,
+                sent: 600,
+                origin_attempts: 150,
+                origin_p50_ms: 0.5,
+                origin_p99_ms: 3.25,
+                sold: 50,
+                forwarding_isolates_after_sellout: Some(4),
+            }],
+            intents: BTreeMap::from([("placed".to_string(), 50)]),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn the_table_shows_every_figure() {
+        let r = small_run();
+        let t = render_table(&r);
+        for want in [
+            "20 isolates, 600 attempts from 300 users, event sim-1 (50 units of A), origin budget 200/s, admission off",
+            "     0       600              150      0.50      3.25      50                    4",
+            "after 312 ms (50 of 50 sold, 0 oversold)",
+            "25.00% (160 of 640 attempts sent to isolates)",
+            "9 purchases from 4 isolates",
+            "p99 0.25 ms",
+            "placed 50",
+        ] {
+            assert!(t.contains(want), "{want:?} missing from\n{t}");
+        }
+        let never = render_table(&Report {
+            sellout_ms: None,
+            ..r
+        });
+        assert!(never.contains("never (50 of 50 sold"));
+    }
+}
