@@ -1,17 +1,29 @@
 #!/usr/bin/env node
-// Content fingerprints for the sale page's JS and CSS.
+// Content fingerprints for the pages' JS and CSS (the sale page, index.html, and the
+// operator's page, ops/index.html).
 //
 //   node .ci/fingerprint.mjs --check [staticDir]   exit 1 unless every static/assets file is
-//                                                 named <base>.<sha256[:10]>.<ext> of its content
-//                                                 and index.html references exactly those files
-//   node .ci/fingerprint.mjs --write [staticDir]   rename the assets to their current hash and
-//                                                 rewrite index.html (run after every JS/CSS edit)
+//                                                 named <base>.<sha256[:10]>.<ext> of its content,
+//                                                 the pages reference exactly those files, and
+//                                                 each vendored file equals its npm source
+//   node .ci/fingerprint.mjs --write [staticDir]   copy the vendored files in from node_modules,
+//                                                 rename the assets to their current hash and
+//                                                 rewrite the pages (run after every JS/CSS edit
+//                                                 or npm upgrade)
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const STATIC_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../static');
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const STATIC_DIR = join(ROOT, 'static');
+/** The pages whose references are checked and rewritten, relative to the static dir. */
+export const PAGES = ['index.html', 'ops/index.html'];
+/** Assets copied from npm packages (pinned in package.json): family → file under the root. */
+export const VENDORED = {
+  'uplot.js': 'node_modules/uplot/dist/uPlot.iife.min.js',
+  'uplot.css': 'node_modules/uplot/dist/uPlot.min.css',
+};
 const HASHED = /^(?<base>[\w-]+)\.(?<hash>[0-9a-f]{10})\.(?<ext>js|css)$/;
 const RENAMABLE = /^(?<base>[\w-]+)(?:\.[0-9a-f]{10})?\.(?<ext>js|css)$/;
 const REFERENCE = /["'(]\/assets\/([^"')?#]+)/g;
@@ -19,7 +31,8 @@ const REFERENCE = /["'(]\/assets\/([^"')?#]+)/g;
 export const hashOf = (content) => createHash('sha256').update(content).digest('hex').slice(0, 10);
 
 const assetNames = (dir) => readdirSync(join(dir, 'assets')).sort();
-const readIndex = (dir) => readFileSync(join(dir, 'index.html'), 'utf8');
+const pagesIn = (dir) => PAGES.filter((page) => existsSync(join(dir, page)));
+const readPage = (dir, page) => readFileSync(join(dir, page), 'utf8');
 export const referencedAssets = (html) => [...html.matchAll(REFERENCE)].map((m) => m[1]);
 
 /** Every problem found, as human-readable strings; an empty list means the assets are consistent. */
@@ -32,24 +45,43 @@ export function checkAssets(dir = STATIC_DIR) {
       problems.push(`assets/${name}: not named <base>.<10 hex>.<js|css>`);
       continue;
     }
-    const actual = hashOf(readFileSync(join(dir, 'assets', name)));
+    const content = readFileSync(join(dir, 'assets', name));
+    const actual = hashOf(content);
     if (actual !== parts.hash) problems.push(`assets/${name}: content hash is ${actual}`);
+    const source = VENDORED[`${parts.base}.${parts.ext}`];
+    if (source && existsSync(join(ROOT, source)) && !content.equals(readFileSync(join(ROOT, source)))) {
+      problems.push(`assets/${name}: differs from ${source} (package.json's version)`);
+    }
   }
-  const refs = referencedAssets(readIndex(dir));
-  for (const ref of refs) {
-    if (!files.includes(ref)) problems.push(`index.html references missing /assets/${ref}`);
+  const referenced = new Set();
+  for (const page of pagesIn(dir)) {
+    for (const ref of referencedAssets(readPage(dir, page))) {
+      referenced.add(ref);
+      if (!files.includes(ref)) problems.push(`${page} references missing /assets/${ref}`);
+    }
   }
   for (const name of files) {
-    if (!refs.includes(name)) problems.push(`assets/${name}: not referenced by index.html`);
+    if (!referenced.has(name)) problems.push(`assets/${name}: not referenced by ${pagesIn(dir).join(' or ')}`);
   }
   return problems;
 }
 
-/** Renames every asset to its content hash and points index.html at the new names. */
+/** Copies the vendored files in (when node_modules has them), renames every asset to its
+ * content hash and points the pages at the new names. */
 export function writeAssets(dir = STATIC_DIR) {
-  let html = readIndex(dir);
-  const seen = new Set();
   const renamed = [];
+  for (const [family, source] of Object.entries(VENDORED)) {
+    if (!existsSync(join(ROOT, source))) continue;
+    const [base, ext] = family.split('.');
+    const stale = assetNames(dir).filter((n) => RENAMABLE.exec(n)?.groups.base === base && n.endsWith(`.${ext}`));
+    const copy = readFileSync(join(ROOT, source));
+    if (stale.length === 1 && readFileSync(join(dir, 'assets', stale[0])).equals(copy)) continue;
+    for (const name of stale) rmSync(join(dir, 'assets', name));
+    copyFileSync(join(ROOT, source), join(dir, 'assets', family));
+    renamed.push(`${source} -> assets/${family}`);
+  }
+  const pages = new Map(pagesIn(dir).map((page) => [page, readPage(dir, page)]));
+  const seen = new Set();
   for (const name of assetNames(dir)) {
     const parts = RENAMABLE.exec(name)?.groups;
     if (!parts) throw new Error(`assets/${name}: cannot fingerprint (expected <base>[.<hash>].<js|css>)`);
@@ -63,9 +95,9 @@ export function writeAssets(dir = STATIC_DIR) {
       renamed.push(`${name} -> ${target}`);
     }
     const stale = new RegExp(`/assets/${parts.base}(?:\\.[0-9a-f]{10})?\\.${parts.ext}(?=["')?#])`, 'g');
-    html = html.replace(stale, `/assets/${target}`);
+    for (const [page, html] of pages) pages.set(page, html.replace(stale, `/assets/${target}`));
   }
-  writeFileSync(join(dir, 'index.html'), html);
+  for (const [page, html] of pages) writeFileSync(join(dir, page), html);
   return renamed;
 }
 

@@ -100,8 +100,13 @@ mod cli {
         /// Stock, sold and remaining per item, and orders queued.
         Status {
             id: String,
+            /// Print JSON (with --watch: one document per line, each second).
             #[arg(long)]
             json: bool,
+            /// Live: redraw every second until Ctrl-C, with the fleet's figures per second,
+            /// orders pending, paid and expired, and the order writer's lag.
+            #[arg(long)]
+            watch: bool,
         },
     }
 
@@ -272,7 +277,12 @@ mod cli {
                 ops::set_budget(&origin()?, &id, attempts_per_sec).await?;
                 println!("event {id}: the origin budget is now {attempts_per_sec} attempts/s; the edge follows within a second");
             }
-            Command::Event(EventCmd::Status { id, json }) => {
+            Command::Event(EventCmd::Status {
+                id,
+                json,
+                watch: true,
+            }) => ops::watch(&origin()?, &id, json).await?,
+            Command::Event(EventCmd::Status { id, json, .. }) => {
                 let s = ops::status(&origin()?, &id).await?;
                 if json {
                     println!("{}", ops::status_json(&s, now_ms()));

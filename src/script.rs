@@ -3,13 +3,15 @@
 //! `lua/purchase.lua` places orders: it is the only code that raises sold counts and user
 //! counters or writes idempotency records. `lua/settle.lua` ends a pending order (paid, or
 //! expired with its units given back); only it lowers sold counts and counters. Both append
-//! every change to the event's order stream in the same atomic step. `lua/view.lua` only
-//! reads. All are versioned files; their SHA1s are computed once per process/isolate.
+//! every change to the event's order stream in the same atomic step. `lua/view.lua` reads
+//! (and adds an isolate's fleet report); `lua/live.lua` only reads, for the operator. All are
+//! versioned files; their SHA1s are computed once per process/isolate.
 
 use crate::fleet::{parse_counts, FleetFigures};
 use crate::keys::{EventKeys, FLEET_TTL_SECS};
 use crate::model::{EventMeta, State};
-use crate::origin::{OriginError, Script, Value};
+use crate::origin::{Origin, OriginError, Script, Value};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -19,6 +21,8 @@ pub static VIEW: LazyLock<Script> =
     LazyLock::new(|| Script::new("view.lua", include_str!("lua/view.lua")));
 pub static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new("settle.lua", include_str!("lua/settle.lua")));
+pub static LIVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new("live.lua", include_str!("lua/live.lua")));
 
 /// One order line as sent to the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,6 +328,141 @@ pub fn view_call(k: &EventKeys, now_ms: i64, report: &[String]) -> (Vec<String>,
     (keys, args)
 }
 
+/// The consumer group of the order writer (`flashgate orders sink`).
+pub const SINK_GROUP: &str = "sink";
+
+/// The longest live window: the fleet's buckets are kept [`FLEET_TTL_SECS`].
+pub const LIVE_MAX_MINUTES: u32 = (FLEET_TTL_SECS / 60) as u32;
+
+/// The seconds a live read covers: `seconds` whole seconds from Unix second `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveWindow {
+    pub first: i64,
+    pub seconds: u32,
+}
+
+impl LiveWindow {
+    /// The last `minutes` minutes of whole seconds before `now_ms`: the current second is
+    /// left out, as the fleet is still reporting into it.
+    pub fn last_minutes(now_ms: i64, minutes: u32) -> LiveWindow {
+        let seconds = minutes * 60;
+        LiveWindow {
+            first: now_ms.div_euclid(1000) - i64::from(seconds),
+            seconds,
+        }
+    }
+
+    /// KEYS and ARGV for live.lua: the event's keys, then one fleet bucket per second.
+    pub fn call(&self, k: &EventKeys) -> (Vec<String>, Vec<String>) {
+        let mut keys = vec![
+            k.meta.clone(),
+            k.sold.clone(),
+            k.pending.clone(),
+            k.stream.clone(),
+        ];
+        keys.extend((0..i64::from(self.seconds)).map(|i| k.fleet(self.first + i)));
+        (keys, vec![SINK_GROUP.to_string()])
+    }
+}
+
+/// How far the order writer's consumer group is behind the stream (the live view's `writer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct WriterLag {
+    /// Entries not yet handed to any writer (`None`: the server cannot tell).
+    pub lag: Option<u64>,
+    /// Entries handed to a writer and not yet acknowledged (committed).
+    pub pending: u64,
+}
+
+/// The operator's live view of an event (live.lua): what view.lua reads, and more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveView {
+    /// The event, its items, the stream's length and the orders pending. Its `fleet` is
+    /// `None`: the window's figures are in `seconds`.
+    pub snapshot: Snapshot,
+    /// Orders paid since the event was created (settle.lua's `n:paid`).
+    pub paid: u64,
+    /// Orders expired since the event was created (settle.lua's `n:expired`).
+    pub expired: u64,
+    /// `None` until an order writer has created its consumer group.
+    pub writer: Option<WriterLag>,
+    /// The fleet's counts, one per second of the window, oldest first (empty when nothing
+    /// was reported that second).
+    pub seconds: Vec<FleetFigures>,
+}
+
+/// Parses live.lua's reply for window `w`: `None` when the event does not exist.
+pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginError> {
+    if v.as_int() == Some(0) {
+        return Ok(None);
+    }
+    let bad = || OriginError::may_have_run(format!("live.lua gave an unexpected reply: {v:?}"));
+    let a = v.as_array().filter(|a| a.len() == 5).ok_or_else(bad)?;
+    let fields = pairs(&a[0]).ok_or_else(bad)?;
+    let meta = EventMeta::from_fields(&fields).map_err(|e| {
+        OriginError::may_have_run("live.lua read a bad event hash").caused_by_msg(e)
+    })?;
+    let sold = pairs(&a[1]).ok_or_else(bad)?;
+    let num = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|s| s.parse().ok());
+    let items = meta
+        .items
+        .iter()
+        .map(|it| ItemView {
+            stock: num(&fields, &format!("stock:{}", it.sku)).unwrap_or(0),
+            sold: num(&sold, &it.sku).unwrap_or(0),
+        })
+        .collect();
+    let ints = |v: &Value, n: usize| {
+        v.as_array()
+            .filter(|x| x.len() == n)
+            .and_then(|x| x.iter().map(Value::as_int).collect::<Option<Vec<i64>>>())
+            .ok_or_else(bad)
+    };
+    let count = |i: i64| i.max(0) as u64;
+    let o = ints(&a[2], 3)?;
+    let wr = ints(&a[3], 4)?;
+    let buckets = a[4]
+        .as_array()
+        .filter(|b| b.len() == w.seconds as usize)
+        .ok_or_else(bad)?;
+    let seconds = buckets
+        .iter()
+        .zip(w.first..)
+        .map(|(b, second)| {
+            Ok(FleetFigures {
+                second,
+                counts: parse_counts(b.as_array().ok_or_else(bad)?),
+            })
+        })
+        .collect::<Result<_, OriginError>>()?;
+    Ok(Some(LiveView {
+        snapshot: Snapshot {
+            meta,
+            items,
+            stream_len: count(wr[0]),
+            pending: count(o[0]),
+            fleet: None,
+        },
+        paid: count(o[1]),
+        expired: count(o[2]),
+        writer: (wr[1] == 1).then(|| WriterLag {
+            lag: u64::try_from(wr[2]).ok(),
+            pending: count(wr[3]),
+        }),
+        seconds,
+    }))
+}
+
+/// Reads the live view of `event` over window `w`: one EVALSHA.
+pub async fn read_live<O: Origin>(
+    o: &O,
+    event: &str,
+    w: LiveWindow,
+) -> Result<Option<LiveView>, OriginError> {
+    let (keys, args) = w.call(&EventKeys::new(event));
+    parse_live(&LIVE.eval(o, &keys, &args).await?, w)
+}
+
 /// Pay for, or expire, one pending order (settle.lua).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SettleVerb {
@@ -398,6 +537,77 @@ pub fn parse_settled(v: &Value) -> Result<Settled, OriginError> {
 pub fn parse_order_index(v: &str) -> Option<(&str, &str)> {
     let mut w = v.split(' ');
     Some((w.next()?, w.next()?))
+}
+
+/// live.lua's reply for a test event `e` (A: 10 in stock, 4 sold; B: 5, all sold), 3
+/// pending, 2 paid, 1 expired, 9 stream entries, `writer` as {group, lag, pending}, and
+/// `buckets` as one flat name/count list per second.
+#[cfg(test)]
+pub(crate) fn live_reply(writer: [i64; 3], buckets: &[&[(&str, i64)]]) -> Value {
+    let spec: crate::model::EventSpec = serde_json::from_value(serde_json::json!({
+        "id": "e", "name": "E", "starts_at": "2027-01-01T00:00:00Z",
+        "ends_at": "2027-02-01T00:00:00Z", "origin_budget": 300,
+        "items": [{"sku": "A", "name": "Apple", "price": 100, "currency": "USD", "stock": 10},
+                  {"sku": "B", "name": "Banana", "price": 50, "currency": "USD", "stock": 5}]}))
+    .unwrap();
+    let meta = spec.validate().unwrap().meta;
+    let mut fields: Vec<Value> = meta
+        .to_fields()
+        .into_iter()
+        .flat_map(|(k, v)| [Value::Str(k.into()), Value::Str(v)])
+        .collect();
+    for (sku, n) in [("A", "10"), ("B", "5")] {
+        fields.push(Value::Str(format!("stock:{sku}")));
+        fields.push(Value::Str(n.into()));
+    }
+    let flat = |pairs: &[(&str, i64)]| {
+        Value::Array(
+            pairs
+                .iter()
+                .flat_map(|&(k, n)| [Value::Str(k.into()), Value::Int(n)])
+                .collect(),
+        )
+    };
+    let ints = |v: &[i64]| Value::Array(v.iter().map(|&i| Value::Int(i)).collect());
+    Value::Array(vec![
+        Value::Array(fields),
+        flat(&[("A", 4), ("B", 5)]),
+        ints(&[3, 2, 1]),
+        ints(&[9, writer[0], writer[1], writer[2]]),
+        Value::Array(buckets.iter().map(|b| flat(b)).collect()),
+    ])
+}
+
+/// The live view the gate's and the CLI's tests render: [`live_reply`] with a group that has
+/// read everything (2 entries being written), over two seconds from 2027-01-01T00:00:08Z: a
+/// busy one, then a quieter one.
+#[cfg(test)]
+pub(crate) fn sample_live() -> LiveView {
+    let busy: &[(&str, i64)] = &[
+        ("reports", 2),
+        ("attempts", 12),
+        ("candidates", 5),
+        ("forwarded", 4),
+        ("shed", 1),
+        ("edge:busy", 1),
+        ("edge:sold_out", 7),
+        ("origin:placed", 3),
+        ("origin:sold_out", 1),
+    ];
+    let quiet: &[(&str, i64)] = &[
+        ("reports", 1),
+        ("attempts", 4),
+        ("forwarded", 1),
+        ("edge:sold_out", 3),
+        ("origin:sold_out", 1),
+    ];
+    let w = LiveWindow {
+        first: 1_798_761_608,
+        seconds: 2,
+    };
+    parse_live(&live_reply([1, 0, 2], &[busy, quiet]), w)
+        .unwrap()
+        .unwrap()
 }
 
 #[cfg(test)]
@@ -549,8 +759,100 @@ mod tests {
     }
 
     #[test]
+    fn golden_live_arguments() {
+        // 12:00:00.5: the window is the whole minute before 12:00:00.
+        let w = LiveWindow::last_minutes(1_800_000_000_500, 1);
+        assert_eq!(
+            w,
+            LiveWindow {
+                first: 1_799_999_940,
+                seconds: 60
+            }
+        );
+        let (k, a) = w.call(&EventKeys::new("demo"));
+        assert_eq!(
+            k[..6],
+            [
+                "fg:{demo}:meta",
+                "fg:{demo}:sold",
+                "fg:{demo}:pending",
+                "fg:{demo}:stream",
+                "fg:{demo}:fleet:1799999940",
+                "fg:{demo}:fleet:1799999941"
+            ]
+        );
+        assert_eq!(k.len(), 4 + 60);
+        assert_eq!(k.last().unwrap(), "fg:{demo}:fleet:1799999999");
+        assert_eq!(a, ["sink"]);
+        let widest = LiveWindow::last_minutes(0, LIVE_MAX_MINUTES).call(&EventKeys::new("d"));
+        assert_eq!(widest.0.len(), 4 + 600, "every bucket the origin keeps");
+    }
+
+    #[test]
+    fn live_replies() {
+        let w = LiveWindow {
+            first: 100,
+            seconds: 2,
+        };
+        let v = live_reply(
+            [1, 7, 2],
+            &[
+                &[],
+                &[("reports", 2), ("attempts", 9), ("edge:sold_out", 9)],
+            ],
+        );
+        let l = parse_live(&v, w).unwrap().unwrap();
+        let s = &l.snapshot;
+        assert_eq!(s.meta.id, "e");
+        assert_eq!(s.meta.origin_budget, 300);
+        assert_eq!(
+            s.items,
+            [
+                ItemView { stock: 10, sold: 4 },
+                ItemView { stock: 5, sold: 5 }
+            ]
+        );
+        assert_eq!((s.pending, l.paid, l.expired), (3, 2, 1));
+        assert_eq!((s.stream_len, &s.fleet), (9, &None));
+        assert_eq!(
+            l.writer,
+            Some(WriterLag {
+                lag: Some(7),
+                pending: 2
+            })
+        );
+        assert_eq!(l.seconds.len(), 2);
+        assert_eq!((l.seconds[0].second, l.seconds[0].counts.len()), (100, 0));
+        assert_eq!(l.seconds[1].second, 101);
+        assert_eq!(l.seconds[1].get("edge:sold_out"), 9);
+        assert_eq!(l.seconds[1].isolates(), 2);
+
+        // No consumer group yet; a group whose lag the server cannot tell.
+        let none = live_reply([0, 0, 0], &[&[], &[]]);
+        assert_eq!(parse_live(&none, w).unwrap().unwrap().writer, None);
+        let unknown = live_reply([1, -1, 4], &[&[], &[]]);
+        assert_eq!(
+            parse_live(&unknown, w).unwrap().unwrap().writer,
+            Some(WriterLag {
+                lag: None,
+                pending: 4
+            })
+        );
+        assert_eq!(parse_live(&Value::Int(0), w).unwrap(), None, "no event");
+
+        // A bucket count that is not the window's, or any other shape, is an error.
+        for bad in [
+            live_reply([0, 0, 0], &[&[]]),
+            Value::Nil,
+            ints(&[1, 2, 3, 4, 5]),
+        ] {
+            assert!(parse_live(&bad, w).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn script_rules_for_dragonfly() {
-        for s in [&*PURCHASE, &*VIEW, &*SETTLE] {
+        for s in [&*PURCHASE, &*VIEW, &*SETTLE, &*LIVE] {
             assert!(!s.source.starts_with("#!"), "no shebang");
             assert_eq!(s.sha1.len(), 40);
             // Keys only through KEYS[...]: no key names built inside the scripts.

@@ -70,9 +70,11 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         h.get("idempotency-key")?,
     );
     let path = req.path();
+    let url = req.url()?;
     let api = ApiRequest {
         method: &method,
         path: &path,
+        query: url.query(),
         authorization: auth.as_deref(),
         cookie: cookie.as_deref(),
         content_type: ct.as_deref(),

@@ -164,6 +164,7 @@ fn openapi_lists_every_route_and_code() {
         "/api/health",
         "/api/events/{event}",
         "/api/events/{event}/orders",
+        "/api/events/{event}/live",
         "/api/session",
         "/api/dev/session",
         "/api/stats",

@@ -14,12 +14,14 @@
 
 mod event;
 mod health;
+mod live;
 mod purchase;
 mod session;
 mod snapshot;
 mod stats;
 
 pub use event::event_json;
+pub use live::{live_body, LiveBody};
 pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};
 
 use crate::config::Config;
@@ -53,6 +55,8 @@ impl Limiter for NoLimiter {
 pub struct ApiRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The query string, without `?`.
+    pub query: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub cookie: Option<&'a str>,
     pub content_type: Option<&'a str>,
@@ -143,6 +147,7 @@ enum Route<'a> {
     Health,
     Event(&'a str),
     Orders(&'a str),
+    Live(&'a str),
     Stats,
     DevSession,
     Session,
@@ -158,6 +163,7 @@ fn route(path: &str) -> Route<'_> {
         ["", "api", "dev", "session"] => Route::DevSession,
         ["", "api", "events", id] => Route::Event(id),
         ["", "api", "events", id, "orders"] => Route::Orders(id),
+        ["", "api", "events", id, "live"] => Route::Live(id),
         _ => Route::NotFound,
     }
 }
@@ -194,6 +200,9 @@ impl Gate {
             (Route::Orders(id), "POST") => {
                 purchase::handle_purchase(self, origin, limiter, id, req, now_ms).await
             }
+            (Route::Live(id), "GET") => {
+                Handled::plain(live::handle_live(self, origin, id, req, now_ms, clock).await)
+            }
             (Route::Stats, "GET") => Handled::plain(stats::handle_stats(self, req)),
             (Route::DevSession, "POST") => {
                 Handled::plain(session::handle_dev_session(self, req, now_ms))
@@ -201,7 +210,7 @@ impl Gate {
             (Route::Session, "GET") => Handled::plain(session::handle_session(self, req, now_ms)),
             (Route::Session, "DELETE") => Handled::plain(Ok(session::handle_sign_out())),
             (Route::NotFound, _) => Handled::plain(Err(ApiError::not_found(req.path))),
-            (Route::Health | Route::Event(_) | Route::Stats, _) => {
+            (Route::Health | Route::Event(_) | Route::Live(_) | Route::Stats, _) => {
                 Handled::plain(Err(ApiError::method_not_allowed("GET")))
             }
             (Route::Orders(id), _) => purchase::refuse_method(self, id, req.roll),
@@ -221,6 +230,7 @@ mod tests {
         assert_eq!(route("/api/events/demo"), Route::Event("demo"));
         assert_eq!(route("/api/events/demo/"), Route::Event("demo"));
         assert_eq!(route("/api/events/demo/orders"), Route::Orders("demo"));
+        assert_eq!(route("/api/events/demo/live"), Route::Live("demo"));
         assert_eq!(route("/api/events/a/b/c"), Route::NotFound);
         assert_eq!(route("/api"), Route::NotFound);
     }

@@ -1,4 +1,4 @@
--- flashgate settle.lua, version 1: ends ONE pending order atomically, either paid or expired.
+-- flashgate settle.lua, version 2: ends ONE pending order atomically, either paid or expired.
 -- Pay and expire are this one script with a verb, so they check the same state in the same
 -- atomic step: of a pay and an expiry of one order, exactly one wins.
 --
@@ -13,7 +13,8 @@
 -- Invariants: only a pending order changes state (pending → paid | expired, never back);
 -- an expiry gives back exactly the order's units to sold and to the user's counters (the
 -- total and the order's calendar day); the user's `e` stays the earliest pending deadline;
--- every change is appended to the stream in the same atomic step.
+-- every change is appended to the stream in the same atomic step; the sold hash counts the
+-- orders ever paid (`n:paid`) and expired (`n:expired`) for the operator (live.lua).
 
 local unpack = unpack or table.unpack
 local verb, oid, uid, key, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -75,6 +76,7 @@ else
   redis.call('HDEL', KEYS[2], 'b:' .. key, 'e')
 end
 redis.call('HSET', KEYS[2], unpack(writes))
+redis.call('HINCRBY', KEYS[1], verb == 'pay' and 'n:paid' or 'n:expired', 1)
 redis.call('ZREM', KEYS[3], oid)
 redis.call('XADD', KEYS[4], '*', 'type', verb == 'pay' and 'paid' or 'expired', 'order', doc,
   'at', ARGV[5])

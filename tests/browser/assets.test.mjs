@@ -1,33 +1,50 @@
-// The sale page's JS/CSS are fingerprinted by name (.ci/fingerprint.mjs) and cached
-// for a year; these tests keep names, contents, index.html and static/_headers in step.
+// The pages' JS/CSS are fingerprinted by name (.ci/fingerprint.mjs) and cached for a year;
+// these tests keep names, contents, the pages (index.html, ops/index.html), the vendored uPlot
+// and static/_headers in step.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { checkAssets, STATIC_DIR, writeAssets } from '../../.ci/fingerprint.mjs';
+import { checkAssets, hashOf, STATIC_DIR, VENDORED, writeAssets } from '../../.ci/fingerprint.mjs';
 
 const SCRIPT = fileURLToPath(new URL('../../.ci/fingerprint.mjs', import.meta.url));
 
 function copyOfStatic() {
   const dir = mkdtempSync(join(tmpdir(), 'flashgate-assets-'));
   cpSync(join(STATIC_DIR, 'index.html'), join(dir, 'index.html'));
+  cpSync(join(STATIC_DIR, 'ops'), join(dir, 'ops'), { recursive: true });
   cpSync(join(STATIC_DIR, 'assets'), join(dir, 'assets'), { recursive: true });
   return dir;
 }
 
-const assetFile = (dir, prefix) => readdirSync(join(dir, 'assets')).find((n) => n.startsWith(prefix));
+const assetFile = (dir, prefix, ext = '') => readdirSync(join(dir, 'assets')).find((n) => n.startsWith(prefix) && n.endsWith(ext));
 const cli = (...args) => spawnSync(process.execPath, [SCRIPT, ...args], { encoding: 'utf8' });
 
-test('static/assets files match their fingerprints and index.html references exactly them', () => {
+test('static/assets files match their fingerprints and the pages reference exactly them', () => {
   assert.deepEqual(checkAssets(), [], 'run: node .ci/fingerprint.mjs --write');
   const names = readdirSync(join(STATIC_DIR, 'assets')).sort();
-  assert.equal(names.length, 2);
-  assert.match(names[0], /^app\.[0-9a-f]{10}\.js$/);
-  assert.match(names[1], /^style\.[0-9a-f]{10}\.css$/);
+  assert.deepEqual(names.map((n) => n.replace(/\.[0-9a-f]{10}\./, '.')).sort(),
+    ['app.js', 'ops.css', 'ops.js', 'style.css', 'uplot.css', 'uplot.js']);
+  for (const n of names) assert.match(n, /^[a-z]+\.[0-9a-f]{10}\.(js|css)$/);
+  const refs = (page) => [...readFileSync(join(STATIC_DIR, page), 'utf8').matchAll(/\/assets\/([\w.-]+)/g)].map((m) => m[1]).sort();
+  assert.deepEqual(refs('index.html').map((n) => n.split('.')[0]), ['app', 'style']);
+  assert.deepEqual(refs('ops/index.html').map((n) => n.split('.')[0]), ['ops', 'ops', 'uplot', 'uplot']);
   assert.equal(cli('--check').status, 0);
+});
+
+test('the vendored uPlot is package.json\'s, byte for byte', () => {
+  for (const [family, source] of Object.entries(VENDORED)) {
+    const [base, ext] = family.split('.');
+    const copy = assetFile(STATIC_DIR, `${base}.`, ext);
+    assert.ok(readFileSync(join(STATIC_DIR, 'assets', copy)).equals(readFileSync(join(STATIC_DIR, '..', source))), `${copy} = ${source}`);
+  }
+  const pkg = JSON.parse(readFileSync(join(STATIC_DIR, '..', 'package.json'), 'utf8'));
+  const installed = JSON.parse(readFileSync(join(STATIC_DIR, '..', 'node_modules/uplot/package.json'), 'utf8'));
+  assert.equal(pkg.devDependencies.uplot, installed.version, 'an exact version, installed');
+  assert.match(readFileSync(join(STATIC_DIR, 'assets', assetFile(STATIC_DIR, 'uplot.', 'js')), 'utf8'), new RegExp(`\\(v${installed.version}\\)`));
 });
 
 describe('the check fails when', () => {
@@ -63,6 +80,25 @@ describe('the check fails when', () => {
     assert.match(problems, /style\.0000000000\.css: not referenced/);
   });
 
+  test('ops/index.html points at a file that is not there', () => {
+    const dir = scratch();
+    const js = assetFile(dir, 'ops.', '.js');
+    renameSync(join(dir, 'assets', js), join(dir, 'assets', 'ops.0000000000.js'));
+    assert.match(checkAssets(dir).join('\n'), new RegExp(`ops/index\\.html references missing /assets/${js.replace(/\./g, '\\.')}`));
+  });
+
+  test('the vendored uPlot was edited (even under its new hash), and --write puts npm\'s back', () => {
+    const dir = scratch();
+    const js = assetFile(dir, 'uplot.', '.js');
+    const edited = `${readFileSync(join(dir, 'assets', js), 'utf8')}\n// patched\n`;
+    rmSync(join(dir, 'assets', js));
+    writeFileSync(join(dir, 'assets', `uplot.${hashOf(edited)}.js`), edited);
+    assert.match(checkAssets(dir).join('\n'), /uplot\.[0-9a-f]{10}\.js: differs from node_modules\/uplot\/dist\/uPlot\.iife\.min\.js/);
+    writeAssets(dir);
+    assert.deepEqual(checkAssets(dir), []);
+    assert.equal(assetFile(dir, 'uplot.', '.js'), js);
+  });
+
   test('an asset has no fingerprint', () => {
     const dir = scratch();
     appendFileSync(join(dir, 'assets', 'extra.js'), 'export {};\n');
@@ -85,7 +121,11 @@ test('static/_headers: short TTL for the page, immutable for fingerprinted asset
   assert.equal(rules.get('/')['cache-control'], 'public, max-age=10, must-revalidate');
   assert.equal(rules.get('/index.html')['cache-control'], 'public, max-age=10, must-revalidate');
   assert.equal(rules.get('/assets/*')['cache-control'], 'public, max-age=31536000, immutable');
+  assert.equal(rules.get('/ops/')['cache-control'], 'public, max-age=10, must-revalidate');
+  assert.equal(rules.get('/ops/index.html')['cache-control'], 'public, max-age=10, must-revalidate');
+  assert.match(rules.get('/ops/')['content-security-policy'], /script-src 'self';/);
+  assert.equal(rules.get('/ops/')['x-robots-tag'], 'noindex');
   const cacheRules = [...rules].filter(([, headers]) => 'cache-control' in headers).map(([path]) => path);
-  assert.deepEqual(cacheRules.sort(), ['/', '/assets/*', '/index.html'],
+  assert.deepEqual(cacheRules.sort(), ['/', '/assets/*', '/index.html', '/ops/', '/ops/index.html'],
     'no other rule sets Cache-Control (overlapping rules would join values with a comma)');
 });

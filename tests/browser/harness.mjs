@@ -1,5 +1,6 @@
 // Starts what the browser tests need (redis-server, `wrangler dev`, Chromium) on free ports and
 // stops exactly the processes it started, also when a test fails or node exits early.
+import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -180,4 +181,29 @@ export class Stack {
   logs() {
     return [...(this.worker?.log ?? []), ...(this.redis?.log ?? [])].join('\n');
   }
+}
+
+// ---------------------------------------------------------------- waiting in tests
+export function rfc3339(ms) {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** Retries an async assertion until it passes or `timeout` ms have gone by. */
+export async function eventually(assertion, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      return await assertion();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(200);
+    }
+  }
+}
+
+export const text = (page, testid) => page.getByTestId(testid).innerText();
+
+/** Waits until the element with `testid` shows text matching `pattern`. */
+export async function expectText(page, testid, pattern, timeout) {
+  await eventually(async () => assert.match(await text(page, testid), pattern), timeout);
 }

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Stack } from './harness.mjs';
+import { eventually, expectText, rfc3339, Stack, text } from './harness.mjs';
 
 const EVENT = 'e2e';
 const PAGE = `/?event=${EVENT}`;
@@ -24,30 +24,8 @@ const fixture = () => ({
   ],
 });
 
-function rfc3339(ms) {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
-
-/** Retries an async assertion until it passes or `timeout` ms have gone by. */
-async function eventually(assertion, timeout = 10_000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await assertion();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await sleep(200);
-    }
-  }
-}
-
-const text = (page, testid) => page.getByTestId(testid).innerText();
 const isOrder = (r) => new URL(r.url()).pathname === ORDERS_PATH && r.request().method() === 'POST';
 const nextOrderResponse = (page) => page.waitForResponse(isOrder);
-
-async function expectText(page, testid, pattern, timeout) {
-  await eventually(async () => assert.match(await text(page, testid), pattern), timeout);
-}
 
 async function expectButton(page, sku, label, enabled) {
   await eventually(async () => {

@@ -127,6 +127,7 @@ impl Fleet {
             let req = ApiRequest {
                 method: "POST",
                 path: &self.path,
+                query: None,
                 authorization: Some(auth),
                 cookie: None,
                 content_type: Some("application/json"),

@@ -127,7 +127,8 @@ impl Drop for Pool {
 
 /// The skus of a purchase.lua call on the event whose meta key is `meta`, from the command's
 /// arguments (`EVALSHA sha numkeys KEYS... ARGV...`, KEYS[1] the meta hash, ARGV[8] the number
-/// of lines, then sku and quantity per line); `None` for any other command.
+/// of lines, ARGV[9] the fresh flag, then sku and quantity per line; see `script::PurchaseCall`);
+/// `None` for any other command.
 pub fn purchase_skus(args: &[String], meta: &str) -> Option<Vec<String>> {
     let (name, rest) = args.split_first()?;
     if !name.eq_ignore_ascii_case("EVALSHA") || rest.first()? != &PURCHASE.sha1 {
@@ -140,7 +141,7 @@ pub fn purchase_skus(args: &[String], meta: &str) -> Option<Vec<String>> {
     }
     let argv = &rest[2 + numkeys..];
     let lines: usize = argv.get(7)?.parse().ok()?;
-    (0..lines).map(|i| argv.get(8 + 2 * i).cloned()).collect()
+    (0..lines).map(|i| argv.get(9 + 2 * i).cloned()).collect()
 }
 
 /// Every purchase the isolates sent for one event, in the order they were sent.
@@ -239,6 +240,8 @@ mod tests {
             flat([]),
             Value::Int(0),
             Value::Int(0),
+            flat([]),
+            flat([]),
         ];
         let fake = FakeOrigin::default();
         fake.push(Ok(Value::Array(view.to_vec())));
@@ -286,9 +289,11 @@ mod tests {
             assert_eq!(purchase_skus(&args, &meta), None);
         }
         // Two lines: both skus, in order.
-        let argv: Vec<String> = ["1", "k", "f", "{}", "o", "u", "2", "2", "B", "1", "A", "3"]
-            .map(String::from)
-            .to_vec();
+        let argv: Vec<String> = [
+            "1", "k", "f", "{}", "o", "u", "2", "2", "1", "B", "1", "A", "3",
+        ]
+        .map(String::from)
+        .to_vec();
         let two = evalsha(&PURCHASE.sha1, std::slice::from_ref(&meta), &argv);
         assert_eq!(
             purchase_skus(&two, &meta),
@@ -306,7 +311,7 @@ mod tests {
         let pool = Pool::start((0..3).map(|_| origin_at(1, 200)).collect(), 500).unwrap();
         let tap = Tap::new("sale", now_ms());
         let meta = EventKeys::new("sale").meta;
-        let argv: Vec<String> = ["1", "k", "f", "{}", "o", "u", "2", "1", "A", "1"]
+        let argv: Vec<String> = ["1", "k", "f", "{}", "o", "u", "2", "1", "1", "A", "1"]
             .map(String::from)
             .to_vec();
         let buy = evalsha(&PURCHASE.sha1, std::slice::from_ref(&meta), &argv);

@@ -1,0 +1,51 @@
+-- flashgate live.lua, version 1: the operator's live view of an event in one read.
+--
+-- KEYS (one hash tag): 1 meta  2 sold  3 pending  4 stream
+--   5 .. #KEYS fleet:<second>, one per second of the window, oldest first
+-- ARGV: 1 the order writer's consumer group (`sink`)
+-- Reply: 0 when the event does not exist, else
+--   {meta fields, sold, {pending, paid, expired}, {stream length, group, lag, group pending},
+--    {fleet fields of KEYS[5], fleet fields of KEYS[6], ...}}
+-- where meta fields and each fleet bucket are flat arrays of name, value; sold is sku, units
+-- for every `stock:<sku>` of meta; paid and expired are settle.lua's `n:paid` / `n:expired`
+-- counters (orders) on sold; group is 1 when the stream has the consumer group (then lag is
+-- its entries not yet delivered, -1 when the server cannot tell, and group pending its
+-- entries delivered but not acknowledged), else 0, 0, 0. All counts are integers.
+-- Only reads. It issues no EXISTS (view.lua's calls are counted by cmdstat_exists).
+local unpack = unpack or table.unpack
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then return 0 end
+local fields = {}
+for i = 1, #meta, 2 do
+  if string.sub(meta[i], 1, 6) == 'stock:' then fields[#fields + 1] = string.sub(meta[i], 7) end
+end
+local skus = #fields
+fields[#fields + 1] = 'n:paid'
+fields[#fields + 1] = 'n:expired'
+local v = redis.call('HMGET', KEYS[2], unpack(fields))
+local sold = {}
+for i = 1, skus do
+  sold[#sold + 1] = fields[i]
+  sold[#sold + 1] = tonumber(v[i] or '0')
+end
+local orders = {redis.call('ZCARD', KEYS[3]), tonumber(v[skus + 1] or '0'),
+  tonumber(v[skus + 2] or '0')}
+
+local writer = {redis.call('XLEN', KEYS[4]), 0, 0, 0}
+local t = redis.call('TYPE', KEYS[4])
+if type(t) == 'table' then t = t.ok end
+if t == 'stream' then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[4])) do
+    local info = {}
+    for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+    if info['name'] == ARGV[1] then
+      writer[2] = 1
+      writer[3] = tonumber(info['lag']) or -1
+      writer[4] = tonumber(info['pending']) or 0
+    end
+  end
+end
+
+local fleet = {}
+for i = 5, #KEYS do fleet[#fleet + 1] = redis.call('HGETALL', KEYS[i]) end
+return {meta, sold, orders, writer, fleet}
