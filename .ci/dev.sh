@@ -82,11 +82,13 @@ cat <<TXT
 
   flashgate is starting on  http://localhost:$PORT/?event=demo
   health                    http://localhost:$PORT/api/health
+  the operator's live view  http://localhost:$PORT/ops/?event=demo  (token: $OPERATOR)
   sign in on the page with any user id (DEV_SIGNIN=true in .dev.vars)
 
   operate the sale from another terminal:
     $CLI --origin $ORIGIN event start demo
-    $CLI --origin $ORIGIN event status demo
+    $CLI --origin $ORIGIN event status demo --watch
+    $CLI --origin $ORIGIN orders sink --event demo --db sqlite://.wrangler/dev-orders.db
     $CLI --origin $ORIGIN token --user alice --secret '$SECRET'
     curl -H 'Authorization: Bearer $OPERATOR' http://localhost:$PORT/api/stats
 
