@@ -76,7 +76,7 @@ unit:
 	cargo test --lib --bins
 
 integration: $(WORKER) cli
-	cargo test --test '*' -- --test-threads=2
+	cargo test --test '*' --no-fail-fast -- --test-threads=2
 
 browser: $(WORKER) cli
 	node --test --test-concurrency=1 'tests/browser/*.test.mjs'
