@@ -408,6 +408,47 @@ async fn an_expiry_gives_everything_back_and_a_payment_keeps_it() {
     );
 }
 
+/// purchase.lua v4 keeps a pending order's deadline in `s:<key>`; v3 kept it in `b:<key>`
+/// with no `s:<key>`. settle.lua reads both, so orders placed before an upgrade still settle
+/// and still count in the user's earliest deadline `e`.
+#[tokio::test]
+async fn an_order_placed_by_purchase_v3_still_settles() {
+    let (_r, o, t) = live("s6").await;
+    let k = EventKeys::new("s6");
+    let u = k.user("u1");
+    let old = attempt(&o, &Attempt::new("s6", "u1", "key-00001", &[("A", 1)], t)).await;
+    assert!(matches!(old, Outcome::Placed { .. }), "{old:?}");
+    let new = Attempt::new("s6", "u1", "key-00002", &[("B", 1)], t + 60_000);
+    assert!(matches!(attempt(&o, &new).await, Outcome::Placed { .. }));
+    assert_eq!(
+        hget(&o, &u, "s:key-00001").await,
+        Some((t + PAY_MS).to_string()),
+        "v4 keeps the deadline in s:"
+    );
+    // Rewrite the first order as v3 wrote it.
+    o.call(&Cmd::new(["HDEL", &u, "s:key-00001"])).await.unwrap();
+    let pay_by = (t + PAY_MS).to_string();
+    o.call(&Cmd::new(["HSET", &u, "b:key-00001", &pay_by]))
+        .await
+        .unwrap();
+    // Paying the v4 order leaves the v3 one as the earliest deadline.
+    let o2 = flashgate::order::order_id("s6", "u1", "key-00002");
+    let paid = settle(&o, "s6", &o2, SettleVerb::Pay, t + 120_000).await;
+    assert_eq!(paid.unwrap(), Settled::Done { units: 0 });
+    assert_eq!(hget(&o, &u, "e").await, Some(pay_by.clone()));
+    // The v3 order is not due before its deadline read from b:, then expires in full.
+    let o1 = flashgate::order::order_id("s6", "u1", "key-00001");
+    let early = settle(&o, "s6", &o1, SettleVerb::Expire, t + PAY_MS - 1).await;
+    assert_eq!(early.unwrap(), Settled::NotDue { pay_by: t + PAY_MS });
+    let swept = expire_due(&o, "s6", t + PAY_MS, 100).await.unwrap();
+    assert_eq!((swept.expired, swept.units), (1, 1));
+    assert_eq!(hget(&o, &u, "s:key-00001").await.as_deref(), Some("x"));
+    assert_eq!(hget(&o, &u, "b:key-00001").await, None, "v3 field removed");
+    assert_eq!(hget(&o, &u, "e").await, None, "no pending order left");
+    assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("0"));
+    assert_eq!(hget(&o, &u, "t").await.as_deref(), Some("1"), "the paid B stays");
+}
+
 #[tokio::test]
 async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
     let r = Redis::start();

@@ -1,4 +1,4 @@
--- flashgate purchase.lua, version 3: decides and records ONE purchase attempt atomically, and
+-- flashgate purchase.lua, version 4: decides and records ONE purchase attempt atomically, and
 -- hands a placed order to the order stream. No `#!lua` shebang and no undeclared keys:
 -- Dragonfly runs it as is, under one hash tag.
 --
@@ -20,9 +20,9 @@
 -- the user's counters cannot go down (only an expiry lowers them), so the edge may trust them.
 --
 -- Data: meta holds `stock:<sku>`; sold holds `<sku>` → units sold and `o:<order id>` →
--- "<user> <key> <day>" (the index pay.lua and expire.lua find an order by); the user hash
--- holds `t`, `d:<day>:<sku>`, `i:<key>` → fingerprint "\n" order JSON, `s:<key>` → p (paid) or
--- x (expired), absent while pending, `b:<key>` → pay_by while pending, and `e`.
+-- "<user> <key> <day>" (the index settle.lua finds an order by); the user hash
+-- holds `t`, `d:<day>:<sku>`, `i:<key>` → fingerprint "\n" order JSON, `s:<key>` → the order's
+-- state: its pay_by (ms) while pending, then p (paid) or x (expired), and `e`.
 --
 -- A fresh attempt for an item that is already sold out is refused after two reads (meta and
 -- sold), before the user's hash is read: the cheap refusal for the crowd that arrives after
@@ -32,6 +32,10 @@
 -- sold only grows here and never past stock; each placed order is appended to the stream
 -- exactly once, in the same atomic step, and its idempotency record makes any retry a replay.
 -- Integer arithmetic only.
+--
+-- Cost: every number handed to redis.call or joined into a string is formatted with '%d'
+-- first (Lua's own number-to-string is '%.14g', and Redis formats a number argument with
+-- '%.17g', both several times dearer), and pay_by goes to Redis as the string it came as.
 
 local unpack = unpack or table.unpack
 local now, n = tonumber(ARGV[1]), tonumber(ARGV[8])
@@ -48,7 +52,8 @@ for i = 1, n do
 end
 local meta = redis.call('HMGET', KEYS[1], unpack(mfields))
 if not meta[1] then return {2} end
-local day = math.floor((now + tonumber(meta[4]) * 60000) / 86400000)
+local fmt = string.format
+local day = fmt('%d', math.floor((now + tonumber(meta[4]) * 60000) / 86400000))
 
 local sold
 if ARGV[9] == '1' then
@@ -97,9 +102,9 @@ for i = 1, n do
   if today + qty > cap_item then return {8, i, today, e} end
   sum = sum + qty
   new_sold[#new_sold + 1] = skus[i]
-  new_sold[#new_sold + 1] = s + qty
+  new_sold[#new_sold + 1] = fmt('%d', s + qty)
   new_user[#new_user + 1] = fields[4 + i]
-  new_user[#new_user + 1] = today + qty
+  new_user[#new_user + 1] = fmt('%d', today + qty)
   reply[#reply + 1] = today + qty
   reply[#reply + 1] = remaining - qty
 end
@@ -113,16 +118,16 @@ reply[2], reply[3] = total + sum, e
 new_sold[#new_sold + 1] = 'o:' .. oid
 new_sold[#new_sold + 1] = ARGV[6] .. ' ' .. key .. ' ' .. day
 new_user[#new_user + 1] = 't'
-new_user[#new_user + 1] = total + sum
+new_user[#new_user + 1] = fmt('%d', total + sum)
 new_user[#new_user + 1] = 'e'
-new_user[#new_user + 1] = e
-new_user[#new_user + 1] = 'b:' .. key
-new_user[#new_user + 1] = pay_by
+new_user[#new_user + 1] = fmt('%d', e)
+new_user[#new_user + 1] = 's:' .. key
+new_user[#new_user + 1] = ARGV[7]
 new_user[#new_user + 1] = 'i:' .. key
 new_user[#new_user + 1] = ARGV[3] .. '\n' .. ARGV[4]
 redis.call('HSET', KEYS[2], unpack(new_sold))
 redis.call('HSET', KEYS[3], unpack(new_user))
-redis.call('ZADD', KEYS[4], pay_by, oid)
+redis.call('ZADD', KEYS[4], ARGV[7], oid)
 redis.call('XADD', KEYS[5], '*', 'type', 'placed', 'order', ARGV[4], 'at', ARGV[1])
-if not user[3] then redis.call('PEXPIREAT', KEYS[3], ends + 7 * 86400000) end
+if not user[3] then redis.call('PEXPIREAT', KEYS[3], fmt('%d', ends + 7 * 86400000)) end
 return reply

@@ -1,4 +1,4 @@
--- flashgate settle.lua, version 2: ends ONE pending order atomically, either paid or expired.
+-- flashgate settle.lua, version 3: ends ONE pending order atomically, either paid or expired.
 -- Pay and expire are this one script with a verb, so they check the same state in the same
 -- atomic step: of a pay and an expiry of one order, exactly one wins.
 --
@@ -15,6 +15,10 @@
 -- total and the order's calendar day); the user's `e` stays the earliest pending deadline;
 -- every change is appended to the stream in the same atomic step; the sold hash counts the
 -- orders ever paid (`n:paid`) and expired (`n:expired`) for the operator (live.lua).
+--
+-- The user hash (purchase.lua v4) keeps an order's state in `s:<key>`: its pay_by (ms) while
+-- pending, then p or x. A pending order written by purchase.lua v3 has no `s:<key>` and its
+-- pay_by in `b:<key>`; both are read, so an upgrade during a sale strands no order.
 
 local unpack = unpack or table.unpack
 local verb, oid, uid, key, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -30,18 +34,19 @@ local u = {}
 for i = 1, #flat, 2 do u[flat[i]] = flat[i + 1] end
 local idem = u['i:' .. key]
 if not idem then return {2} end
-if u['s:' .. key] == 'p' then return {1} end
-if u['s:' .. key] == 'x' then return {3} end
-local pay_by = tonumber(u['b:' .. key] or '0')
+local state = u['s:' .. key]
+if state == 'p' then return {1} end
+if state == 'x' then return {3} end
+local pay_by = tonumber(state or u['b:' .. key] or '0')
 if verb == 'expire' and now < pay_by then return {4, pay_by} end
 
--- The earliest deadline among the user's other pending orders (0: none).
+-- The earliest deadline among the user's other pending orders (0: none): a numeric `s:`
+-- (v4), or a `b:` whose order has no `s:` yet (v3).
 local e = 0
 for f, v in pairs(u) do
-  if string.sub(f, 1, 2) == 'b:' and f ~= 'b:' .. key then
-    local b = tonumber(v)
-    if e == 0 or b < e then e = b end
-  end
+  local tag, k = string.sub(f, 1, 2), string.sub(f, 3)
+  local b = k ~= key and ((tag == 's:' and tonumber(v)) or (tag == 'b:' and not u['s:' .. k] and tonumber(v)))
+  if b and (e == 0 or b < e) then e = b end
 end
 
 local nl = string.find(idem, '\n', 1, true)
@@ -68,13 +73,15 @@ if verb == 'expire' then
   writes[#writes + 1] = math.max(0, tonumber(u['t'] or '0') - units)
   redis.call('HSET', KEYS[1], unpack(back))
 end
+local gone = {}
+if u['b:' .. key] then gone[#gone + 1] = 'b:' .. key end
 if e > 0 then
   writes[#writes + 1] = 'e'
-  writes[#writes + 1] = e
-  redis.call('HDEL', KEYS[2], 'b:' .. key)
-else
-  redis.call('HDEL', KEYS[2], 'b:' .. key, 'e')
+  writes[#writes + 1] = string.format('%d', e)
+elseif u['e'] then
+  gone[#gone + 1] = 'e'
 end
+if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end
 redis.call('HSET', KEYS[2], unpack(writes))
 redis.call('HINCRBY', KEYS[1], verb == 'pay' and 'n:paid' or 'n:expired', 1)
 redis.call('ZREM', KEYS[3], oid)
