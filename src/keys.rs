@@ -31,8 +31,8 @@ impl EventKeys {
     }
 
     /// Hash: a user's counters (`t` total units, `d:<day>:<sku>` units that day), idempotency
-    /// records (`i:<key>` → fingerprint, newline, order JSON), order states (`s:<key>`),
-    /// pending deadlines (`b:<key>`) and the earliest of them (`e`). See purchase.lua.
+    /// records (`i:<key>` → fingerprint, newline, order JSON), order states (`s:<key>`: the
+    /// deadline while pending, then `p` or `x`) and the earliest pending deadline (`e`). See purchase.lua.
     pub fn user(&self, user: &str) -> String {
         format!("{}user:{user}", self.prefix)
     }
