@@ -32,7 +32,8 @@ impl EventKeys {
 
     /// Hash: a user's counters (`t` total units, `d:<day>:<sku>` units that day), idempotency
     /// records (`i:<key>` → fingerprint, newline, order JSON), order states (`s:<key>`: the
-    /// deadline while pending, then `p` or `x`) and the earliest pending deadline (`e`). See purchase.lua.
+    /// deadline while pending, then `p` or `x`) and the earliest pending deadline (`e`).
+    /// See purchase.lua.
     pub fn user(&self, user: &str) -> String {
         format!("{}user:{user}", self.prefix)
     }
