@@ -8,6 +8,11 @@
 //!   entry that needs one (a guard that refuses, an error of its own, a lost race) abandons
 //!   that try, and the batch is redone with a savepoint per entry: nothing of the first try
 //!   commits, so both ways end alike.
+//! - A batch of nothing but first deliveries of `placed` entries (a sale's usual batch) is
+//!   first tried set-wise: one multi-row INSERT of the orders, one of their lines, and one
+//!   guarded update per sku with the batch's sum. It writes what the entry-wise try writes;
+//!   any surprise (an order row that exists, a guard that refuses the sum) abandons it for
+//!   the careful try, which finds the entry at fault.
 //! - Applying an entry again is harmless: an order row is inserted only if absent (`ON CONFLICT
 //!   DO NOTHING` on its id) and its status only moves from `pending`, under the row's lock
 //!   (`SELECT … FOR UPDATE` in Postgres, `BEGIN IMMEDIATE` in SQLite); quarantine and dead
@@ -16,7 +21,9 @@
 //!   the table's CHECK keeps `0 <= sold <= stock` even against code that forgets the guard. A
 //!   guard that refuses rolls the entry's savepoint back and quarantines the change.
 
-use super::change::{decide, parse_change, Change, Effect, GuardTrip, Skip, Status, StreamId};
+use super::change::{
+    decide, parse_change, Change, Effect, GuardTrip, Kind, Skip, Status, StreamId,
+};
 use super::error::{shown_url, SinkError};
 use super::stream::Delivery;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -31,6 +38,9 @@ const SQLITE_BUSY_MS: u64 = 30_000;
 const BATCH_TRIES: u32 = 5;
 /// Tries of one entry whose order row changed between reading and writing it.
 const ENTRY_TRIES: u32 = 3;
+/// Rows per multi-row INSERT of the set-wise try: at 10 parameters a row, far below SQLite's
+/// 32,766 and Postgres's 65,535 bind parameters per statement.
+const ROWS_PER_INSERT: usize = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -253,6 +263,18 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
+        if !careful {
+            if let Some(placed) = fresh_placements(event, batch) {
+                return match place_all(&mut tx, event, &placed).await {
+                    Ok(out) => {
+                        tx.commit().await?;
+                        Ok(out)
+                    }
+                    Err(Abort::Db(e)) if self.is_entry_fault(&e) => Err(Abort::Redo),
+                    Err(e) => Err(e),
+                };
+            }
+        }
         let mut out = Vec::with_capacity(batch.len());
         for d in batch {
             out.push(
@@ -479,6 +501,104 @@ impl Store {
     }
 }
 
+/// The batch as changes, if every entry is the first delivery of a `placed` entry of a
+/// distinct order; `None` sends the batch down the entry-wise path.
+fn fresh_placements(event: &str, batch: &[Delivery]) -> Option<Vec<Change>> {
+    let mut ids = std::collections::HashSet::new();
+    batch
+        .iter()
+        .map(|d| {
+            let c = parse_change(event, d.fields.as_ref()?).ok()?;
+            let fresh = d.deliveries == 1 && c.kind == Kind::Placed;
+            (fresh && ids.insert(c.order.id.clone())).then_some(c)
+        })
+        .collect()
+}
+
+/// `INSERT INTO <table> (<columns>) VALUES ($1, …), (…), …` for `rows` rows.
+fn insert_sql(table_columns: &str, columns: usize, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table_columns} VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The set-wise try of fresh placements (see the module's invariants): `Abort::Redo` on any
+/// surprise, for the careful try to sort out.
+async fn place_all(
+    tx: &mut Transaction<'static, Any>,
+    event: &str,
+    changes: &[Change],
+) -> Result<Vec<Outcome>, Abort> {
+    for chunk in changes.chunks(ROWS_PER_INSERT) {
+        let sql = insert_sql(
+            "fg_orders (id, event, user_id, status, created_at, pay_by, idempotency_key, \
+             paid_at, expired_at, updated_at)",
+            10,
+            chunk.len(),
+        ) + " ON CONFLICT (id) DO NOTHING";
+        let mut q = sqlx::query(&sql);
+        for c in chunk {
+            let o = &c.order;
+            q = q
+                .bind(&o.id)
+                .bind(&o.event)
+                .bind(&o.user)
+                .bind(Status::Pending.as_str())
+                .bind(&o.created_at)
+                .bind(o.pay_by.as_deref())
+                .bind(&o.idempotency_key)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(c.at_ms);
+        }
+        if q.execute(&mut **tx).await?.rows_affected() != chunk.len() as u64 {
+            return Err(Abort::Redo); // an order row exists already
+        }
+    }
+    let lines: Vec<_> = changes
+        .iter()
+        .flat_map(|c| c.order.lines.iter().map(move |l| (&c.order.id, l)))
+        .collect();
+    for chunk in lines.chunks(ROWS_PER_INSERT) {
+        let sql = insert_sql(
+            "fg_order_lines (order_id, sku, qty, unit_price, currency)",
+            5,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, l) in chunk {
+            q = q
+                .bind(*id)
+                .bind(&l.sku)
+                .bind(l.qty)
+                .bind(l.unit_price)
+                .bind(&l.currency);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let mut sums = std::collections::BTreeMap::<String, i64>::new();
+    for (_, l) in &lines {
+        *sums.entry(l.sku.clone()).or_default() += l.qty;
+    }
+    let mut sums: Vec<_> = sums.into_iter().collect();
+    if move_stock(tx, event, &mut sums, true).await?.is_some() {
+        return Err(Abort::Redo); // the careful try quarantines the order at fault
+    }
+    Ok(changes
+        .iter()
+        .map(|c| Outcome::Applied(decide(None, c.kind.target())))
+        .collect())
+}
+
 /// Adds (`reserve`) or takes back each line's units under the guard; the first line whose
 /// guard refuses is named. Lines go in sku order, so concurrent batches lock rows alike.
 async fn move_stock(
@@ -609,6 +729,14 @@ mod tests {
         assert!(
             e.contains("mysql://root:***@h/db") && e.contains("sqlite://PATH"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn multi_row_inserts_number_their_parameters_row_by_row() {
+        assert_eq!(
+            insert_sql("t (a, b)", 2, 3),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6)"
         );
     }
 
