@@ -15,7 +15,8 @@
 #      around every run, and exact top-level counts from MONITOR over separate smaller runs;
 #   3. a flash crowd (demand ≥ 100× stock): the share of requests that reach the origin in the
 #      burst that sells out and in a second burst after sell-out;
-#   4. redis-benchmark: EVALSHA of src/lua/purchase.lua against tests/bench/seed.lua, same server;
+#   4. redis-benchmark: EVALSHA of src/lua/purchase.lua against tests/bench/seed.lua, same server
+#      (and tests/bench/calls-only.lua, purchase.lua's calls without its decisions, for reference);
 #   5. the wasm bundle's size.
 #
 # It starts its own redis-server and `wrangler dev` instances on free ports, each in its own
@@ -261,12 +262,14 @@ cli event status bench-crowd --json >"$RES/crowd-status.json"
 step "redis-benchmark: purchase.lua vs seed.lua, $RB_ROUNDS × $RB_N calls each, $RB_C clients"
 PURCHASE_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <src/lua/purchase.lua)
 SEED_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <tests/bench/seed.lua)
+CALLS_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <tests/bench/calls-only.lua)
 [ "$PURCHASE_SHA" = "$(sha1sum <src/lua/purchase.lua | cut -d' ' -f1)" ] || die "SCRIPT LOAD purchase.lua answered $PURCHASE_SHA"
 # A live event with a huge stock and caps, so that nearly every call takes the full success path:
 # a fresh user (fg:{rb}:user:<random>) and key per call; caps so high that repeats still pass.
 NOW=$(date +%s)
 create_event rb $(( NOW - 60 )) $(( NOW + 86400 )) 1000000000 1000000000 1000000000 1
 redis-cli -p "$RP" HSET 'seed:{rb}:A' inventory 1000000000000 purchased 0 >/dev/null
+create_event rbf $(( NOW - 60 )) $(( NOW + 86400 )) 1000000000 1000000000 1000000000 1 # calls-only.lua's
 # The cheap refusal: a sold-out item (stock 0) against the seed's sold-out path.
 create_event rbso $(( NOW - 60 )) $(( NOW + 86400 )) 0 1000000000 1000000000 1
 redis-cli -p "$RP" HSET 'seed:{rbso}:A' inventory 0 purchased 0 >/dev/null
@@ -294,6 +297,10 @@ for r in $(seq "$RB_ROUNDS"); do
   # shellcheck disable=SC2046
   rb "rb$r-purchaseso" $(purchase_args rbso) "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 'o___rand_int__' 'u__rand_int__' "$(( NOW_MS + 900000 ))" 1 1 A 1
   redis-cli -p "$RP" DEL 'fg:{rb}:stream' 'fg:{rb}:pending' >/dev/null   # keep them from growing across rounds
+  # The reference: purchase.lua's calls and arguments without its decisions (tests/bench/calls-only.lua).
+  rb "rb$r-callsonly" EVALSHA "$CALLS_SHA" 5 'fg:{rbf}:meta' 'fg:{rbf}:sold' 'fg:{rbf}:user:__rand_int__' 'fg:{rbf}:pending' 'fg:{rbf}:stream' \
+    "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 'o___rand_int__' 'u__rand_int__' "$(( NOW_MS + 900000 ))" 1 1 A 1
+  redis-cli -p "$RP" DEL 'fg:{rbf}:stream' 'fg:{rbf}:pending' >/dev/null
 done
 redis-cli -p "$RP" HGET 'fg:{rb}:sold' A >"$RES/rb-purchase-sold"
 redis-cli -p "$RP" HGET 'seed:{rb}:A' purchased >"$RES/rb-seed-sold"

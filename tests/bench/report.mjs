@@ -5,7 +5,7 @@
 //
 // RESULTS_DIR holds: meta.env (KEY=value lines); r<round>-<scenario>.json (`flashgate load --json`
 // reports) with .stats0.json/.stats1.json (the worker's GET /api/stats before and after) for
-// runs against flashgate; crowd-1/crowd-2 likewise and crowd-status.json; rb<round>-<seed|purchase>.rps
+// runs against flashgate; crowd-1/crowd-2 likewise and crowd-status.json; rb<round>-<seed|purchase|callsonly|seedso|purchaseso>.rps
 // (redis-benchmark requests/s); rb-<seed|purchase>-sold.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -156,6 +156,8 @@ const rbList = (kind) => Array.from({ length: rbRounds }, (_, i) => Number(read(
 const seedRps = rbList('seed');
 const purchaseRps = rbList('purchase');
 const rbRatio = median(purchaseRps) / median(seedRps);
+const callsOnlyRps = rbList('callsonly');
+const callsOnlyRatio = median(callsOnlyRps) / median(seedRps);
 // The sold-out path: a fresh attempt for a sold-out item against the seed's sold-out path.
 const seedSoRps = rbList('seedso');
 const purchaseSoRps = rbList('purchaseso');
@@ -186,6 +188,7 @@ const summary = [
   ['flash crowd: units sold / stock', `${crowdItem.sold} / ${crowdItem.stock}${crowdItem.sold > crowdItem.stock ? ' **OVERSOLD**' : ''}`, `= ${crowdItem.stock}`, goal(crowdItem.sold === crowdItem.stock && crowdPlaced === crowdItem.stock)],
   ['purchase.lua vs seed script, success path (redis-benchmark EVALSHA)', `${times(rbRatio)} (${int(median(purchaseRps))} vs ${int(median(seedRps))} calls/s)`, '≥ 0.42× (aim 0.6×)', goal(rbRatio >= 0.42)],
   ...['sqlite', 'postgres'].map((db) => { const r = JSON.parse(read(`sink-${db}.json`)); return [`order writer into ${db} (orders/s, against a plain batched INSERT)`, `${times(r.sink_vs_plain)} (${int(r.sink.orders_per_s)} vs ${int(r.plain_insert.rows_per_s)}/s)`, '—', '']; }),
+  ['reference: purchase.lua\'s eight calls without its decisions (tests/bench/calls-only.lua) vs seed script', `${times(callsOnlyRatio)} (${int(median(callsOnlyRps))} calls/s)`, '—', ''],
   ['purchase.lua vs seed script, sold-out path', `${times(rbSoRatio)} (${int(median(purchaseSoRps))} vs ${int(median(seedSoRps))} calls/s; 2 \`redis.call\`s against the seed's 1)`, '—', ''],
   ['worker wasm (build/index_bg.wasm)', `${kib(num('wasm_raw'))} raw, ${kib(num('wasm_gzip'))} gzip`, '—', ''],
 ];
@@ -254,12 +257,14 @@ ${table(['script', 'calls/s (median)', 'per round', 'calls that bought'], [
   ['purchase.lua, sold out', int(median(purchaseSoRps)), purchaseSoRps.map(int).join(' / '), '—'],
 ], 'lrrr')}
 
+For reference, \`tests/bench/calls-only.lua\` makes the same eight calls with the same arguments and values of the same sizes, on an event of its own, but none of purchase.lua's checks, parsing or arithmetic: **${int(median(callsOnlyRps))} calls/s, ${times(callsOnlyRatio)} the seed**. That is the most purchase.lua could reach while it writes what it writes; the gap between the two is what its decisions cost in Lua.
+
 Ratio purchase.lua / seed.lua, success path: **${times(rbRatio)}** (floor 0.42×, the ratio before orders went to a stream: ${goal(rbRatio >= 0.42)}; aim 0.6×). Sold-out path: **${times(rbSoRatio)}**.`);
 
 const sinks = ['sqlite', 'postgres'].map((db) => JSON.parse(read(`sink-${db}.json`)));
 md.push(`## 5. The order writer against a plain batched INSERT
 
-\`flashgate orders sink-bench\` appends ${int(num('sink_orders'))} placed orders to an event's stream at the same redis-server, times \`flashgate orders sink\` (its real code path, batches of ${sinks[0].batch}: one transaction per batch; a batch of fresh placements goes set-wise, as one multi-row insert of the orders and one of their lines with the exactly-once `ON CONFLICT DO NOTHING`, and one guarded inventory update per item; XACK after COMMIT, then trimming) draining them into the database, then times a plain batched INSERT of the same rows (orders and lines, ${sinks[0].batch} rows per statement, no guard, no stream) into fresh tables of the same database. SQLite is a file in WAL mode; Postgres ${meta.postgres} is a throwaway server on this machine with \`fsync=off\`, so its figures say nothing about durable throughput.
+\`flashgate orders sink-bench\` appends ${int(num('sink_orders'))} placed orders to an event's stream at the same redis-server, times \`flashgate orders sink\` (its real code path, batches of ${sinks[0].batch}: one transaction per batch; a batch of fresh placements goes set-wise, as one multi-row insert of the orders and one of their lines with the exactly-once \`ON CONFLICT DO NOTHING\`, and one guarded inventory update per item; XACK after COMMIT, then trimming) draining them into the database, then times a plain batched INSERT of the same rows (orders and lines, ${sinks[0].batch} rows per statement, no guard, no stream) into fresh tables of the same database. SQLite is a file in WAL mode; Postgres ${meta.postgres} is a throwaway server on this machine with \`fsync=off\`, so its figures say nothing about durable throughput.
 
 ${table(['database', 'sink orders/s', 'plain INSERT rows/s', 'sink ÷ plain'], sinks.map((r) => [r.db, int(r.sink.orders_per_s), int(r.plain_insert.rows_per_s), times(r.sink_vs_plain)]), 'lrrr')}`);
 
@@ -284,6 +289,6 @@ writeFileSync(chartPath, JSON.stringify({
   title: `flashgate, ${meta.date}, ${meta.cores} cores`,
   edge: [...(emptyLog ? [{ ...emptyLog, name: 'empty worker that logs' }] : []), ...edge, fwd].map((s) => ({ name: s.name, ratio: s.ratio, rps: s.rps })),
   empty_rps: empty ? empty.rps : null,
-  rb: { ratio: rbRatio, goal: 0.42, seed: median(seedRps), purchase: median(purchaseRps), soldout_ratio: rbSoRatio },
+  rb: { ratio: rbRatio, goal: 0.42, seed: median(seedRps), purchase: median(purchaseRps), calls_only: median(callsOnlyRps), calls_only_ratio: callsOnlyRatio, soldout_ratio: rbSoRatio },
   crowd: crowd.map((p) => p.share),
 }, null, 2));
