@@ -24,8 +24,9 @@ use std::io::IsTerminal;
 
 /// The probe watches the idle origin this long before the warm-up.
 const IDLE_MS: i64 = 1000;
-/// Time for the warm-up before the start: a base plus a little per isolate.
-const WARMUP_BASE_MS: i64 = 1500;
+/// The least time the pages poll before the start (see `fleet`): 3 s, and a little for
+/// setting up the fleet. The start is then put on the next whole second, as sales start.
+const WARMUP_MS: i64 = 3300;
 /// EDGE_CACHE_MS of every isolate: the refresh interval of its snapshot, as deployed.
 const EDGE_CACHE_MS: u64 = 1000;
 /// The instruments' bound on one command (connect, write, read).
@@ -250,7 +251,8 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
     load_scripts(&admin).await?;
 
     let run = format!("sim-{:x}", now_ms() ^ (i64::from(std::process::id()) << 40));
-    let t0_ms = now_ms() + IDLE_MS + WARMUP_BASE_MS + a.isolates as i64 / 2;
+    let earliest = now_ms() + IDLE_MS + WARMUP_MS + a.isolates as i64 / 10;
+    let t0_ms = (earliest + 999) / 1000 * 1000;
     let sale = match (&a.event, a.stock) {
         (Some(id), _) => existing_sale(&admin, &a, id, t0_ms).await?,
         (None, Some(stock)) => create_sale(&admin, &a, stock, &run, t0_ms).await?,
