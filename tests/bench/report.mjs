@@ -353,7 +353,7 @@ if (!smoke) md.push(`## Chart
 
 md.push(`## Reproduce
 
-\`make bench\` (about 4 minutes on 2 cores once the tools are set up and target/release/flashgate is built; the first run also builds the release CLI and the empty worker and installs matplotlib into a venv under ~/.cache/flashgate, a few minutes more). \`make test\` runs the same harness with tiny counts (\`.ci/bench.sh --smoke\`, from \`tests/bench_smoke.rs\`) so that it keeps working.
+\`make bench\` (about 4 minutes on 2 cores once the tools are set up and target/release/flashgate is built; the first run also builds the release CLI and the empty worker and installs matplotlib into a venv under ~/.cache/flashgate, a few minutes more; the fleet simulator's runs take about ten seconds each). \`make test\` runs the same harness with tiny counts (\`.ci/bench.sh --smoke\`, from \`tests/bench_smoke.rs\`) so that it keeps working.
 `);
 
 writeFileSync(outPath, md.join('\n\n') + '\n');
