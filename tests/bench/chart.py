@@ -75,6 +75,7 @@ def draw_sim(a, b, sim):
     a.axhline(budget * 1.2, color="black", linewidth=1, linestyle=":")
     a.text(0.02, budget * 1.2, f" 1.2 x budget ({budget * 1.2:.0f}/s)", va="bottom", fontsize=8, transform=a.get_yaxis_transform())
     a.set_yscale("symlog", linthresh=10)
+    a.set_ylim(bottom=0)
     a.set_xlabel("seconds after the start of the sale")
     a.set_ylabel("purchase attempts reaching the origin per second")
     a.set_title("Fleet simulator: origin attempts per second\n(INFO commandstats at the origin)", fontsize=10)
