@@ -1,9 +1,10 @@
 //! Keeps the benchmark harness from rotting: runs `.ci/bench.sh --smoke` (tiny counts, but the
 //! real pieces: redis-server, `wrangler dev` with the built worker, `flashgate load`, MONITOR,
-//! redis-benchmark and the report writer) into a temporary file, and checks that every table of
-//! the report is there with numbers in it. At these counts the numbers mean nothing, so only
-//! what holds at any load is asserted about them: the harness saw each forwarded attempt reach
-//! the origin, and the crowd was not oversold.
+//! redis-benchmark, `flashgate simulate` and the report writer) into a temporary file, and
+//! checks that every table of the report is there with numbers in it. At these counts the
+//! numbers mean nothing, so only what holds at any load is asserted about them: the harness
+//! saw each forwarded attempt reach the origin, and neither the crowd nor the simulated fleet
+//! oversold.
 //!
 //! Needs what `make integration` provides: the worker bundle (build/) and the tools from
 //! `make setup` (redis-server, redis-benchmark, wrangler in node_modules).
@@ -122,6 +123,26 @@ fn bench_harness_smoke() {
         let r = row(sink, db);
         assert!(number(&r[1]) > 0.0 && number(&r[2]) > 0.0, "{db}: {r:?}");
     }
+    // The fleet simulator: every combination ran, reached the origin, and never oversold.
+    let sim = section(&md, "## 7. ");
+    for isolates in ["1 isolate", "10 isolates"] {
+        for admission in ["off", "on"] {
+            let r = row(sim, &format!("{isolates}, admission {admission}"));
+            assert!(number(&r[1]) > 0.0, "origin attempts: {r:?}");
+            let (sold, stock) = r[4].split_once(" / ").expect("sold / stock (oversold)");
+            assert!(
+                number(sold) <= number(stock) && r[4].ends_with("(0)"),
+                "never oversold: {r:?}"
+            );
+            assert!(r[6].contains(" → "), "idle → sale p99: {r:?}");
+        }
+    }
+    assert!(row(
+        &md,
+        "simulator, 10 isolates, admission on: sold / stock, oversold"
+    )[1]
+    .ends_with(", 0"));
+
     let wasm = row(section(&md, "## 6. "), "flashgate (build/index_bg.wasm)");
     assert!(
         number(&wasm[1]) > number(&wasm[2]) && number(&wasm[2]) > 10_000.0,

@@ -90,6 +90,22 @@ fn a_small_fleet_sells_out_exactly_and_the_origin_counts_every_purchase() {
     );
     assert_eq!(num(&secs[secs.len() - 1], "sold"), 50);
     assert!(r["idle_p99_ms"].as_f64().is_some_and(|v| v > 0.0));
+    // The probe's figures over the sale, and how its thread was scheduled.
+    let (p50, p99) = (
+        r["sale_p50_ms"].as_f64().unwrap(),
+        r["sale_p99_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{r}");
+    assert_eq!(num(&r, "probe_ms"), 2);
+    assert!(
+        ["fifo", "nice", "normal"].contains(&r["probe_priority"].as_str().unwrap()),
+        "{r}"
+    );
+    assert_eq!(num(&r, "edge_cache_ms"), 1000);
+    match r["last_forward_after_sellout_ms"].as_i64() {
+        Some(ms) => assert!(ms >= 0 && num(&r, "forwarded_after_sellout") > 0, "{r}"),
+        None => assert_eq!(num(&r, "forwarded_after_sellout"), 0, "{r}"),
+    }
 
     // The event is real: the origin holds it and its sales.
     let event = r["event"].as_str().unwrap();

@@ -7,9 +7,10 @@
 //! isolates reach the origin through the shared [`Pool`], each through its own
 //! [`IsolateOrigin`] so that every purchase it forwards is noted with its isolate.
 //!
-//! Until the start, every isolate serves `GET /api/events/<event>` about once a second (pages
-//! polling), which makes it read its snapshot; then each planned intent arrives at its time
-//! and isolate, and is retried per [`next`]. The run ends when every intent has ended, or at
+//! Until the start, every isolate serves `GET /api/events/<event>` whenever its snapshot is
+//! due (pages polling), at a moment of its own, so that it refreshes and reports its counts
+//! about once a second and the fleet's figures count the whole fleet before the start; then
+//! each planned intent arrives at its time and isolate, and is retried per [`next`]. The run ends when every intent has ended, or at
 //! `end_ms`.
 
 use super::measure::Forward;
@@ -27,8 +28,8 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-/// How often a page polls the event before the start.
-const POLL_MS: i64 = 1000;
+/// How long after its snapshot is due for a refresh an isolate's page polls again.
+const POLL_SLACK_MS: i64 = 20;
 
 /// Everything the fleet thread needs, decided before it starts.
 pub struct Orders {
@@ -77,7 +78,9 @@ struct Fleet {
     pool: Pool,
     tap: Tap,
     orders: Orders,
+    /// The purchase path and the event page's path.
     path: String,
+    page: String,
     rng: RefCell<fastrand::Rng>,
     log: RefCell<CrowdLog>,
     bar: ProgressBar,
@@ -159,41 +162,42 @@ impl Fleet {
         }
     }
 
-    /// Every isolate serves one event page, and so reads its snapshot.
-    async fn serve_pages(self: &Rc<Self>) {
-        let path = format!("/api/events/{}", self.orders.event);
-        let pages = (0..self.gates.len()).map(|i| {
-            let (f, path) = (self.clone(), path.clone());
-            async move {
-                let req = ApiRequest {
-                    method: "GET",
-                    path: &path,
-                    ..ApiRequest::default()
-                };
-                let origin = f.origin(i);
-                let now = now_ms();
-                Box::pin(f.gates[i].handle(&origin, &NoLimiter, &req, now, &now_ms)).await;
-            }
-        });
-        futures_util::future::join_all(pages).await;
+    /// Isolate `i` serves one event page, and so reads its snapshot when it is due.
+    async fn serve_page(&self, i: usize) {
+        let req = ApiRequest {
+            method: "GET",
+            path: &self.page,
+            ..ApiRequest::default()
+        };
+        let origin = self.origin(i);
+        Box::pin(self.gates[i].handle(&origin, &NoLimiter, &req, now_ms(), &now_ms)).await;
     }
 
-    /// Pages poll until the start, a round every [`POLL_MS`], the last one ending shortly
-    /// before the start: every isolate then holds a young snapshot, as in a fleet whose pages
-    /// poll. Answers how long the first round took.
+    /// Pages poll until the start, as in a fleet whose pages poll all the time: each isolate
+    /// serves an event page whenever its snapshot is due for a refresh (every EDGE_CACHE_MS
+    /// plus [`POLL_SLACK_MS`]), the isolates' first polls spread evenly over one interval. So
+    /// each isolate refreshes, and reports its counts, about once a second at a moment of its
+    /// own, and once every isolate has refreshed, each full second counts about the whole fleet
+    /// in the fleet's figures: what admission control reads at the start to size its shares.
+    /// (A snapshot carries the last full second's figures, so it takes 3 s of polling before a
+    /// start on a whole second.) Answers how long the pages polled.
     async fn warm_up(self: &Rc<Self>) -> i64 {
-        let mut first = None;
-        loop {
-            let began = now_ms();
-            self.serve_pages().await;
-            let took = now_ms() - began;
-            first.get_or_insert(took);
-            let next = (began + POLL_MS).min(self.orders.t0_ms - 2 * took - 100);
-            if next <= now_ms() {
-                return first.unwrap_or(took);
+        let began = now_ms();
+        let period = self.orders.config.edge.cache_ms + POLL_SLACK_MS;
+        let (n, end) = (self.gates.len() as i64, self.orders.t0_ms);
+        let pollers = (0..self.gates.len()).map(|i| {
+            let f = self.clone();
+            async move {
+                let mut at = began + i as i64 * period / n;
+                while at < end {
+                    sleep_until_ms(at).await;
+                    f.serve_page(i).await;
+                    at += period;
+                }
             }
-            sleep_until_ms(next).await;
-        }
+        });
+        futures_util::future::join_all(pollers).await;
+        now_ms() - began
     }
 
     /// Sends each intent at its time; returns when all have ended or at the end of the run.
@@ -230,6 +234,7 @@ async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
         pool: Pool::start(conns, timeout)?,
         tap: Tap::new(&orders.event, orders.t0_ms),
         path: format!("/api/events/{}/orders", orders.event),
+        page: format!("/api/events/{}", orders.event),
         rng: RefCell::new(fastrand::Rng::with_seed(orders.seed ^ 0x5eed)),
         log: RefCell::new(CrowdLog::default()),
         orders,
@@ -241,9 +246,10 @@ async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
         .iter()
         .filter(|g| g.state.borrow().stats.view_reads > 0)
         .count();
+    // The last polls may end a moment after the start: that is no delay worth a word.
     let overran = now_ms() - fleet.orders.t0_ms;
-    if overran > 0 {
-        eprintln!("flashgate simulate: the warm-up ended {overran} ms after the start (its first round took {warmup_ms} ms); the first arrivals are late");
+    if overran > POLL_SLACK_MS {
+        eprintln!("flashgate simulate: the warm-up ended {overran} ms after the start (pages polled for {warmup_ms} ms); the first arrivals are late");
     }
     fleet.send_crowd().await;
     let unfinished =

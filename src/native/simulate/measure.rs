@@ -8,14 +8,17 @@
 //!   of view.lua, which issues exactly one EXISTS (Redis counts a script's own commands). The
 //!   simulator's INFO is left out ([`commandstats_delta`]) and its probes are PING and HGET.
 //! - `origin_p50_ms` / `origin_p99_ms`: nearest-rank percentiles of the round trips of the
-//!   PING probe sent in that second on a connection of its own; `idle_*` the same before the
-//!   fleet warms up.
+//!   PING probe sent in that second (one every 2 ms, on a connection and an OS thread of its
+//!   own; see `meter`); `idle_*` the same before the fleet warms up, `sale_*` over every
+//!   second reported.
 //! - `sold`: `HGET fg:{E}:sold <sku>` by the same probe, the last reading in the second.
 //! - `sellout_ms`: the first probe reading of `sold ≥ stock`, at the midpoint of its HGET
-//!   (so within one probe period, 10 ms, of the moment the last unit was taken).
+//!   (so within one reading period, 10 ms, of the moment the last unit was taken).
 //! - `forwarding_isolates_after_sellout`: distinct isolates that forwarded a purchase of the
 //!   sku after `sellout_ms` in that second, timed when each isolate called its origin (its
 //!   decision to forward), as noted at that boundary.
+//! - `last_forward_after_sellout_ms`: how long after `sellout_ms` the last purchase of the
+//!   sku was forwarded, timed as above.
 //! - `reached_origin_pct`: the sum of `origin_attempts` over the attempts the crowd sent to
 //!   isolates, retries included.
 //! - `late_p50_ms` / `late_p99_ms`: how long after its planned arrival each intent's first
@@ -113,6 +116,16 @@ pub fn forwarding_isolates(forwards: &[Forward], sku: &str, from: i64, to: i64) 
         .map(|f| f.isolate)
         .collect::<BTreeSet<_>>()
         .len()
+}
+
+/// How long after `sellout` the last purchase of `sku` was forwarded (0 when right at it);
+/// `None` when none was forwarded from the sellout on.
+pub fn last_forward_after(forwards: &[Forward], sku: &str, sellout: i64) -> Option<i64> {
+    forwards
+        .iter()
+        .filter(|f| f.at_ms >= sellout && f.skus.iter().any(|s| s == sku))
+        .map(|f| f.at_ms - sellout)
+        .max()
 }
 
 /// What the run saw, as measured.
@@ -248,6 +261,20 @@ mod tests {
         assert_eq!(forwarding_isolates(&f, "A", 25, 1000), 1);
         assert_eq!(forwarding_isolates(&f, "B", 0, 2000), 1);
         assert_eq!(forwarding_isolates(&f, "A", 1000, 2000), 1);
+    }
+
+    #[test]
+    fn the_last_forward_after_the_sellout() {
+        let f = [
+            fwd(10, 1, "A"),
+            fwd(900, 2, "A"),
+            fwd(1700, 3, "B"),
+            fwd(400, 4, "A"),
+        ];
+        assert_eq!(last_forward_after(&f, "A", 300), Some(600));
+        assert_eq!(last_forward_after(&f, "A", 900), Some(0));
+        assert_eq!(last_forward_after(&f, "A", 901), None);
+        assert_eq!(last_forward_after(&f, "B", 0), Some(1700));
     }
 
     #[test]

@@ -17,21 +17,31 @@
 //! would count that too.
 //!
 //! Threads: the fleet runs on one (the gates are not `Send`), the pool's connections on
-//! another, the instruments on the process's runtime. The figures are only as good as the
-//! machine: `late_p99_ms` says how far the fleet fell behind its planned crowd (one thread
-//! decides every attempt), and an origin that shares the simulator's cores answers slower
-//! than it would alone.
+//! another, and each instrument on an OS thread of its own with a blocking connection of its
+//! own, at `SCHED_FIFO` where permitted (the report's `probe_priority` says what it got). So
+//! the probe's round trip is the origin's latency, not the time the generator took to notice
+//! the reply: a task on a runtime that shares two cores with tens of thousands of attempts a
+//! second measured mostly the generator (see `probe`).
+//!
+//! The figures are only as good as the machine: `late_p99_ms` says how far the fleet fell
+//! behind its planned crowd (one thread decides every attempt), and an origin that shares the
+//! simulator's cores also shares their CPU time: under a crowd it answers slower than it
+//! would on a machine of its own, whatever its own load. To measure the origin's own latency
+//! on a shared machine, give it the CPU whenever it has work: `make bench` runs its
+//! redis-server at `SCHED_FIFO` (`chrt -f`), and measures idle and sale alike.
 //!
 //! The parts: `plan` (when and where each intent arrives, and when it retries: pure),
 //! `measure` (readings into figures: pure), `report` (the JSON and the table), `origin` (the
-//! pool and each isolate's tap), `meter` (the instruments at the origin), `fleet` (the
-//! isolates and the crowd) and `run` (arguments, setup and [`main`]).
+//! pool and each isolate's tap), `probe` (the instruments' connection, priority and clock),
+//! `meter` (the instruments at the origin), `fleet` (the isolates and the crowd) and `run`
+//! (arguments, setup and [`main`]).
 
 mod fleet;
 mod measure;
 mod meter;
 mod origin;
 mod plan;
+mod probe;
 mod report;
 mod run;
 

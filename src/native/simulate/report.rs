@@ -2,6 +2,7 @@
 //! or as a table for a terminal. The figures are defined in `measure`.
 
 use super::measure::Second;
+use super::probe::Priority;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -39,8 +40,19 @@ pub struct Report {
     /// and how many isolates did.
     pub forwarded_after_sellout: u64,
     pub isolates_forwarding_after_sellout: usize,
+    /// How long after the sellout the last of those was forwarded; `null` if none was.
+    pub last_forward_after_sellout_ms: Option<i64>,
+    /// The probe's PING round trips in the idle second before the warm-up.
     pub idle_p50_ms: f64,
     pub idle_p99_ms: f64,
+    /// The same over the whole sale: from the start to the last second reported.
+    pub sale_p50_ms: f64,
+    pub sale_p99_ms: f64,
+    /// Every isolate's EDGE_CACHE_MS: how often it refreshes its snapshot.
+    pub edge_cache_ms: u64,
+    /// The probe's PING period, and the scheduling its thread got (`fifo`, `nice`, `normal`).
+    pub probe_ms: u64,
+    pub probe_priority: Priority,
     /// How late first attempts reached their isolates against the plan (see `measure`).
     pub late_p50_ms: f64,
     pub late_p99_ms: f64,
@@ -100,13 +112,26 @@ pub fn render_table(r: &Report) -> String {
         (
             "forwarded after sellout",
             format!(
-                "{} purchases from {} isolates",
-                r.forwarded_after_sellout, r.isolates_forwarding_after_sellout
+                "{} purchases from {} isolates{}",
+                r.forwarded_after_sellout,
+                r.isolates_forwarding_after_sellout,
+                r.last_forward_after_sellout_ms
+                    .map_or(String::new(), |ms| format!(", the last {ms} ms after it"))
             ),
         ),
         (
             "idle origin",
             format!("p50 {:.2} ms, p99 {:.2} ms", r.idle_p50_ms, r.idle_p99_ms),
+        ),
+        (
+            "origin during the sale",
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms (PING every {} ms, probe thread {})",
+                r.sale_p50_ms,
+                r.sale_p99_ms,
+                r.probe_ms,
+                r.probe_priority.name()
+            ),
         ),
         (
             "warmed up",
@@ -155,6 +180,11 @@ mod tests {
             forwarded_after_sellout: 9,
             isolates_forwarding_after_sellout: 4,
             idle_p99_ms: 0.25,
+            sale_p50_ms: 0.125,
+            sale_p99_ms: 0.5,
+            probe_ms: 2,
+            probe_priority: Priority::Fifo,
+            last_forward_after_sellout_ms: Some(840),
             per_second: vec![Second {
                 t: 0,
                 sent: 600,
@@ -178,16 +208,20 @@ mod tests {
             "     0       600              150      0.50      3.25      50                    4",
             "after 312 ms (50 of 50 sold, 0 oversold)",
             "25.00% (160 of 640 attempts sent to isolates)",
-            "9 purchases from 4 isolates",
+            "9 purchases from 4 isolates, the last 840 ms after it",
             "p99 0.25 ms",
+            "p50 0.12 ms, p99 0.50 ms (PING every 2 ms, probe thread fifo)",
             "placed 50",
         ] {
             assert!(t.contains(want), "{want:?} missing from\n{t}");
         }
         let never = render_table(&Report {
             sellout_ms: None,
-            ..r
+            ..r.clone()
         });
         assert!(never.contains("never (50 of 50 sold"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["probe_priority"], "fifo");
+        assert_eq!(json["last_forward_after_sellout_ms"], 840);
     }
 }

@@ -5,7 +5,7 @@
 
 use super::fleet::{self, Orders};
 use super::measure::{self, pct, Readings};
-use super::meter::{sleep_until_ms, Meter};
+use super::meter::{sleep_until_ms, Meter, PING_MS};
 use super::plan::{arrivals, Crowd};
 use super::report::{render_table, Report};
 use crate::config::Config;
@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::native::load::order_body;
 use crate::native::{connect, now_ms, ops, NativeOrigin};
+use crate::origin::resp::RespConfig;
 use crate::origin::{Cmd, Origin};
 use crate::script::{PURCHASE, VIEW};
 use crate::token;
@@ -23,8 +24,13 @@ use std::io::IsTerminal;
 
 /// The probe watches the idle origin this long before the warm-up.
 const IDLE_MS: i64 = 1000;
-/// Time for the warm-up before the start: a base plus a little per isolate.
-const WARMUP_BASE_MS: i64 = 1500;
+/// The least time the pages poll before the start (see `fleet`): 3 s, and a little for
+/// setting up the fleet. The start is then put on the next whole second, as sales start.
+const WARMUP_MS: i64 = 3300;
+/// EDGE_CACHE_MS of every isolate: the refresh interval of its snapshot, as deployed.
+const EDGE_CACHE_MS: u64 = 1000;
+/// The instruments' bound on one command (connect, write, read).
+const PROBE_TIMEOUT_MS: u64 = 5000;
 /// The simulator's IDENTITY_SECRET: it mints the crowd's tokens, its isolates check them.
 pub(super) const SECRET: &str = "flashgate-simulator-identity-secret";
 
@@ -107,13 +113,14 @@ fn isolate_config(
 ) -> Result<Config, String> {
     let rate = a.rate_limit_per_sec.to_string();
     let timeout = a.origin_timeout_ms.to_string();
+    let refresh = EDGE_CACHE_MS.to_string();
     Config::from_lookup(|name| {
         let v = match name {
             "ORIGIN_URL" => origin,
             "ORIGIN_PASSWORD" => password?,
             "IDENTITY_SECRET" => SECRET,
             "RATE_LIMIT_PER_SEC" => &rate,
-            "EDGE_CACHE_MS" => "1000",
+            "EDGE_CACHE_MS" => &refresh,
             "ORIGIN_TIMEOUT_MS" => &timeout,
             "ADMISSION" => &a.admission,
             _ => return None,
@@ -244,7 +251,8 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
     load_scripts(&admin).await?;
 
     let run = format!("sim-{:x}", now_ms() ^ (i64::from(std::process::id()) << 40));
-    let t0_ms = now_ms() + IDLE_MS + WARMUP_BASE_MS + a.isolates as i64 / 2;
+    let earliest = now_ms() + IDLE_MS + WARMUP_MS + a.isolates as i64 / 10;
+    let t0_ms = (earliest + 999) / 1000 * 1000;
     let sale = match (&a.event, a.stock) {
         (Some(id), _) => existing_sale(&admin, &a, id, t0_ms).await?,
         (None, Some(stock)) => create_sale(&admin, &a, stock, &run, t0_ms).await?,
@@ -267,11 +275,11 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
     };
     let plan = arrivals(&crowd, &mut fastrand::Rng::with_seed(a.seed));
 
-    let meter_conns = [
-        connect(origin, password.clone(), 5000)?,
-        connect(origin, password.clone(), 5000)?,
-    ];
-    let meter = Meter::start(meter_conns, &sale.event, &sale.sku, sale.t0_ms, a.seconds).await?;
+    let mut probed = RespConfig::from_url(origin, PROBE_TIMEOUT_MS)?;
+    if probed.password.is_none() {
+        probed.password = password.clone();
+    }
+    let meter = Meter::start(&probed, &sale.event, &sale.sku, sale.t0_ms, a.seconds)?;
     sleep_until_ms(now_ms() + IDLE_MS).await;
     let warm_from = now_ms() - sale.t0_ms;
     let bar = progress(a.attempts);
@@ -325,6 +333,7 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         .filter(|f| sellout.is_some_and(|s| f.at_ms >= s) && f.skus.contains(&sale.sku))
         .collect();
     let idle = measure::ping_percentiles(&m.pings, i64::MIN, warm_from);
+    let sale_pings = measure::ping_percentiles(&m.pings, 0, last_edge as i64 * 1000);
     let late = measure::p50_p99_ms(log.late_us);
     let report = Report {
         event: sale.event,
@@ -345,6 +354,8 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         reached_origin_pct: pct(origin_attempts, sent),
         isolate_forwards: log.forwards.iter().filter(|f| f.sent).count() as u64,
         forwarded_after_sellout: after.len() as u64,
+        last_forward_after_sellout_ms: sellout
+            .and_then(|s| measure::last_forward_after(&log.forwards, &sale.sku, s)),
         isolates_forwarding_after_sellout: measure::forwarding_isolates(
             &log.forwards,
             &sale.sku,
@@ -353,6 +364,11 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         ),
         idle_p50_ms: idle.0,
         idle_p99_ms: idle.1,
+        sale_p50_ms: sale_pings.0,
+        sale_p99_ms: sale_pings.1,
+        edge_cache_ms: EDGE_CACHE_MS,
+        probe_ms: PING_MS,
+        probe_priority: m.priority,
         late_p50_ms: late.0,
         late_p99_ms: late.1,
         warmup_ms: log.warmup_ms,
