@@ -426,7 +426,9 @@ async fn an_order_placed_by_purchase_v3_still_settles() {
         "v4 keeps the deadline in s:"
     );
     // Rewrite the first order as v3 wrote it.
-    o.call(&Cmd::new(["HDEL", &u, "s:key-00001"])).await.unwrap();
+    o.call(&Cmd::new(["HDEL", &u, "s:key-00001"]))
+        .await
+        .unwrap();
     let pay_by = (t + PAY_MS).to_string();
     o.call(&Cmd::new(["HSET", &u, "b:key-00001", &pay_by]))
         .await
@@ -446,7 +448,11 @@ async fn an_order_placed_by_purchase_v3_still_settles() {
     assert_eq!(hget(&o, &u, "b:key-00001").await, None, "v3 field removed");
     assert_eq!(hget(&o, &u, "e").await, None, "no pending order left");
     assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("0"));
-    assert_eq!(hget(&o, &u, "t").await.as_deref(), Some("1"), "the paid B stays");
+    assert_eq!(
+        hget(&o, &u, "t").await.as_deref(),
+        Some("1"),
+        "the paid B stays"
+    );
 }
 
 #[tokio::test]
