@@ -1,21 +1,39 @@
 //! The wasm shell: reads `Env` into a validated [`Config`] once per isolate, builds the origin
-//! transport for each request, calls the gate and renders its [`ApiReply`]. No decisions here.
+//! transport for each request, calls the gate, renders its [`ApiReply`] and writes its decision
+//! record to the optional Analytics Engine binding. No decisions here.
 
 use crate::config::{Config, OriginConfig};
 use crate::error::{ApiError, ApiReply};
-use crate::gate::{ApiRequest, Gate, Limiter};
+use crate::gate::{ApiRequest, DecisionRecord, Gate, Limiter};
 use crate::origin::http::{decode_response, HttpConfig};
 use crate::origin::resp::{Connector, RespOrigin, SlotMap};
 use crate::origin::{Cmd, Origin, OriginError, Value};
 use futures_util::future::{select, Either};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::*;
 
+/// Cloudflare's rate-limiting binding (`[[ratelimits]]`), optional.
+const RATE_LIMITER: &str = "RATE_LIMITER";
+/// A Workers Analytics Engine dataset (`[[analytics_engine_datasets]]`), optional: one data
+/// point per purchase decision.
+const DECISIONS: &str = "DECISIONS";
+
+/// What an isolate sets up once: the gate (or why its configuration is invalid) and which
+/// optional bindings exist. An isolate runs one version of the worker, whose bindings do not
+/// change, so an absent binding costs no lookup per request.
+struct Isolate {
+    gate: std::result::Result<Gate, String>,
+    rate_limiter: bool,
+    decisions: bool,
+}
+
 thread_local! {
-    static GATE: RefCell<Option<Rc<std::result::Result<Gate, String>>>> = const { RefCell::new(None) };
+    static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
     static SLOTS: SlotMap = SlotMap::default();
+    /// Whether a failed Analytics Engine write was logged already (once per isolate).
+    static DECISIONS_FAILED: Cell<bool> = const { Cell::new(false) };
 }
 
 #[event(start)]
@@ -23,12 +41,16 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-fn gate(env: &Env) -> Rc<std::result::Result<Gate, String>> {
-    GATE.with(|g| {
-        g.borrow_mut()
+fn isolate(env: &Env) -> Rc<Isolate> {
+    ISOLATE.with(|i| {
+        i.borrow_mut()
             .get_or_insert_with(|| {
                 let cfg = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
-                Rc::new(cfg.map(Gate::new))
+                Rc::new(Isolate {
+                    gate: cfg.map(Gate::new),
+                    rate_limiter: env.rate_limiter(RATE_LIMITER).is_ok(),
+                    decisions: env.analytics_engine(DECISIONS).is_ok(),
+                })
             })
             .clone()
     })
@@ -44,8 +66,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 
 async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
     let now = Date::now().as_millis() as i64;
-    let gate = gate(env);
-    let gate = match gate.as_ref() {
+    let iso = isolate(env);
+    let gate = match &iso.gate {
         Ok(g) => g,
         Err(msg) => {
             console_error!("{{\"msg\":\"config\",\"error\":{:?}}}", msg);
@@ -85,12 +107,36 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
     };
     let origin = AnyOrigin::new(&gate.config.origin);
     let clock = || Date::now().as_millis() as i64;
-    let limiter = BindingLimiter(env.rate_limiter("RATE_LIMITER").ok());
+    let limiter = BindingLimiter(if iso.rate_limiter {
+        env.rate_limiter(RATE_LIMITER).ok()
+    } else {
+        None
+    });
     let handled = gate.handle(&origin, &limiter, &api, now, &clock).await;
     if let Some(line) = handled.log {
         console_log!("{}", serde_json::to_string(&line).unwrap_or_default());
     }
+    if let (true, Some(record)) = (iso.decisions, &handled.record) {
+        write_decision(env, record);
+    }
     render(handled.reply)
+}
+
+/// One data point in the `DECISIONS` dataset. A failed write never fails the answer; the
+/// first failure in an isolate is logged.
+fn write_decision(env: &Env, r: &DecisionRecord) {
+    let written = env.analytics_engine(DECISIONS).and_then(|ds| {
+        AnalyticsEngineDataPointBuilder::new()
+            .indexes([r.index()])
+            .blobs(r.blobs())
+            .doubles(r.doubles())
+            .write_to(&ds)
+    });
+    if let Err(e) = written {
+        if !DECISIONS_FAILED.with(|f| f.replace(true)) {
+            console_error!("{{\"msg\":\"analytics\",\"error\":{:?}}}", e.to_string());
+        }
+    }
 }
 
 fn render(r: ApiReply) -> Result<Response> {

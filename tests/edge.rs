@@ -545,3 +545,54 @@ async fn the_rate_limiting_binding_is_consulted() {
     assert_eq!(d, BTreeMap::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The optional Workers Analytics Engine binding (`DECISIONS`). `wrangler dev` simulates it and
+/// drops the data points, so this checks what can be seen locally: with the binding bound,
+/// every decision is written without a failure (a failed write is logged) and answers do not
+/// change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_go_to_the_analytics_engine_binding_when_bound() {
+    let dir = std::env::temp_dir().join(format!("flashgate-ae-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("wrangler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"flashgate-analytics-test\"\nmain = \"{root}/build/worker/shim.mjs\"\ncompatibility_date = \"2025-09-01\"\n\
+             [assets]\ndirectory = \"{root}/static\"\nbinding = \"ASSETS\"\nrun_worker_first = [\"/api/*\"]\n\
+             [[analytics_engine_datasets]]\nbinding = \"DECISIONS\"\ndataset = \"flashgate_decisions\"\n",
+            root = root().display()
+        ),
+    )
+    .unwrap();
+    let sale = Sale::start_with(
+        Some(&config),
+        spec("ae", &[("A", 1)], -1000, (1, 5, 1)),
+        &[("LOG_SAMPLE_RATE", "1")],
+    )
+    .await;
+    assert_eq!(sale.buy("a1", "key-ae-0001", &["A"]).await.status, 201);
+    assert_eq!(sale.buy("a2", "key-ae-0002", &["A"]).await.status, 410);
+    let mut truncated = Req::purchase("ae", "a3", "key-ae-0003", &["A"]);
+    truncated.body = b"{".to_vec();
+    assert_eq!(sale.send(&truncated).await.status, 400);
+    let s = sale.stats().await;
+    assert_eq!(s["decisions"]["placed"], 1, "{s}");
+    assert_eq!(s["decisions"]["sold_out"], 1, "{s}");
+    assert_eq!(s["decisions"]["invalid_json"], 1, "{s}");
+    // Every decision is logged (LOG_SAMPLE_RATE=1); once the last is, no write has failed.
+    let w = &sale.worker;
+    assert!(
+        eventually(Duration::from_secs(10), || decisions(&w.log_text())
+            .iter()
+            .any(|d| d["code"] == "invalid_json")),
+        "{}",
+        w.log_text()
+    );
+    assert!(
+        !w.log_text().contains(r#""msg":"analytics""#),
+        "{}",
+        w.log_text()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -125,12 +125,53 @@ pub struct DecisionLog {
     pub error: Option<String>,
 }
 
+/// One purchase decision as a data point for an analytics sink (in the worker: the optional
+/// Workers Analytics Engine binding `DECISIONS`). Every purchase decision has one, unsampled;
+/// the sink samples by [`DecisionRecord::index`]. The layout is a wire format: see
+/// [`DecisionRecord::blobs`] and [`DecisionRecord::doubles`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionRecord {
+    /// The event id; empty when the path's id is not a valid id.
+    pub event: String,
+    /// The decision: `placed`, `replayed` or an error code.
+    pub code: &'static str,
+    pub at: Decided,
+    pub status: u16,
+    /// Units the attempt asked for, summed over its lines (0 when refused before its body
+    /// was read).
+    pub units: u32,
+}
+
+impl DecisionRecord {
+    /// The sampling key: the event.
+    pub fn index(&self) -> &str {
+        &self.event
+    }
+
+    /// blob1 event, blob2 decision code, blob3 where it was decided (`edge` or `origin`).
+    pub fn blobs(&self) -> [&str; 3] {
+        let at = match self.at {
+            Decided::Edge => "edge",
+            Decided::Origin => "origin",
+        };
+        [&self.event, self.code, at]
+    }
+
+    /// double1 1 (the decision itself, to be summed with the sample interval), double2 the
+    /// units asked for, double3 the HTTP status.
+    pub fn doubles(&self) -> [f64; 3] {
+        [1.0, f64::from(self.units), f64::from(self.status)]
+    }
+}
+
 /// The answer and, for decisions that are logged, one structured log line. Placed orders,
 /// 5xx answers and origin errors always get one; other decisions at `LOG_SAMPLE_RATE`.
+/// Purchase decisions also carry their [`DecisionRecord`], sampled or not.
 #[derive(Debug)]
 pub struct Handled {
     pub reply: ApiReply,
     pub log: Option<DecisionLog>,
+    pub record: Option<DecisionRecord>,
 }
 
 impl Handled {
@@ -138,6 +179,7 @@ impl Handled {
         Handled {
             reply: res.unwrap_or_else(|e| e.to_reply()),
             log: None,
+            record: None,
         }
     }
 }

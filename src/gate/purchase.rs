@@ -19,7 +19,7 @@
 //! went silent, or answered something unreadable) is never refused by the edge's own
 //! knowledge: only the origin can say whether to replay it.
 
-use super::{ApiRequest, Decided, DecisionLog, Gate, Handled, Limiter, Refusal};
+use super::{ApiRequest, Decided, DecisionLog, DecisionRecord, Gate, Handled, Limiter, Refusal};
 use crate::edge::{CapHit, CountsAt, KeyNews};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::keys::EventKeys;
@@ -95,18 +95,19 @@ pub(super) async fn handle_purchase<O: Origin, L: Limiter>(
     req: &ApiRequest<'_>,
     now: i64,
 ) -> Handled {
-    let (user, result) = match check_request(gate, event, req, now) {
-        Err(r) => (None, Err(r)),
+    let (user, units, result) = match check_request(gate, event, req, now) {
+        Err(r) => (None, 0, Err(r)),
         Ok(a) => {
             let r = purchase(gate, origin, limiter, &a, (now, req.roll)).await;
-            (Some(a.user), r)
+            let units = a.lines.iter().map(|l| l.qty).sum();
+            (Some(a.user), units, r)
         }
     };
     let (reply, decision, at, cause) = match result {
         Ok(a) => (a.reply, a.decision, Decided::Origin, None),
         Err(r) => (r.error.to_reply(), r.error.code.as_str(), r.at, r.cause),
     };
-    let d = decided(gate, event, user, reply, decision, at);
+    let d = decided(gate, event, user, units, reply, decision, at);
     sampled(gate, d, cause, req.roll)
 }
 
@@ -131,22 +132,26 @@ fn sampled(gate: &Gate, mut h: Handled, cause: Option<String>, roll: f64) -> Han
 pub(super) fn refuse_method(gate: &Gate, event: &str, req_roll: f64) -> Handled {
     let e = ApiError::method_not_allowed("POST");
     let code = e.code.as_str();
-    let d = decided(gate, event, None, e.to_reply(), code, Decided::Edge);
+    let d = decided(gate, event, None, 0, e.to_reply(), code, Decided::Edge);
     sampled(gate, d, None, req_roll)
 }
 
+/// Counts a decision and writes it down: its log line (kept or not by [`sampled`]) and its
+/// record. `user` and `units` (asked for) are known once the request was well formed.
 fn decided(
     gate: &Gate,
     event: &str,
     user: Option<String>,
+    units: u32,
     reply: ApiReply,
     decision: &'static str,
     at: Decided,
 ) -> Handled {
     let edge = at == Decided::Edge;
+    let valid = valid_id(event);
     let mut st = gate.state.borrow_mut();
     st.count(decision, edge);
-    if valid_id(event) {
+    if valid {
         st.event_counts(event).decided(decision, edge);
     }
     drop(st);
@@ -159,9 +164,21 @@ fn decided(
         status: reply.status,
         error: None,
     };
+    let record = DecisionRecord {
+        event: if valid {
+            event.to_string()
+        } else {
+            String::new()
+        },
+        code: decision,
+        at,
+        status: reply.status,
+        units,
+    };
     Handled {
         reply,
         log: Some(log),
+        record: Some(record),
     }
 }
 
@@ -917,6 +934,85 @@ mod tests {
         let l = h.log.expect("origin errors are always logged");
         assert_eq!((l.code, l.status), ("origin_unavailable", 503));
         assert!(l.error.unwrap().contains("connect 127.0.0.1:1"));
+    }
+
+    #[test]
+    fn every_decision_has_a_record_sampled_log_or_not() {
+        let (g, o) = (gate(), FakeOrigin::default());
+        let at = |user: &str, key: &str| {
+            let auth = bearer(user);
+            let req = ApiRequest {
+                roll: 0.99, // never under LOG_SAMPLE_RATE: refusals are not logged
+                ..order_req(&auth, key)
+            };
+            g.handle(&o, &NoLimiter, &req, NOW, &|| NOW)
+                .now_or_never()
+                .unwrap()
+        };
+        o.push(Ok(view(10))).push(Ok(placed(9)));
+        let placed = at("u", "key-00001").record.expect("a record");
+        assert_eq!(
+            placed,
+            DecisionRecord {
+                event: "e".into(),
+                code: "placed",
+                at: Decided::Origin,
+                status: 201,
+                units: 1,
+            }
+        );
+        let capped = at("u", "key-00002");
+        assert!(capped.log.is_none(), "not sampled");
+        let r = capped.record.expect("recorded all the same");
+        assert_eq!(
+            (r.code, r.at, r.status, r.units),
+            ("item_limit_reached", Decided::Edge, 403, 1)
+        );
+        // Refused before the body was read: no units; a bad event id is recorded without it.
+        let req = ApiRequest {
+            path: "/api/events/b@d/orders",
+            ..order_req("Bearer x", "key-00003")
+        };
+        let h = g
+            .handle(&o, &NoLimiter, &req, NOW, &|| NOW)
+            .now_or_never()
+            .unwrap();
+        let r = h.record.expect("a record");
+        assert_eq!(
+            (r.event.as_str(), r.code, r.units),
+            ("", "invalid_request", 0)
+        );
+        // Other routes decide no purchase.
+        let health = ApiRequest {
+            method: "GET",
+            path: "/api/session",
+            ..Default::default()
+        };
+        let h = g
+            .handle(&o, &NoLimiter, &health, NOW, &|| NOW)
+            .now_or_never()
+            .unwrap();
+        assert!(h.record.is_none());
+    }
+
+    #[test]
+    fn decision_records_have_a_fixed_layout() {
+        // The Analytics Engine columns (blob1..3, double1..3) that operators' queries name.
+        let r = DecisionRecord {
+            event: "spring".into(),
+            code: "sold_out",
+            at: Decided::Edge,
+            status: 410,
+            units: 2,
+        };
+        assert_eq!(r.index(), "spring");
+        assert_eq!(r.blobs(), ["spring", "sold_out", "edge"]);
+        assert_eq!(r.doubles(), [1.0, 2.0, 410.0]);
+        let o = DecisionRecord {
+            at: Decided::Origin,
+            ..r
+        };
+        assert_eq!(o.blobs()[2], "origin");
     }
 
     #[test]
