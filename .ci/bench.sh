@@ -10,7 +10,9 @@
 #   1. edge rejections (not_started, sold_out, capped) and forwarded purchases: requests/s through
 #      the real worker on `wrangler dev`, against an empty workers-rs worker on the same workerd,
 #      same load generator (`flashgate load`), same concurrency, interleaved over several rounds
-#      (and against the empty worker writing one console.log line per request, as flashgate does);
+#      (and against the empty worker writing one console.log line per request, as flashgate does,
+#      and against the empty worker behind flashgate's own [assets] routing, the asset router
+#      that passes /api/* on to the worker);
 #   2. origin commands per forwarded attempt and per edge rejection: INFO commandstats deltas
 #      around every run, and exact top-level counts from MONITOR over separate smaller runs;
 #   3. a flash crowd (demand ≥ 100× stock): the share of requests that reach the origin in the
@@ -166,16 +168,17 @@ if [ "$SMOKE" = 0 ]; then
 fi
 
 # ------------------------------------------------------------------ origin and workers
-read -r RP WP WIP EP EIP LP LIP < <(free_ports 7)
+read -r RP WP WIP EP EIP LP LIP AP AIP < <(free_ports 9)
 ORIGIN=redis://127.0.0.1:$RP
 FG=http://127.0.0.1:$WP
 EMPTY=http://127.0.0.1:$EP
 EMPTY_LOG=http://127.0.0.1:$LP
+EMPTY_ASSETS=http://127.0.0.1:$AP
 step "redis-server on :$RP"
 start redis "$TMP" redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no --daemonize no
 ready redis 10 pong "$RP"
 
-step "wrangler dev: flashgate on :$WP$([ "$SMOKE" = 0 ] && echo ", empty worker on :$EP, empty worker that logs on :$LP")"
+step "wrangler dev: flashgate on :$WP$([ "$SMOKE" = 0 ] && echo ", empty worker on :$EP, empty worker that logs on :$LP, empty worker behind flashgate's [assets] on :$AP")"
 start flashgate "$ROOT" wrangler dev --port "$WP" --ip 127.0.0.1 --inspector-port "$WIP" \
   --persist-to "$TMP/flashgate-state" --var "ORIGIN_URL:$ORIGIN" --var "IDENTITY_SECRET:$SECRET" \
   --var RATE_LIMIT_PER_SEC:0 --var "OPERATOR_TOKEN:$OPERATOR_TOKEN" --log-level error
@@ -184,11 +187,20 @@ if [ "$SMOKE" = 0 ]; then
     --persist-to "$TMP/empty-state" --log-level error
   start empty_log "$EMPTY_DIR" wrangler dev --port "$LP" --ip 127.0.0.1 --inspector-port "$LIP" \
     --persist-to "$TMP/empty-log-state" --var LOG:1 --log-level error
+  # The empty worker deployed the way flashgate is: the [assets] block of wrangler.toml (so the
+  # asset router runs first and hands /api/* to the worker), paths made absolute.
+  { printf 'name = "flashgate-bench-empty-assets"\nmain = "%s/build/worker/shim.mjs"\ncompatibility_date = "2025-09-01"\n\n' "$EMPTY_DIR"
+    sed -n '/^\[assets\]/,/^$/p' wrangler.toml | sed "s|^directory = \"\./|directory = \"$ROOT/|"
+  } >"$TMP/empty-assets.toml"
+  grep -q '^run_worker_first' "$TMP/empty-assets.toml" || die "no [assets] run_worker_first in wrangler.toml to copy"
+  start empty_assets "$EMPTY_DIR" wrangler dev --config "$TMP/empty-assets.toml" --port "$AP" --ip 127.0.0.1 \
+    --inspector-port "$AIP" --persist-to "$TMP/empty-assets-state" --log-level error
 fi
 ready flashgate 120 curl -fsS --max-time 2 "$FG/api/health"
 if [ "$SMOKE" = 0 ]; then
   ready empty 120 curl -fsS --max-time 2 "$EMPTY/"
   ready empty_log 120 curl -fsS --max-time 2 "$EMPTY_LOG/"
+  ready empty_assets 120 curl -fsS --max-time 2 "$EMPTY_ASSETS/api/ready"
 fi
 
 # ------------------------------------------------------------------ 1. edge throughput
@@ -209,6 +221,7 @@ for r in $(seq "$ROUNDS"); do
   if [ "$SMOKE" = 0 ]; then
     load "r$r-empty" "$EMPTY" empty --users "$EDGE_USERS" --requests "$EDGE_N" --skus A --no-origin-stats
     load "r$r-empty_log" "$EMPTY_LOG" empty --users "$EDGE_USERS" --requests "$EDGE_N" --skus A --no-origin-stats
+    load "r$r-empty_assets" "$EMPTY_ASSETS" empty --users "$EDGE_USERS" --requests "$EDGE_N" --skus A --no-origin-stats
   fi
   load "r$r-forwarded" "$FG" "bench-fwd-$r" --users "$FWD_N" --requests "$FWD_N" --skus A
   load "r$r-not_started" "$FG" bench-ns --users "$EDGE_USERS" --requests "$EDGE_N" --skus A
