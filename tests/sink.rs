@@ -302,11 +302,15 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
         let mut a = spawn("a0");
         let b = spawn("b");
         let mut kills = 0;
-        for n in 0..N {
+        let mut n = 0;
+        while n < N {
             rig.xadd("placed", &doc("crash", n, &[("A", 1)]), n as i64)
                 .await;
-            if n % 800 == 750 {
-                // Kill it while it holds entries it has read and not acknowledged.
+            n += 1;
+            if kills < 3 && n >= 751 + 800 * kills {
+                // Kill it while it holds entries it has read and not acknowledged. The stream
+                // keeps growing meanwhile: fast sinks may have drained it, and an idle sink
+                // holds nothing.
                 let victim = format!("a{kills}");
                 let t0 = Instant::now();
                 while !rig.holders().await.contains(&victim) {
@@ -314,7 +318,14 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
                         t0.elapsed() < Duration::from_secs(30),
                         "{victim} never read"
                     );
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    // A burst, so that both sinks have batches in hand while we look.
+                    for _ in 0..40 {
+                        if n < N - 1 {
+                            rig.xadd("placed", &doc("crash", n, &[("A", 1)]), n as i64)
+                                .await;
+                            n += 1;
+                        }
+                    }
                 }
                 let ok = Command::new("kill")
                     .args(["-s", "KILL", &a.pid().to_string()])
