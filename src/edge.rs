@@ -188,7 +188,12 @@ impl EdgeState {
                 self.admissions.clear();
             }
             let a = self.admissions.entry(event.to_string()).or_default();
-            a.update(s.meta.origin_budget, remaining, s.fleet.as_ref());
+            a.update(
+                s.meta.origin_budget,
+                remaining,
+                s.fleet.as_ref(),
+                s.meta.starts_at,
+            );
         }
         match result {
             Some(snapshot) => {

@@ -16,7 +16,12 @@
 //! - `rate`: a per-isolate cap, `allowed / isolates`, saving at most [`BURST_SECS`] of it
 //!   (a fraction of a token admits with that chance, so small rates still flow). It bounds
 //!   the first second of a sale, when demand is not known yet but the isolates are (they
-//!   report while the crowd waits for the start): at most (1 + BURST_SECS) × allowed.
+//!   report while the crowd waits for the start). Each bucket counts from the sale's start
+//!   (`starts_at`): an isolate that meets its first candidate `t` ms after the start holds
+//!   `t × rate` of a token, never a bucket saved up while the crowd waited. So the fleet does
+//!   not spend one token per isolate in the sale's first instant (1,000 isolates at 1/s each
+//!   would send 1,000 attempts in a few milliseconds); it forwards `allowed` per second from
+//!   the start, smoothly. An isolate first used long after the start begins with a full bucket.
 //!
 //! Late or missing figures fail safe. The origin still decides every sale, so nothing is ever
 //! oversold whatever the edge does. Without figures for an event, an isolate keeps the
@@ -133,6 +138,8 @@ pub struct Admission {
     pub share: Share,
     /// The isolate count last learnt from the fleet's figures.
     pub isolates: u64,
+    /// When the event's sale opens (ms): the bucket counts from there on first use.
+    opens_at: i64,
     tokens: f64,
     at: i64,
 }
@@ -142,6 +149,7 @@ impl Default for Admission {
         Admission {
             share: Share::OPEN,
             isolates: 1,
+            opens_at: i64::MIN,
             tokens: 0.0,
             at: i64::MIN,
         }
@@ -149,8 +157,15 @@ impl Default for Admission {
 }
 
 impl Admission {
-    /// Takes in a fresh snapshot's figures.
-    pub fn update(&mut self, budget: u32, remaining: u64, fleet: Option<&FleetFigures>) {
+    /// Takes in a fresh snapshot's figures, and when its sale opens (`i64::MIN`: long ago).
+    pub fn update(
+        &mut self,
+        budget: u32,
+        remaining: u64,
+        fleet: Option<&FleetFigures>,
+        opens_at: i64,
+    ) {
+        self.opens_at = opens_at;
         if let Some(n) = fleet.map(FleetFigures::isolates).filter(|&n| n > 0) {
             self.isolates = n;
         }
@@ -168,7 +183,8 @@ impl Admission {
         }
         let cap = (rate * BURST_SECS).max(1.0);
         let elapsed = if self.at == i64::MIN {
-            i64::MAX
+            // First use: what the bucket gathered since the sale opened (nothing before it).
+            now.saturating_sub(self.opens_at)
         } else {
             now - self.at
         };
@@ -241,12 +257,12 @@ mod tests {
     fn missing_figures_fail_safe() {
         // No figures: no random shedding, and the isolate count last learnt bounds the rate.
         let mut a = Admission::default();
-        a.update(2000, 10_000, Some(&figures(50, 0)));
-        a.update(2000, 10_000, None);
+        a.update(2000, 10_000, Some(&figures(50, 0)), i64::MIN);
+        a.update(2000, 10_000, None, i64::MIN);
         assert_eq!(a.share, Share { p: 1.0, rate: 40.0 });
         // Never learnt anything: at most the whole budget from this isolate, never nothing.
         let mut b = Admission::default();
-        b.update(2000, 10_000, None);
+        b.update(2000, 10_000, None, i64::MIN);
         assert_eq!(
             b.share,
             Share {
@@ -257,7 +273,7 @@ mod tests {
         assert!(b.admit(0.99, 0));
         // A tiny rate still lets attempts through, at that rate.
         let mut c = Admission::default();
-        c.update(2000, 10_000, Some(&figures(4000, 40_000)));
+        c.update(2000, 10_000, Some(&figures(4000, 40_000)), i64::MIN);
         let mut rolls = rolls_under(0.05);
         let passed = (0..20_000)
             .filter(|i| c.admit(rolls(), i64::from(*i)))
@@ -268,7 +284,7 @@ mod tests {
     #[test]
     fn admission_is_random_and_bounded_by_the_rate() {
         let mut a = Admission::default();
-        a.update(2000, 10_000, Some(&figures(100, 40_000)));
+        a.update(2000, 10_000, Some(&figures(100, 40_000)), i64::MIN);
         // p = 0.05: rolls under it pass (while the bucket has tokens), the rest are shed.
         assert!(!a.admit(0.05, 0));
         assert!(a.admit(0.049, 0));
@@ -281,7 +297,7 @@ mod tests {
         assert!(a.admit(0.0, 1 + 50), "a token back after 50 ms at 20/s");
         // Over a long run the rate holds: 10 s of 1,000 candidates a second pass about 200.
         let mut b = Admission::default();
-        b.update(2000, 10_000, Some(&figures(100, 40_000)));
+        b.update(2000, 10_000, Some(&figures(100, 40_000)), i64::MIN);
         let mut rolls = rolls_under(0.05); // under p: only the bucket decides
         let mut passed = 0;
         for i in 0..10_000 {
@@ -291,6 +307,45 @@ mod tests {
             (160..=240).contains(&passed),
             "{passed} passed in 10 s at 20/s"
         );
+    }
+
+    #[test]
+    fn the_fleet_does_not_spend_a_saved_bucket_at_the_start() {
+        // 1,000 isolates, 1/s each (allowed 1,000/s), all warm before a start at t = 0, each
+        // meeting a candidate every 10 ms from the start: about 100 pass in the first 100 ms,
+        // not one per isolate in the first instant.
+        let mut fleet: Vec<Admission> = (0..1000)
+            .map(|_| {
+                let mut a = Admission::default();
+                a.update(2000, 500, Some(&figures(1000, 0)), 0);
+                a
+            })
+            .collect();
+        let mut rolls = rolls_under(1.0);
+        let first = fleet
+            .iter_mut()
+            .map(|a| a.admit(rolls(), 0))
+            .filter(|&p| p)
+            .count();
+        assert_eq!(first, 0, "nothing saved at the very start");
+        let mut passed = 0;
+        for t in (10..=100).step_by(10) {
+            passed += fleet
+                .iter_mut()
+                .map(|a| a.admit(rolls(), t))
+                .filter(|&p| p)
+                .count();
+        }
+        assert!((70..=130).contains(&passed), "{passed} in the first 100 ms");
+        // An isolate first used an hour after the start has its whole bucket.
+        let mut late = Admission::default();
+        late.update(2000, 500, Some(&figures(1000, 0)), 0);
+        assert!(late.admit(0.99, 3_600_000));
+        // Opened by the operator before `starts_at`: no token yet, then the rate flows.
+        let mut early = Admission::default();
+        early.update(2000, 500, Some(&figures(1000, 0)), 60_000);
+        assert!(!early.admit(0.0, 0));
+        assert!(early.admit(0.0, 1_000));
     }
 
     #[test]
