@@ -29,7 +29,7 @@ help:
 	@echo "             (FLASHGATE_DEV_PORT=<port> for another port)"
 	@echo "make test    set up, then lint + deploy check + unit + integration (redis-server, wrangler dev) + browser tests"
 	@echo "make bench   set up, then benchmarks; writes BENCHMARKS.md (BENCH_ARGS=--smoke for tiny counts)"
-	@echo "make deploy  set up, wrangler deploy --dry-run, then wrangler deploy"
+	@echo "make deploy  set up, dry runs, then wrangler deploy of the pages (wrangler.pages.toml), then of the gate"
 
 setup:
 	@bash .ci/setup.sh
@@ -70,6 +70,7 @@ lint:
 
 # Bundles the worker the way a deploy does and uploads nothing (works offline).
 deploy-check: $(WORKER)
+	wrangler deploy --dry-run -c wrangler.pages.toml
 	wrangler deploy --dry-run
 
 unit:
@@ -85,7 +86,9 @@ bench-run: $(WORKER)
 	cargo build --release --bin flashgate
 	bash .ci/bench.sh $(BENCH_ARGS)
 
+# The pages first: the gate's PAGES service binding needs flashgate-pages to exist.
 deploy-run: deploy-check
+	wrangler deploy -c wrangler.pages.toml
 	wrangler deploy
 
 clean:

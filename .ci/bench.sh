@@ -179,7 +179,7 @@ start redis "$TMP" redis-server --port "$RP" --bind 127.0.0.1 --save "" --append
 ready redis 10 pong "$RP"
 
 step "wrangler dev: flashgate on :$WP$([ "$SMOKE" = 0 ] && echo ", empty worker on :$EP, empty worker that logs on :$LP, empty worker behind flashgate's [assets] on :$AP")"
-start flashgate "$ROOT" wrangler dev --port "$WP" --ip 127.0.0.1 --inspector-port "$WIP" \
+start flashgate "$ROOT" wrangler dev -c wrangler.toml -c wrangler.pages.toml --port "$WP" --ip 127.0.0.1 --inspector-port "$WIP" \
   --persist-to "$TMP/flashgate-state" --var "ORIGIN_URL:$ORIGIN" --var "IDENTITY_SECRET:$SECRET" \
   --var RATE_LIMIT_PER_SEC:0 --var "OPERATOR_TOKEN:$OPERATOR_TOKEN" --log-level error
 if [ "$SMOKE" = 0 ]; then
@@ -187,12 +187,14 @@ if [ "$SMOKE" = 0 ]; then
     --persist-to "$TMP/empty-state" --log-level error
   start empty_log "$EMPTY_DIR" wrangler dev --port "$LP" --ip 127.0.0.1 --inspector-port "$LIP" \
     --persist-to "$TMP/empty-log-state" --var LOG:1 --log-level error
-  # The empty worker deployed the way flashgate is: the [assets] block of wrangler.toml (so the
-  # asset router runs first and hands /api/* to the worker), paths made absolute.
+  # A reference for the one-worker deployment flashgate no longer uses: the empty worker with the
+  # pages' [assets] block (wrangler.pages.toml, path made absolute) in its own config, so the
+  # asset router runs first on every request and hands /api/* to the worker (run_worker_first).
   { printf 'name = "flashgate-bench-empty-assets"\nmain = "%s/build/worker/shim.mjs"\ncompatibility_date = "2025-09-01"\n\n' "$EMPTY_DIR"
-    sed -n '/^\[assets\]/,/^$/p' wrangler.toml | sed "s|^directory = \"\./|directory = \"$ROOT/|"
+    sed -n '/^\[assets\]/,/^$/p' wrangler.pages.toml | sed "s|^directory = \"\./|directory = \"$ROOT/|"
+    printf 'binding = "ASSETS"\nrun_worker_first = ["/api/*"]\n'
   } >"$TMP/empty-assets.toml"
-  grep -q '^run_worker_first' "$TMP/empty-assets.toml" || die "no [assets] run_worker_first in wrangler.toml to copy"
+  grep -q "^directory = \"$ROOT/static\"" "$TMP/empty-assets.toml" || die "no [assets] directory in wrangler.pages.toml to copy"
   start empty_assets "$EMPTY_DIR" wrangler dev --config "$TMP/empty-assets.toml" --port "$AP" --ip 127.0.0.1 \
     --inspector-port "$AIP" --persist-to "$TMP/empty-assets-state" --log-level error
 fi

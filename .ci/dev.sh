@@ -95,7 +95,9 @@ cat <<TXT
   Ctrl-C stops the worker and the origin.
 
 TXT
-spawn_group "$ROOT" wrangler dev --ip 127.0.0.1 --port "$PORT" --var "ORIGIN_URL:$ORIGIN" \
+# The gate (wrangler.toml) answers /api/* and hands every other path to the pages worker
+# (wrangler.pages.toml) over its PAGES binding; both run in this one wrangler dev.
+spawn_group "$ROOT" wrangler dev -c wrangler.toml -c wrangler.pages.toml --ip 127.0.0.1 --port "$PORT" --var "ORIGIN_URL:$ORIGIN" \
   --show-interactive-dev-session=false
 GROUPS_STARTED+=("$SPAWNED_PID")
 wait "$SPAWNED_PID"

@@ -16,6 +16,10 @@ use worker::*;
 
 /// Cloudflare's rate-limiting binding (`[[ratelimits]]`), optional.
 const RATE_LIMITER: &str = "RATE_LIMITER";
+/// The pages worker (`wrangler.pages.toml`: Workers Static Assets from `static/`), a service
+/// binding. Requests outside `/api/` that reach this worker are handed to it; where the zone
+/// routes those paths to the pages worker directly, the binding is never used.
+const PAGES: &str = "PAGES";
 /// A Workers Analytics Engine dataset (`[[analytics_engine_datasets]]`), optional: one data
 /// point per purchase decision.
 const DECISIONS: &str = "DECISIONS";
@@ -56,12 +60,26 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     })
 }
 
+/// `/api/*` is the gate. This worker has no `[assets]`, so no asset router runs before it:
+/// anything else goes on to the pages worker.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    if !req.path().starts_with("/api/") {
-        return env.assets("ASSETS")?.fetch_request(req).await;
+    if req.path().starts_with("/api/") {
+        return handle_api(req, &env).await;
     }
-    handle_api(req, &env).await
+    match env.service(PAGES) {
+        Ok(pages) => pages.fetch_request(req).await,
+        Err(_) => {
+            let mut r = Response::error(
+                "flashgate answers /api/* only; the sale pages are the flashgate-pages worker \
+                 (wrangler.pages.toml), bound here as PAGES or routed on the zone",
+                404,
+            )?;
+            r.headers_mut()
+                .set("content-type", "text/plain; charset=utf-8")?;
+            Ok(r)
+        }
+    }
 }
 
 async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {

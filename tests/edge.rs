@@ -520,7 +520,6 @@ async fn the_rate_limiting_binding_is_consulted() {
         &config,
         format!(
             "name = \"flashgate-ratelimit-test\"\nmain = \"{root}/build/worker/shim.mjs\"\ncompatibility_date = \"2025-09-01\"\n\
-             [assets]\ndirectory = \"{root}/static\"\nbinding = \"ASSETS\"\nrun_worker_first = [\"/api/*\"]\n\
              [[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = 2, period = 10 }}\n",
             root = root().display()
         ),
@@ -543,6 +542,10 @@ async fn the_rate_limiting_binding_is_consulted() {
     assert_eq!(codes[..2], [(409, "not_started"), (409, "not_started")]);
     assert_eq!(codes[2..], [(429, "rate_limited"), (429, "rate_limited")]);
     assert_eq!(d, BTreeMap::new());
+    // This config binds no PAGES: the gate answers only /api/* and says where the pages are.
+    let page = sale.http.get(sale.worker.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.unwrap().contains("flashgate-pages"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -559,7 +562,6 @@ async fn decisions_go_to_the_analytics_engine_binding_when_bound() {
         &config,
         format!(
             "name = \"flashgate-analytics-test\"\nmain = \"{root}/build/worker/shim.mjs\"\ncompatibility_date = \"2025-09-01\"\n\
-             [assets]\ndirectory = \"{root}/static\"\nbinding = \"ASSETS\"\nrun_worker_first = [\"/api/*\"]\n\
              [[analytics_engine_datasets]]\nbinding = \"DECISIONS\"\ndataset = \"flashgate_decisions\"\n",
             root = root().display()
         ),

@@ -88,7 +88,8 @@ function mergeCodes(list, except) {
 const empty = scenario('empty', 'ok', false);
 const emptyLog = scenario('empty_log', 'ok', false);
 if (emptyLog) emptyLog.ratio = emptyLog.rps / empty.rps;
-// The empty worker behind flashgate's [assets] routing: what the asset router alone costs.
+// The empty worker behind an [assets] router (the one-worker deployment flashgate left): what
+// the asset router alone would cost every API request.
 const emptyAssets = scenario('empty_assets', 'ok', false);
 if (emptyAssets) emptyAssets.ratio = emptyAssets.rps / empty.rps;
 const edgeNames = [
@@ -225,7 +226,7 @@ const summary = [
   ['forwarded purchase throughput', empty ? `${times(fwd.ratio)} the empty worker (${int(fwd.rps)} req/s)` : `${int(fwd.rps)} req/s; ${noBaseline}`, '—', ''],
   ...(emptyLog ? [['reference: the empty worker plus one console.log line per request', `${times(emptyLog.ratio)} the empty worker (${int(emptyLog.rps)} req/s)`, '—', '']] : []),
   ...(emptyAssets ? [
-    ['reference: the empty worker behind flashgate\'s `[assets]` routing', `${times(emptyAssets.ratio)} the empty worker (${int(emptyAssets.rps)} req/s)`, '—', ''],
+    ['reference: the empty worker behind an `[assets]` router (the one-worker deployment)', `${times(emptyAssets.ratio)} the empty worker (${int(emptyAssets.rps)} req/s)`, '—', ''],
     ['edge rejections against that empty worker (flashgate\'s own cost)', edge.map((s) => `${s.name} ${times(s.ratioAssets)}`).join(', '), '—', ''],
   ] : []),
   ['origin commands per forwarded attempt (MONITOR, edge cache refreshes aside)', `${fix(fwdPerAttempt, 3)}: ${monFwd.top}`, '1', goal(fwdPerAttempt === 1)],
@@ -256,12 +257,12 @@ ${table(['measure', 'result', 'goal', ''], summary)}`);
 
 md.push(`## 1. Edge throughput against an empty worker
 
-All workers ran side by side under \`wrangler dev\` on the same workerd build: flashgate, and \`tests/bench/empty-worker\`, a workers-rs worker (same \`worker\` and \`wasm-bindgen\` versions, same release profile, built with \`worker-build --release\`) that answers every request with \`{"ok":true}\`; a second instance of it (\`LOG=1\`) also writes one \`console.log\` line per request, the size of flashgate's decision line; a third runs behind the \`[assets]\` block of flashgate's \`wrangler.toml\`, as flashgate does. Each run is \`flashgate load\` with ${meta.concurrency} attempts in flight: ${int(num('edge_requests'))} \`POST /api/events/<id>/orders\` from ${int(num('edge_users'))} users with fresh tokens, Idempotency-Keys and bodies (the empty workers get the very same requests), except "forwarded", which sends ${int(num('forward_requests'))}, one per user. Rounds interleave the scenarios; req/s and latencies are the ${roundsNote}. "Answer" is the share of attempts that got the scenario's expected answer.
+All workers ran side by side under \`wrangler dev\` on the same workerd build: flashgate, and \`tests/bench/empty-worker\`, a workers-rs worker (same \`worker\` and \`wasm-bindgen\` versions, same release profile, built with \`worker-build --release\`) that answers every request with \`{"ok":true}\`; a second instance of it (\`LOG=1\`) also writes one \`console.log\` line per request, the size of flashgate's decision line; a third runs behind an \`[assets]\` block (the pages' \`static/\` with \`run_worker_first = ["/api/*"]\`), the one-worker deployment flashgate no longer uses. flashgate runs as \`make dev\` runs it: the gate (\`wrangler.toml\`) and the pages worker (\`wrangler.pages.toml\`) in one \`wrangler dev\`. Each run is \`flashgate load\` with ${meta.concurrency} attempts in flight: ${int(num('edge_requests'))} \`POST /api/events/<id>/orders\` from ${int(num('edge_users'))} users with fresh tokens, Idempotency-Keys and bodies (the empty workers get the very same requests), except "forwarded", which sends ${int(num('forward_requests'))}, one per user. Rounds interleave the scenarios; req/s and latencies are the ${roundsNote}. "Answer" is the share of attempts that got the scenario's expected answer.
 
 ${table(['scenario', 'set-up', 'answer', 'req/s', '× empty', '× empty that logs', 'p50 ms', 'p99 ms', '× empty behind `[assets]`'], [
   empty ? ['empty worker (baseline)', 'answers 200 {"ok":true}', `ok ${pct(empty.share, 1)}`, int(empty.rps), '1.00×', emptyLog ? times(empty.rps / emptyLog.rps) : 'n/a', fix(empty.p50), fix(empty.p99), emptyAssets ? times(empty.rps / emptyAssets.rps) : 'n/a'] : ['empty worker (baseline)', 'not run in a smoke run', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a'],
   ...(emptyLog ? [['empty worker that logs (reference)', 'the same plus one console.log line', `ok ${pct(emptyLog.share, 1)}`, int(emptyLog.rps), times(emptyLog.ratio), '1.00×', fix(emptyLog.p50), fix(emptyLog.p99), emptyAssets ? times(emptyLog.rps / emptyAssets.rps) : 'n/a']] : []),
-  ...(emptyAssets ? [['empty worker behind `[assets]` (reference)', 'the same behind flashgate\'s asset routing', `ok ${pct(emptyAssets.share, 1)}`, int(emptyAssets.rps), times(emptyAssets.ratio), emptyLog ? times(emptyAssets.rps / emptyLog.rps) : 'n/a', fix(emptyAssets.p50), fix(emptyAssets.p99), '1.00×']] : []),
+  ...(emptyAssets ? [['empty worker behind `[assets]` (reference)', 'the same behind an asset router', `ok ${pct(emptyAssets.share, 1)}`, int(emptyAssets.rps), times(emptyAssets.ratio), emptyLog ? times(emptyAssets.rps / emptyLog.rps) : 'n/a', fix(emptyAssets.p50), fix(emptyAssets.p99), '1.00×']] : []),
   ...[...edge, fwd].map((s) => [s.name, s.setup, `${s.expected} ${pct(s.share, 1)}${s.others ? ` (also ${s.others})` : ''}`, int(s.rps), empty ? times(s.ratio) : 'n/a', emptyLog ? times(s.ratioLog) : 'n/a', fix(s.p50), fix(s.p99), emptyAssets ? times(s.ratioAssets) : 'n/a']),
 ], 'lllrrrrrr')}
 
@@ -269,7 +270,7 @@ Per round, req/s: ${[...(empty ? [empty] : []), ...(emptyLog ? [emptyLog] : []),
 
 Under \`wrangler dev\` a single \`console.log\` per request costs the empty worker ${pct(1 - emptyLog.ratio, 0)} of its throughput: each line travels from workerd to wrangler's log pipeline on the same 2 cores. flashgate writes such a line only for a sample of refusals (\`LOG_SAMPLE_RATE\`, 1 in 100 by default) and for every placed order, 5xx answer and origin error, so edge refusals compare with the empty worker that does not log; what a log line costs on Cloudflare's own edge is not measured here.` : ''}${emptyAssets ? `
 
-flashgate serves its pages from \`static/\` through Workers Static Assets, so every request, \`/api/*\` included, first meets the asset router, which hands \`/api/*\` on to the worker (\`run_worker_first\`). Under \`wrangler dev\` that router is another worker in the same workerd, and the hop costs the empty worker ${pct(1 - emptyAssets.ratio, 0)} of its throughput. The "× empty behind \`[assets]\`" column sets flashgate against the empty worker deployed the same way, which leaves flashgate's own work: the gate, the body read, the reply.` : ''}`);
+flashgate's pages are a worker of their own (\`wrangler.pages.toml\`, Workers Static Assets from \`static/\`), so no asset router stands in front of \`/api/*\`: a worker with an \`[assets]\` block meets that router on every request, \`/api/*\` included (\`run_worker_first\` hands it on), and under \`wrangler dev\` the router is another worker in the same workerd; the hop costs the empty worker ${pct(1 - emptyAssets.ratio, 0)} of its throughput. The "× empty behind \`[assets]\`" column is for comparison with that deployment.` : ''}`);
 
 md.push(`## 2. Origin commands per attempt
 

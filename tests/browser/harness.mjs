@@ -119,7 +119,7 @@ export class Stack {
     await this.startRedis();
     this.workerPort = await freePort();
     const inspectorPort = await freePort();
-    this.worker = start('wrangler', 'wrangler', ['dev',
+    this.worker = start('wrangler', 'wrangler', ['dev', '-c', 'wrangler.toml', '-c', 'wrangler.pages.toml',
       '--port', String(this.workerPort), '--ip', '127.0.0.1', '--inspector-port', String(inspectorPort),
       '--persist-to', join(this.tmp, 'wrangler-state'),
       '--var', `ORIGIN_URL:${this.origin}`, '--var', `IDENTITY_SECRET:${this.identitySecret}`,

@@ -414,11 +414,11 @@ impl Worker {
             .arg("--persist-to")
             .arg(&persist)
             .args(["--log-level", "log", "--show-interactive-dev-session=false"])
-            .args(
-                config
-                    .map(|c| vec!["-c".to_string(), c.display().to_string()])
-                    .unwrap_or_default(),
-            )
+            // The gate first (its port, its vars), then the pages worker it hands pages to.
+            .arg("-c")
+            .arg(config.map_or_else(|| root().join("wrangler.toml"), |c| c.to_path_buf()))
+            .arg("-c")
+            .arg(root().join("wrangler.pages.toml"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(persist.join("wrangler.err")).unwrap());
