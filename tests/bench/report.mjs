@@ -227,7 +227,7 @@ const summary = [
   ...(emptyLog ? [['reference: the empty worker plus one console.log line per request', `${times(emptyLog.ratio)} the empty worker (${int(emptyLog.rps)} req/s)`, '—', '']] : []),
   ...(emptyAssets ? [
     ['reference: the empty worker behind an `[assets]` router (the one-worker deployment)', `${times(emptyAssets.ratio)} the empty worker (${int(emptyAssets.rps)} req/s)`, '—', ''],
-    ['edge rejections against that empty worker (flashgate\'s own cost)', edge.map((s) => `${s.name} ${times(s.ratioAssets)}`).join(', '), '—', ''],
+    ['edge rejections against the empty worker behind an `[assets]` router', edge.map((s) => `${s.name} ${times(s.ratioAssets)}`).join(', '), '—', ''],
   ] : []),
   ['origin commands per forwarded attempt (MONITOR, edge cache refreshes aside)', `${fix(fwdPerAttempt, 3)}: ${monFwd.top}`, '1', goal(fwdPerAttempt === 1)],
   ['origin commands per edge rejection (MONITOR, edge cache refreshes aside)', fix(edgePerReject, 3), '0', goal(edgePerReject === 0)],
