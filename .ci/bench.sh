@@ -303,25 +303,25 @@ rb() { # NAME ARGS...: one redis-benchmark run; its requests/s to $RES/NAME.rps
   [ -n "$(cat "$RES/$name.rps")" ] || { cat "$RES/$name.csv" >&2; die "no requests/s in redis-benchmark output ($name)"; }
   printf '           %-22s %8.0f calls/s\n' "$name" "$(cat "$RES/$name.rps")"
 }
-# purchase.lua's arguments (src/script.rs, PurchaseCall): KEYS meta sold user pending stream;
-# ARGV now key fingerprint order-json order-id user pay_by n fresh, then sku qty.
+# purchase.lua's arguments (src/script.rs, PurchaseCall): KEYS meta user stream;
+# ARGV now key order-json pay_by fresh, then sku qty.
 purchase_args() { # EVENT
-  echo EVALSHA "$PURCHASE_SHA" 5 "fg:{$1}:meta" "fg:{$1}:sold" "fg:{$1}:user:__rand_int__" "fg:{$1}:pending" "fg:{$1}:stream"
+  echo EVALSHA "$PURCHASE_SHA" 3 "fg:{$1}:meta" "fg:{$1}:user:__rand_int__" "fg:{$1}:stream"
 }
 for r in $(seq "$RB_ROUNDS"); do
   rb "rb$r-seed" EVALSHA "$SEED_SHA" 1 'seed:{rb}:A'
   # shellcheck disable=SC2046
-  rb "rb$r-purchase" $(purchase_args rb) "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 'o___rand_int__' 'u__rand_int__' "$(( NOW_MS + 900000 ))" 1 1 A 1
+  rb "rb$r-purchase" $(purchase_args rb) "$NOW_MS" 'k__rand_int__' "$ORDER_JSON" "$(( NOW_MS + 900000 ))" 1 A 1
   rb "rb$r-seedso" EVALSHA "$SEED_SHA" 1 'seed:{rbso}:A'
   # shellcheck disable=SC2046
-  rb "rb$r-purchaseso" $(purchase_args rbso) "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 'o___rand_int__' 'u__rand_int__' "$(( NOW_MS + 900000 ))" 1 1 A 1
-  redis-cli -p "$RP" DEL 'fg:{rb}:stream' 'fg:{rb}:pending' >/dev/null   # keep them from growing across rounds
+  rb "rb$r-purchaseso" $(purchase_args rbso) "$NOW_MS" 'k__rand_int__' "$ORDER_JSON" "$(( NOW_MS + 900000 ))" 1 A 1
+  redis-cli -p "$RP" DEL 'fg:{rb}:stream' >/dev/null   # keep it from growing across rounds
   # The reference: purchase.lua's calls and arguments without its decisions (tests/bench/calls-only.lua).
-  rb "rb$r-callsonly" EVALSHA "$CALLS_SHA" 5 'fg:{rbf}:meta' 'fg:{rbf}:sold' 'fg:{rbf}:user:__rand_int__' 'fg:{rbf}:pending' 'fg:{rbf}:stream' \
-    "$NOW_MS" 'k__rand_int__' 'A:1' "$ORDER_JSON" 'o___rand_int__' 'u__rand_int__' "$(( NOW_MS + 900000 ))" 1 1 A 1
-  redis-cli -p "$RP" DEL 'fg:{rbf}:stream' 'fg:{rbf}:pending' >/dev/null
+  rb "rb$r-callsonly" EVALSHA "$CALLS_SHA" 3 'fg:{rbf}:meta' 'fg:{rbf}:user:__rand_int__' 'fg:{rbf}:stream' \
+    "$NOW_MS" 'k__rand_int__' "$ORDER_JSON" "$(( NOW_MS + 900000 ))" 1 A 1
+  redis-cli -p "$RP" DEL 'fg:{rbf}:stream' >/dev/null
 done
-redis-cli -p "$RP" HGET 'fg:{rb}:sold' A >"$RES/rb-purchase-sold"
+redis-cli -p "$RP" HGET 'fg:{rb}:meta' sold:A >"$RES/rb-purchase-sold"
 redis-cli -p "$RP" HGET 'seed:{rb}:A' purchased >"$RES/rb-seed-sold"
 
 # ------------------------------------------------------------------ 5. the order writer vs a plain batched INSERT

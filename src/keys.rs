@@ -5,13 +5,16 @@
 /// The keys of one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventKeys {
-    /// Hash: the fields of `EventMeta::to_fields`, and `stock:<sku>` → units put on sale.
+    /// Hash: the fields of `EventMeta::to_fields`, `stock:<sku>` → units put on sale and
+    /// `sold:<sku>` → units sold. Sold grows only in purchase.lua and shrinks only in
+    /// settle.lua's expiry, so sold ≤ stock holds.
     pub meta: String,
-    /// Hash: sku → units sold, and `o:<order id>` → "<user> <key> <day>" (the order index).
-    /// Sold grows only in purchase.lua and shrinks only in settle.lua's expiry, so
-    /// sold ≤ stock holds.
-    pub sold: String,
-    /// Sorted set: order id → pay_by (ms), for orders awaiting payment.
+    /// Hash: `o:<order id>` → "<user> <key> <day>" (the order index, kept by track.lua),
+    /// `n:tracked` (the stream id up to which placed orders are tracked), and `n:paid` /
+    /// `n:expired` (orders settled, counted by settle.lua).
+    pub orders: String,
+    /// Sorted set: order id → pay_by (ms), for orders awaiting payment (added by track.lua,
+    /// removed by settle.lua).
     pub pending: String,
     /// Stream: every order change (`placed`, `paid`, `expired`) for the order writer.
     pub stream: String,
@@ -23,7 +26,7 @@ impl EventKeys {
         let prefix = format!("fg:{{{event}}}:");
         EventKeys {
             meta: format!("{prefix}meta"),
-            sold: format!("{prefix}sold"),
+            orders: format!("{prefix}orders"),
             pending: format!("{prefix}pending"),
             stream: format!("{prefix}stream"),
             prefix,
@@ -66,7 +69,7 @@ mod tests {
     fn golden_key_names() {
         let k = EventKeys::new("demo");
         assert_eq!(k.meta, "fg:{demo}:meta");
-        assert_eq!(k.sold, "fg:{demo}:sold");
+        assert_eq!(k.orders, "fg:{demo}:orders");
         assert_eq!(k.pending, "fg:{demo}:pending");
         assert_eq!(k.stream, "fg:{demo}:stream");
         assert_eq!(k.user("alice"), "fg:{demo}:user:alice");
@@ -77,7 +80,13 @@ mod tests {
     fn all_keys_of_an_event_share_a_slot() {
         let k = EventKeys::new("sale-42");
         let s = slot(&k.meta);
-        for key in [&k.sold, &k.pending, &k.stream, &k.user("u1"), &k.user("zz")] {
+        for key in [
+            &k.orders,
+            &k.pending,
+            &k.stream,
+            &k.user("u1"),
+            &k.user("zz"),
+        ] {
             assert_eq!(slot(key), s);
         }
     }

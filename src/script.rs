@@ -1,11 +1,13 @@
 //! The Lua scripts, their arguments and their replies as Rust types.
 //!
 //! `lua/purchase.lua` places orders: it is the only code that raises sold counts and user
-//! counters or writes idempotency records. `lua/settle.lua` ends a pending order (paid, or
-//! expired with its units given back); only it lowers sold counts and counters. Both append
-//! every change to the event's order stream in the same atomic step. `lua/view.lua` reads
-//! (and adds an isolate's fleet report); `lua/live.lua` only reads, for the operator. All are
-//! versioned files; their SHA1s are computed once per process/isolate.
+//! counters or writes idempotency records. `lua/track.lua` records placed orders, read back
+//! from the stream, where pay and expiry find them (the order index and the pending set).
+//! `lua/settle.lua` ends a pending order (paid, or expired with its units given back); only it
+//! lowers sold counts and counters. purchase.lua and settle.lua append every change to the
+//! event's order stream in the same atomic step. `lua/view.lua` reads (and adds an isolate's
+//! fleet report); `lua/live.lua` only reads, for the operator. All are versioned files; their
+//! SHA1s are computed once per process/isolate.
 
 use crate::fleet::{parse_counts, FleetFigures};
 use crate::keys::{EventKeys, FLEET_TTL_SECS};
@@ -23,6 +25,8 @@ pub static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new("settle.lua", include_str!("lua/settle.lua")));
 pub static LIVE: LazyLock<Script> =
     LazyLock::new(|| Script::new("live.lua", include_str!("lua/live.lua")));
+pub static TRACK: LazyLock<Script> =
+    LazyLock::new(|| Script::new("track.lua", include_str!("lua/track.lua")));
 
 /// One order line as sent to the script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,8 +42,9 @@ pub struct PurchaseCall<'a> {
     pub user: &'a str,
     pub now_ms: i64,
     pub idempotency_key: &'a str,
+    /// The lines' canonical form (`order::fingerprint`): a replay whose order has other
+    /// lines is [`Outcome::KeyReused`].
     pub fingerprint: &'a str,
-    pub order_id: &'a str,
     pub order_json: &'a str,
     pub pay_by_ms: i64,
     pub lines: &'a [Line],
@@ -52,22 +57,12 @@ impl PurchaseCall<'_> {
     /// KEYS and ARGV, in the order purchase.lua reads them.
     pub fn keys_and_args(&self) -> (Vec<String>, Vec<String>) {
         let k = self.keys;
-        let keys = vec![
-            k.meta.clone(),
-            k.sold.clone(),
-            k.user(self.user),
-            k.pending.clone(),
-            k.stream.clone(),
-        ];
+        let keys = vec![k.meta.clone(), k.user(self.user), k.stream.clone()];
         let mut args = vec![
             self.now_ms.to_string(),
             self.idempotency_key.to_string(),
-            self.fingerprint.to_string(),
             self.order_json.to_string(),
-            self.order_id.to_string(),
-            self.user.to_string(),
             self.pay_by_ms.to_string(),
-            self.lines.len().to_string(),
             if self.fresh { "1" } else { "0" }.to_string(),
         ];
         for l in self.lines {
@@ -142,8 +137,40 @@ fn bad(v: &Value) -> OriginError {
     OriginError::may_have_run(format!("purchase.lua gave an unexpected reply: {v:?}"))
 }
 
-/// Parses purchase.lua's reply for an attempt of `n` lines.
-pub fn parse_outcome(v: &Value, n: usize) -> Result<Outcome, OriginError> {
+impl PurchaseCall<'_> {
+    /// What purchase.lua decided, from its reply to this call.
+    pub fn outcome(&self, v: &Value) -> Result<Outcome, OriginError> {
+        parse_outcome(v, self.lines.len(), self.fingerprint)
+    }
+}
+
+/// The canonical lines (`order::fingerprint`) of a stored order document.
+fn doc_fingerprint(order_json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        lines: Vec<DocLine>,
+    }
+    #[derive(serde::Deserialize)]
+    struct DocLine {
+        sku: String,
+        qty: u32,
+    }
+    let d: Doc = serde_json::from_str(order_json).ok()?;
+    let lines: Vec<Line> = d
+        .lines
+        .into_iter()
+        .map(|l| Line {
+            sku: l.sku,
+            qty: l.qty,
+        })
+        .collect();
+    Some(crate::order::fingerprint(&lines))
+}
+
+/// Parses purchase.lua's reply for an attempt of `n` lines whose canonical form is
+/// `fingerprint`. The script answers a known key with its order; an order with other lines
+/// than the attempt's is [`Outcome::KeyReused`].
+pub fn parse_outcome(v: &Value, n: usize, fingerprint: &str) -> Result<Outcome, OriginError> {
     let a = v.as_array().ok_or_else(|| bad(v))?;
     let int = |i: usize| a.get(i).and_then(Value::as_int).ok_or_else(|| bad(v));
     let u = |i: usize| int(i).and_then(|x| u32::try_from(x).map_err(|_| bad(v)));
@@ -161,6 +188,13 @@ pub fn parse_outcome(v: &Value, n: usize) -> Result<Outcome, OriginError> {
                 .filter(|&l| l < n)
                 .ok_or_else(|| bad(v))
         })
+    };
+    let same_lines = |i: usize| {
+        let doc = string(i)?;
+        match doc_fingerprint(&doc) {
+            Some(f) => Ok((f == fingerprint).then_some(doc)),
+            None => Err(bad(v)),
+        }
     };
     Ok(match int(0)? {
         0 => {
@@ -181,14 +215,18 @@ pub fn parse_outcome(v: &Value, n: usize) -> Result<Outcome, OriginError> {
                 lines,
             }
         }
-        1 => Outcome::Replayed {
-            order_json: string(1)?,
-            total: u(2)?,
-            paid: int(3)? == 1,
-            due: due(4)?,
+        1 => match same_lines(1)? {
+            Some(order_json) => Outcome::Replayed {
+                order_json,
+                total: u(2)?,
+                paid: int(3)? == 1,
+                due: due(4)?,
+            },
+            None => Outcome::KeyReused,
         },
-        13 => Outcome::Expired {
-            order_json: string(1)?,
+        13 => match same_lines(1)? {
+            Some(order_json) => Outcome::Expired { order_json },
+            None => Outcome::KeyReused,
         },
         2 => Outcome::UnknownEvent,
         3 => Outcome::NotStarted,
@@ -239,7 +277,7 @@ pub struct Snapshot {
     pub items: Vec<ItemView>,
     /// Entries in the order stream (the order writer trims what it has committed).
     pub stream_len: u64,
-    /// Orders awaiting payment.
+    /// Orders awaiting payment, as tracked (track.lua; see `native::orders::track`).
     pub pending: u64,
     /// The fleet's figures for the last second that has any (at most two seconds back).
     pub fleet: Option<FleetFigures>,
@@ -316,7 +354,6 @@ pub fn view_call(k: &EventKeys, now_ms: i64, report: &[String]) -> (Vec<String>,
     let sec = now_ms.div_euclid(1000);
     let keys = vec![
         k.meta.clone(),
-        k.sold.clone(),
         k.pending.clone(),
         k.stream.clone(),
         k.fleet(sec),
@@ -356,7 +393,7 @@ impl LiveWindow {
     pub fn call(&self, k: &EventKeys) -> (Vec<String>, Vec<String>) {
         let mut keys = vec![
             k.meta.clone(),
-            k.sold.clone(),
+            k.orders.clone(),
             k.pending.clone(),
             k.stream.clone(),
         ];
@@ -471,7 +508,7 @@ pub enum SettleVerb {
 }
 
 /// Everything settle.lua needs; `user` and `idempotency_key` come from the order index
-/// (`o:<order id>` in the sold hash), which the script checks again.
+/// (`o:<order id>` in the orders hash), which the script checks again.
 #[derive(Clone, Debug)]
 pub struct SettleCall<'a> {
     pub keys: &'a EventKeys,
@@ -485,7 +522,14 @@ pub struct SettleCall<'a> {
 impl SettleCall<'_> {
     pub fn keys_and_args(&self) -> (Vec<String>, Vec<String>) {
         let k = self.keys;
-        let keys = [&k.sold, &k.user(self.user), &k.pending, &k.stream].map(String::clone);
+        let keys = [
+            &k.meta,
+            &k.orders,
+            &k.user(self.user),
+            &k.pending,
+            &k.stream,
+        ]
+        .map(String::clone);
         let verb = match self.verb {
             SettleVerb::Pay => "pay",
             SettleVerb::Expire => "expire",
@@ -533,10 +577,36 @@ pub fn parse_settled(v: &Value) -> Result<Settled, OriginError> {
     })
 }
 
-/// The order index entry (`o:<order id>` in the sold hash): "<user> <key> <day>".
+/// The order index entry (`o:<order id>` in the orders hash): "<user> <key> <day>".
 pub fn parse_order_index(v: &str) -> Option<(&str, &str)> {
     let mut w = v.split(' ');
     Some((w.next()?, w.next()?))
+}
+
+/// A placed order as track.lua records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub order_id: String,
+    pub user: String,
+    pub idempotency_key: String,
+    /// The `now` purchase.lua placed it at (its `created_at`), Unix ms.
+    pub created_ms: i64,
+}
+
+/// KEYS and ARGV for track.lua: `orders`, read from the stream up to entry id `upto`.
+pub fn track_call(k: &EventKeys, upto: &str, orders: &[Placed]) -> (Vec<String>, Vec<String>) {
+    let mut keys = vec![k.meta.clone(), k.orders.clone(), k.pending.clone()];
+    let mut args = vec![upto.to_string()];
+    for o in orders {
+        keys.push(k.user(&o.user));
+        args.extend([
+            o.order_id.clone(),
+            o.user.clone(),
+            o.idempotency_key.clone(),
+            o.created_ms.to_string(),
+        ]);
+    }
+    (keys, args)
 }
 
 /// live.lua's reply for a test event `e` (A: 10 in stock, 4 sold; B: 5, all sold), 3
@@ -637,7 +707,6 @@ mod tests {
             now_ms: 1_800_000_000_000,
             idempotency_key: "key-0001",
             fingerprint: "A:1,B:2",
-            order_id: "o_1",
             order_json: "{}",
             pay_by_ms: 1_800_000_900_000,
             lines: &lines,
@@ -646,25 +715,15 @@ mod tests {
         let (k, a) = call.keys_and_args();
         assert_eq!(
             k,
-            [
-                "fg:{demo}:meta",
-                "fg:{demo}:sold",
-                "fg:{demo}:user:alice",
-                "fg:{demo}:pending",
-                "fg:{demo}:stream"
-            ]
+            ["fg:{demo}:meta", "fg:{demo}:user:alice", "fg:{demo}:stream"]
         );
         assert_eq!(
             a,
             [
                 "1800000000000",
                 "key-0001",
-                "A:1,B:2",
                 "{}",
-                "o_1",
-                "alice",
                 "1800000900000",
-                "2",
                 "1",
                 "A",
                 "1",
@@ -675,9 +734,48 @@ mod tests {
     }
 
     #[test]
+    fn golden_track_arguments() {
+        let placed = |id: &str, user: &str, created_ms| Placed {
+            order_id: id.into(),
+            user: user.into(),
+            idempotency_key: format!("key-{user}"),
+            created_ms,
+        };
+        let (k, a) = track_call(
+            &EventKeys::new("demo"),
+            "1800000000000-3",
+            &[placed("o_1", "alice", 17), placed("o_2", "bob", 18)],
+        );
+        assert_eq!(
+            k,
+            [
+                "fg:{demo}:meta",
+                "fg:{demo}:orders",
+                "fg:{demo}:pending",
+                "fg:{demo}:user:alice",
+                "fg:{demo}:user:bob"
+            ]
+        );
+        assert_eq!(
+            a,
+            [
+                "1800000000000-3",
+                "o_1",
+                "alice",
+                "key-alice",
+                "17",
+                "o_2",
+                "bob",
+                "key-bob",
+                "18"
+            ]
+        );
+    }
+
+    #[test]
     fn outcomes() {
         assert_eq!(
-            parse_outcome(&ints(&[0, 2, 77, 1, 99, 1, 36]), 2).unwrap(),
+            parse_outcome(&ints(&[0, 2, 77, 1, 99, 1, 36]), 2, "A:1,B:1").unwrap(),
             Outcome::Placed {
                 total: 2,
                 due: Some(77),
@@ -694,14 +792,14 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_outcome(&ints(&[7, 2, 0]), 2).unwrap(),
+            parse_outcome(&ints(&[7, 2, 0]), 2, "A:1,B:1").unwrap(),
             Outcome::SoldOut {
                 line: 1,
                 remaining: 0
             }
         );
         assert_eq!(
-            parse_outcome(&ints(&[8, 1, 1, 0]), 1).unwrap(),
+            parse_outcome(&ints(&[8, 1, 1, 0]), 1, "A:1").unwrap(),
             Outcome::ItemLimit {
                 line: 0,
                 today: 1,
@@ -709,35 +807,52 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_outcome(&ints(&[9, 2, 5]), 1).unwrap(),
+            parse_outcome(&ints(&[9, 2, 5]), 1, "A:1").unwrap(),
             Outcome::TotalLimit {
                 total: 2,
                 due: Some(5)
             }
         );
+        // A known key answers with its order: the same lines replay it, other lines (in any
+        // order, the canonical form is sorted) are a reused key; so for an expired order.
+        let doc = r#"{"id":"o","lines":[{"sku":"B","qty":2,"unit_price":5,"currency":"USD"},{"sku":"A","qty":1,"unit_price":5,"currency":"USD"}]}"#;
         let replay = Value::Array(vec![
             Value::Int(1),
-            Value::Str("{\"id\":\"o\"}".into()),
-            Value::Int(1),
+            Value::Str(doc.into()),
+            Value::Int(3),
             Value::Int(1),
             Value::Int(0),
         ]);
         assert_eq!(
-            parse_outcome(&replay, 1).unwrap(),
+            parse_outcome(&replay, 2, "A:1,B:2").unwrap(),
             Outcome::Replayed {
-                order_json: "{\"id\":\"o\"}".into(),
-                total: 1,
+                order_json: doc.into(),
+                total: 3,
                 paid: true,
                 due: None
             }
         );
-        let expired = Value::Array(vec![Value::Int(13), Value::Str("{}".into())]);
         assert_eq!(
-            parse_outcome(&expired, 1).unwrap(),
+            parse_outcome(&replay, 1, "A:1").unwrap(),
+            Outcome::KeyReused
+        );
+        assert_eq!(
+            parse_outcome(&replay, 2, "A:1,B:3").unwrap(),
+            Outcome::KeyReused
+        );
+        let expired = Value::Array(vec![Value::Int(13), Value::Str(doc.into())]);
+        assert_eq!(
+            parse_outcome(&expired, 2, "A:1,B:2").unwrap(),
             Outcome::Expired {
-                order_json: "{}".into()
+                order_json: doc.into()
             }
         );
+        assert_eq!(
+            parse_outcome(&expired, 1, "C:1").unwrap(),
+            Outcome::KeyReused
+        );
+        let not_an_order = Value::Array(vec![Value::Int(13), Value::Str("{}".into())]);
+        assert!(parse_outcome(&not_an_order, 1, "A:1").is_err());
         assert_eq!(
             parse_settled(&ints(&[0, 3])).unwrap(),
             Settled::Done { units: 3 }
@@ -754,7 +869,7 @@ mod tests {
             Value::Nil,
             ints(&[0, -1, 1, 1]),
         ] {
-            assert!(parse_outcome(&bad, 2).is_err(), "{bad:?}");
+            assert!(parse_outcome(&bad, 2, "A:1,B:1").is_err(), "{bad:?}");
         }
     }
 
@@ -774,7 +889,7 @@ mod tests {
             k[..6],
             [
                 "fg:{demo}:meta",
-                "fg:{demo}:sold",
+                "fg:{demo}:orders",
                 "fg:{demo}:pending",
                 "fg:{demo}:stream",
                 "fg:{demo}:fleet:1799999940",
@@ -852,7 +967,7 @@ mod tests {
 
     #[test]
     fn script_rules_for_dragonfly() {
-        for s in [&*PURCHASE, &*VIEW, &*SETTLE, &*LIVE] {
+        for s in [&*PURCHASE, &*VIEW, &*SETTLE, &*LIVE, &*TRACK] {
             assert!(!s.source.starts_with("#!"), "no shebang");
             assert_eq!(s.sha1.len(), 40);
             // Keys only through KEYS[...]: no key names built inside the scripts.

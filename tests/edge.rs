@@ -436,7 +436,7 @@ async fn origin_down_mid_sale_fails_closed_and_recovers() {
     let o = r.origin();
     let k = EventKeys::new("outage");
     let sold = r
-        .cli(&["HGET", &k.sold, "A"])
+        .cli(&["HGET", &k.meta, "sold:A"])
         .trim()
         .parse::<usize>()
         .unwrap();

@@ -116,9 +116,17 @@ async fn crowd(transport_url: &str, origin: &NativeOrigin, event: &str) {
 
     // Sold equals stock exactly, and equals the units the 201s promised.
     let k = EventKeys::new(event);
-    let sold = hash(&strings(origin, &["HGETALL", &k.sold]).await);
-    assert_eq!(sold.get("A").map(String::as_str), Some("100"), "{codes:?}");
-    assert_eq!(sold.get("B").map(String::as_str), Some("37"), "{codes:?}");
+    let meta = hash(&strings(origin, &["HGETALL", &k.meta]).await);
+    assert_eq!(
+        meta.get("sold:A").map(String::as_str),
+        Some("100"),
+        "{codes:?}"
+    );
+    assert_eq!(
+        meta.get("sold:B").map(String::as_str),
+        Some("37"),
+        "{codes:?}"
+    );
     assert_eq!(placed_units.get("A"), Some(&100));
     assert_eq!(placed_units.get("B"), Some(&37));
 
@@ -239,7 +247,9 @@ async fn script_flush_mid_run() {
         assert_eq!(a.status, 201, "attempt {i}: {}", a.body);
     }
     assert_eq!(
-        sale.redis.cli(&["HGET", "fg:{flush}:sold", "A"]).trim(),
+        sale.redis
+            .cli(&["HGET", "fg:{flush}:meta", "sold:A"])
+            .trim(),
         "40"
     );
 }
@@ -268,7 +278,7 @@ async fn cluster_through_the_worker() {
         let own =
             flashgate::native::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
         assert_eq!(
-            strings(&own, &["HGET", &EventKeys::new(id).sold, "A"]).await,
+            strings(&own, &["HGET", &EventKeys::new(id).meta, "sold:A"]).await,
             Value::Str("3".into())
         );
     }

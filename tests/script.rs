@@ -8,12 +8,11 @@ mod common;
 use common::*;
 use flashgate::keys::EventKeys;
 use flashgate::model::{effective_state, parse_rfc3339_ms, State, MS_PER_DAY};
-use flashgate::native::orders::{expire_due, settle};
+use flashgate::native::orders::{expire_due, settle, track};
 use flashgate::native::{ops, NativeOrigin};
+use flashgate::order::{Order, OrderLine};
 use flashgate::origin::{Cmd, Origin, Value};
-use flashgate::script::{
-    parse_outcome, Line, LineAfter, Outcome, PurchaseCall, SettleVerb, Settled, PURCHASE,
-};
+use flashgate::script::{Line, LineAfter, Outcome, PurchaseCall, SettleVerb, Settled, PURCHASE};
 
 /// The payment window of events made by [`spec`]: the default, 15 minutes.
 const PAY_MS: i64 = 900_000;
@@ -56,15 +55,24 @@ async fn attempt(o: &NativeOrigin, a: &Attempt<'_>) -> Outcome {
 async fn attempt_as(o: &NativeOrigin, a: &Attempt<'_>, fresh: bool) -> Outcome {
     let keys = EventKeys::new(a.event);
     let fp = flashgate::order::fingerprint(&a.lines);
-    let id = flashgate::order::order_id(a.event, a.user, a.key);
-    let order = format!(r#"{{"id":"{id}"}}"#);
+    let lines = a
+        .lines
+        .iter()
+        .map(|l| OrderLine {
+            sku: l.sku.clone(),
+            qty: l.qty,
+            unit_price: 100,
+            currency: "USD".into(),
+        })
+        .collect();
+    let order = Order::new(a.event, a.user, a.key, lines, a.now, a.now + PAY_MS);
+    let order = serde_json::to_string(&order).unwrap();
     let call = PurchaseCall {
         keys: &keys,
         user: a.user,
         now_ms: a.now,
         idempotency_key: a.key,
         fingerprint: &fp,
-        order_id: &id,
         order_json: &order,
         pay_by_ms: a.now + PAY_MS,
         lines: &a.lines,
@@ -72,7 +80,7 @@ async fn attempt_as(o: &NativeOrigin, a: &Attempt<'_>, fresh: bool) -> Outcome {
     };
     let (k, args) = call.keys_and_args();
     let v = PURCHASE.eval(o, &k, &args).await.unwrap();
-    parse_outcome(&v, a.lines.len()).unwrap()
+    call.outcome(&v).unwrap()
 }
 
 async fn hget(o: &NativeOrigin, key: &str, field: &str) -> Option<String> {
@@ -141,7 +149,7 @@ async fn placing_replaying_and_caps() {
         attempt(&o, &a("u1", "key-00001", &[("A", 1)], t)).await,
         Outcome::KeyReused
     );
-    assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("1"));
+    assert_eq!(hget(&o, &k.meta, "sold:A").await.as_deref(), Some("1"));
     assert_eq!(xlen(&o, &k.stream).await, 1);
 
     // Per item per day.
@@ -187,7 +195,7 @@ async fn placing_replaying_and_caps() {
             due: Some(t + PAY_MS)
         }
     );
-    assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("2"));
+    assert_eq!(hget(&o, &k.meta, "sold:A").await.as_deref(), Some("2"));
     assert_eq!(xlen(&o, &k.stream).await, 2);
 }
 
@@ -211,7 +219,7 @@ async fn all_or_nothing() {
             remaining: 0
         }
     );
-    assert_eq!(hget(&o, &k.sold, "A").await, None, "nothing deducted");
+    assert_eq!(hget(&o, &k.meta, "sold:A").await, None, "nothing deducted");
     assert_eq!(hget(&o, &k.user("u1"), "t").await, None, "no counters");
     assert_eq!(xlen(&o, &k.stream).await, 1, "no order handed on");
     // Duplicated skus in one attempt are malformed, even if they slipped past the edge.
@@ -282,7 +290,10 @@ async fn script_cache_loss_is_survived() {
             "attempt {i}: {out:?}"
         );
     }
-    assert_eq!(hget(&o, "fg:{s4}:sold", "A").await.as_deref(), Some("6"));
+    assert_eq!(
+        hget(&o, "fg:{s4}:meta", "sold:A").await.as_deref(),
+        Some("6")
+    );
 }
 
 #[tokio::test]
@@ -305,7 +316,9 @@ async fn cluster_events_on_different_nodes() {
         let sold =
             flashgate::native::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
         assert_eq!(
-            hget(&sold, &EventKeys::new(id).sold, "B").await.as_deref(),
+            hget(&sold, &EventKeys::new(id).meta, "sold:B")
+                .await
+                .as_deref(),
             Some("1"),
             "written on its own node"
         );
@@ -371,8 +384,8 @@ async fn an_expiry_gives_everything_back_and_a_payment_keeps_it() {
     let swept = expire_due(&o, "s5", t + 10 * PAY_MS, 100).await.unwrap();
     assert_eq!((swept.expired, swept.units), (1, 2), "only u1's order");
     // Units are back on sale, and u1's counters are as if the order never was.
-    assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("1"));
-    assert_eq!(hget(&o, &k.sold, "B").await.as_deref(), Some("0"));
+    assert_eq!(hget(&o, &k.meta, "sold:A").await.as_deref(), Some("1"));
+    assert_eq!(hget(&o, &k.meta, "sold:B").await.as_deref(), Some("0"));
     assert_eq!(hget(&o, &k.user("u1"), "t").await.as_deref(), Some("0"));
     assert_eq!(hget(&o, &k.user("u1"), "e").await, None, "no pending order");
     // A retry of the expired key answers with the expired order, not a new purchase.
@@ -408,51 +421,161 @@ async fn an_expiry_gives_everything_back_and_a_payment_keeps_it() {
     );
 }
 
-/// purchase.lua v4 keeps a pending order's deadline in `s:<key>`; v3 kept it in `b:<key>`
-/// with no `s:<key>`. settle.lua reads both, so orders placed before an upgrade still settle
-/// and still count in the user's earliest deadline `e`.
+/// Tracking records each placed order once, whatever is called twice: its index, its place
+/// in the pending set (only while pending), the user hash's expiry and the tracked mark.
 #[tokio::test]
-async fn an_order_placed_by_purchase_v3_still_settles() {
-    let (_r, o, t) = live("s6").await;
+async fn tracking_is_idempotent_and_never_brings_a_settled_order_back() {
+    let (_r, o, t) = live("s7").await;
+    let k = EventKeys::new("s7");
+    for (user, key) in [
+        ("u1", "key-00001"),
+        ("u2", "key-00002"),
+        ("u3", "key-00003"),
+    ] {
+        let a = Attempt::new("s7", user, key, &[("A", 1)], t);
+        assert!(matches!(attempt(&o, &a).await, Outcome::Placed { .. }));
+    }
+    let zcard = || async { o.call(&Cmd::new(["ZCARD", &k.pending])).await.unwrap() };
+    assert_eq!(
+        zcard().await.as_int(),
+        Some(0),
+        "purchase.lua leaves it to tracking"
+    );
+    assert_eq!(track(&o, "s7").await.unwrap(), 3);
+    assert_eq!(
+        track(&o, "s7").await.unwrap(),
+        0,
+        "nothing new past the mark"
+    );
+    assert_eq!(zcard().await.as_int(), Some(3));
+    let o1 = flashgate::order::order_id("s7", "u1", "key-00001");
+    let day = (t / MS_PER_DAY).to_string();
+    assert_eq!(
+        hget(&o, &k.orders, &format!("o:{o1}")).await,
+        Some(format!("u1 key-00001 {day}"))
+    );
+    let ttl = o.call(&Cmd::new(["PTTL", &k.user("u1")])).await.unwrap();
+    assert!(ttl.as_int().unwrap() > 7 * MS_PER_DAY, "{ttl:?}");
+    let last = o
+        .call(&Cmd::new(["XREVRANGE", &k.stream, "+", "-", "COUNT", "1"]))
+        .await
+        .unwrap();
+    let last_id = last.as_array().unwrap()[0].as_array().unwrap()[0].clone();
+    assert_eq!(
+        hget(&o, &k.orders, "n:tracked").await.as_deref(),
+        last_id.as_str()
+    );
+    // u1 pays; tracked again from scratch, the paid order stays out of the pending set.
+    let paid = settle(&o, "s7", &o1, SettleVerb::Pay, t + 1).await.unwrap();
+    assert_eq!(paid, Settled::Done { units: 0 });
+    o.call(&Cmd::new(["HDEL", &k.orders, "n:tracked"]))
+        .await
+        .unwrap();
+    assert_eq!(track(&o, "s7").await.unwrap(), 3);
+    assert_eq!(zcard().await.as_int(), Some(2));
+    // An order placed after the mark is found by pay, which tracks on a miss.
+    let late = Attempt::new("s7", "u4", "key-00004", &[("A", 1)], t + 2);
+    assert!(matches!(attempt(&o, &late).await, Outcome::Placed { .. }));
+    let o4 = flashgate::order::order_id("s7", "u4", "key-00004");
+    let paid = settle(&o, "s7", &o4, SettleVerb::Pay, t + 3).await.unwrap();
+    assert_eq!(paid, Settled::Done { units: 0 });
+}
+
+/// purchase.lua takes a straight path for a one-line order and a loop for more lines: each
+/// refusal comes out the same both ways (the line it names aside), padded with a line that
+/// would pass.
+#[tokio::test]
+async fn the_one_line_path_and_the_loop_refuse_alike() {
+    let r = Redis::start();
+    let o = r.origin();
+    let s = spec(
+        "s6",
+        &[("A", 2), ("Y", 1000), ("Z", 1000)],
+        -1000,
+        (1, 2, 1),
+    );
+    ops::create(&o, &s, true).await.unwrap();
+    let t = parse_rfc3339_ms(&s.starts_at).unwrap() + 10;
+    async fn fresh(
+        o: &NativeOrigin,
+        user: &str,
+        key: &str,
+        l: &[(&str, u32)],
+        now: i64,
+    ) -> Outcome {
+        attempt_as(o, &Attempt::new("s6", user, key, l, now), true).await
+    }
+    // A sells out; c has bought a Z today; d has reached the total cap (2) over two days.
+    for (user, key, now) in [("a", "key-a0001", t), ("b", "key-b0001", t)] {
+        assert!(matches!(
+            fresh(&o, user, key, &[("A", 1)], now).await,
+            Outcome::Placed { .. }
+        ));
+    }
+    assert!(matches!(
+        fresh(&o, "c", "key-c0001", &[("Z", 1)], t).await,
+        Outcome::Placed { .. }
+    ));
+    for (key, now) in [("key-d0001", t), ("key-d0002", t + MS_PER_DAY)] {
+        assert!(matches!(
+            fresh(&o, "d", key, &[("Z", 1)], now).await,
+            Outcome::Placed { .. }
+        ));
+    }
+    let later = t + 2 * MS_PER_DAY;
+    for pad in [false, true] {
+        let line = usize::from(pad);
+        let lines = |l: (&'static str, u32)| {
+            if pad {
+                vec![("Y", 1), l]
+            } else {
+                vec![l]
+            }
+        };
+        let n = if pad { "2" } else { "1" };
+        let key = |k: &str| format!("key-{k}-{n}");
+        assert_eq!(
+            fresh(&o, "u", &key("qty"), &lines(("Z", 2)), t).await,
+            Outcome::OrderQtyLimit { line, cap: 1 }
+        );
+        assert_eq!(
+            fresh(&o, "u", &key("unknown"), &lines(("Q", 1)), t).await,
+            Outcome::UnknownItem { line }
+        );
+        let sold_out = Outcome::SoldOut { line, remaining: 0 };
+        assert_eq!(
+            fresh(&o, "u", &key("sold"), &lines(("A", 1)), t).await,
+            sold_out
+        );
+        let seen = Attempt::new("s6", "u", "key-seen-0001", &lines(("A", 1)), t);
+        assert_eq!(attempt(&o, &seen).await, sold_out, "a key the edge saw");
+        assert_eq!(
+            fresh(&o, "c", &key("cap"), &lines(("Z", 1)), t).await,
+            Outcome::ItemLimit {
+                line,
+                today: 1,
+                due: Some(t + PAY_MS)
+            }
+        );
+        let total = fresh(&o, "d", &key("total"), &lines(("Z", 1)), later).await;
+        assert_eq!(
+            total,
+            Outcome::TotalLimit {
+                total: 2,
+                due: Some(t + PAY_MS)
+            }
+        );
+        assert_eq!(
+            fresh(&o, "u", &key("early"), &lines(("Z", 1)), t - 1_000_000).await,
+            Outcome::NotStarted
+        );
+    }
+    // Nothing refused was written: A's two units, c's Z and d's two.
     let k = EventKeys::new("s6");
-    let u = k.user("u1");
-    let old = attempt(&o, &Attempt::new("s6", "u1", "key-00001", &[("A", 1)], t)).await;
-    assert!(matches!(old, Outcome::Placed { .. }), "{old:?}");
-    let new = Attempt::new("s6", "u1", "key-00002", &[("B", 1)], t + 60_000);
-    assert!(matches!(attempt(&o, &new).await, Outcome::Placed { .. }));
-    assert_eq!(
-        hget(&o, &u, "s:key-00001").await,
-        Some((t + PAY_MS).to_string()),
-        "v4 keeps the deadline in s:"
-    );
-    // Rewrite the first order as v3 wrote it.
-    o.call(&Cmd::new(["HDEL", &u, "s:key-00001"]))
-        .await
-        .unwrap();
-    let pay_by = (t + PAY_MS).to_string();
-    o.call(&Cmd::new(["HSET", &u, "b:key-00001", &pay_by]))
-        .await
-        .unwrap();
-    // Paying the v4 order leaves the v3 one as the earliest deadline.
-    let o2 = flashgate::order::order_id("s6", "u1", "key-00002");
-    let paid = settle(&o, "s6", &o2, SettleVerb::Pay, t + 120_000).await;
-    assert_eq!(paid.unwrap(), Settled::Done { units: 0 });
-    assert_eq!(hget(&o, &u, "e").await, Some(pay_by.clone()));
-    // The v3 order is not due before its deadline read from b:, then expires in full.
-    let o1 = flashgate::order::order_id("s6", "u1", "key-00001");
-    let early = settle(&o, "s6", &o1, SettleVerb::Expire, t + PAY_MS - 1).await;
-    assert_eq!(early.unwrap(), Settled::NotDue { pay_by: t + PAY_MS });
-    let swept = expire_due(&o, "s6", t + PAY_MS, 100).await.unwrap();
-    assert_eq!((swept.expired, swept.units), (1, 1));
-    assert_eq!(hget(&o, &u, "s:key-00001").await.as_deref(), Some("x"));
-    assert_eq!(hget(&o, &u, "b:key-00001").await, None, "v3 field removed");
-    assert_eq!(hget(&o, &u, "e").await, None, "no pending order left");
-    assert_eq!(hget(&o, &k.sold, "A").await.as_deref(), Some("0"));
-    assert_eq!(
-        hget(&o, &u, "t").await.as_deref(),
-        Some("1"),
-        "the paid B stays"
-    );
+    assert_eq!(hget(&o, &k.meta, "sold:A").await.as_deref(), Some("2"));
+    assert_eq!(hget(&o, &k.meta, "sold:Z").await.as_deref(), Some("3"));
+    assert_eq!(hget(&o, &k.meta, "sold:Y").await, None);
+    assert_eq!(xlen(&o, &k.stream).await, 5);
 }
 
 #[tokio::test]
@@ -484,7 +607,7 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
     }
     assert_eq!(paid + expired, 1000);
     let k = EventKeys::new("race");
-    let sold: i64 = hget(&o, &k.sold, "A").await.unwrap().parse().unwrap();
+    let sold: i64 = hget(&o, &k.meta, "sold:A").await.unwrap().parse().unwrap();
     assert_eq!(sold, paid, "stock kept for paid orders only");
     let entries = stream_entries(&o, "race").await;
     let count = |ty: &str| entries.iter().filter(|e| e.0 == ty).count() as i64;
@@ -498,7 +621,7 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
 }
 
 #[tokio::test]
-async fn a_fresh_attempt_for_a_sold_out_item_costs_two_reads() {
+async fn a_fresh_attempt_for_a_sold_out_item_costs_one_read() {
     use flashgate::native::load::{commandstats, commandstats_delta};
     let (_r, o, t) = live("s6").await;
     let b = |user, key| Attempt::new("s6", user, key, &[("B", 1)], t);
@@ -507,7 +630,8 @@ async fn a_fresh_attempt_for_a_sold_out_item_costs_two_reads() {
         attempt_as(&o, &b("u1", "key-00001"), true).await,
         Outcome::Placed { .. }
     ));
-    // A fresh attempt by someone else: refused after reading meta and sold, nothing more.
+    // A fresh attempt by someone else: refused after reading meta (which holds sold),
+    // nothing more.
     let before = commandstats(&o).await.unwrap();
     let out = attempt_as(&o, &b("u2", "key-00002"), true).await;
     let after = commandstats(&o).await.unwrap();
@@ -521,8 +645,8 @@ async fn a_fresh_attempt_for_a_sold_out_item_costs_two_reads() {
     let d = commandstats_delta(&before, &after);
     assert_eq!(
         d,
-        std::collections::BTreeMap::from([("evalsha".to_string(), 1), ("hmget".to_string(), 2)]),
-        "one EVALSHA, two reads inside it"
+        std::collections::BTreeMap::from([("evalsha".to_string(), 1), ("hmget".to_string(), 1)]),
+        "one EVALSHA, one read inside it"
     );
     // A key the edge has seen (a retry) is checked for a replay first, even when sold out.
     let retry = attempt_as(&o, &b("u1", "key-00001"), false).await;

@@ -109,7 +109,7 @@ fn a_small_fleet_sells_out_exactly_and_the_origin_counts_every_purchase() {
 
     // The event is real: the origin holds it and its sales.
     let event = r["event"].as_str().unwrap();
-    let sold = redis.cli(&["HGET", &format!("fg:{{{event}}}:sold"), "A"]);
+    let sold = redis.cli(&["HGET", &format!("fg:{{{event}}}:meta"), "sold:A"]);
     assert_eq!(sold.trim(), "50");
 }
 

@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::order::{self, Order, OrderLine};
 use crate::origin::Origin;
-use crate::script::{parse_outcome, Line, LineAfter, Outcome, PurchaseCall, Snapshot, PURCHASE};
+use crate::script::{Line, LineAfter, Outcome, PurchaseCall, Snapshot, PURCHASE};
 use serde::Serialize;
 
 /// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
@@ -44,9 +44,9 @@ struct Attempt<'a> {
     fingerprint: String,
 }
 
-/// What step 6 sends: the order, its deadline, and whether the key is fresh to this isolate.
+/// What step 6 sends: the order's JSON, its deadline, and whether the key is fresh to this
+/// isolate.
 struct Forward<'a> {
-    order: &'a Order,
     order_json: &'a str,
     pay_by: i64,
     fresh: bool,
@@ -205,7 +205,6 @@ async fn purchase<O: Origin, L: Limiter>(
     let order = Order::new(a.event, &a.user, a.key, order_lines, now, pay_by);
     let order_json = serde_json::to_string(&order).expect("orders serialize");
     let call = Forward {
-        order: &order,
         order_json: &order_json,
         pay_by,
         fresh: trust_edge,
@@ -395,7 +394,6 @@ async fn forward<O: Origin>(
         now_ms: now,
         idempotency_key: a.key,
         fingerprint: &a.fingerprint,
-        order_id: &f.order.id,
         order_json: f.order_json,
         pay_by_ms: f.pay_by,
         lines: &a.lines,
@@ -418,7 +416,7 @@ async fn forward<O: Origin>(
         uncertain(e.ran_maybe());
         Refusal::origin_failed(ApiError::origin_unavailable(), &e)
     })?;
-    parse_outcome(&reply, a.lines.len()).map_err(|e| {
+    call.outcome(&reply).map_err(|e| {
         uncertain(e.ran_maybe());
         Refusal::origin_failed(ApiError::internal(), &e)
     })
@@ -793,11 +791,18 @@ mod tests {
         );
     }
 
+    /// A stored order document: order `id`, for one A (what [`order_req`] asks for).
+    fn doc(id: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","lines":[{{"sku":"A","qty":1,"unit_price":100,"currency":"USD"}}]}}"#
+        )
+    }
+
     /// purchase.lua's reply replaying order `id`.
     fn replayed(id: &str) -> Value {
         Value::Array(vec![
             Value::Int(1),
-            Value::Str(format!(r#"{{"id":"{id}"}}"#)),
+            Value::Str(doc(id)),
             Value::Int(1),
             Value::Int(0),
             Value::Int(0),
@@ -876,7 +881,7 @@ mod tests {
         let late = NOW + 900_000;
         o.push(Ok(Value::Array(vec![
             Value::Int(13),
-            Value::Str(r#"{"id":"o_z"}"#.into()),
+            Value::Str(doc("o_z")),
         ])));
         let h = at(late);
         assert_eq!((h.reply.status, code(&h).as_str()), (410, "order_expired"));

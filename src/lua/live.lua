@@ -1,35 +1,36 @@
--- flashgate live.lua, version 1: the operator's live view of an event in one read.
+-- flashgate live.lua, version 2: the operator's live view of an event in one read.
 --
--- KEYS (one hash tag): 1 meta  2 sold  3 pending  4 stream
+-- KEYS (one hash tag): 1 meta  2 orders  3 pending  4 stream
 --   5 .. #KEYS fleet:<second>, one per second of the window, oldest first
 -- ARGV: 1 the order writer's consumer group (`sink`)
 -- Reply: 0 when the event does not exist, else
 --   {meta fields, sold, {pending, paid, expired}, {stream length, group, lag, group pending},
 --    {fleet fields of KEYS[5], fleet fields of KEYS[6], ...}}
 -- where meta fields and each fleet bucket are flat arrays of name, value; sold is sku, units
--- for every `stock:<sku>` of meta; paid and expired are settle.lua's `n:paid` / `n:expired`
--- counters (orders) on sold; group is 1 when the stream has the consumer group (then lag is
+-- (meta's `sold:<sku>`) for every `stock:<sku>` of meta; pending counts the orders track.lua
+-- has recorded; paid and expired are settle.lua's `n:paid` / `n:expired` counters (orders)
+-- on the orders hash; group is 1 when the stream has the consumer group (then lag is
 -- its entries not yet delivered, -1 when the server cannot tell, and group pending its
 -- entries delivered but not acknowledged), else 0, 0, 0. All counts are integers.
 -- Only reads. It issues no EXISTS (view.lua's calls are counted by cmdstat_exists).
-local unpack = unpack or table.unpack
 local meta = redis.call('HGETALL', KEYS[1])
 if #meta == 0 then return 0 end
-local fields = {}
+local skus, by_sku = {}, {}
 for i = 1, #meta, 2 do
-  if string.sub(meta[i], 1, 6) == 'stock:' then fields[#fields + 1] = string.sub(meta[i], 7) end
+  local tag = string.sub(meta[i], 1, 5)
+  if tag == 'stock' and string.sub(meta[i], 6, 6) == ':' then
+    skus[#skus + 1] = string.sub(meta[i], 7)
+  elseif tag == 'sold:' then
+    by_sku[string.sub(meta[i], 6)] = meta[i + 1]
+  end
 end
-local skus = #fields
-fields[#fields + 1] = 'n:paid'
-fields[#fields + 1] = 'n:expired'
-local v = redis.call('HMGET', KEYS[2], unpack(fields))
 local sold = {}
-for i = 1, skus do
-  sold[#sold + 1] = fields[i]
-  sold[#sold + 1] = tonumber(v[i] or '0')
+for i = 1, #skus do
+  sold[#sold + 1] = skus[i]
+  sold[#sold + 1] = tonumber(by_sku[skus[i]] or '0')
 end
-local orders = {redis.call('ZCARD', KEYS[3]), tonumber(v[skus + 1] or '0'),
-  tonumber(v[skus + 2] or '0')}
+local v = redis.call('HMGET', KEYS[2], 'n:paid', 'n:expired')
+local orders = {redis.call('ZCARD', KEYS[3]), tonumber(v[1] or '0'), tonumber(v[2] or '0')}
 
 local writer = {redis.call('XLEN', KEYS[4]), 0, 0, 0}
 local t = redis.call('TYPE', KEYS[4])

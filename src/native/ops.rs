@@ -27,7 +27,18 @@ pub fn read_spec(path: &str) -> Result<EventSpec, String> {
     }
 }
 
+/// The event's snapshot (view.lua). Its pending orders are those tracked (track.lua), so the
+/// stream is tracked first when the event exists: the count includes every placed order.
 pub async fn status<O: Origin>(o: &O, id: &str) -> Result<Snapshot, String> {
+    let s = read_status(o, id).await?;
+    match super::orders::track(o, id).await {
+        Ok(0) => Ok(s),
+        Ok(_) => read_status(o, id).await,
+        Err(e) => Err(format!("cannot track the orders of event {id}: {e}")),
+    }
+}
+
+async fn read_status<O: Origin>(o: &O, id: &str) -> Result<Snapshot, String> {
     let now = super::now_ms();
     let (keys, args) = view_call(&EventKeys::new(id), now, &[]);
     let v = VIEW
@@ -54,10 +65,11 @@ pub async fn create<O: Origin>(o: &O, spec: &EventSpec, replace: bool) -> Result
     if exists {
         delete_users(o, &k).await?;
     }
-    // The stock and orders keys are version-1 layouts (a stock hash, an order list).
+    // Keys of earlier layouts: a stock hash (version 1), a sold hash (before sold moved into
+    // meta).
     let id = &ev.meta.id;
-    let legacy = [format!("fg:{{{id}}}:stock"), format!("fg:{{{id}}}:orders")];
-    for key in [&k.meta, &k.sold, &k.pending, &k.stream]
+    let legacy = [format!("fg:{{{id}}}:stock"), format!("fg:{{{id}}}:sold")];
+    for key in [&k.meta, &k.orders, &k.pending, &k.stream]
         .into_iter()
         .chain(&legacy)
     {

@@ -1,13 +1,76 @@
-//! Order payment and expiry, decided at the origin by settle.lua.
+//! Order tracking, payment and expiry, decided at the origin by track.lua and settle.lua.
 //!
-//! An order is found by its id through the event's order index (`o:<order id>` in the sold
-//! hash), which names its user and Idempotency-Key; settle.lua checks the index again inside
-//! its atomic step. The expiry sweep reads the event's pending set in deadline order and
-//! expires what is due, a bounded batch at a time.
+//! purchase.lua records a placed order in the user's hash and the stream only. [`track`]
+//! reads the stream from where tracking last stopped (`n:tracked`) and has track.lua record
+//! each placed order in the event's order index (`o:<order id>` in the orders hash, naming
+//! its user and Idempotency-Key) and, while it is pending, in the pending set. Tracking is
+//! idempotent; the order writer tracks before it acknowledges any entry, and payment and the
+//! expiry sweep track first, so every placed order can be paid or expired, whether or not a
+//! writer runs. settle.lua checks the index again inside its atomic step. The expiry sweep
+//! reads the pending set in deadline order and expires what is due, a bounded batch at a time.
 
 use crate::keys::EventKeys;
-use crate::origin::{Cmd, Origin};
-use crate::script::{parse_order_index, parse_settled, SettleCall, SettleVerb, Settled, SETTLE};
+use crate::model::parse_rfc3339_ms;
+use crate::native::sink::change::{parse_change, Kind, StreamId};
+use crate::native::sink::stream::parse_entries;
+use crate::origin::{Cmd, Origin, OriginError};
+use crate::script::{
+    parse_order_index, parse_settled, track_call, Placed, SettleCall, SettleVerb, Settled, SETTLE,
+    TRACK,
+};
+
+/// Stream entries read per track.lua call.
+const TRACK_PAGE: usize = 200;
+
+/// Tracks every placed order the stream of `event` holds past the tracked mark; answers how
+/// many. An entry that is not a placed order, or cannot be read, is passed over (the order
+/// writer dead-letters what it cannot read).
+pub async fn track<O: Origin>(o: &O, event: &str) -> Result<usize, OriginError> {
+    let k = EventKeys::new(event);
+    let mut tracked = 0;
+    loop {
+        let mark = o.call(&Cmd::new(["HGET", &k.orders, "n:tracked"])).await?;
+        let from = mark
+            .as_str()
+            .and_then(StreamId::parse)
+            .map_or(StreamId::ZERO, StreamId::successor);
+        let page = TRACK_PAGE.to_string();
+        let v = o
+            .call(&Cmd::new([
+                "XRANGE",
+                &k.stream,
+                &from.to_string(),
+                "+",
+                "COUNT",
+                &page,
+            ]))
+            .await?;
+        let entries = parse_entries(&v).ok_or_else(|| {
+            OriginError::may_have_run(format!("XRANGE gave an unexpected reply: {v:?}"))
+        })?;
+        let Some(last) = entries.last() else {
+            return Ok(tracked);
+        };
+        let placed: Vec<Placed> = entries
+            .iter()
+            .filter_map(|d| {
+                let c = parse_change(event, d.fields.as_deref()?).ok()?;
+                (c.kind == Kind::Placed).then(|| Placed {
+                    created_ms: parse_rfc3339_ms(&c.order.created_at).unwrap_or(c.at_ms),
+                    order_id: c.order.id,
+                    user: c.order.user,
+                    idempotency_key: c.order.idempotency_key,
+                })
+            })
+            .collect();
+        let (keys, args) = track_call(&k, &last.id.to_string(), &placed);
+        TRACK.eval(o, &keys, &args).await?;
+        tracked += placed.len();
+        if entries.len() < TRACK_PAGE {
+            return Ok(tracked);
+        }
+    }
+}
 
 /// Pays for (or expires) one order by id.
 pub async fn settle<O: Origin>(
@@ -18,10 +81,19 @@ pub async fn settle<O: Origin>(
     now_ms: i64,
 ) -> Result<Settled, String> {
     let keys = EventKeys::new(event);
-    let index = o
-        .call(&Cmd::new(["HGET", &keys.sold, &format!("o:{order_id}")]))
+    let field = format!("o:{order_id}");
+    let mut index = o
+        .call(&Cmd::new(["HGET", &keys.orders, &field]))
         .await
         .map_err(|e| e.to_string())?;
+    if index.as_str().is_none() {
+        // Placed but not yet tracked, perhaps.
+        track(o, event).await.map_err(|e| e.to_string())?;
+        index = o
+            .call(&Cmd::new(["HGET", &keys.orders, &field]))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let Some((user, key)) = index.as_str().and_then(parse_order_index) else {
         return Ok(Settled::NoSuchOrder);
     };
@@ -55,6 +127,7 @@ pub async fn expire_due<O: Origin>(
     now_ms: i64,
     limit: usize,
 ) -> Result<Swept, String> {
+    track(o, event).await.map_err(|e| e.to_string())?;
     let pending = EventKeys::new(event).pending;
     let due = o
         .call(&Cmd::new([

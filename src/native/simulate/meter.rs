@@ -176,8 +176,8 @@ impl Meter {
         let last_edge = Arc::new(AtomicU64::new(max_edges));
         let hget = vec![
             "HGET".to_string(),
-            EventKeys::new(event).sold,
-            sku.to_string(),
+            EventKeys::new(event).meta,
+            format!("sold:{sku}"),
         ];
         let spawn = |name: &str| std::thread::Builder::new().name(name.to_string());
         let (config, stop_p) = (origin.clone(), stop.clone());

@@ -139,9 +139,12 @@ pub fn purchase_skus(args: &[String], meta: &str) -> Option<Vec<String>> {
     if keys.first()? != meta {
         return None;
     }
-    let argv = &rest[2 + numkeys..];
-    let lines: usize = argv.get(7)?.parse().ok()?;
-    (0..lines).map(|i| argv.get(9 + 2 * i).cloned()).collect()
+    // ARGV: 5 fixed arguments, then sku, qty per line (purchase.lua).
+    let argv = rest.get(2 + numkeys..)?;
+    if argv.len() < 7 || (argv.len() - 5) % 2 != 0 {
+        return None;
+    }
+    Some(argv[5..].iter().step_by(2).cloned().collect())
 }
 
 /// Every purchase the isolates sent for one event, in the order they were sent.
@@ -289,11 +292,9 @@ mod tests {
             assert_eq!(purchase_skus(&args, &meta), None);
         }
         // Two lines: both skus, in order.
-        let argv: Vec<String> = [
-            "1", "k", "f", "{}", "o", "u", "2", "2", "1", "B", "1", "A", "3",
-        ]
-        .map(String::from)
-        .to_vec();
+        let argv: Vec<String> = ["1", "k", "{}", "2", "1", "B", "1", "A", "3"]
+            .map(String::from)
+            .to_vec();
         let two = evalsha(&PURCHASE.sha1, std::slice::from_ref(&meta), &argv);
         assert_eq!(
             purchase_skus(&two, &meta),
@@ -311,7 +312,7 @@ mod tests {
         let pool = Pool::start((0..3).map(|_| origin_at(1, 200)).collect(), 500).unwrap();
         let tap = Tap::new("sale", now_ms());
         let meta = EventKeys::new("sale").meta;
-        let argv: Vec<String> = ["1", "k", "f", "{}", "o", "u", "2", "1", "1", "A", "1"]
+        let argv: Vec<String> = ["1", "k", "{}", "2", "1", "A", "1"]
             .map(String::from)
             .to_vec();
         let buy = evalsha(&PURCHASE.sha1, std::slice::from_ref(&meta), &argv);

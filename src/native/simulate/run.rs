@@ -307,9 +307,13 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
     let last_edge = ((log.finished_ms + 999) / 1000).clamp(1, a.seconds as i64) as u64;
     let m = meter.finish(last_edge).await?;
 
-    let sold_key = EventKeys::new(&sale.event).sold;
+    let meta_key = EventKeys::new(&sale.event).meta;
     let sold = admin
-        .call(&Cmd::new(["HGET", sold_key.as_str(), sale.sku.as_str()]))
+        .call(&Cmd::new([
+            "HGET".to_string(),
+            meta_key,
+            format!("sold:{}", sale.sku),
+        ]))
         .await
         .map_err(|e| format!("cannot read the units sold at the origin: {e}"))?
         .as_int()

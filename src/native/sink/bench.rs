@@ -221,7 +221,7 @@ async fn cleanup<O: Origin>(origin: &O, store: &Store, event: &str) -> Result<()
             .map_err(SinkError::db("removing the bench rows"))?;
     }
     let k = EventKeys::new(event);
-    for key in [k.stream, k.meta, k.sold, k.pending] {
+    for key in [k.stream, k.meta, k.orders, k.pending] {
         origin
             .call(&Cmd::new(["DEL", &key]))
             .await

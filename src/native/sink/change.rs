@@ -9,6 +9,7 @@
 //!   reserved when an order first appears in such a status and released exactly when it moves
 //!   from such a status to one that holds none.
 
+use crate::model::parse_rfc3339_ms;
 use serde::Deserialize;
 use std::fmt;
 
@@ -216,13 +217,19 @@ fn field<'a>(fields: &'a [(String, String)], name: &'static str) -> Result<&'a s
 }
 
 /// Parses the fields of an entry read from the stream of `event`. Extra fields are ignored.
+/// A `placed` entry may have no `at` (purchase.lua v5 leaves it out): it happened at its
+/// order's `created_at`.
 pub fn parse_change(event: &str, fields: &[(String, String)]) -> Result<Change, ParseError> {
     let kind = field(fields, "type")?;
     let kind = Kind::parse(kind).ok_or_else(|| ParseError::UnknownType(kind.to_string()))?;
-    let at = field(fields, "at")?;
-    let at_ms = at
-        .parse::<i64>()
-        .map_err(|_| ParseError::BadAt(at.to_string()))?;
+    let at_ms = match field(fields, "at") {
+        Ok(at) => Some(
+            at.parse::<i64>()
+                .map_err(|_| ParseError::BadAt(at.to_string()))?,
+        ),
+        Err(_) if kind == Kind::Placed => None,
+        Err(e) => return Err(e),
+    };
     let order_json = field(fields, "order")?;
     let order: OrderDoc = serde_json::from_str(order_json).map_err(ParseError::BadOrder)?;
     if order.event != event {
@@ -248,6 +255,7 @@ pub fn parse_change(event: &str, fields: &[(String, String)]) -> Result<Change, 
             return Err(ParseError::RepeatedSku(l.sku.clone()));
         }
     }
+    let at_ms = at_ms.unwrap_or_else(|| parse_rfc3339_ms(&order.created_at).unwrap_or(0));
     Ok(Change {
         kind,
         order,
@@ -418,6 +426,16 @@ mod tests {
         f.push(("note".into(), "x".into()));
         let c = parse_change("E", &f).unwrap();
         assert_eq!((c.kind, c.order.pay_by), (Kind::Expired, None));
+        // purchase.lua v5's placed entry: no `at`, so the order's created_at.
+        let v5 = vec![
+            ("type".to_string(), "placed".to_string()),
+            ("order".to_string(), ORDER.to_string()),
+        ];
+        let c = parse_change("E", &v5).unwrap();
+        assert_eq!(
+            c.at_ms,
+            parse_rfc3339_ms("2026-11-21T12:00:00.000Z").unwrap()
+        );
     }
 
     #[test]

@@ -361,6 +361,7 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
             return Ok(());
         }
         let lane = &self.lanes[i];
+        lane.stream.track(&lane.event).await?;
         let outcomes = self
             .store
             .apply(&lane.event, &ds, self.cfg.max_deliveries, now_ms())

@@ -310,6 +310,19 @@ impl<'o, O: Origin> EventStream<'o, O> {
         parse_pending_summary(&v).ok_or_else(|| bad("read pending entries", &v))
     }
 
+    /// Tracks the placed orders the stream holds past the tracked mark (track.lua, through
+    /// [`crate::native::orders::track`]). The sink does this before it acknowledges any
+    /// entry, so every entry it acknowledges, and so every entry [`EventStream::trim`] drops,
+    /// has been tracked.
+    pub async fn track(&self, event: &str) -> Result<usize, SinkError> {
+        crate::native::orders::track(self.origin, event)
+            .await
+            .map_err(|source| SinkError::Origin {
+                doing: format!("track the placed orders of {}", self.key),
+                source,
+            })
+    }
+
     /// Drops the entries the group has acknowledged (up to [`trim_floor`]); answers how many.
     pub async fn trim(&self) -> Result<u64, SinkError> {
         // This order of reads is what makes the floor safe; see `trim_floor`.
