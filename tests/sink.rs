@@ -367,6 +367,29 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
             );
         }
         assert_eq!((rig.pending().await, rig.xlen().await), (0, 0));
+        // Every entry was acknowledged and trimmed, so every order was tracked first: its
+        // index names its user and key (the sink tracks before it acknowledges).
+        let orders = flashgate::keys::EventKeys::new("crash").orders;
+        let index = rig.cmd(&["HGETALL", &orders]).await;
+        let index: BTreeMap<String, String> = index
+            .as_array()
+            .unwrap()
+            .chunks(2)
+            .map(|kv| {
+                (
+                    kv[0].as_str().unwrap().into(),
+                    kv[1].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        for n in 0..N {
+            let entry = index.get(&format!("o:{}", oid(n))).map(String::as_str);
+            let want = format!("u{n} key-{n:08} ");
+            assert!(
+                entry.is_some_and(|e| e.starts_with(&want)),
+                "order {n} untracked: {entry:?}"
+            );
+        }
         pool.close().await;
     }
 }

@@ -26,7 +26,18 @@ const TRACK_PAGE: usize = 200;
 /// many. An entry that is not a placed order, or cannot be read, is passed over (the order
 /// writer dead-letters what it cannot read).
 pub async fn track<O: Origin>(o: &O, event: &str) -> Result<usize, OriginError> {
+    track_upto(o, event, None).await
+}
+
+/// [`track`], but only as far as entry `upto` when given (the order writer tracks the batch
+/// it is about to acknowledge, not the stream's whole backlog).
+pub async fn track_upto<O: Origin>(
+    o: &O,
+    event: &str,
+    upto: Option<StreamId>,
+) -> Result<usize, OriginError> {
     let k = EventKeys::new(event);
+    let end = upto.map_or_else(|| "+".to_string(), |id| id.to_string());
     let mut tracked = 0;
     loop {
         let mark = o.call(&Cmd::new(["HGET", &k.orders, "n:tracked"])).await?;
@@ -40,7 +51,7 @@ pub async fn track<O: Origin>(o: &O, event: &str) -> Result<usize, OriginError> 
                 "XRANGE",
                 &k.stream,
                 &from.to_string(),
-                "+",
+                &end,
                 "COUNT",
                 &page,
             ]))

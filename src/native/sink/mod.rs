@@ -361,11 +361,16 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
             return Ok(());
         }
         let lane = &self.lanes[i];
-        lane.stream.track(&lane.event).await?;
-        let outcomes = self
-            .store
-            .apply(&lane.event, &ds, self.cfg.max_deliveries, now_ms())
-            .await?;
+        // Tracking (at the origin) and the transaction (in the database) are independent:
+        // they overlap, and both must be done before any entry is acknowledged.
+        let upto = ds.iter().map(|d| d.id).max().unwrap_or(StreamId::ZERO);
+        let (tracked, outcomes) = tokio::join!(
+            lane.stream.track(&lane.event, upto),
+            self.store
+                .apply(&lane.event, &ds, self.cfg.max_deliveries, now_ms())
+        );
+        tracked?;
+        let outcomes = outcomes?;
         let mut done = Vec::with_capacity(ds.len());
         let mut failing = Vec::new();
         let t = &mut self.totals;

@@ -310,12 +310,12 @@ impl<'o, O: Origin> EventStream<'o, O> {
         parse_pending_summary(&v).ok_or_else(|| bad("read pending entries", &v))
     }
 
-    /// Tracks the placed orders the stream holds past the tracked mark (track.lua, through
-    /// [`crate::native::orders::track`]). The sink does this before it acknowledges any
-    /// entry, so every entry it acknowledges, and so every entry [`EventStream::trim`] drops,
-    /// has been tracked.
-    pub async fn track(&self, event: &str) -> Result<usize, SinkError> {
-        crate::native::orders::track(self.origin, event)
+    /// Tracks the placed orders the stream holds past the tracked mark, up to entry `upto`
+    /// (track.lua, through [`crate::native::orders::track_upto`]). The sink tracks a batch's
+    /// entries before it acknowledges any of them, so every entry it acknowledges, and so
+    /// every entry [`EventStream::trim`] drops, has been tracked.
+    pub async fn track(&self, event: &str, upto: StreamId) -> Result<usize, SinkError> {
+        crate::native::orders::track_upto(self.origin, event, Some(upto))
             .await
             .map_err(|source| SinkError::Origin {
                 doing: format!("track the placed orders of {}", self.key),
