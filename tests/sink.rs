@@ -530,3 +530,69 @@ async fn errors_are_one_sentence() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 }
+
+/// The writer tracks each batch before it acknowledges it. Run with no expiry sweep (which
+/// tracks too), on orders placed after it started (its start tracks what is there), every
+/// order it acknowledged is in the order index, in the pending set while pending, and its
+/// user's hash expires.
+#[tokio::test]
+async fn the_writer_tracks_each_batch_before_acknowledging_it() {
+    use flashgate::native::sink::{run, store::Store, Config, NoSweep};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const N: usize = 25;
+    let rig = Rig::new("trk", &[("A", 100)]).await;
+    let k = flashgate::keys::EventKeys::new("trk");
+    let db = Db::sqlite();
+    rig.drain(&db, &[]); // the tables and the group
+    let store = Store::open(&db.url, 1).await.unwrap();
+    let pool = db.pool().await;
+    let cfg = Config {
+        events: vec!["trk".into()],
+        consumer: "t".into(),
+        batch: 7,
+        claim_idle_ms: 30_000,
+        max_deliveries: 5,
+        once: false,
+        progress: false,
+    };
+    let stop = AtomicBool::new(false);
+    let feed = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for n in 0..N {
+            // As purchase.lua leaves a pending order: its user's hash holds its deadline.
+            let user = k.user(&format!("u{n}"));
+            rig.cmd(&["HSET", &user, &format!("s:key-{n:08}"), "1763727300000"])
+                .await;
+            rig.xadd("placed", &doc("trk", n, &[("A", 1)]), n as i64)
+                .await;
+        }
+        let t0 = Instant::now();
+        while count(&pool, "SELECT COUNT(*) FROM fg_orders").await < N as i64
+            || rig.pending().await > 0
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the writer is stuck"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+    };
+    let sink_origin = rig.redis.origin(); // its blocking reads hold a connection of its own
+    let (totals, ()) = tokio::join!(run(&sink_origin, &store, &cfg, &NoSweep, &stop), feed);
+    assert_eq!(totals.unwrap().applied, N as u64);
+    let zcard = rig.cmd(&["ZCARD", &k.pending]).await;
+    assert_eq!(zcard.as_int(), Some(N as i64), "all tracked as pending");
+    for n in 0..N {
+        let field = format!("o:{}", oid(n));
+        let index = rig.cmd(&["HGET", &k.orders, &field]).await;
+        let want = format!("u{n} key-{n:08} ");
+        assert!(
+            index.as_str().is_some_and(|v| v.starts_with(&want)),
+            "order {n}: {index:?}"
+        );
+        let ttl = rig.cmd(&["PTTL", &k.user(&format!("u{n}"))]).await;
+        assert!(ttl.as_int().unwrap() > 0, "u{n}'s hash expires");
+    }
+    pool.close().await;
+}
