@@ -418,8 +418,22 @@ async fn an_order_that_would_oversell_is_quarantined_and_alarmed() {
             .filter(|l| l.starts_with("flashgate sink: ALARM: "))
             .collect();
         assert_eq!(alarms.len(), 3, "{err}");
-        assert!(alarms[0].contains(&oid(3)) && alarms[0].contains("exceed the stock of 3"));
-        assert!(alarms[2].contains(&oid(4)) && alarms[2].contains("not in the event"));
+        // o3's placement and payment first wait for the expiry of o1 behind them (it may give
+        // units back); once it is applied and o5 has taken the unit, nothing pending can
+        // mend them and they are quarantined.
+        let about = |n: usize, what: &str| {
+            alarms
+                .iter()
+                .filter(|a| a.contains(&oid(n)) && a.contains(what))
+                .count()
+        };
+        assert_eq!(about(3, "exceed the stock of 3"), 2, "{err}");
+        assert_eq!(about(4, "not in the event"), 1, "{err}");
+        let waited = err
+            .lines()
+            .filter(|l| l.contains(&oid(3)) && l.contains("waits for entry"))
+            .count();
+        assert_eq!(waited, 2, "{err}");
 
         let pool = db.pool().await;
         let rows = orders(&pool).await;
@@ -595,4 +609,329 @@ async fn the_writer_tracks_each_batch_before_acknowledging_it() {
         assert!(ttl.as_int().unwrap() > 0, "u{n}'s hash expires");
     }
     pool.close().await;
+}
+
+/// A purchase at the origin through the real purchase.lua, as the edge forwards it: `user`
+/// asks for one unit of `sku` with key `key` at `now`, to be paid by `pay_by`. Answers the
+/// order id when it was placed.
+async fn buy(
+    o: &NativeOrigin,
+    event: &str,
+    user: &str,
+    key: &str,
+    sku: &str,
+    now: i64,
+    pay_by: i64,
+) -> Option<String> {
+    use flashgate::order::{Order, OrderLine};
+    use flashgate::script::{Line, Outcome, PurchaseCall, PURCHASE};
+    let keys = flashgate::keys::EventKeys::new(event);
+    let lines = [Line {
+        sku: sku.to_string(),
+        qty: 1,
+    }];
+    let order = Order::new(
+        event,
+        user,
+        key,
+        vec![OrderLine {
+            sku: sku.to_string(),
+            qty: 1,
+            unit_price: 1000,
+            currency: "USD".into(),
+        }],
+        now,
+        pay_by,
+    );
+    let order_json = serde_json::to_string(&order).unwrap();
+    let call = PurchaseCall {
+        keys: &keys,
+        user,
+        now_ms: now,
+        idempotency_key: key,
+        fingerprint: &flashgate::order::fingerprint(&lines),
+        order_json: &order_json,
+        pay_by_ms: pay_by,
+        lines: &lines,
+        fresh: false,
+    };
+    let (k, args) = call.keys_and_args();
+    let v = PURCHASE.eval(o, &k, &args).await.unwrap();
+    matches!(call.outcome(&v).unwrap(), Outcome::Placed { .. }).then(|| order.id.clone())
+}
+
+/// The origin's view of every order it placed for `event`, from its order index and each
+/// buyer's hash: order id → (status, lines as the order JSON says them).
+async fn origin_orders(o: &NativeOrigin, event: &str) -> BTreeMap<String, (String, String)> {
+    let k = flashgate::keys::EventKeys::new(event);
+    flashgate::native::orders::track(o, event).await.unwrap();
+    let index = o.call(&Cmd::new(["HGETALL", &k.orders])).await.unwrap();
+    let mut out = BTreeMap::new();
+    for kv in index.as_array().unwrap().chunks(2) {
+        let (f, v) = (kv[0].as_str().unwrap(), kv[1].as_str().unwrap());
+        let Some(id) = f.strip_prefix("o:") else {
+            continue;
+        };
+        let (user, key) = flashgate::script::parse_order_index(v).unwrap();
+        let user_key = k.user(user);
+        let hget = |field: String| {
+            let user_key = user_key.clone();
+            async move {
+                o.call(&Cmd::new(["HGET", &user_key, &field]))
+                    .await
+                    .unwrap()
+                    .as_str()
+                    .map(str::to_string)
+            }
+        };
+        let status = match hget(format!("s:{key}")).await.as_deref() {
+            Some("p") => "paid",
+            Some("x") => "expired",
+            Some(_) => "pending",
+            None => panic!("order {id}: its buyer's hash has no state"),
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&hget(format!("i:{key}")).await.unwrap()).unwrap();
+        out.insert(
+            id.to_string(),
+            (status.to_string(), doc["lines"].to_string()),
+        );
+    }
+    out
+}
+
+/// The same orders as the shop's database holds them.
+async fn db_orders(pool: &sqlx::AnyPool) -> BTreeMap<String, (String, String)> {
+    let lines: Vec<(String, String, i64, i64, String)> = sqlx::query(
+        "SELECT order_id, sku, qty, unit_price, currency FROM fg_order_lines ORDER BY order_id, sku",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect();
+    orders(pool)
+        .await
+        .into_iter()
+        .map(|(id, status)| {
+            let ls: Vec<_> = lines
+                .iter()
+                .filter(|l| l.0 == id)
+                .map(|l| serde_json::json!({"sku": l.1, "qty": l.2, "unit_price": l.3, "currency": l.4}))
+                .collect();
+            (id, (status, serde_json::Value::from(ls).to_string()))
+        })
+        .collect()
+}
+
+/// The origin's `sold:<sku>`.
+async fn origin_sold(o: &NativeOrigin, event: &str, sku: &str) -> i64 {
+    let meta = flashgate::keys::EventKeys::new(event).meta;
+    let v = o
+        .call(&Cmd::new(["HGET", &meta, &format!("sold:{sku}")]))
+        .await
+        .unwrap();
+    v.as_str().map_or(0, |s| s.parse().unwrap())
+}
+
+/// Steps 1-4 of issue 22's sequence (see the test below): answers the ids of u1's order
+/// (written, then expired) and u2's re-sale of its unit, with the expiry held by a dead
+/// consumer and the re-sale not yet read.
+async fn expiry_held_by_a_dead_consumer(rig: &Rig, db: &Db) -> (String, String) {
+    use flashgate::native::orders::expire_due;
+    let o = &rig.o;
+    let event = rig.event.as_str();
+    let now = flashgate::native::now_ms();
+    let window = 15 * 60_000;
+    // 1. u1 buys the unit; the writer writes it (pending, sold 1).
+    let o1 = buy(o, event, "u1", "key-u1-0001", "A", now, now + window).await;
+    let o1 = o1.expect("u1 bought the unit");
+    rig.drain(db, &[]);
+    let pool = db.pool().await;
+    assert_eq!(orders(&pool).await[&o1], "pending");
+    assert_eq!(inventory(&pool, event).await["A"], (1, 1));
+    pool.close().await;
+    // 2. u1 does not pay: the expiry gives the unit back (`expired o1` on the stream).
+    let swept = expire_due(o, event, now + window + 1, 10).await.unwrap();
+    assert_eq!((swept.expired, swept.units), (1, 1));
+    // 3. u2 buys the returned unit (`placed o2`).
+    let o2 = buy(
+        o,
+        event,
+        "u2",
+        "key-u2-0001",
+        "A",
+        now + 1,
+        now + window + 1,
+    )
+    .await;
+    let o2 = o2.expect("u2 bought the returned unit");
+    assert_eq!(origin_sold(o, event, "A").await, 1);
+    // 4. A consumer reads `expired o1` and dies before acknowledging it.
+    let read = rig
+        .cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "sink",
+            "dead",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &rig.key(),
+            ">",
+        ])
+        .await;
+    assert!(
+        format!("{read:?}").contains("expired") && format!("{read:?}").contains(&o1),
+        "the dead consumer holds the expiry: {read:?}"
+    );
+    (o1, o2)
+}
+
+/// Issue 22's sequence, step by step, with the real purchase.lua and the real writer: one unit
+/// of A; u1's order is written, then expires; u2 buys the returned unit; a consumer of the
+/// group reads the expiry and dies before acknowledging it; another writer reads the re-sale.
+/// The database must not refuse the re-sale for the expiry it has not seen yet: it waits,
+/// and once the expiry is claimed and applied, both orders are as the origin has them.
+#[tokio::test]
+async fn a_resale_applied_before_the_expiry_that_freed_its_unit_is_not_quarantined() {
+    for db in Db::both() {
+        let rig = Rig::new("resale", &[("A", 1)]).await;
+        let o = &rig.o;
+        let (o1, o2) = expiry_held_by_a_dead_consumer(&rig, &db).await;
+        let pool = db.pool().await;
+        // 5. Another writer reads `placed o2`: it must not quarantine it.
+        let out = rig.drain(&db, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("ALARM"), "{err}");
+        assert_eq!(
+            count(&pool, "SELECT COUNT(*) FROM fg_quarantine").await,
+            0,
+            "o2 quarantined in {}: {err}",
+            db.url
+        );
+        assert_eq!(rig.pending().await, 2, "the expiry and the re-sale wait");
+        // 6. Later the expiry is claimed and applied, and the re-sale after it.
+        rig.drain(&db, &["--claim-idle-ms", "0"]);
+        let want: BTreeMap<String, String> = [(o1, "expired"), (o2, "pending")]
+            .into_iter()
+            .map(|(id, s)| (id, s.to_string()))
+            .collect();
+        assert_eq!(orders(&pool).await, want, "in {}", db.url);
+        assert_eq!(inventory(&pool, "resale").await["A"], (1, 1));
+        assert_eq!(db_orders(&pool).await, origin_orders(o, "resale").await);
+        assert_eq!(count(&pool, "SELECT COUNT(*) FROM fg_quarantine").await, 0);
+        assert_eq!(rig.pending().await, 0);
+        pool.close().await;
+    }
+}
+
+/// Entries an earlier writer quarantined for arrival order alone (as issue 22's bug did) are
+/// applied again by `--requeue-quarantined` once the expiry is in; one whose cause is not
+/// mended stays, and the command says so and fails.
+#[tokio::test]
+async fn requeue_applies_quarantined_entries_whose_cause_is_gone() {
+    for db in Db::both() {
+        let rig = Rig::new("requeue", &[("A", 1)]).await;
+        let (o1, o2) = expiry_held_by_a_dead_consumer(&rig, &db).await;
+        // What the bug left: the re-sale read, quarantined and acknowledged before the expiry.
+        let read = rig
+            .cmd(&[
+                "XREADGROUP",
+                "GROUP",
+                "sink",
+                "old",
+                "COUNT",
+                "1",
+                "STREAMS",
+                &rig.key(),
+                ">",
+            ])
+            .await;
+        let entry = &read.as_array().unwrap()[0].as_array().unwrap()[1]
+            .as_array()
+            .unwrap()[0];
+        let id = entry.as_array().unwrap()[0].as_str().unwrap().to_string();
+        let fields = entry.as_array().unwrap()[1].as_array().unwrap();
+        let field = |name: &str| {
+            let i = fields
+                .iter()
+                .position(|f| f.as_str() == Some(name))
+                .unwrap();
+            fields[i + 1].as_str().unwrap().to_string()
+        };
+        let (kind, order_json) = (field("type"), field("order"));
+        assert_eq!(kind, "placed");
+        let pool = db.pool().await;
+        let bad = doc("requeue", 9, &[("Z", 1)]);
+        for (sid, oid_, k, json) in [
+            (id.as_str(), o2.as_str(), "placed", order_json.as_str()),
+            ("1-0", oid(9).as_str(), "placed", bad.as_str()),
+        ] {
+            sqlx::query(
+                "INSERT INTO fg_quarantine (event, stream_id, order_id, kind, order_json, reason, \
+                 at, quarantined_at) VALUES ('requeue', $1, $2, $3, $4, 'would oversell', 5, 6)",
+            )
+            .bind(sid)
+            .bind(oid_)
+            .bind(k)
+            .bind(json)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        rig.cmd(&["XACK", &rig.key(), "sink", &id]).await;
+        // The expiry is claimed and applied later: sold 0, o2 missing, one unit unaccounted.
+        rig.drain(&db, &["--claim-idle-ms", "0"]);
+        assert_eq!(inventory(&pool, "requeue").await["A"], (1, 0));
+        assert!(!orders(&pool).await.contains_key(&o2));
+
+        let out = rig
+            .sink_cmd(&db, &["--requeue-quarantined"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "one entry stays: {stdout}{stderr}");
+        assert!(
+            stdout.contains("2 quarantined entries, 1 applied and cleared, 1 stay"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&oid(9)) && stdout.contains("not in the event"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains("1 quarantined entries are still refused"),
+            "{stderr}"
+        );
+        let want: BTreeMap<String, String> = [(o1, "expired"), (o2, "pending")]
+            .into_iter()
+            .map(|(id, s)| (id, s.to_string()))
+            .collect();
+        assert_eq!(orders(&pool).await, want, "in {}", db.url);
+        assert_eq!(inventory(&pool, "requeue").await["A"], (1, 1));
+        assert_eq!(
+            db_orders(&pool).await,
+            origin_orders(&rig.o, "requeue").await
+        );
+        let left: Vec<String> = sqlx::query("SELECT order_id FROM fg_quarantine")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, vec![oid(9)]);
+        // Again: nothing more to apply, the same one stays.
+        let again = rig
+            .sink_cmd(&db, &["--requeue-quarantined"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&again.stdout).contains("1 quarantined entries, 0 applied"));
+        pool.close().await;
+    }
 }

@@ -119,6 +119,12 @@ impl Kind {
         }
     }
 
+    /// Whether applying this change can give units back to stock (an order that held stock
+    /// moves to a status that holds none).
+    pub fn releases(self) -> bool {
+        !self.target().holds_stock()
+    }
+
     /// The status this change moves its order to.
     pub fn target(self) -> Status {
         match self {
@@ -326,6 +332,16 @@ pub enum GuardTrip {
 }
 
 impl GuardTrip {
+    /// The sku whose stock a reservation found short. Only such a trip can be a matter of
+    /// arrival order (an expiry not yet applied, see [`super::store`]); the others are
+    /// disagreements whatever arrives later.
+    pub fn short_of(&self) -> Option<&str> {
+        match self {
+            GuardTrip::OverStock { sku, .. } => Some(sku),
+            _ => None,
+        }
+    }
+
     /// Names the trip from the inventory row as it stands (`None`: no such row). `reserving` is
     /// whether the update added units (else it released them).
     pub fn explain(sku: &str, qty: i64, row: Option<(i64, i64)>, reserving: bool) -> GuardTrip {

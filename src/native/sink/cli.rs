@@ -1,6 +1,7 @@
 //! `flashgate orders sink` and the hidden `flashgate orders sink-bench`: flags, signals, and
 //! the lines a terminal sees. Errors come back as one sentence for `main` to print.
 
+use super::store::{Options, Requeued, LOCK_TIMEOUT_MS};
 use super::{bench, default_consumer, run, Config, OriginSweep, Store, BLOCK_MS};
 use crate::native;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,14 @@ pub struct SinkArgs {
     /// Drain what the streams hold now (idle claimable entries included), then exit.
     #[arg(long)]
     pub once: bool,
+    /// Postgres: the longest a transaction may sit idle holding locks (a hung sink is cut off
+    /// after it) and the longest a statement waits for a lock.
+    #[arg(long, default_value_t = LOCK_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lock_timeout_ms: u64,
+    /// Apply the events' quarantined entries again (once their cause is mended), report each,
+    /// and exit; entries that apply leave the quarantine. Reads no stream.
+    #[arg(long, conflicts_with = "once")]
+    pub requeue_quarantined: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -89,9 +98,22 @@ pub async fn main(
 ) -> Result<(), String> {
     let stop = stop_on_signals()?;
     let origin = origin(origin_url, password, timeout_ms)?;
-    let store = Store::open(&a.db, 2).await.map_err(|e| e.to_string())?;
+    let consumer = a.consumer.unwrap_or_else(default_consumer);
+    let opts = Options {
+        max_connections: 2,
+        lock_timeout_ms: a.lock_timeout_ms,
+        name: Some(consumer.clone()),
+    };
+    let store = Store::open_with(&a.db, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    if a.requeue_quarantined {
+        let result = requeue(&store, &a.events).await;
+        store.pool().close().await;
+        return result;
+    }
     let cfg = Config {
-        consumer: a.consumer.unwrap_or_else(default_consumer),
+        consumer,
         events: a.events,
         batch: a.batch as usize,
         claim_idle_ms: a.claim_idle_ms,
@@ -113,6 +135,43 @@ pub async fn main(
         .map_err(|e| e.to_string())?;
     store.pool().close().await;
     println!("flashgate sink: {totals}");
+    Ok(())
+}
+
+/// `--requeue-quarantined`: one line per entry, then a summary; an error when any stays.
+async fn requeue(store: &Store, events: &[String]) -> Result<(), String> {
+    let mut stays = 0;
+    for event in events {
+        let lines = store
+            .requeue_quarantined(event)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut cleared = 0;
+        for l in &lines {
+            match &l.result {
+                Requeued::Cleared(_) => cleared += 1,
+                Requeued::Refused(trip) => println!(
+                    "flashgate sink: order {} (event {event}, stream entry {}) is still refused: {trip}",
+                    l.order, l.stream_id
+                ),
+                Requeued::Stuck(why) => println!(
+                    "flashgate sink: order {} (event {event}, stream entry {}) cannot be applied: {why}",
+                    l.order, l.stream_id
+                ),
+            }
+        }
+        stays += lines.len() - cleared;
+        println!(
+            "flashgate sink: event {event}: {} quarantined entries, {cleared} applied and cleared, {} stay in fg_quarantine",
+            lines.len(),
+            lines.len() - cleared
+        );
+    }
+    if stays > 0 {
+        return Err(format!(
+            "{stays} quarantined entries are still refused; they stay in fg_quarantine"
+        ));
+    }
     Ok(())
 }
 

@@ -11,8 +11,14 @@
 //!   order's status goes pending → paid or pending → expired and never back ([`change::decide`]),
 //!   and inventory `sold` counts the units of pending and paid orders.
 //! - **Stock is never oversold in SQL.** `sold` changes only under a guard and a CHECK keeps
-//!   `0 <= sold <= stock`. An entry whose guard refuses is quarantined (`fg_quarantine`, with
-//!   its reason), alarmed on stderr (`flashgate sink: ALARM: …`) and acknowledged: never dropped.
+//!   `0 <= sold <= stock`.
+//! - **Arrival order across orders refuses nothing.** A reservation that finds its sku short
+//!   while the group still holds an unacknowledged entry that may give units of it back (an
+//!   expiry held by a dead, hung or slower sink) is deferred: left pending and applied again
+//!   about once a second, and by whoever claims it. Only a trip no pending entry can mend is
+//!   quarantined (`fg_quarantine`, with its reason), alarmed on stderr (`flashgate sink:
+//!   ALARM: …`) and acknowledged: never dropped; `--requeue-quarantined` applies it again
+//!   once its cause is mended ([`store`] has the argument).
 //! - **Poison entries end.** An entry that fails on its `--max-deliveries`-th delivery (the
 //!   group's delivery count) goes to `fg_dead_letters` with its last error, and is acknowledged.
 //! - **Recovery.** Entries held by a consumer that died are claimed (XAUTOCLAIM) once idle for
@@ -126,6 +132,8 @@ pub struct Totals {
     /// Duplicates, stale changes, and entries an earlier delivery had settled or deleted.
     pub skipped: u64,
     pub quarantined: u64,
+    /// Deliveries deferred behind an entry that may give units back (left pending).
+    pub deferred: u64,
     pub dead_lettered: u64,
     /// Deliveries that failed and were left pending.
     pub failed: u64,
@@ -140,12 +148,13 @@ impl fmt::Display for Totals {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} entries in {secs:.2} s ({:.0}/s): {} applied, {} duplicate or stale, {} quarantined, {} dead-lettered, {} failed deliveries; {} pending; {} trimmed",
+            "{} entries in {secs:.2} s ({:.0}/s): {} applied, {} duplicate or stale, {} quarantined, {} deferred, {} dead-lettered, {} failed deliveries; {} pending; {} trimmed",
             self.entries,
             self.entries as f64 / secs.max(1e-9),
             self.applied,
             self.skipped,
             self.quarantined,
+            self.deferred,
             self.dead_lettered,
             self.failed,
             self.pending,
@@ -162,6 +171,10 @@ struct Lane<'o, O> {
     cursor: StreamId,
     /// With `--once`: own entries that failed, to be delivered again at once.
     failing: Vec<StreamId>,
+    /// Own entries deferred behind a possible release, to be delivered again.
+    deferred: Vec<StreamId>,
+    /// Entries whose deferral was reported (once each, until they are done with).
+    waiting: std::collections::HashSet<StreamId>,
 }
 
 struct Sink<'a, O, S> {
@@ -206,6 +219,8 @@ pub async fn run<O: Origin, S: Sweep>(
             stream,
             cursor: StreamId::ZERO,
             failing: Vec::new(),
+            deferred: Vec::new(),
+            waiting: Default::default(),
         });
     }
     let mut sink = Sink {
@@ -253,9 +268,22 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
             // Each claim counts a delivery, so this ends by --max-deliveries at the latest.
             while !self.lanes[i].failing.is_empty() && !self.stopping() {
                 let ids = std::mem::take(&mut self.lanes[i].failing);
-                for chunk in ids.chunks(self.cfg.batch.max(1)) {
-                    let ds = self.lanes[i].stream.claim(chunk).await?;
-                    self.handle(i, ds).await?;
+                self.redeliver(i, &ids).await?;
+            }
+            // Deferred entries wait for releases: those of this drain are applied by now, and
+            // those held by others are claimed above once idle. Try again while that helps;
+            // what still waits stays pending for the next drain or a running sink.
+            while !self.lanes[i].deferred.is_empty() && !self.stopping() {
+                let ids = std::mem::take(&mut self.lanes[i].deferred);
+                while self.claim_idle(i).await? && !self.stopping() {}
+                self.redeliver(i, &ids).await?;
+                if self.lanes[i].deferred.len() >= ids.len() {
+                    let n = self.lanes[i].deferred.len();
+                    eprintln!(
+                        "flashgate sink: {n} entries of event {} wait for entries another sink holds; left pending",
+                        self.lanes[i].event
+                    );
+                    break;
                 }
             }
             self.totals.trimmed += self.lanes[i].stream.trim().await?;
@@ -328,6 +356,8 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
             self.sweep_lane(i).await;
             // Failures are delivered again by these claims, once idle for --claim-idle-ms.
             self.claim_idle(i).await?;
+            let deferred = std::mem::take(&mut self.lanes[i].deferred);
+            self.redeliver(i, &deferred).await?;
             self.totals.trimmed += self.lanes[i].stream.trim().await?;
         }
         self.progress_if_due().await;
@@ -345,6 +375,15 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
         self.lanes[i].cursor = next;
         self.handle(i, ds).await?;
         Ok(next != StreamId::ZERO)
+    }
+
+    /// Takes `ids` (own entries) back at once and applies them again.
+    async fn redeliver(&mut self, i: usize, ids: &[StreamId]) -> Result<(), SinkError> {
+        for chunk in ids.chunks(self.cfg.batch.max(1)) {
+            let ds = self.lanes[i].stream.claim(chunk).await?;
+            self.handle(i, ds).await?;
+        }
+        Ok(())
     }
 
     async fn sweep_lane(&self, i: usize) {
@@ -366,13 +405,20 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
         let upto = ds.iter().map(|d| d.id).max().unwrap_or(StreamId::ZERO);
         let (tracked, outcomes) = tokio::join!(
             lane.stream.track(&lane.event, upto),
-            self.store
-                .apply(&lane.event, &ds, self.cfg.max_deliveries, now_ms())
+            self.store.apply(
+                &lane.event,
+                &ds,
+                self.cfg.max_deliveries,
+                now_ms(),
+                &lane.stream
+            )
         );
         tracked?;
         let outcomes = outcomes?;
         let mut done = Vec::with_capacity(ds.len());
         let mut failing = Vec::new();
+        let mut deferred = Vec::new();
+        let lane = &mut self.lanes[i];
         let t = &mut self.totals;
         for (d, o) in ds.iter().zip(&outcomes) {
             t.entries += 1;
@@ -385,6 +431,20 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
                         "flashgate sink: ALARM: order {order} of event {} (stream entry {}) would oversell and was quarantined, not applied: {trip}. The origin and the database disagree about stock: investigate fg_quarantine.",
                         lane.event, d.id
                     );
+                }
+                Outcome::Deferred {
+                    order,
+                    trip,
+                    behind,
+                } => {
+                    t.deferred += 1;
+                    deferred.push(d.id);
+                    if lane.waiting.insert(d.id) {
+                        eprintln!(
+                            "flashgate sink: order {order} of event {} (stream entry {}) waits for {behind}: {trip}; left pending",
+                            lane.event, d.id
+                        );
+                    }
                 }
                 Outcome::DeadLettered(err) => {
                     t.dead_lettered += 1;
@@ -404,12 +464,14 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
             }
             if o.acks() {
                 done.push(d.id);
+                lane.waiting.remove(&d.id);
             }
         }
         lane.stream.ack(&done).await?;
         if self.cfg.once {
             self.lanes[i].failing.extend(failing);
         }
+        self.lanes[i].deferred.extend(deferred);
         self.progress_if_due().await;
         Ok(())
     }
@@ -436,8 +498,8 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
         let lag = lag.map_or("?".to_string(), |n| n.to_string());
         let t = &self.totals;
         eprintln!(
-            "flashgate sink: {rate:.0} orders/s, lag {lag}, pending {pending}; {} applied, {} duplicate or stale, {} quarantined, {} dead-lettered",
-            t.applied, t.skipped, t.quarantined, t.dead_lettered
+            "flashgate sink: {rate:.0} orders/s, lag {lag}, pending {pending}; {} applied, {} duplicate or stale, {} quarantined, {} deferred, {} dead-lettered",
+            t.applied, t.skipped, t.quarantined, t.deferred, t.dead_lettered
         );
     }
 }

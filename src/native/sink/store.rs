@@ -18,8 +18,26 @@
 //!   (`SELECT … FOR UPDATE` in Postgres, `BEGIN IMMEDIATE` in SQLite); quarantine and dead
 //!   letters are keyed by the entry's stream id.
 //! - `sold` changes only through guarded updates (`sold + qty <= stock`, `sold >= qty`), and
-//!   the table's CHECK keeps `0 <= sold <= stock` even against code that forgets the guard. A
-//!   guard that refuses rolls the entry's savepoint back and quarantines the change.
+//!   the table's CHECK keeps `0 <= sold <= stock` even against code that forgets the guard.
+//! - **Arrival order never quarantines a valid order.** Entries of different orders depend on
+//!   each other through stock: a re-sale needs the expiry that freed its unit, and sinks may
+//!   apply them in either order. So a reservation whose guard finds its sku short is decided
+//!   with that sku's inventory row locked (`FOR UPDATE` in Postgres; SQLite's transaction
+//!   holds the whole file), inside the entry's savepoint, by asking the consumer group
+//!   ([`Backlog`]) whether it still holds, unacknowledged, an entry that may give units of
+//!   that sku back. If it does, the entry is **deferred**: rolled back and left pending, to be
+//!   applied again later; no failure is counted. If it holds none, every release delivered so
+//!   far is in the database and none can land while the row is locked, so the database counts
+//!   only orders the origin holds too: the shortfall is a real disagreement, and the change is
+//!   quarantined. Any other trip (a release below zero, a sku not on sale) is quarantined at
+//!   once: no later entry can mend it.
+//! - A quarantined entry is kept whole (`fg_quarantine`) and can be applied again once its
+//!   cause is mended ([`Store::requeue_quarantined`]); it leaves the quarantine only by being
+//!   applied (or found already applied).
+//! - In Postgres a transaction cannot hold its locks for long: every connection sets
+//!   `idle_in_transaction_session_timeout` and `lock_timeout` ([`Options::lock_timeout_ms`]),
+//!   so a sink that hangs mid-transaction (SIGSTOP, a stalled host) is cut off by the server
+//!   and its locks released; its entries are then claimed by the others once idle.
 
 use super::change::{
     decide, parse_change, Change, Effect, GuardTrip, Kind, Skip, Status, StreamId,
@@ -28,6 +46,7 @@ use super::error::{shown_url, SinkError};
 use super::stream::Delivery;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
+use std::future::Future;
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/native/sink/migrations");
@@ -38,6 +57,9 @@ const SQLITE_BUSY_MS: u64 = 30_000;
 const BATCH_TRIES: u32 = 5;
 /// Tries of one entry whose order row changed between reading and writing it.
 const ENTRY_TRIES: u32 = 3;
+/// How long a Postgres transaction may sit idle holding locks, and how long a statement waits
+/// for a lock, by default.
+pub const LOCK_TIMEOUT_MS: u64 = 5_000;
 /// Rows per multi-row INSERT of the set-wise try: at 10 parameters a row, far below SQLite's
 /// 32,766 and Postgres's 65,535 bind parameters per statement.
 const ROWS_PER_INSERT: usize = 500;
@@ -81,6 +103,14 @@ pub enum Outcome {
         order: String,
         trip: GuardTrip,
     },
+    /// A reservation found its sku short while the group still holds an entry that may give
+    /// units back: rolled back and left pending, to be applied again. Not a failure.
+    Deferred {
+        order: String,
+        trip: GuardTrip,
+        /// What it waits for, as a phrase ("entry 1-0", or why the group could not say).
+        behind: String,
+    },
     DeadLettered(String),
     /// Not applied; left pending to be delivered again.
     Failed(String),
@@ -89,7 +119,73 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the entry is done with and may be acknowledged (after the commit).
     pub fn acks(&self) -> bool {
-        !matches!(self, Outcome::Failed(_))
+        !matches!(self, Outcome::Failed(_) | Outcome::Deferred { .. })
+    }
+}
+
+/// What the consumer group still holds unacknowledged. The store asks it when a reservation's
+/// guard finds a sku short (see the module's invariants).
+pub trait Backlog {
+    /// An entry other than `except`, delivered and not acknowledged, that may give units of
+    /// `sku` back; `None` when the group holds no such entry.
+    fn release_pending(
+        &self,
+        except: StreamId,
+        sku: &str,
+    ) -> impl Future<Output = Result<Option<StreamId>, SinkError>>;
+}
+
+/// A backlog that holds nothing: every trip is final (the operator's requeue, and tests of the
+/// store alone).
+pub struct NoBacklog;
+
+impl Backlog for NoBacklog {
+    async fn release_pending(
+        &self,
+        _except: StreamId,
+        _sku: &str,
+    ) -> Result<Option<StreamId>, SinkError> {
+        Ok(None)
+    }
+}
+
+/// What became of one quarantined entry applied again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requeued {
+    /// Applied, or found applied already: it left the quarantine.
+    Cleared(Outcome),
+    /// Its guard still refuses: it stays, with the reason updated.
+    Refused(GuardTrip),
+    /// It cannot be applied for another reason (the database refused it, or its row no
+    /// longer parses): it stays.
+    Stuck(String),
+}
+
+/// A quarantined entry and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequeueLine {
+    pub stream_id: String,
+    pub order: String,
+    pub result: Requeued,
+}
+
+/// How [`Store::open_with`] connects.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub max_connections: u32,
+    /// Postgres: `idle_in_transaction_session_timeout` and `lock_timeout`, in ms.
+    pub lock_timeout_ms: u64,
+    /// Postgres: the connections' `application_name` (the sink's consumer name).
+    pub name: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_connections: 2,
+            lock_timeout_ms: LOCK_TIMEOUT_MS,
+            name: None,
+        }
     }
 }
 
@@ -110,6 +206,10 @@ impl From<sqlx::Error> for Abort {
 enum Step {
     Done(Outcome),
     Tripped(GuardTrip),
+    Deferred {
+        trip: GuardTrip,
+        behind: String,
+    },
     /// The order row changed between our read and our write (another sink): read again.
     Raced,
 }
@@ -124,6 +224,15 @@ pub struct Store {
 impl Store {
     /// Opens (creating a SQLite file if missing) and migrates the database.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store, SinkError> {
+        let opts = Options {
+            max_connections,
+            ..Options::default()
+        };
+        Store::open_with(url, &opts).await
+    }
+
+    /// [`Store::open`] with every option.
+    pub async fn open_with(url: &str, opts: &Options) -> Result<Store, SinkError> {
         sqlx::any::install_default_drivers();
         let (backend, full) = parse_db_url(url)?;
         let shown = shown_url(url);
@@ -134,14 +243,15 @@ impl Store {
         // One direct connection first: a pool only says it timed out; this says why.
         let probe = sqlx::AnyConnection::connect(&full).await.map_err(opened)?;
         probe.close().await.map_err(opened)?;
+        let session = session_settings(backend, opts);
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(opts.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _| {
+                let session = session.clone();
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(&*format!("PRAGMA busy_timeout = {SQLITE_BUSY_MS}"))
-                            .await?;
+                    for sql in &session {
+                        conn.execute(sql.as_str()).await?;
                     }
                     Ok(())
                 })
@@ -222,15 +332,20 @@ impl Store {
         batch: &[Delivery],
         max_deliveries: u64,
         now_ms: i64,
+        backlog: &impl Backlog,
     ) -> Result<Vec<Outcome>, SinkError> {
         let mut tries = 0;
         let mut careful = false;
         loop {
             tries += 1;
-            match self
-                .apply_once(event, batch, max_deliveries, now_ms, careful)
-                .await
-            {
+            let try_ = Try {
+                event,
+                max_deliveries,
+                now_ms,
+                careful,
+                backlog,
+            };
+            match self.apply_once(&try_, batch).await {
                 Ok(out) => return Ok(out),
                 Err(Abort::Redo) => {
                     careful = true;
@@ -249,23 +364,25 @@ impl Store {
         }
     }
 
-    async fn apply_once(
-        &self,
-        event: &str,
-        batch: &[Delivery],
-        max_deliveries: u64,
-        now_ms: i64,
-        careful: bool,
-    ) -> Result<Vec<Outcome>, Abort> {
-        let mut tx = match self.backend {
+    async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
             // Take the write lock first: a deferred transaction that reads and then writes
             // fails at once, without waiting, when another connection wrote in between.
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    async fn apply_once<B: Backlog>(
+        &self,
+        t: &Try<'_, B>,
+        batch: &[Delivery],
+    ) -> Result<Vec<Outcome>, Abort> {
+        let (event, careful) = (t.event, t.careful);
+        let mut tx = self.begin().await?;
         if !careful {
             if let Some(placed) = fresh_placements(event, batch) {
-                return match place_all(&mut tx, event, &placed).await {
+                return match place_all(&mut tx, self.backend, event, &placed).await {
                     Ok(out) => {
                         tx.commit().await?;
                         Ok(out)
@@ -277,10 +394,7 @@ impl Store {
         }
         let mut out = Vec::with_capacity(batch.len());
         for d in batch {
-            out.push(
-                self.entry(&mut tx, event, d, max_deliveries, now_ms, careful)
-                    .await?,
-            );
+            out.push(self.entry(&mut tx, t, d).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -288,15 +402,13 @@ impl Store {
 
     /// One entry. `Err` abandons the whole try; a fault of the entry itself is its outcome
     /// (`careful`), or calls for a careful try (not `careful`).
-    async fn entry(
+    async fn entry<B: Backlog>(
         &self,
         tx: &mut Transaction<'static, Any>,
-        event: &str,
+        t: &Try<'_, B>,
         d: &Delivery,
-        max_deliveries: u64,
-        now_ms: i64,
-        careful: bool,
     ) -> Result<Outcome, Abort> {
+        let (event, now_ms) = (t.event, t.now_ms);
         let Some(fields) = &d.fields else {
             return Ok(Outcome::Gone);
         };
@@ -305,14 +417,21 @@ impl Store {
         }
         let failure = match parse_change(event, fields) {
             Err(e) => e.to_string(),
-            Ok(change) if !careful => match self.try_change(tx, &change).await {
+            Ok(change) if !t.careful => match self.try_change(tx, &change).await {
                 Ok(Step::Done(outcome)) => return Ok(outcome),
                 Ok(_) => return Err(Abort::Redo),
                 Err(e) if self.is_entry_fault(&e) => return Err(Abort::Redo),
                 Err(e) => return Err(Abort::Db(e)),
             },
-            Ok(change) => match self.change(tx, &change).await {
+            Ok(change) => match self.change(tx, &change, Some((d.id, t.backlog))).await {
                 Ok(Step::Done(outcome)) => return Ok(outcome),
+                Ok(Step::Deferred { trip, behind }) => {
+                    return Ok(Outcome::Deferred {
+                        order: change.order.id.clone(),
+                        trip,
+                        behind,
+                    })
+                }
                 Ok(Step::Tripped(trip)) => {
                     quarantine(tx, event, d.id, &change, &trip, now_ms).await?;
                     return Ok(Outcome::Quarantined {
@@ -330,7 +449,7 @@ impl Store {
                 Err(e) => return Err(Abort::Db(e)),
             },
         };
-        if d.deliveries >= max_deliveries {
+        if d.deliveries >= t.max_deliveries {
             dead_letter(tx, event, d, fields, &failure, now_ms).await?;
             return Ok(Outcome::DeadLettered(failure));
         }
@@ -338,11 +457,14 @@ impl Store {
     }
 
     /// Applies one change in a savepoint of its own, reading the order's status again if
-    /// another sink changed the row between our read and our write.
+    /// another sink changed the row between our read and our write. A shortfall is put to
+    /// `backlog` (the entry's id and the group) before the savepoint is rolled back, while the
+    /// short sku's row is still locked; without one, every trip is final.
     async fn change(
         &self,
         tx: &mut Transaction<'static, Any>,
         c: &Change,
+        backlog: Option<(StreamId, &impl Backlog)>,
     ) -> Result<Step, sqlx::Error> {
         for _ in 0..ENTRY_TRIES {
             let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
@@ -353,9 +475,29 @@ impl Store {
                     return Ok(Step::Done(o));
                 }
                 Ok(Step::Raced) => sp.rollback().await?,
-                Ok(tripped) => {
+                Ok(Step::Tripped(trip)) => {
+                    let step = match (trip.short_of(), backlog) {
+                        (Some(sku), Some((id, backlog))) => {
+                            match backlog.release_pending(id, sku).await {
+                                Ok(None) => Step::Tripped(trip),
+                                Ok(Some(entry)) => Step::Deferred {
+                                    trip,
+                                    behind: format!("entry {entry}, which may give units back"),
+                                },
+                                Err(e) => Step::Deferred {
+                                    trip,
+                                    behind: format!("the group's pending entries ({e})"),
+                                },
+                            }
+                        }
+                        _ => Step::Tripped(trip),
+                    };
                     sp.rollback().await?;
-                    return Ok(tripped);
+                    return Ok(step);
+                }
+                Ok(deferred) => {
+                    sp.rollback().await?;
+                    return Ok(deferred);
                 }
                 Err(e) => {
                     sp.rollback().await?;
@@ -433,7 +575,9 @@ impl Store {
                 if reserve {
                     let mut lines: Vec<_> =
                         o.lines.iter().map(|l| (l.sku.clone(), l.qty)).collect();
-                    if let Some(trip) = move_stock(sp, &o.event, &mut lines, true).await? {
+                    if let Some(trip) =
+                        move_stock(sp, self.backend, &o.event, &mut lines, true).await?
+                    {
                         return Ok(Step::Tripped(trip));
                     }
                 }
@@ -470,13 +614,104 @@ impl Store {
                                 Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))
                             })
                             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-                    if let Some(trip) = move_stock(sp, &o.event, &mut lines, false).await? {
+                    if let Some(trip) =
+                        move_stock(sp, self.backend, &o.event, &mut lines, false).await?
+                    {
                         return Ok(Step::Tripped(trip));
                     }
                 }
             }
         }
         Ok(Step::Done(Outcome::Applied(effect)))
+    }
+
+    /// Applies every quarantined entry of `event` again, oldest stream entry first, each in a
+    /// transaction of its own, with every trip final. An entry that applies (or finds its
+    /// change applied already) leaves the quarantine in the same transaction; one whose guard
+    /// still refuses stays, with its reason brought up to date.
+    pub async fn requeue_quarantined(&self, event: &str) -> Result<Vec<RequeueLine>, SinkError> {
+        let doing = || format!("requeuing the quarantined entries of event {event}");
+        let rows = sqlx::query(
+            "SELECT stream_id, order_id, kind, order_json, at FROM fg_quarantine WHERE event = $1",
+        )
+        .bind(event)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(SinkError::db(doing()))?;
+        let mut rows = rows
+            .iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>((
+                    r.try_get::<String, _>(0)?,
+                    r.try_get::<String, _>(1)?,
+                    vec![
+                        ("type".to_string(), r.try_get::<String, _>(2)?),
+                        ("order".to_string(), r.try_get::<String, _>(3)?),
+                        ("at".to_string(), r.try_get::<i64, _>(4)?.to_string()),
+                    ],
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SinkError::db(doing()))?;
+        rows.sort_by_key(|(id, ..)| StreamId::parse(id));
+        let mut out = Vec::with_capacity(rows.len());
+        for (stream_id, order, fields) in rows {
+            let result = self
+                .requeue_one(event, &stream_id, &fields)
+                .await
+                .map_err(SinkError::db(doing()))?;
+            out.push(RequeueLine {
+                stream_id,
+                order,
+                result,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn requeue_one(
+        &self,
+        event: &str,
+        stream_id: &str,
+        fields: &[(String, String)],
+    ) -> Result<Requeued, sqlx::Error> {
+        let change = match parse_change(event, fields) {
+            Ok(c) => c,
+            Err(e) => return Ok(Requeued::Stuck(e.to_string())),
+        };
+        let mut tx = self.begin().await?;
+        let result = match self.change(&mut tx, &change, None::<(_, &NoBacklog)>).await {
+            Ok(Step::Done(outcome)) => {
+                sqlx::query("DELETE FROM fg_quarantine WHERE event = $1 AND stream_id = $2")
+                    .bind(event)
+                    .bind(stream_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Requeued::Cleared(outcome)
+            }
+            Ok(Step::Tripped(trip)) => {
+                sqlx::query(
+                    "UPDATE fg_quarantine SET reason = $1 WHERE event = $2 AND stream_id = $3",
+                )
+                .bind(trip.to_string())
+                .bind(event)
+                .bind(stream_id)
+                .execute(&mut *tx)
+                .await?;
+                Requeued::Refused(trip)
+            }
+            Ok(Step::Deferred { trip, .. }) => Requeued::Refused(trip),
+            Ok(Step::Raced) => Requeued::Stuck(format!(
+                "order {} kept changing under {ENTRY_TRIES} tries",
+                change.order.id
+            )),
+            Err(e) if self.is_entry_fault(&e) => {
+                Requeued::Stuck(format!("the database refused it: {e}"))
+            }
+            Err(e) => return Err(e),
+        };
+        tx.commit().await?;
+        Ok(result)
     }
 
     /// Lock waits that another try may win: a deadlock or serialization failure in Postgres,
@@ -498,6 +733,41 @@ impl Store {
     /// as opposed to one of the connection or of contention.
     fn is_entry_fault(&self, e: &sqlx::Error) -> bool {
         matches!(e, sqlx::Error::Database(_) | sqlx::Error::Decode(_)) && !self.is_contention(e)
+    }
+}
+
+/// One try of a batch: what every entry of it is applied with.
+struct Try<'a, B> {
+    event: &'a str,
+    max_deliveries: u64,
+    now_ms: i64,
+    /// Each entry in a savepoint of its own (after a faster try met a surprise).
+    careful: bool,
+    backlog: &'a B,
+}
+
+/// The statements every new connection runs first.
+fn session_settings(backend: Backend, opts: &Options) -> Vec<String> {
+    match backend {
+        Backend::Sqlite => vec![format!("PRAGMA busy_timeout = {SQLITE_BUSY_MS}")],
+        Backend::Postgres => {
+            let ms = opts.lock_timeout_ms.max(1);
+            let mut v = vec![
+                format!("SET idle_in_transaction_session_timeout = {ms}"),
+                format!("SET lock_timeout = {ms}"),
+            ];
+            if let Some(name) = &opts.name {
+                // A setting takes no bind parameters; keep the name to characters that need
+                // no quoting.
+                let name: String = name
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "-_.:".contains(*c))
+                    .take(60)
+                    .collect();
+                v.push(format!("SET application_name = 'flashgate-sink:{name}'"));
+            }
+            v
+        }
     }
 }
 
@@ -535,6 +805,7 @@ fn insert_sql(table_columns: &str, columns: usize, rows: usize) -> String {
 /// surprise, for the careful try to sort out.
 async fn place_all(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     event: &str,
     changes: &[Change],
 ) -> Result<Vec<Outcome>, Abort> {
@@ -590,7 +861,10 @@ async fn place_all(
         *sums.entry(l.sku.clone()).or_default() += l.qty;
     }
     let mut sums: Vec<_> = sums.into_iter().collect();
-    if move_stock(tx, event, &mut sums, true).await?.is_some() {
+    if move_stock(tx, backend, event, &mut sums, true)
+        .await?
+        .is_some()
+    {
         return Err(Abort::Redo); // the careful try quarantines the order at fault
     }
     Ok(changes
@@ -600,9 +874,13 @@ async fn place_all(
 }
 
 /// Adds (`reserve`) or takes back each line's units under the guard; the first line whose
-/// guard refuses is named. Lines go in sku order, so concurrent batches lock rows alike.
+/// guard refuses is named, with its inventory row locked until the transaction (or its
+/// savepoint's parent) ends, and the guard tried once more under that lock: a trip is
+/// decided on a row no other sink can change meanwhile. Lines go in sku order, so concurrent
+/// batches lock rows alike.
 async fn move_stock(
     sp: &mut Transaction<'_, Any>,
+    backend: Backend,
     event: &str,
     lines: &mut [(String, i64)],
     reserve: bool,
@@ -613,24 +891,39 @@ async fn move_stock(
     } else {
         "UPDATE fg_inventory SET sold = sold - $1 WHERE event = $2 AND sku = $3 AND sold >= $1"
     };
+    // An UPDATE whose guard fails locks nothing in Postgres; SQLite's transaction holds the
+    // file already.
+    let read = match backend {
+        Backend::Postgres => {
+            "SELECT stock, sold FROM fg_inventory WHERE event = $1 AND sku = $2 FOR UPDATE"
+        }
+        Backend::Sqlite => "SELECT stock, sold FROM fg_inventory WHERE event = $1 AND sku = $2",
+    };
     for (sku, qty) in lines.iter() {
-        let n = sqlx::query(sql)
-            .bind(*qty)
-            .bind(event)
-            .bind(sku)
-            .execute(&mut **sp)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            let row =
-                sqlx::query("SELECT stock, sold FROM fg_inventory WHERE event = $1 AND sku = $2")
+        let mut locked = None;
+        loop {
+            let n = sqlx::query(sql)
+                .bind(*qty)
+                .bind(event)
+                .bind(sku)
+                .execute(&mut **sp)
+                .await?
+                .rows_affected();
+            if n > 0 {
+                break;
+            }
+            if let Some(row) = locked {
+                return Ok(Some(GuardTrip::explain(sku, *qty, row, reserve)));
+            }
+            locked = Some(
+                sqlx::query(read)
                     .bind(event)
                     .bind(sku)
                     .fetch_optional(&mut **sp)
                     .await?
                     .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
-                    .transpose()?;
-            return Ok(Some(GuardTrip::explain(sku, *qty, row, reserve)));
+                    .transpose()?,
+            );
         }
     }
     Ok(None)

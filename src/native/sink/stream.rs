@@ -7,8 +7,9 @@
 //! - `XTRIM MINID` cuts only below [`trim_floor`] of the group's state read in the order that
 //!   function requires: nothing that the group has not acknowledged is ever trimmed.
 
-use super::change::{trim_floor, StreamId};
+use super::change::{parse_change, trim_floor, StreamId};
 use super::error::SinkError;
+use super::store::Backlog;
 use crate::origin::{Cmd, Origin, Value};
 
 /// The consumer group every sink joins.
@@ -156,11 +157,47 @@ pub fn parse_group_info(v: &Value, group: &str) -> Option<GroupInfo> {
     })
 }
 
+/// Pending entries [`EventStream::release_pending`] looks at; past that it cannot tell, and
+/// answers the first of them.
+const BACKLOG_SCAN: usize = 1000;
+
+/// Of the entries the group holds pending (`pending`, in id order, `except` left out), the
+/// first that may give units of `sku` back, given the stream's entries from the first of them
+/// to the last (`entries`, as XRANGE answers, at most `scanned` asked for): an `expired` change
+/// of an order with a line of `sku`, or one this cannot read (not in `entries` though the scan
+/// was cut short).
+pub fn first_release(
+    event: &str,
+    pending: &[StreamId],
+    except: StreamId,
+    sku: &str,
+    entries: &[Delivery],
+    scanned: usize,
+) -> Option<StreamId> {
+    let cut_short = entries.len() >= scanned;
+    pending
+        .iter()
+        .copied()
+        .filter(|id| *id != except)
+        .find(|id| {
+            match entries.iter().find(|d| d.id == *id) {
+                // Deleted while pending: nothing to apply, nothing to release.
+                Some(Delivery { fields: None, .. }) => false,
+                Some(Delivery {
+                    fields: Some(f), ..
+                }) => parse_change(event, f)
+                    .is_ok_and(|c| c.kind.releases() && c.order.lines.iter().any(|l| l.sku == sku)),
+                None => cut_short,
+            }
+        })
+}
+
 /// One event's stream, read by one named consumer of [`GROUP`].
 pub struct EventStream<'o, O> {
     origin: &'o O,
     pub key: String,
     consumer: String,
+    event: String,
 }
 
 impl<'o, O: Origin> EventStream<'o, O> {
@@ -169,6 +206,7 @@ impl<'o, O: Origin> EventStream<'o, O> {
             origin,
             key: stream_key(event),
             consumer: consumer.to_string(),
+            event: event.to_string(),
         }
     }
 
@@ -347,6 +385,44 @@ impl<'o, O: Origin> EventStream<'o, O> {
         let args = self.args(&["XGROUP", "DELCONSUMER", &self.key, GROUP, &self.consumer]);
         self.call("retire the consumer from", args).await?;
         Ok(true)
+    }
+}
+
+impl<O: Origin> Backlog for EventStream<'_, O> {
+    /// Reads the group's pending list (every consumer's), then the stream's entries across it.
+    async fn release_pending(
+        &self,
+        except: StreamId,
+        sku: &str,
+    ) -> Result<Option<StreamId>, SinkError> {
+        let n = BACKLOG_SCAN.to_string();
+        let args = self.args(&["XPENDING", &self.key, GROUP, "-", "+", &n]);
+        let v = self.call("read the pending entries of", args).await?;
+        let pending: Vec<StreamId> = parse_pending_counts(&v)
+            .ok_or_else(|| bad("read pending entries", &v))?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let others: Vec<StreamId> = pending.iter().copied().filter(|id| *id != except).collect();
+        let (Some(first), Some(last)) = (others.first(), others.last()) else {
+            return Ok(None);
+        };
+        if pending.len() >= BACKLOG_SCAN {
+            return Ok(Some(*first));
+        }
+        let scanned = 4 * BACKLOG_SCAN;
+        let (from, to, count) = (first.to_string(), last.to_string(), scanned.to_string());
+        let args = self.args(&["XRANGE", &self.key, &from, &to, "COUNT", &count]);
+        let v = self.call("read the pending entries of", args).await?;
+        let entries = parse_entries(&v).ok_or_else(|| bad("read pending entries", &v))?;
+        Ok(first_release(
+            &self.event,
+            &others,
+            except,
+            sku,
+            &entries,
+            scanned,
+        ))
     }
 }
 
