@@ -935,3 +935,267 @@ async fn requeue_applies_quarantined_entries_whose_cause_is_gone() {
         pool.close().await;
     }
 }
+
+/// What one churn run saw, for the closing line and the assertions.
+#[derive(Default, Debug)]
+struct Churn {
+    kills: usize,
+    stops: usize,
+    placed: usize,
+    paid_by_payers: usize,
+    pay_lost_to_expiry: usize,
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -s {sig} {pid}");
+}
+
+/// Sums a counter ("N claimed") over the writers' closing lines.
+fn summed(lines: &str, what: &str) -> u64 {
+    lines
+        .lines()
+        .filter(|l| l.starts_with("flashgate sink: ") && l.contains(" entries in "))
+        .filter_map(|l| {
+            let at = l.find(what)?;
+            l[..at]
+                .trim_end()
+                .rsplit([' ', ',', ':'])
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Issue 22's crash-and-race test. Three writers share one database while buyers take a small
+/// stock through the real purchase.lua, with payment windows of 0.3-1.5 s: the expiry sweep
+/// (the writers' own, and a separate one) gives unpaid units back, they are sold again, and
+/// payers race the sweep for orders at their deadline. Meanwhile one writer at a time is
+/// SIGKILLed (and replaced) or SIGSTOPped past --claim-idle-ms and --lock-timeout-ms (then
+/// continued). At the end the database equals the origin order by order: every placed order
+/// once, its lines, its status, and sold = the origin's sold; nothing is quarantined,
+/// dead-lettered or left pending.
+async fn churn(db: &Db, run: usize) {
+    use flashgate::native::now_ms;
+    use flashgate::native::orders::{expire_due, settle};
+    use flashgate::script::{SettleVerb, Settled};
+    use std::cell::RefCell;
+    const STOCK: [(&str, u32); 2] = [("A", 8), ("B", 4)];
+    const BUSY: Duration = Duration::from_secs(9);
+    let event = format!("churn{run}");
+    let rig = Rig::new(&event, &STOCK).await;
+    rig.drain(db, &[]); // the tables and the group, before three writers race to make them
+    let dir = tmpdir("churn");
+    let sink = |name: &str| {
+        let mut c = rig.sink_cmd(
+            db,
+            &[
+                "--consumer",
+                name,
+                "--claim-idle-ms",
+                "500",
+                "--lock-timeout-ms",
+                "1000",
+                "--batch",
+                "4",
+            ],
+        );
+        c.stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap());
+        Proc::spawn(name, &mut c)
+    };
+    let mut sinks: Vec<(String, Proc)> = (0..3)
+        .map(|i| {
+            let name = format!("s{i}g0");
+            let p = sink(&name);
+            (name, p)
+        })
+        .collect();
+    let seen = RefCell::new(Churn::default());
+    // (order id, when a payer tries to pay it)
+    let to_pay: RefCell<Vec<(String, i64)>> = RefCell::new(Vec::new());
+    let t0 = Instant::now();
+    let (buyer_o, payer_o, sweeper_o) =
+        (rig.redis.origin(), rig.redis.origin(), rig.redis.origin());
+    let buyers = async {
+        let mut n = 0u64;
+        while t0.elapsed() < BUSY {
+            n += 1;
+            let sku = if n % 3 == 0 { "B" } else { "A" };
+            let now = now_ms();
+            // Windows of 300-1500 ms, spread by the attempt number.
+            let pay_by = now + 300 + (n * 397 % 1200) as i64;
+            let user = format!("u{n}");
+            let key = format!("key-{run}-{n:08}");
+            if let Some(id) = buy(&buyer_o, &event, &user, &key, sku, now, pay_by).await {
+                seen.borrow_mut().placed += 1;
+                // Two in five are paid, at their deadline give or take 100 ms.
+                if n % 5 < 2 {
+                    let at = pay_by - 100 + (n * 31 % 200) as i64;
+                    to_pay.borrow_mut().push((id, at));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+    };
+    let payers = async {
+        while t0.elapsed() < BUSY + Duration::from_secs(2) {
+            let due: Vec<(String, i64)> = {
+                let mut q = to_pay.borrow_mut();
+                let now = now_ms();
+                let (due, later) = q.drain(..).partition(|(_, at)| *at <= now);
+                *q = later;
+                due
+            };
+            for (id, _) in due {
+                match settle(&payer_o, &event, &id, SettleVerb::Pay, now_ms()).await {
+                    Ok(Settled::Done { .. }) => seen.borrow_mut().paid_by_payers += 1,
+                    Ok(Settled::AlreadyExpired) => seen.borrow_mut().pay_lost_to_expiry += 1,
+                    other => panic!("paying {id}: {other:?}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let sweeper = async {
+        while t0.elapsed() < BUSY + Duration::from_secs(2) {
+            expire_due(&sweeper_o, &event, now_ms(), 100).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let chaos = async {
+        let mut k = 0;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        while t0.elapsed() < BUSY {
+            let i = k % 3;
+            if k % 2 == 0 {
+                signal(sinks[i].1.pid(), "KILL");
+                let name = format!("s{i}g{}", k + 1);
+                sinks[i] = (name.clone(), sink(&name));
+                seen.borrow_mut().kills += 1;
+            } else {
+                let pid = sinks[i].1.pid();
+                signal(pid, "STOP");
+                seen.borrow_mut().stops += 1;
+                tokio::time::sleep(Duration::from_millis(1300)).await;
+                signal(pid, "CONT");
+            }
+            k += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    tokio::join!(buyers, payers, sweeper, chaos);
+    // The writers catch up, then stop and report; a last drain claims what they left.
+    let pool = db.pool().await;
+    let origin = origin_orders(&rig.o, &event).await;
+    let caught_up = Instant::now();
+    while count(&pool, "SELECT COUNT(*) FROM fg_orders").await < origin.len() as i64
+        && caught_up.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (_, p) in &mut sinks {
+        p.stop();
+    }
+    let last = rig.drain(db, &["--claim-idle-ms", "0", "--consumer", "last"]);
+    let mut reports = String::from_utf8_lossy(&last.stdout).into_owned();
+    let mut alarms = String::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        if e.path().extension().is_some_and(|x| x == "out") {
+            reports.push_str(&text);
+        } else {
+            alarms.extend(
+                text.lines()
+                    .filter(|l| l.contains("ALARM"))
+                    .map(|l| format!("{l}\n")),
+            );
+        }
+    }
+    alarms.extend(
+        String::from_utf8_lossy(&last.stderr)
+            .lines()
+            .filter(|l| l.contains("ALARM"))
+            .map(|l| format!("{l}\n")),
+    );
+
+    // The origin, read after the last writer's own sweep.
+    let origin = origin_orders(&rig.o, &event).await;
+    let dbo = db_orders(&pool).await;
+    let seen = seen.into_inner();
+    let quarantined = count(&pool, "SELECT COUNT(*) FROM fg_quarantine").await;
+    let (mut paid, mut expired) = (0, 0);
+    for (status, _) in origin.values() {
+        paid += usize::from(status == "paid");
+        expired += usize::from(status == "expired");
+    }
+    let resales: usize = STOCK
+        .iter()
+        .map(|(sku, stock)| {
+            let placed = origin
+                .values()
+                .filter(|(_, lines)| lines.contains(&format!("\"sku\":\"{sku}\"")))
+                .count();
+            placed.saturating_sub(*stock as usize)
+        })
+        .sum();
+    eprintln!(
+        "churn {run} [{}]: entries {} (placed {}, paid {paid}, expired {expired}), kills {}, stops {}, claims {} (by writers that lived to report), deferred {}, re-sales {resales}, payments lost to the sweep {}, quarantined {quarantined}",
+        if db.url.starts_with("sqlite") { "sqlite" } else { "postgres" },
+        origin.len() + paid + expired,
+        origin.len(),
+        seen.kills,
+        seen.stops,
+        summed(&reports, "claimed"),
+        summed(&reports, "deferred"),
+        seen.pay_lost_to_expiry,
+    );
+    if std::env::var_os("FLASHGATE_CHURN_DEBUG").is_some() {
+        eprintln!("{reports}");
+    }
+    assert!(alarms.is_empty(), "{alarms}");
+    assert_eq!(quarantined, 0);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM fg_dead_letters").await,
+        0
+    );
+    assert_eq!(
+        seen.placed,
+        origin.len(),
+        "every placed order is in the index"
+    );
+    for (id, want) in &origin {
+        assert_eq!(dbo.get(id), Some(want), "order {id} in {}", db.url);
+    }
+    assert_eq!(dbo.len(), origin.len(), "no order the origin does not have");
+    let inv = inventory(&pool, &event).await;
+    for (sku, stock) in STOCK {
+        let sold = origin_sold(&rig.o, &event, sku).await;
+        assert_eq!(
+            inv[sku],
+            (i64::from(stock), sold),
+            "inventory of {sku} in {}",
+            db.url
+        );
+    }
+    assert_eq!(rig.pending().await, 0);
+    // The run did what it is for.
+    assert!(seen.kills >= 3 && seen.stops >= 3, "{seen:?}");
+    assert!(resales > 0 && expired > 0 && paid > 0, "{seen:?}");
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn churn_sqlite() {
+    churn(&Db::sqlite(), 0).await;
+}
+
+#[tokio::test]
+async fn churn_postgres() {
+    churn(&Db::postgres(), 1).await;
+}

@@ -33,7 +33,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
+pub fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "flashgate-test-{tag}-{}-{}",
         std::process::id(),

@@ -134,6 +134,8 @@ pub struct Totals {
     pub quarantined: u64,
     /// Deliveries deferred behind an entry that may give units back (left pending).
     pub deferred: u64,
+    /// Entries taken over after idling `--claim-idle-ms` (another sink's, or own failures).
+    pub claimed: u64,
     pub dead_lettered: u64,
     /// Deliveries that failed and were left pending.
     pub failed: u64,
@@ -148,7 +150,7 @@ impl fmt::Display for Totals {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} entries in {secs:.2} s ({:.0}/s): {} applied, {} duplicate or stale, {} quarantined, {} deferred, {} dead-lettered, {} failed deliveries; {} pending; {} trimmed",
+            "{} entries in {secs:.2} s ({:.0}/s): {} applied, {} duplicate or stale, {} quarantined, {} deferred, {} dead-lettered, {} failed deliveries, {} claimed; {} pending; {} trimmed",
             self.entries,
             self.entries as f64 / secs.max(1e-9),
             self.applied,
@@ -157,6 +159,7 @@ impl fmt::Display for Totals {
             self.deferred,
             self.dead_lettered,
             self.failed,
+            self.claimed,
             self.pending,
             self.trimmed
         )
@@ -373,6 +376,7 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
             .autoclaim(self.cfg.claim_idle_ms, lane.cursor, self.cfg.batch)
             .await?;
         self.lanes[i].cursor = next;
+        self.totals.claimed += ds.len() as u64;
         self.handle(i, ds).await?;
         Ok(next != StreamId::ZERO)
     }
