@@ -377,6 +377,14 @@ impl<O: Origin, S: Sweep> Sink<'_, O, S> {
             .await?;
         self.lanes[i].cursor = next;
         self.totals.claimed += ds.len() as u64;
+        if !ds.is_empty() {
+            eprintln!(
+                "flashgate sink: took over {} entries of event {} idle for {} ms or more",
+                ds.len(),
+                self.lanes[i].event,
+                self.cfg.claim_idle_ms
+            );
+        }
         self.handle(i, ds).await?;
         Ok(next != StreamId::ZERO)
     }
