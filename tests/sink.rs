@@ -1008,7 +1008,7 @@ async fn churn(db: &Db, run: usize) {
         let mut n = 0u64;
         while t0.elapsed() < BUSY {
             n += 1;
-            let sku = if n % 3 == 0 { "B" } else { "A" };
+            let sku = if n.is_multiple_of(3) { "B" } else { "A" };
             let now = now_ms();
             // Windows of 300-1500 ms, spread by the attempt number.
             let pay_by = now + 300 + (n * 397 % 1200) as i64;
