@@ -8,8 +8,8 @@ mod common;
 
 use common::db::*;
 use common::*;
-use flashgate::native::NativeOrigin;
-use flashgate::origin::{Cmd, Origin, Value};
+use flashgate_core::net::NativeOrigin;
+use flashgate_core::origin::{Cmd, Origin, Value};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
@@ -26,7 +26,7 @@ impl Rig {
     async fn new(event: &str, items: &[(&str, u32)]) -> Rig {
         let redis = Redis::start();
         let o = redis.origin();
-        flashgate::native::ops::create(&o, &spec(event, items, -60_000, (1, 1, 1)), true)
+        flashgate_core::ops::create(&o, &spec(event, items, -60_000, (1, 1, 1)), true)
             .await
             .unwrap();
         Rig {
@@ -369,7 +369,7 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
         assert_eq!((rig.pending().await, rig.xlen().await), (0, 0));
         // Every entry was acknowledged and trimmed, so every order was tracked first: its
         // index names its user and key (the sink tracks before it acknowledges).
-        let orders = flashgate::keys::EventKeys::new("crash").orders;
+        let orders = flashgate_core::keys::EventKeys::new("crash").orders;
         let index = rig.cmd(&["HGETALL", &orders]).await;
         let index: BTreeMap<String, String> = index
             .as_array()
@@ -537,11 +537,11 @@ async fn errors_are_one_sentence() {
 /// user's hash expires.
 #[tokio::test]
 async fn the_writer_tracks_each_batch_before_acknowledging_it() {
-    use flashgate::native::sink::{run, store::Store, Config, NoSweep};
+    use flashgate_sink::{run, store::Store, Config, NoSweep};
     use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 25;
     let rig = Rig::new("trk", &[("A", 100)]).await;
-    let k = flashgate::keys::EventKeys::new("trk");
+    let k = flashgate_core::keys::EventKeys::new("trk");
     let db = Db::sqlite();
     rig.drain(&db, &[]); // the tables and the group
     let store = Store::open(&db.url, 1).await.unwrap();
