@@ -25,6 +25,7 @@ use crate::fleet::{Admission, Counts};
 use crate::model::day_number;
 use crate::order::Line;
 use crate::script::{LineAfter, Snapshot};
+use std::rc::Rc;
 use std::collections::{BTreeMap, HashMap};
 
 pub const MAX_TRACKED: usize = 100_000;
@@ -40,7 +41,8 @@ pub struct EdgeConfig {
 
 struct CachedEvent {
     /// `None`: never read yet. `Some(None)`: the origin said the event does not exist.
-    snapshot: Option<Option<Snapshot>>,
+    /// Shared with the requests that use it: a request takes a reference, not a copy.
+    snapshot: Option<Option<Rc<Snapshot>>>,
     fetched_at: i64,
     refreshing_since: Option<i64>,
 }
@@ -49,7 +51,7 @@ struct CachedEvent {
 #[derive(Debug, PartialEq)]
 pub enum SnapshotPlan {
     /// Use this (possibly a little stale) answer.
-    Use(Option<Snapshot>),
+    Use(Option<Rc<Snapshot>>),
     /// This request is the refresher: read the origin, then call [`EdgeState::store`].
     Refresh,
     /// Another request is refreshing and there is nothing young enough to use: wait a little
@@ -182,7 +184,7 @@ impl EdgeState {
 
     /// The refresher's result. `None` for `result` means the read failed: the lease is
     /// released and the old snapshot keeps aging.
-    pub fn store(&mut self, event: &str, result: Option<Option<Snapshot>>, now: i64) {
+    pub fn store(&mut self, event: &str, result: Option<Option<Rc<Snapshot>>>, now: i64) {
         if let Some(Some(s)) = &result {
             let remaining = s.items.iter().map(|i| u64::from(i.remaining())).sum();
             if self.admissions.len() >= 1000 && !self.admissions.contains_key(event) {
@@ -246,6 +248,8 @@ impl EdgeState {
             .and_then(|e| e.snapshot.as_mut())
             .and_then(Option::as_mut)
         {
+            // Copied only if a request still holds the old one; it keeps what it read.
+            let snap = Rc::make_mut(snap);
             if let Some(i) = snap.meta.items.iter().position(|it| it.sku == sku) {
                 let item = &mut snap.items[i];
                 item.sold = item.sold.max(item.stock.saturating_sub(remaining));
@@ -495,7 +499,7 @@ mod tests {
         let mut s = EdgeState::new(cfg());
         expect(&mut s, &[0], "refresh", "cold: one request refreshes");
         expect(&mut s, &[1], "wait", "cold: others wait for the refresher");
-        s.store("e", Some(Some(snap())), 0);
+        s.store("e", Some(Some(Rc::new(snap()))), 0);
         expect(&mut s, &[1, 500, 999], "use", "fresh");
         expect(&mut s, &[1000], "refresh", "first stale request refreshes");
         expect(&mut s, &[1001, 1200, 1499], "use", "others use the old one");
@@ -532,7 +536,7 @@ mod tests {
     #[test]
     fn learnt_stock_only_goes_down() {
         let mut s = EdgeState::new(cfg());
-        s.store("e", Some(Some(snap())), 0);
+        s.store("e", Some(Some(Rc::new(snap()))), 0);
         s.learn_remaining("e", "A", 0);
         s.learn_remaining("e", "A", 5);
         let SnapshotPlan::Use(Some(sn)) = s.plan("e", 1) else {

@@ -30,6 +30,7 @@ use crate::order::{self, Line, Order, OrderLine};
 use crate::origin::Origin;
 use crate::script::{LineAfter, Outcome, PurchaseCall, Snapshot, PURCHASE};
 use serde::Serialize;
+use std::rc::Rc;
 
 /// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
 const LIMITER_RETRY_SECS: u64 = 10;
@@ -313,7 +314,7 @@ async fn event_snapshot<O: Origin>(
     origin: &O,
     a: &Attempt<'_>,
     now: i64,
-) -> Result<Snapshot, Refusal> {
+) -> Result<Rc<Snapshot>, Refusal> {
     gate.snapshot(origin, a.event, now)
         .await
         .map_err(|e| Refusal::origin_failed(ApiError::origin_unavailable(), &e))?

@@ -6,18 +6,20 @@ use crate::edge::SnapshotPlan;
 use crate::keys::EventKeys;
 use crate::origin::{Origin, OriginError};
 use crate::script::{parse_view, view_call, Snapshot, VIEW};
+use std::rc::Rc;
 
 /// How long a request waits between looks at a snapshot another request is refreshing.
 const WAIT_STEP_MS: u64 = 5;
 
 impl Gate {
-    /// The event snapshot; `None` when the event does not exist.
+    /// The event snapshot, shared with the isolate's cache; `None` when the event does not
+    /// exist.
     pub async fn snapshot<O: Origin>(
         &self,
         origin: &O,
         event: &str,
         now: i64,
-    ) -> Result<Option<Snapshot>, OriginError> {
+    ) -> Result<Option<Rc<Snapshot>>, OriginError> {
         let lease = self.config.edge.lease_ms.max(0) as u64;
         let mut waited = 0;
         loop {
@@ -44,7 +46,8 @@ impl Gate {
                     let read = VIEW
                         .eval(origin, &keys, &args)
                         .await
-                        .and_then(|v| parse_view(&v, now.div_euclid(1000)));
+                        .and_then(|v| parse_view(&v, now.div_euclid(1000)))
+                        .map(|s| s.map(Rc::new));
                     let mut st = self.state.borrow_mut();
                     if read.as_ref().is_err_and(|e| !e.ran_maybe()) {
                         st.restore_report(event, report);

@@ -229,8 +229,9 @@ impl Meter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::probe::read_command;
     use super::*;
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufReader, Write};
 
     /// A RESP server on threads of its own that answers PING, HGET (7 units) and INFO (a
     /// commandstats line counting its PINGs) on every connection it accepts.
@@ -244,18 +245,8 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut r = BufReader::new(s.try_clone().unwrap());
                     let mut w = s;
-                    let mut line = String::new();
-                    while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                        let n: usize = line.trim()[1..].parse().unwrap();
-                        let mut args = Vec::new();
-                        for _ in 0..n {
-                            let (mut len, mut arg) = (String::new(), String::new());
-                            r.read_line(&mut len).unwrap();
-                            r.read_line(&mut arg).unwrap();
-                            args.push(arg.trim_end().to_ascii_uppercase());
-                        }
-                        line.clear();
-                        let reply = match args[0].as_str() {
+                    while let Some(args) = read_command(&mut r) {
+                        let reply = match args[0].to_ascii_uppercase().as_str() {
                             "PING" => {
                                 pings.fetch_add(1, Ordering::Relaxed);
                                 "+PONG\r\n".to_string()

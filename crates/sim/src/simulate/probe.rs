@@ -179,11 +179,29 @@ impl BlockingConn {
     }
 }
 
+/// One command as a test's RESP server reads it (`*N`, then `$len` and the argument, N times);
+/// `None` once the client has gone.
+#[cfg(test)]
+pub(crate) fn read_command(r: &mut impl std::io::BufRead) -> Option<Vec<String>> {
+    let mut line = String::new();
+    if !r.read_line(&mut line).is_ok_and(|n| n > 0) {
+        return None;
+    }
+    let n: usize = line.trim()[1..].parse().unwrap();
+    let mut args = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut len, mut arg) = (String::new(), String::new());
+        r.read_line(&mut len).unwrap();
+        r.read_line(&mut arg).unwrap();
+        args.push(arg.trim_end().to_string());
+    }
+    Some(args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use flashgate_core::origin::Value;
-    use std::io::BufRead;
 
     #[cfg(target_os = "linux")]
     #[test]
@@ -232,18 +250,7 @@ mod tests {
             let mut w = s;
             let mut seen = Vec::new();
             for reply in replies {
-                // *N, then $len and the argument, N times.
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                let n: usize = line.trim()[1..].parse().unwrap();
-                let mut args = Vec::new();
-                for _ in 0..n {
-                    let (mut len, mut arg) = (String::new(), String::new());
-                    r.read_line(&mut len).unwrap();
-                    r.read_line(&mut arg).unwrap();
-                    args.push(arg.trim_end().to_string());
-                }
-                seen.push(args.join(" "));
+                seen.push(read_command(&mut r).unwrap().join(" "));
                 // The reply in two writes: the reader must wait for the rest.
                 let (a, b) = reply.split_at(reply.len() / 2);
                 w.write_all(a).unwrap();
