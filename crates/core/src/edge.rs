@@ -19,16 +19,21 @@
 //!   per-day caps.
 //! - A placed order is replayed at the edge only before its payment deadline (after it, the
 //!   order may have expired: only the origin knows); paid and expired orders are final.
-//! - Maps are bounded ([`MAX_TRACKED`]); when full, idle entries are dropped first.
+//! - Every map is a [`Bounded`] one ([`MAX_TRACKED`] users' entries, [`MAX_EVENTS`] events');
+//!   when full, idle entries are dropped first.
 
+use crate::bounded::Bounded;
+use crate::decision::Decision;
 use crate::fleet::{Admission, Counts};
-use crate::model::day_number;
+use crate::model::{day_number, parse_rfc3339_ms};
 use crate::order::Line;
-use crate::script::{LineAfter, Snapshot};
-use std::rc::Rc;
+use crate::script::{LineAfter, Outcome, Snapshot};
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 pub const MAX_TRACKED: usize = 100_000;
+/// Bound on the per-event maps (snapshots, reports, admission shares).
+pub const MAX_EVENTS: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EdgeConfig {
@@ -119,13 +124,13 @@ pub struct Stats {
 
 pub struct EdgeState {
     pub config: EdgeConfig,
-    events: HashMap<String, CachedEvent>,
-    marks: HashMap<(String, String), UserMark>,
-    buckets: HashMap<String, Bucket>,
-    keys: HashMap<(String, String, String), KeyNews>,
+    events: Bounded<String, CachedEvent>,
+    marks: Bounded<(String, String), UserMark>,
+    buckets: Bounded<String, Bucket>,
+    keys: Bounded<(String, String, String), KeyNews>,
     /// Per event: counts since the last report to the fleet, and the admission share.
-    reports: HashMap<String, Counts>,
-    admissions: HashMap<String, Admission>,
+    reports: Bounded<String, Counts>,
+    admissions: Bounded<String, Admission>,
     pub stats: Stats,
 }
 
@@ -136,6 +141,30 @@ pub struct CountsAt {
     pub now: i64,
     pub day: i64,
     pub due: Option<i64>,
+}
+
+/// A purchase the origin answered, as [`EdgeState::learn_purchase`] learns from it.
+pub struct Purchase<'a> {
+    pub event: &'a str,
+    pub user: &'a str,
+    pub key: &'a str,
+    /// The canonical form of the attempt's lines (`order::fingerprint`).
+    pub fingerprint: &'a str,
+    pub lines: &'a [Line],
+    /// The order document sent, and its payment deadline (ms).
+    pub order_json: &'a str,
+    pub pay_by: i64,
+    /// The time of the attempt, and its calendar day in the event's zone.
+    pub now: i64,
+    pub day: i64,
+}
+
+/// An order document's `pay_by` in ms (0 when it has none: never replayed at the edge).
+fn pay_by_of(order_json: &str) -> i64 {
+    serde_json::from_str::<serde_json::Value>(order_json)
+        .ok()
+        .and_then(|d| parse_rfc3339_ms(d.get("pay_by")?.as_str()?))
+        .unwrap_or(0)
 }
 
 /// Why the edge refused an attempt on the user's own counters.
@@ -149,23 +178,25 @@ impl EdgeState {
     pub fn new(config: EdgeConfig) -> EdgeState {
         EdgeState {
             config,
-            events: HashMap::new(),
-            marks: HashMap::new(),
-            buckets: HashMap::new(),
-            keys: HashMap::new(),
-            reports: HashMap::new(),
-            admissions: HashMap::new(),
+            events: Bounded::new(MAX_EVENTS),
+            marks: Bounded::new(MAX_TRACKED),
+            buckets: Bounded::new(MAX_TRACKED),
+            keys: Bounded::new(MAX_TRACKED),
+            reports: Bounded::new(MAX_EVENTS),
+            admissions: Bounded::new(MAX_EVENTS),
             stats: Stats::default(),
         }
     }
 
     pub fn plan(&mut self, event: &str, now: i64) -> SnapshotPlan {
         let c = self.config;
-        let e = self.events.entry(event.to_string()).or_insert(CachedEvent {
-            snapshot: None,
-            fetched_at: i64::MIN / 2,
-            refreshing_since: None,
-        });
+        let e = self
+            .events
+            .entry_or_insert_with(event.to_string(), || CachedEvent {
+                snapshot: None,
+                fetched_at: i64::MIN / 2,
+                refreshing_since: None,
+            });
         let age = now - e.fetched_at;
         if let Some(s) = &e.snapshot {
             if age < c.cache_ms {
@@ -187,10 +218,7 @@ impl EdgeState {
     pub fn store(&mut self, event: &str, result: Option<Option<Rc<Snapshot>>>, now: i64) {
         if let Some(Some(s)) = &result {
             let remaining = s.items.iter().map(|i| u64::from(i.remaining())).sum();
-            if self.admissions.len() >= 1000 && !self.admissions.contains_key(event) {
-                self.admissions.clear();
-            }
-            let a = self.admissions.entry(event.to_string()).or_default();
+            let a = (self.admissions).entry_or_insert_with(event.to_string(), Admission::default);
             a.update(
                 s.meta.origin_budget,
                 remaining,
@@ -200,9 +228,6 @@ impl EdgeState {
         }
         match result {
             Some(snapshot) => {
-                if self.events.len() >= 1000 && !self.events.contains_key(event) {
-                    self.events.clear();
-                }
                 self.events.insert(
                     event.to_string(),
                     CachedEvent {
@@ -229,9 +254,6 @@ impl EdgeState {
         let k = (event.to_string(), user.to_string(), key.to_string());
         match news {
             Some(n) => {
-                if self.keys.len() >= MAX_TRACKED && !self.keys.contains_key(&k) {
-                    self.keys.clear();
-                }
                 self.keys.insert(k, n);
             }
             None => {
@@ -257,22 +279,76 @@ impl EdgeState {
         }
     }
 
+    /// What the origin's answer to a purchase teaches this isolate: the key's news, the
+    /// user's counters, an item's stock, or that its snapshot of the sale is stale.
+    pub fn learn_purchase(&mut self, p: &Purchase<'_>, outcome: &Outcome) {
+        let (event, user) = (p.event, p.user);
+        let at = |due: Option<i64>| CountsAt {
+            now: p.now,
+            day: p.day,
+            due,
+        };
+        let sku = |i: usize| p.lines[i].sku.as_str();
+        let placed = |json: &str, replay_until: i64| {
+            Some(KeyNews::Placed {
+                fingerprint: p.fingerprint.to_string(),
+                order_json: json.to_string(),
+                replay_until,
+            })
+        };
+        let news = match outcome {
+            Outcome::Placed { .. } => placed(p.order_json, p.pay_by),
+            Outcome::Replayed {
+                order_json, paid, ..
+            } => {
+                let until = if *paid {
+                    i64::MAX
+                } else {
+                    pay_by_of(order_json)
+                };
+                placed(order_json, until)
+            }
+            Outcome::Expired { order_json } => Some(KeyNews::Expired {
+                fingerprint: p.fingerprint.to_string(),
+                order_json: order_json.clone(),
+            }),
+            _ => None,
+        };
+        self.learn_key(event, user, p.key, news);
+        match outcome {
+            Outcome::Placed { total, due, lines } => {
+                self.learn_placed(event, user, at(*due), *total, p.lines, lines)
+            }
+            Outcome::Replayed { total, due, .. } | Outcome::TotalLimit { total, due } => {
+                self.learn_counts(event, user, at(*due), Some(*total), &[])
+            }
+            Outcome::SoldOut { line, remaining } => {
+                self.learn_remaining(event, sku(*line), *remaining)
+            }
+            Outcome::ItemLimit { line, today, due } => {
+                self.learn_counts(event, user, at(*due), None, &[(sku(*line), *today)])
+            }
+            // The origin knows better than our snapshot about the sale itself: drop it.
+            Outcome::NotStarted
+            | Outcome::Paused
+            | Outcome::Ended
+            | Outcome::UnknownEvent
+            | Outcome::UnknownItem { .. } => self.invalidate(event),
+            Outcome::Expired { .. }
+            | Outcome::KeyReused
+            | Outcome::OrderQtyLimit { .. }
+            | Outcome::BadArguments => {}
+        }
+    }
+
     /// Forget the snapshot (e.g. the origin said the event state differs from ours).
     pub fn invalidate(&mut self, event: &str) {
         self.events.remove(event);
     }
 
     fn mark(&mut self, event: &str, user: &str) -> &mut UserMark {
-        if self.marks.len() >= MAX_TRACKED
-            && !self
-                .marks
-                .contains_key(&(event.to_string(), user.to_string()))
-        {
-            self.marks.clear();
-        }
         self.marks
-            .entry((event.to_string(), user.to_string()))
-            .or_default()
+            .entry_or_insert_with((event.to_string(), user.to_string()), UserMark::default)
     }
 
     /// Learns the user's counters from the origin's answer at `now`; `due` is the earliest
@@ -370,15 +446,11 @@ impl EdgeState {
         if rate <= 0.0 {
             return Ok(());
         }
-        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(key) {
-            // Drop buckets that have refilled: their users are idle.
-            self.buckets
-                .retain(|_, b| b.tokens + (now - b.at) as f64 / 1000.0 * rate < burst);
-            if self.buckets.len() >= MAX_TRACKED {
-                self.buckets.clear();
-            }
-        }
-        let b = self.buckets.entry(key.to_string()).or_insert(Bucket {
+        // Buckets that have refilled are idle: their users may be forgotten first.
+        (self.buckets).make_room(key, |b| {
+            b.tokens + (now - b.at) as f64 / 1000.0 * rate >= burst
+        });
+        let b = (self.buckets).entry_or_insert_with(key.to_string(), || Bucket {
             tokens: burst,
             at: now,
         });
@@ -394,10 +466,7 @@ impl EdgeState {
 
     /// This isolate's counts for `event` since its last report.
     pub fn event_counts(&mut self, event: &str) -> &mut Counts {
-        if self.reports.len() >= 1000 && !self.reports.contains_key(event) {
-            self.reports.clear();
-        }
-        self.reports.entry(event.to_string()).or_default()
+        (self.reports).entry_or_insert_with(event.to_string(), Counts::default)
     }
 
     /// The counts to report with the next refresh (the caller gives them back with
@@ -417,14 +486,13 @@ impl EdgeState {
 
     /// Whether to forward one candidate attempt for `event` (see `fleet`).
     pub fn admit(&mut self, event: &str, roll: f64, now: i64) -> bool {
-        self.admissions
-            .entry(event.to_string())
-            .or_default()
+        (self.admissions)
+            .entry_or_insert_with(event.to_string(), Admission::default)
             .admit(roll, now)
     }
 
-    pub fn count(&mut self, decision: &'static str, at_edge: bool) {
-        *self.stats.decisions.entry(decision).or_insert(0) += 1;
+    pub fn count(&mut self, decision: Decision, at_edge: bool) {
+        *self.stats.decisions.entry(decision.as_str()).or_insert(0) += 1;
         if at_edge {
             self.stats.edge_rejected += 1;
         }

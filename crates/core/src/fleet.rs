@@ -34,6 +34,7 @@
 //! budget. Figures are at most two seconds old when used; an isolate recomputes its share at
 //! every refresh.
 
+use crate::decision::{Decided, Decision};
 use std::collections::BTreeMap;
 
 /// The origin should see at most this many attempts per second per unit left.
@@ -43,33 +44,53 @@ pub const MIN_ALLOWED: f64 = 10.0;
 /// How much of its rate an idle isolate saves up, in seconds.
 pub const BURST_SECS: f64 = 0.2;
 
-/// An isolate's counts for one event since its last report.
+/// An isolate's counts for one event since its last report: named counts (`attempts`,
+/// `candidates`, `forwarded`, `shed`) and decisions by place. Decisions are counted typed and
+/// named (`edge:sold_out`) only in the report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counts(pub BTreeMap<String, u64>);
+pub struct Counts {
+    named: BTreeMap<&'static str, u64>,
+    decisions: BTreeMap<(Decided, Decision), u64>,
+}
 
 impl Counts {
-    pub fn add(&mut self, name: &str, n: u64) {
-        *self.0.entry(name.to_string()).or_insert(0) += n;
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        *self.named.entry(name).or_insert(0) += n;
     }
 
-    /// One purchase decision: `code` (e.g. `placed`, `sold_out`), made at the edge or not.
-    pub fn decided(&mut self, code: &str, at_edge: bool) {
+    /// One purchase decision (an attempt), and where it was made.
+    pub fn decided(&mut self, decision: Decision, at: Decided) {
         self.add("attempts", 1);
-        let place = if at_edge { "edge" } else { "origin" };
-        self.add(&format!("{place}:{code}"), 1);
+        *self.decisions.entry((at, decision)).or_insert(0) += 1;
     }
 
     pub fn merge(&mut self, other: Counts) {
-        for (k, v) in other.0 {
-            self.add(&k, v);
+        for (k, v) in other.named {
+            self.add(k, v);
         }
+        for (k, v) in other.decisions {
+            *self.decisions.entry(k).or_insert(0) += v;
+        }
+    }
+
+    /// Every count under its report name (`attempts`, `edge:sold_out`, ...), in name order.
+    fn by_name(&self) -> BTreeMap<String, u64> {
+        let named = self.named.iter().map(|(k, v)| (k.to_string(), *v));
+        let decisions = (self.decisions.iter())
+            .map(|((at, d), v)| (format!("{}:{}", at.as_str(), d.as_str()), *v));
+        named.chain(decisions).collect()
+    }
+
+    /// The count reported as `name` (0 when none).
+    pub fn get(&self, name: &str) -> u64 {
+        self.by_name().get(name).copied().unwrap_or(0)
     }
 
     /// view.lua's report arguments: `name count ...`, with `reports 1` first.
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec!["reports".to_string(), "1".to_string()];
-        for (k, v) in &self.0 {
-            a.push(k.clone());
+        for (k, v) in self.by_name() {
+            a.push(k);
             a.push(v.to_string());
         }
         a
@@ -233,6 +254,7 @@ pub fn parse_counts(flat: &[crate::origin::Value]) -> BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Code;
 
     /// Uniform rolls in [0, p) from a fixed-seed xorshift, like the shell's Math.random().
     fn rolls_under(p: f64) -> impl FnMut() -> f64 {
@@ -385,8 +407,8 @@ mod tests {
     #[test]
     fn counts_become_report_arguments() {
         let mut c = Counts::default();
-        c.decided("sold_out", true);
-        c.decided("placed", false);
+        c.decided(Decision::Refused(Code::SoldOut), Decided::Edge);
+        c.decided(Decision::Placed, Decided::Origin);
         c.add("forwarded", 1);
         let mut other = Counts::default();
         other.add("forwarded", 2);

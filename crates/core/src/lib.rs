@@ -17,8 +17,10 @@
 //! The wasm shell (the workspace's root package) and the native programs (crates/sink,
 //! crates/sim, crates/cli) are thin layers over it.
 
+pub mod bounded;
 pub mod change;
 pub mod config;
+pub mod decision;
 pub mod edge;
 pub mod error;
 pub mod fleet;

@@ -16,10 +16,12 @@ mod event;
 mod health;
 mod live;
 mod purchase;
+mod reply;
 mod session;
 mod snapshot;
 mod stats;
 
+pub use crate::decision::{Decided, Decision};
 pub use event::event_json;
 pub use live::{live_body, LiveBody};
 pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};
@@ -69,15 +71,6 @@ pub struct ApiRequest<'a> {
     pub roll: f64,
 }
 
-/// Where a decision was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decided {
-    /// At the edge, with no origin command.
-    Edge,
-    /// By (or because of) the origin.
-    Origin,
-}
-
 /// A step's "no": the error to answer with, where it was decided, and for origin trouble
 /// what went wrong (for the log; never sent to the client).
 #[derive(Clone, Debug, PartialEq)]
@@ -117,7 +110,7 @@ pub struct DecisionLog {
     pub msg: &'static str,
     pub event: String,
     pub user: Option<String>,
-    pub code: &'static str,
+    pub code: Decision,
     pub edge: bool,
     pub status: u16,
     /// What went wrong at the origin, for origin trouble.
@@ -133,8 +126,8 @@ pub struct DecisionLog {
 pub struct DecisionRecord {
     /// The event id; empty when the path's id is not a valid id.
     pub event: String,
-    /// The decision: `placed`, `replayed` or an error code.
-    pub code: &'static str,
+    /// The decision (on the wire: `placed`, `replayed` or an error code).
+    pub code: Decision,
     pub at: Decided,
     pub status: u16,
     /// Units the attempt asked for, summed over its lines (0 when refused before its body
@@ -150,11 +143,7 @@ impl DecisionRecord {
 
     /// blob1 event, blob2 decision code, blob3 where it was decided (`edge` or `origin`).
     pub fn blobs(&self) -> [&str; 3] {
-        let at = match self.at {
-            Decided::Edge => "edge",
-            Decided::Origin => "origin",
-        };
-        [&self.event, self.code, at]
+        [&self.event, self.code.as_str(), self.at.as_str()]
     }
 
     /// double1 1 (the decision itself, to be summed with the sample interval), double2 the

@@ -11,25 +11,26 @@
 //!    of the event's origin budget (see `fleet`), or answered 503 `busy` with a jittered
 //!    Retry-After.
 //! 6. [`forward`]: one EVALSHA of purchase.lua.
-//! 7. [`record`]: learn from the origin's answer (key news, counters, stock, state).
-//! 8. [`render`]: the answer.
+//! 7. [`record`]: the isolate learns from the origin's answer (key news, counters, stock,
+//!    state): [`crate::edge::EdgeState::learn_purchase`].
+//! 8. [`render`]: the answer, from the replies in `reply`.
 //!
 //! Every decision is counted per event for the fleet's figures. Steps 1–5 refuse at the edge ([`Decided::Edge`]) with no origin command (the snapshot
 //! aside); 6–8 answer for the origin. Invariant: a key whose attempt may have run (the origin
 //! went silent, or answered something unreadable) is never refused by the edge's own
 //! knowledge: only the origin can say whether to replay it.
 
-use super::{ApiRequest, Decided, DecisionLog, DecisionRecord, Gate, Handled, Limiter, Refusal};
-use crate::edge::{CapHit, CountsAt, KeyNews};
+use super::reply::{cap_error, expired, placed_reply, replay_reply, state_check};
+use super::{
+    ApiRequest, Decided, Decision, DecisionLog, DecisionRecord, Gate, Handled, Limiter, Refusal,
+};
+use crate::edge::{CapHit, KeyNews, Purchase};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::keys::EventKeys;
-use crate::model::{
-    day_number, format_ms, next_day_start, parse_rfc3339_ms, valid_id, Caps, State,
-};
+use crate::model::{day_number, valid_id, State};
 use crate::order::{self, Line, Order, OrderLine};
 use crate::origin::Origin;
-use crate::script::{LineAfter, Outcome, PurchaseCall, Snapshot, PURCHASE};
-use serde::Serialize;
+use crate::script::{Outcome, PurchaseCall, Snapshot, PURCHASE};
 use std::rc::Rc;
 
 /// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
@@ -53,10 +54,10 @@ struct Forward<'a> {
     fresh: bool,
 }
 
-/// A successful answer and the decision it counts as (`placed`, `replayed`).
+/// A successful answer and the decision it counts as (placed or replayed).
 struct Answer {
     reply: ApiReply,
-    decision: &'static str,
+    decision: Decision,
 }
 
 /// What this isolate knows of the attempt's key.
@@ -65,27 +66,6 @@ enum Known {
     Fresh,
     /// Sent before to an origin that went silent: skip the edge's refusals.
     MayHaveRun,
-}
-
-#[derive(Serialize)]
-struct PlacedBody<'a, O: Serialize> {
-    order: &'a O,
-    counters: Counters<'a>,
-    replayed: bool,
-}
-
-#[derive(Serialize)]
-struct Counters<'a> {
-    total: Option<u32>,
-    total_cap: Option<u32>,
-    items: Vec<ItemCounter<'a>>,
-}
-
-#[derive(Serialize)]
-struct ItemCounter<'a> {
-    sku: &'a str,
-    today: u32,
-    cap: u32,
 }
 
 pub(super) async fn handle_purchase<O: Origin, L: Limiter>(
@@ -106,7 +86,12 @@ pub(super) async fn handle_purchase<O: Origin, L: Limiter>(
     };
     let (reply, decision, at, cause) = match result {
         Ok(a) => (a.reply, a.decision, Decided::Origin, None),
-        Err(r) => (r.error.to_reply(), r.error.code.as_str(), r.at, r.cause),
+        Err(r) => (
+            r.error.to_reply(),
+            Decision::Refused(r.error.code),
+            r.at,
+            r.cause,
+        ),
     };
     let d = decided(gate, event, user, units, reply, decision, at);
     sampled(gate, d, cause, req.roll)
@@ -118,7 +103,7 @@ fn sampled(gate: &Gate, mut h: Handled, cause: Option<String>, roll: f64) -> Han
     let must = h
         .log
         .as_ref()
-        .is_some_and(|l| l.code == "placed" || l.status >= 500)
+        .is_some_and(|l| l.code == Decision::Placed || l.status >= 500)
         || cause.is_some();
     if let Some(l) = h.log.as_mut() {
         l.error = cause;
@@ -132,8 +117,8 @@ fn sampled(gate: &Gate, mut h: Handled, cause: Option<String>, roll: f64) -> Han
 /// A wrong method on the orders route still counts as a decision at the edge.
 pub(super) fn refuse_method(gate: &Gate, event: &str, req_roll: f64) -> Handled {
     let e = ApiError::method_not_allowed("POST");
-    let code = e.code.as_str();
-    let d = decided(gate, event, None, 0, e.to_reply(), code, Decided::Edge);
+    let decision = Decision::Refused(e.code);
+    let d = decided(gate, event, None, 0, e.to_reply(), decision, Decided::Edge);
     sampled(gate, d, None, req_roll)
 }
 
@@ -145,7 +130,7 @@ fn decided(
     user: Option<String>,
     units: u32,
     reply: ApiReply,
-    decision: &'static str,
+    decision: Decision,
     at: Decided,
 ) -> Handled {
     let edge = at == Decided::Edge;
@@ -153,7 +138,7 @@ fn decided(
     let mut st = gate.state.borrow_mut();
     st.count(decision, edge);
     if valid {
-        st.event_counts(event).decided(decision, edge);
+        st.event_counts(event).decided(decision, at);
     }
     drop(st);
     let log = DecisionLog {
@@ -210,8 +195,8 @@ async fn purchase<O: Origin, L: Limiter>(
         pay_by,
         fresh: trust_edge,
     };
-    let outcome = forward(gate, origin, a, call, now).await?;
-    record(gate, a, &snap, &outcome, &order_json, now);
+    let outcome = forward(gate, origin, a, &call, now).await?;
+    record(gate, a, &snap, &call, &outcome, now);
     render(a, &snap, outcome, &order, now)
 }
 
@@ -302,7 +287,7 @@ fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Kn
             let reply = replay_reply(&order_json, total, None).map_err(Refusal::edge)?;
             Ok(Ok(Answer {
                 reply,
-                decision: "replayed",
+                decision: Decision::Replayed,
             }))
         }
     }
@@ -385,7 +370,7 @@ async fn forward<O: Origin>(
     gate: &Gate,
     origin: &O,
     a: &Attempt<'_>,
-    f: Forward<'_>,
+    f: &Forward<'_>,
     now: i64,
 ) -> Result<Outcome, Refusal> {
     let keys = EventKeys::new(a.event);
@@ -423,84 +408,27 @@ async fn forward<O: Origin>(
     })
 }
 
-/// Step 7: what the origin's answer teaches this isolate.
+/// Step 7: what the origin's answer teaches this isolate ([`crate::edge::EdgeState::learn_purchase`]).
 fn record(
     gate: &Gate,
     a: &Attempt<'_>,
     snap: &Snapshot,
+    f: &Forward<'_>,
     outcome: &Outcome,
-    order_json: &str,
     now: i64,
 ) {
-    let (event, user) = (a.event, a.user.as_str());
-    let day = day_number(now, snap.meta.utc_offset_min);
-    let at = |due: Option<i64>| CountsAt { now, day, due };
-    let sku = |i: usize| a.lines[i].sku.as_str();
-    let mut st = gate.state.borrow_mut();
-    let placed = |json: &str, replay_until: i64| {
-        Some(KeyNews::Placed {
-            fingerprint: a.fingerprint.clone(),
-            order_json: json.to_string(),
-            replay_until,
-        })
+    let p = Purchase {
+        event: a.event,
+        user: &a.user,
+        key: a.key,
+        fingerprint: &a.fingerprint,
+        lines: &a.lines,
+        order_json: f.order_json,
+        pay_by: f.pay_by,
+        now,
+        day: day_number(now, snap.meta.utc_offset_min),
     };
-    let news = match outcome {
-        Outcome::Placed { .. } => placed(order_json, pay_by_of(order_json)),
-        Outcome::Replayed {
-            order_json, paid, ..
-        } => {
-            let until = if *paid {
-                i64::MAX
-            } else {
-                pay_by_of(order_json)
-            };
-            placed(order_json, until)
-        }
-        Outcome::Expired { order_json } => Some(KeyNews::Expired {
-            fingerprint: a.fingerprint.clone(),
-            order_json: order_json.clone(),
-        }),
-        _ => None,
-    };
-    st.learn_key(event, user, a.key, news);
-    match outcome {
-        Outcome::Placed { total, due, lines } => {
-            st.learn_placed(event, user, at(*due), *total, &a.lines, lines)
-        }
-        Outcome::Replayed { total, due, .. } | Outcome::TotalLimit { total, due } => {
-            st.learn_counts(event, user, at(*due), Some(*total), &[])
-        }
-        Outcome::SoldOut { line, remaining } => st.learn_remaining(event, sku(*line), *remaining),
-        Outcome::ItemLimit { line, today, due } => {
-            st.learn_counts(event, user, at(*due), None, &[(sku(*line), *today)])
-        }
-        // The origin knows better than our snapshot about the sale itself: drop it.
-        Outcome::NotStarted
-        | Outcome::Paused
-        | Outcome::Ended
-        | Outcome::UnknownEvent
-        | Outcome::UnknownItem { .. } => st.invalidate(event),
-        Outcome::Expired { .. }
-        | Outcome::KeyReused
-        | Outcome::OrderQtyLimit { .. }
-        | Outcome::BadArguments => {}
-    }
-}
-
-/// An order document's `pay_by` in ms (0 when it has none: never replayed at the edge).
-fn pay_by_of(order_json: &str) -> i64 {
-    serde_json::from_str::<serde_json::Value>(order_json)
-        .ok()
-        .and_then(|d| parse_rfc3339_ms(d.get("pay_by")?.as_str()?))
-        .unwrap_or(0)
-}
-
-/// The refusal for a key whose order expired, with the order.
-fn expired(order_json: &str) -> ApiError {
-    match serde_json::from_str(order_json) {
-        Ok(doc) => ApiError::order_expired(doc),
-        Err(_) => ApiError::internal(),
-    }
+    gate.state.borrow_mut().learn_purchase(&p, outcome);
 }
 
 /// Step 8: the answer for the origin's decision.
@@ -517,7 +445,7 @@ fn render(
     match outcome {
         Outcome::Placed { total, lines, .. } => Ok(Answer {
             reply: placed_reply(order, total, caps, &a.lines, &lines),
-            decision: "placed",
+            decision: Decision::Placed,
         }),
         Outcome::Expired { order_json } => refuse(expired(&order_json)),
         Outcome::Replayed {
@@ -525,7 +453,7 @@ fn render(
         } => match replay_reply(&order_json, Some(total), Some(caps.total)) {
             Ok(reply) => Ok(Answer {
                 reply,
-                decision: "replayed",
+                decision: Decision::Replayed,
             }),
             Err(e) => refuse(e),
         },
@@ -560,101 +488,6 @@ fn render(
                     .unwrap_or_else(ApiError::internal),
             )
         }
-    }
-}
-
-/// 201 for a placed order.
-fn placed_reply(
-    order: &Order,
-    total: u32,
-    caps: Caps,
-    lines: &[Line],
-    after: &[LineAfter],
-) -> ApiReply {
-    let items = lines
-        .iter()
-        .zip(after)
-        .map(|(l, a)| ItemCounter {
-            sku: &l.sku,
-            today: a.today,
-            cap: caps.per_item_per_day,
-        })
-        .collect();
-    let body = PlacedBody {
-        order,
-        counters: Counters {
-            total: Some(total),
-            total_cap: Some(caps.total),
-            items,
-        },
-        replayed: false,
-    };
-    ApiReply::json(201, &body)
-}
-
-/// 201 for a replayed order: the stored document, unchanged.
-fn replay_reply(
-    order_json: &str,
-    total: Option<u32>,
-    total_cap: Option<u32>,
-) -> Result<ApiReply, ApiError> {
-    let stored: serde_json::Value =
-        serde_json::from_str(order_json).map_err(|_| ApiError::internal())?;
-    let body = PlacedBody {
-        order: &stored,
-        counters: Counters {
-            total,
-            total_cap,
-            items: Vec::new(),
-        },
-        replayed: true,
-    };
-    Ok(ApiReply::json(201, &body).with_header("idempotent-replayed", "true"))
-}
-
-/// The answer for a sale that is not live, or `Ok` when it is.
-fn state_check(snap: &Snapshot, now: i64) -> Result<(), ApiError> {
-    let m = &snap.meta;
-    match snap.state(now) {
-        State::Live => Ok(()),
-        State::Scheduled => {
-            let secs = ((m.starts_at - now).max(0) as u64).div_ceil(1000);
-            Err(
-                ApiError::new(Code::NotStarted, "the sale has not started yet")
-                    .retry_after(secs)
-                    .with("server_time", format_ms(now))
-                    .with("starts_at", format_ms(m.starts_at)),
-            )
-        }
-        State::Paused => Err(ApiError::new(
-            Code::Paused,
-            "the sale is paused; it will resume shortly",
-        )
-        .retry_after(5)
-        .with("server_time", format_ms(now))),
-        State::Ended => Err(ApiError::new(Code::Ended, "the sale has ended")),
-    }
-}
-
-fn cap_error(hit: CapHit, snap: &Snapshot, now: i64) -> ApiError {
-    let caps = snap.meta.caps;
-    match hit {
-        CapHit::Item { sku, .. } => {
-            let wait = (next_day_start(now, snap.meta.utc_offset_min) - now).max(0) as u64;
-            let cap = caps.per_item_per_day;
-            ApiError::new(
-                Code::ItemLimitReached,
-                format!("you have bought your {cap} of {sku} for today"),
-            )
-            .retry_after(wait.div_ceil(1000))
-            .with("sku", sku)
-            .with("cap", cap)
-        }
-        CapHit::Total { .. } => ApiError::new(
-            Code::TotalLimitReached,
-            format!("you have bought the most this sale allows ({})", caps.total),
-        )
-        .with("cap", caps.total),
     }
 }
 
@@ -923,7 +756,11 @@ mod tests {
         let at = |key: &str, roll: f64| at_by("u", key, roll);
         o.push(Ok(view(10))).push(Ok(placed(9)));
         let placed = at("key-00001", 0.99);
-        assert_eq!(placed.log.map(|l| l.code), Some("placed"), "always logged");
+        assert_eq!(
+            placed.log.map(|l| l.code),
+            Some(Decision::Placed),
+            "always logged"
+        );
         // The user is now at the per-item cap: refused at the edge, logged 1 time in 100.
         let logged: Vec<bool> = (0..100)
             .map(|i| {
@@ -938,7 +775,7 @@ mod tests {
         o.push(Err(OriginError::not_sent("connect 127.0.0.1:1")));
         let h = at_by("w", "key-20000", 0.99);
         let l = h.log.expect("origin errors are always logged");
-        assert_eq!((l.code, l.status), ("origin_unavailable", 503));
+        assert_eq!((l.code.as_str(), l.status), ("origin_unavailable", 503));
         assert!(l.error.unwrap().contains("connect 127.0.0.1:1"));
     }
 
@@ -961,7 +798,7 @@ mod tests {
             placed,
             DecisionRecord {
                 event: "e".into(),
-                code: "placed",
+                code: Decision::Placed,
                 at: Decided::Origin,
                 status: 201,
                 units: 1,
@@ -971,7 +808,7 @@ mod tests {
         assert!(capped.log.is_none(), "not sampled");
         let r = capped.record.expect("recorded all the same");
         assert_eq!(
-            (r.code, r.at, r.status, r.units),
+            (r.code.as_str(), r.at, r.status, r.units),
             ("item_limit_reached", Decided::Edge, 403, 1)
         );
         // Refused before the body was read: no units; a bad event id is recorded without it.
@@ -985,7 +822,7 @@ mod tests {
             .unwrap();
         let r = h.record.expect("a record");
         assert_eq!(
-            (r.event.as_str(), r.code, r.units),
+            (r.event.as_str(), r.code.as_str(), r.units),
             ("", "invalid_request", 0)
         );
         // Other routes decide no purchase.
@@ -1006,7 +843,7 @@ mod tests {
         // The Analytics Engine columns (blob1..3, double1..3) that operators' queries name.
         let r = DecisionRecord {
             event: "spring".into(),
-            code: "sold_out",
+            code: Decision::Refused(Code::SoldOut),
             at: Decided::Edge,
             status: 410,
             units: 2,
@@ -1058,10 +895,10 @@ mod tests {
         o.push(Ok(placed(9)));
         assert_eq!(at("lucky", 0.0001).reply.status, 201);
         let counts = g.state.borrow_mut().take_report("e");
-        assert_eq!(counts.0.get("shed"), Some(&4));
-        assert_eq!(counts.0.get("candidates"), Some(&5));
-        assert_eq!(counts.0.get("forwarded"), Some(&1));
-        assert_eq!(counts.0.get("edge:busy"), Some(&4));
+        assert_eq!(counts.get("shed"), 4);
+        assert_eq!(counts.get("candidates"), 5);
+        assert_eq!(counts.get("forwarded"), 1);
+        assert_eq!(counts.get("edge:busy"), 4);
     }
 
     struct Refuse(Result<bool, String>);
