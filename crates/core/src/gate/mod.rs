@@ -29,7 +29,7 @@ pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};
 use crate::config::Config;
 use crate::edge::EdgeState;
 use crate::error::{ApiError, ApiReply};
-use crate::origin::Origin;
+use crate::origin::{Origin, OriginError};
 use serde::Serialize;
 use std::cell::RefCell;
 
@@ -72,12 +72,12 @@ pub struct ApiRequest<'a> {
 }
 
 /// A step's "no": the error to answer with, where it was decided, and for origin trouble
-/// what went wrong (for the log; never sent to the client).
+/// what went wrong, with its cause (for the log; never sent to the client).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Refusal {
     pub error: ApiError,
     pub at: Decided,
-    pub cause: Option<String>,
+    pub cause: Option<Box<OriginError>>,
 }
 
 impl Refusal {
@@ -96,9 +96,9 @@ impl Refusal {
         }
     }
     /// Origin trouble, keeping what went wrong for the log.
-    pub fn origin_failed(error: ApiError, cause: &crate::origin::OriginError) -> Refusal {
+    pub fn origin_failed(error: ApiError, cause: OriginError) -> Refusal {
         Refusal {
-            cause: Some(cause.to_string()),
+            cause: Some(Box::new(cause)),
             ..Refusal::origin(error)
         }
     }

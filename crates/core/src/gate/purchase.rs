@@ -29,7 +29,7 @@ use crate::error::{ApiError, ApiReply, Code};
 use crate::keys::EventKeys;
 use crate::model::{day_number, valid_id, State};
 use crate::order::{self, Line, Order, OrderLine};
-use crate::origin::Origin;
+use crate::origin::{Origin, OriginError};
 use crate::script::{Outcome, PurchaseCall, Snapshot, PURCHASE};
 use std::rc::Rc;
 
@@ -99,14 +99,15 @@ pub(super) async fn handle_purchase<O: Origin, L: Limiter>(
 
 /// Keeps the log line of a decision that must be logged (placed, a 5xx, origin trouble), and
 /// of others when `roll` falls under `LOG_SAMPLE_RATE`.
-fn sampled(gate: &Gate, mut h: Handled, cause: Option<String>, roll: f64) -> Handled {
+fn sampled(gate: &Gate, mut h: Handled, cause: Option<Box<OriginError>>, roll: f64) -> Handled {
     let must = h
         .log
         .as_ref()
         .is_some_and(|l| l.code == Decision::Placed || l.status >= 500)
         || cause.is_some();
     if let Some(l) = h.log.as_mut() {
-        l.error = cause;
+        // The log line is where the cause becomes text.
+        l.error = cause.map(|e| e.to_string());
     }
     if !must && roll >= gate.config.log_sample_rate {
         h.log = None;
@@ -302,7 +303,7 @@ async fn event_snapshot<O: Origin>(
 ) -> Result<Rc<Snapshot>, Refusal> {
     gate.snapshot(origin, a.event, now)
         .await
-        .map_err(|e| Refusal::origin_failed(ApiError::origin_unavailable(), &e))?
+        .map_err(|e| Refusal::origin_failed(ApiError::origin_unavailable(), e))?
         .ok_or_else(|| Refusal::edge(ApiError::unknown_event(a.event)))
 }
 
@@ -400,11 +401,11 @@ async fn forward<O: Origin>(
     };
     let reply = PURCHASE.eval(origin, &k, &args).await.map_err(|e| {
         uncertain(e.ran_maybe());
-        Refusal::origin_failed(ApiError::origin_unavailable(), &e)
+        Refusal::origin_failed(ApiError::origin_unavailable(), e)
     })?;
     call.outcome(&reply).map_err(|e| {
         uncertain(e.ran_maybe());
-        Refusal::origin_failed(ApiError::internal(), &e)
+        Refusal::origin_failed(ApiError::internal(), e)
     })
 }
 
