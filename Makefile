@@ -19,7 +19,8 @@ export WRANGLER_SEND_METRICS := false
 export CARGO_TERM_COLOR ?= never
 
 WORKER := build/worker/shim.mjs
-SOURCES := Cargo.toml Cargo.lock $(shell find src -type f 2>/dev/null)
+# The worker is the root package (src/, the wasm shell) over crates/core.
+SOURCES := Cargo.toml Cargo.lock $(shell find src crates/core -type f 2>/dev/null)
 
 .PHONY: help setup setup-browser build cli dev dev-port dev-run test lint deploy-check unit integration \
 	browser bench bench-run deploy deploy-run clean
@@ -54,7 +55,7 @@ $(WORKER): $(SOURCES)
 	@touch $(WORKER)
 
 cli:
-	cargo build --quiet --bin flashgate
+	cargo build --quiet -p flashgate-cli --bin flashgate
 
 dev-port:
 	@bash .ci/dev.sh --check-port
@@ -64,9 +65,9 @@ dev-run: $(WORKER) cli
 
 lint:
 	node .ci/fingerprint.mjs --check
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
-	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p flashgate-worker --lib --target wasm32-unknown-unknown -- -D warnings
 
 # Bundles the worker the way a deploy does and uploads nothing (works offline).
 deploy-check: $(WORKER)
@@ -74,16 +75,16 @@ deploy-check: $(WORKER)
 	wrangler deploy --dry-run
 
 unit:
-	cargo test --lib --bins
+	cargo test --workspace --lib --bins
 
 integration: $(WORKER) cli
-	cargo test --test '*' --no-fail-fast -- --test-threads=2
+	cargo test -p flashgate-cli --test '*' --no-fail-fast -- --test-threads=2
 
 browser: $(WORKER) cli
 	node --test --test-concurrency=1 'tests/browser/*.test.mjs'
 
 bench-run: $(WORKER)
-	cargo build --release --bin flashgate
+	cargo build --release -p flashgate-cli --bin flashgate
 	bash .ci/bench.sh $(BENCH_ARGS)
 
 # The pages first: the gate's PAGES service binding needs flashgate-pages to exist.

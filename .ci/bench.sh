@@ -17,7 +17,7 @@
 #      around every run, and exact top-level counts from MONITOR over separate smaller runs;
 #   3. a flash crowd (demand ≥ 100× stock): the share of requests that reach the origin in the
 #      burst that sells out and in a second burst after sell-out;
-#   4. redis-benchmark: EVALSHA of src/lua/purchase.lua against tests/bench/seed.lua, same server
+#   4. redis-benchmark: EVALSHA of crates/core/src/lua/purchase.lua against tests/bench/seed.lua, same server
 #      (and tests/bench/calls-only.lua, purchase.lua's calls without its decisions, for reference);
 #   5. the order writer into SQLite and Postgres against a plain batched INSERT;
 #   6. the fleet simulator (`flashgate simulate`): 1, 100 and 1,000 isolates (smoke: 1 and 10), a
@@ -256,8 +256,8 @@ ready monitor 10 grep -q 'bench-mark-end' "$TMP/monitor.log"
 kill -TERM -- "-${PID[monitor]}" 2>/dev/null || true
 # → section TAB command TAB count, where command is `lua` for calls made inside a script and
 # EVALSHA is split by script (purchase / view).
-PURCHASE_SHA1=$(sha1sum <src/lua/purchase.lua | cut -d' ' -f1)
-VIEW_SHA1=$(sha1sum <src/lua/view.lua | cut -d' ' -f1)
+PURCHASE_SHA1=$(sha1sum <crates/core/src/lua/purchase.lua | cut -d' ' -f1)
+VIEW_SHA1=$(sha1sum <crates/core/src/lua/view.lua | cut -d' ' -f1)
 awk -v purchase="$PURCHASE_SHA1" -v view="$VIEW_SHA1" '
   /"ECHO" "bench-mark-/ { s = $0; sub(/.*"bench-mark-/, "", s); sub(/".*/, "", s); section = s; next }
   section == "" || section == "end" || $2 != "[0" { next }
@@ -279,10 +279,10 @@ cli event status bench-crowd --json >"$RES/crowd-status.json"
 
 # ------------------------------------------------------------------ 4. redis-benchmark: purchase.lua vs seed.lua
 step "redis-benchmark: purchase.lua vs seed.lua, $RB_ROUNDS × $RB_N calls each, $RB_C clients"
-PURCHASE_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <src/lua/purchase.lua)
+PURCHASE_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <crates/core/src/lua/purchase.lua)
 SEED_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <tests/bench/seed.lua)
 CALLS_SHA=$(redis-cli -p "$RP" -x SCRIPT LOAD <tests/bench/calls-only.lua)
-[ "$PURCHASE_SHA" = "$(sha1sum <src/lua/purchase.lua | cut -d' ' -f1)" ] || die "SCRIPT LOAD purchase.lua answered $PURCHASE_SHA"
+[ "$PURCHASE_SHA" = "$(sha1sum <crates/core/src/lua/purchase.lua | cut -d' ' -f1)" ] || die "SCRIPT LOAD purchase.lua answered $PURCHASE_SHA"
 # A live event with a huge stock and caps, so that nearly every call takes the full success path:
 # a fresh user (fg:{rb}:user:<random>) and key per call; caps so high that repeats still pass.
 NOW=$(date +%s)
@@ -303,7 +303,7 @@ rb() { # NAME ARGS...: one redis-benchmark run; its requests/s to $RES/NAME.rps
   [ -n "$(cat "$RES/$name.rps")" ] || { cat "$RES/$name.csv" >&2; die "no requests/s in redis-benchmark output ($name)"; }
   printf '           %-22s %8.0f calls/s\n' "$name" "$(cat "$RES/$name.rps")"
 }
-# purchase.lua's arguments (src/script.rs, PurchaseCall): KEYS meta user stream;
+# purchase.lua's arguments (crates/core/src/script.rs, PurchaseCall): KEYS meta user stream;
 # ARGV now key order-json pay_by fresh, then sku qty.
 purchase_args() { # EVENT
   echo EVALSHA "$PURCHASE_SHA" 3 "fg:{$1}:meta" "fg:{$1}:user:__rand_int__" "fg:{$1}:stream"
@@ -355,7 +355,7 @@ as_pg $PG_STOP >/dev/null; PG_STOP=""
 # The crowd's generator shares this machine's cores with that origin. An origin on a machine of
 # its own never waits for its clients' CPU, so the origin runs at real-time priority (SCHED_FIFO,
 # chrt) where that is permitted, and the simulator's probe thread likewise (see
-# src/native/simulate/probe.rs): the latency measured is then the origin's own, idle and during
+# crates/sim/src/simulate/probe.rs): the latency measured is then the origin's own, idle and during
 # the sale alike. meta.env says whether the origin got it.
 if [ "$SMOKE" = 1 ]; then
   SIM_ISOLATES="1 10"; SIM_USERS=500; SIM_ATTEMPTS=1000; SIM_STOCK=10; SIM_BUDGET=50; SIM_SECONDS=2

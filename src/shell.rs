@@ -2,12 +2,12 @@
 //! transport for each request, calls the gate, renders its [`ApiReply`] and writes its decision
 //! record to the optional Analytics Engine binding. No decisions here.
 
-use crate::config::{Config, OriginConfig};
-use crate::error::{ApiError, ApiReply};
-use crate::gate::{ApiRequest, DecisionRecord, Gate, Limiter};
-use crate::origin::http::{decode_response, HttpConfig};
-use crate::origin::resp::{Connector, RespOrigin, SlotMap};
-use crate::origin::{Cmd, Origin, OriginError, Value};
+use flashgate_core::config::{Config, OriginConfig};
+use flashgate_core::error::{ApiError, ApiReply};
+use flashgate_core::gate::{ApiRequest, DecisionRecord, Gate, Limiter};
+use flashgate_core::origin::http::{decode_response, HttpConfig};
+use flashgate_core::origin::resp::{Connector, RespOrigin, SlotMap};
+use flashgate_core::origin::{Cmd, Origin, OriginError, Value};
 use futures_util::future::{select, Either};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -6,10 +6,10 @@
 mod common;
 
 use common::*;
-use flashgate::keys::EventKeys;
-use flashgate::native::load::{commandstats, commandstats_delta};
-use flashgate::native::now_ms;
-use flashgate::origin::{Cmd, Origin};
+use flashgate_core::keys::EventKeys;
+use flashgate_core::model::now_ms;
+use flashgate_core::origin::{Cmd, Origin};
+use flashgate_sim::load::{commandstats, commandstats_delta};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -70,7 +70,7 @@ fn run_smoke(root: &Path, out: &Path) {
 
 #[test]
 fn bench_harness_smoke() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let out = std::env::temp_dir().join(format!("flashgate-bench-smoke-{}.md", std::process::id()));
     run_smoke(&root, &out);
     let md = std::fs::read_to_string(&out).expect("the smoke run wrote BENCH_OUT");

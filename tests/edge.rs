@@ -6,8 +6,9 @@
 mod common;
 
 use common::*;
-use flashgate::keys::EventKeys;
-use flashgate::native::{now_ms, ops};
+use flashgate_core::keys::EventKeys;
+use flashgate_core::model::now_ms;
+use flashgate_core::ops;
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,12 +51,12 @@ async fn malformed_requests_never_reach_the_origin() {
     )
     .await;
     let bearer = |t: String| format!("Bearer {t}");
-    let expired = bearer(flashgate::token::mint(
+    let expired = bearer(flashgate_core::token::mint(
         SECRET.as_bytes(),
         "edge-user",
         now_ms() / 1000 - 10,
     ));
-    let forged = bearer(flashgate::token::mint(
+    let forged = bearer(flashgate_core::token::mint(
         b"some-other-secret-0123456789",
         "edge-user",
         now_ms() / 1000 + 60,

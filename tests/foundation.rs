@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use flashgate::native::ops;
+use flashgate_core::ops;
 use serde_json::Value as Json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +137,7 @@ fn openapi_lists_every_route_and_code() {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    for c in flashgate::error::Code::iter() {
+    for c in flashgate_core::error::Code::iter() {
         assert!(
             codes.contains(&c.as_str()),
             "{} missing from openapi.json",

@@ -6,11 +6,11 @@
 mod common;
 
 use common::*;
-use flashgate::keys::EventKeys;
-use flashgate::native::load::{commandstats, commandstats_delta};
-use flashgate::native::now_ms;
-use flashgate::native::orders::settle;
-use flashgate::script::{SettleVerb, Settled};
+use flashgate_core::keys::EventKeys;
+use flashgate_core::model::now_ms;
+use flashgate_core::orders::settle;
+use flashgate_core::script::{SettleVerb, Settled};
+use flashgate_sim::load::{commandstats, commandstats_delta};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -118,7 +118,7 @@ async fn the_live_view_of_a_sale() {
     assert_eq!(b["event"]["state"], "live");
     assert_eq!(b["seconds"].as_array().unwrap().len(), 300);
     let server_sec =
-        flashgate::model::parse_rfc3339_ms(b["event"]["server_time"].as_str().unwrap())
+        flashgate_core::model::parse_rfc3339_ms(b["event"]["server_time"].as_str().unwrap())
             .unwrap()
             .div_euclid(1000);
     assert_eq!(

@@ -7,11 +7,11 @@ mod common;
 
 use common::db::*;
 use common::*;
-use flashgate::keys::EventKeys;
-use flashgate::native::now_ms;
-use flashgate::native::orders::{expire_due, settle};
-use flashgate::origin::{Cmd, Origin};
-use flashgate::script::{SettleVerb, Settled};
+use flashgate_core::keys::EventKeys;
+use flashgate_core::model::now_ms;
+use flashgate_core::orders::{expire_due, settle};
+use flashgate_core::origin::{Cmd, Origin};
+use flashgate_core::script::{SettleVerb, Settled};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -112,7 +112,7 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
         assert!(t.as_int().unwrap_or(0) <= 1, "{u} is over the total cap");
     }
     // Once tracked (the order writer and the sweep track before they act).
-    flashgate::native::orders::track(o, "life").await.unwrap();
+    flashgate_core::orders::track(o, "life").await.unwrap();
     let pending = o.call(&Cmd::new(["ZCARD", &k.pending])).await.unwrap();
     assert_eq!(
         pending.as_int(),

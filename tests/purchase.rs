@@ -6,9 +6,11 @@
 mod common;
 
 use common::*;
-use flashgate::keys::EventKeys;
-use flashgate::native::{now_ms, ops, NativeOrigin};
-use flashgate::origin::{Cmd, Origin, Value};
+use flashgate_core::keys::EventKeys;
+use flashgate_core::model::now_ms;
+use flashgate_core::net::NativeOrigin;
+use flashgate_core::ops;
+use flashgate_core::origin::{Cmd, Origin, Value};
 use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -259,7 +261,7 @@ async fn script_flush_mid_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_through_the_worker() {
     let cl = Cluster::start();
-    let o = flashgate::native::connect(&cl.seed_url(), None, 5000).unwrap();
+    let o = flashgate_core::net::connect(&cl.seed_url(), None, 5000).unwrap();
     let by_node = cl.event_per_node("wc");
     assert_eq!(by_node.len(), 3, "one event per node: {by_node:?}");
     for id in by_node.values() {
@@ -276,7 +278,7 @@ async fn cluster_through_the_worker() {
             assert_eq!(a.status, 201, "{id} on :{node}: {}", a.body);
         }
         let own =
-            flashgate::native::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
+            flashgate_core::net::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
         assert_eq!(
             strings(&own, &["HGET", &EventKeys::new(id).meta, "sold:A"]).await,
             Value::Str("3".into())
@@ -312,8 +314,8 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
     );
 
     let good = token("mallory");
-    let exp = flashgate::token::mint(SECRET.as_bytes(), "mallory", now_ms() / 1000 - 1);
-    let forged = flashgate::token::mint(
+    let exp = flashgate_core::token::mint(SECRET.as_bytes(), "mallory", now_ms() / 1000 - 1);
+    let forged = flashgate_core::token::mint(
         b"not-the-secret-at-all-0000",
         "mallory",
         now_ms() / 1000 + 3600,
@@ -348,7 +350,7 @@ async fn one_origin_command_per_attempt_and_none_for_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resp_auth() {
     let r = Redis::start_with_password("s3cret-pass");
-    let o = flashgate::native::connect(&r.url(), Some("s3cret-pass".into()), 5000).unwrap();
+    let o = flashgate_core::net::connect(&r.url(), Some("s3cret-pass".into()), 5000).unwrap();
     ops::create(&o, &spec("auth", &[("A", 5)], -1000, (1, 5, 1)), true)
         .await
         .unwrap();

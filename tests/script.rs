@@ -6,13 +6,16 @@
 mod common;
 
 use common::*;
-use flashgate::keys::EventKeys;
-use flashgate::model::{effective_state, parse_rfc3339_ms, State, MS_PER_DAY};
-use flashgate::native::orders::{expire_due, settle, track};
-use flashgate::native::{ops, NativeOrigin};
-use flashgate::order::{Order, OrderLine};
-use flashgate::origin::{Cmd, Origin, Value};
-use flashgate::script::{Line, LineAfter, Outcome, PurchaseCall, SettleVerb, Settled, PURCHASE};
+use flashgate_core::keys::EventKeys;
+use flashgate_core::model::{effective_state, parse_rfc3339_ms, State, MS_PER_DAY};
+use flashgate_core::net::NativeOrigin;
+use flashgate_core::ops;
+use flashgate_core::order::{Order, OrderLine};
+use flashgate_core::orders::{expire_due, settle, track};
+use flashgate_core::origin::{Cmd, Origin, Value};
+use flashgate_core::script::{
+    Line, LineAfter, Outcome, PurchaseCall, SettleVerb, Settled, PURCHASE,
+};
 
 /// The payment window of events made by [`spec`]: the default, 15 minutes.
 const PAY_MS: i64 = 900_000;
@@ -54,7 +57,7 @@ async fn attempt(o: &NativeOrigin, a: &Attempt<'_>) -> Outcome {
 /// One attempt; `fresh` says the edge knows nothing of the key.
 async fn attempt_as(o: &NativeOrigin, a: &Attempt<'_>, fresh: bool) -> Outcome {
     let keys = EventKeys::new(a.event);
-    let fp = flashgate::order::fingerprint(&a.lines);
+    let fp = flashgate_core::order::fingerprint(&a.lines);
     let lines = a
         .lines
         .iter()
@@ -299,7 +302,7 @@ async fn script_cache_loss_is_survived() {
 #[tokio::test]
 async fn cluster_events_on_different_nodes() {
     let c = Cluster::start();
-    let o = flashgate::native::connect(&c.seed_url(), None, 5000).unwrap();
+    let o = flashgate_core::net::connect(&c.seed_url(), None, 5000).unwrap();
     let by_node = c.event_per_node("c");
     assert!(by_node.len() >= 2, "ids spread over nodes: {by_node:?}");
     for (node, id) in &by_node {
@@ -314,7 +317,7 @@ async fn cluster_events_on_different_nodes() {
             "{id} on {node}: {out:?}"
         );
         let sold =
-            flashgate::native::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
+            flashgate_core::net::connect(&format!("redis://127.0.0.1:{node}"), None, 5000).unwrap();
         assert_eq!(
             hget(&sold, &EventKeys::new(id).meta, "sold:B")
                 .await
@@ -361,8 +364,8 @@ async fn an_expiry_gives_everything_back_and_a_payment_keeps_it() {
     let out = attempt(&o, &buy("u2", "key-00002", &[("A", 1)], t + 60_000)).await;
     assert!(matches!(out, Outcome::Placed { .. }), "{out:?}");
     let (o1, o2) = (
-        flashgate::order::order_id("s5", "u1", "key-00001"),
-        flashgate::order::order_id("s5", "u2", "key-00002"),
+        flashgate_core::order::order_id("s5", "u1", "key-00001"),
+        flashgate_core::order::order_id("s5", "u2", "key-00002"),
     );
     // Nothing is due before its deadline.
     assert_eq!(
@@ -448,7 +451,7 @@ async fn tracking_is_idempotent_and_never_brings_a_settled_order_back() {
         "nothing new past the mark"
     );
     assert_eq!(zcard().await.as_int(), Some(3));
-    let o1 = flashgate::order::order_id("s7", "u1", "key-00001");
+    let o1 = flashgate_core::order::order_id("s7", "u1", "key-00001");
     let day = (t / MS_PER_DAY).to_string();
     assert_eq!(
         hget(&o, &k.orders, &format!("o:{o1}")).await,
@@ -476,7 +479,7 @@ async fn tracking_is_idempotent_and_never_brings_a_settled_order_back() {
     // An order placed after the mark is found by pay, which tracks on a miss.
     let late = Attempt::new("s7", "u4", "key-00004", &[("A", 1)], t + 2);
     assert!(matches!(attempt(&o, &late).await, Outcome::Placed { .. }));
-    let o4 = flashgate::order::order_id("s7", "u4", "key-00004");
+    let o4 = flashgate_core::order::order_id("s7", "u4", "key-00004");
     let paid = settle(&o, "s7", &o4, SettleVerb::Pay, t + 3).await.unwrap();
     assert_eq!(paid, Settled::Done { units: 0 });
 }
@@ -594,7 +597,7 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
     let due = t + PAY_MS;
     let (mut paid, mut expired) = (0, 0);
     for u in &users {
-        let id = flashgate::order::order_id("race", u, "key-race-1");
+        let id = flashgate_core::order::order_id("race", u, "key-race-1");
         let (p, e) = tokio::join!(
             settle(&o, "race", &id, SettleVerb::Pay, due),
             settle(&o2, "race", &id, SettleVerb::Expire, due)
@@ -622,7 +625,7 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
 
 #[tokio::test]
 async fn a_fresh_attempt_for_a_sold_out_item_costs_one_read() {
-    use flashgate::native::load::{commandstats, commandstats_delta};
+    use flashgate_sim::load::{commandstats, commandstats_delta};
     let (_r, o, t) = live("s6").await;
     let b = |user, key| Attempt::new("s6", user, key, &[("B", 1)], t);
     // u1 takes the only B.

@@ -8,8 +8,8 @@ mod common;
 
 use common::db::*;
 use common::*;
-use flashgate::native::NativeOrigin;
-use flashgate::origin::{Cmd, Origin, Value};
+use flashgate_core::net::NativeOrigin;
+use flashgate_core::origin::{Cmd, Origin, Value};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
@@ -26,7 +26,7 @@ impl Rig {
     async fn new(event: &str, items: &[(&str, u32)]) -> Rig {
         let redis = Redis::start();
         let o = redis.origin();
-        flashgate::native::ops::create(&o, &spec(event, items, -60_000, (1, 1, 1)), true)
+        flashgate_core::ops::create(&o, &spec(event, items, -60_000, (1, 1, 1)), true)
             .await
             .unwrap();
         Rig {
@@ -369,7 +369,7 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
         assert_eq!((rig.pending().await, rig.xlen().await), (0, 0));
         // Every entry was acknowledged and trimmed, so every order was tracked first: its
         // index names its user and key (the sink tracks before it acknowledges).
-        let orders = flashgate::keys::EventKeys::new("crash").orders;
+        let orders = flashgate_core::keys::EventKeys::new("crash").orders;
         let index = rig.cmd(&["HGETALL", &orders]).await;
         let index: BTreeMap<String, String> = index
             .as_array()
@@ -551,11 +551,11 @@ async fn errors_are_one_sentence() {
 /// user's hash expires.
 #[tokio::test]
 async fn the_writer_tracks_each_batch_before_acknowledging_it() {
-    use flashgate::native::sink::{run, store::Store, Config, NoSweep};
+    use flashgate_sink::{run, store::Store, Config, NoSweep};
     use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 25;
     let rig = Rig::new("trk", &[("A", 100)]).await;
-    let k = flashgate::keys::EventKeys::new("trk");
+    let k = flashgate_core::keys::EventKeys::new("trk");
     let db = Db::sqlite();
     rig.drain(&db, &[]); // the tables and the group
     let store = Store::open(&db.url, 1).await.unwrap();
@@ -623,9 +623,9 @@ async fn buy(
     now: i64,
     pay_by: i64,
 ) -> Option<String> {
-    use flashgate::order::{Order, OrderLine};
-    use flashgate::script::{Line, Outcome, PurchaseCall, PURCHASE};
-    let keys = flashgate::keys::EventKeys::new(event);
+    use flashgate_core::order::{Order, OrderLine};
+    use flashgate_core::script::{Line, Outcome, PurchaseCall, PURCHASE};
+    let keys = flashgate_core::keys::EventKeys::new(event);
     let lines = [Line {
         sku: sku.to_string(),
         qty: 1,
@@ -649,7 +649,7 @@ async fn buy(
         user,
         now_ms: now,
         idempotency_key: key,
-        fingerprint: &flashgate::order::fingerprint(&lines),
+        fingerprint: &flashgate_core::order::fingerprint(&lines),
         order_json: &order_json,
         pay_by_ms: pay_by,
         lines: &lines,
@@ -663,8 +663,8 @@ async fn buy(
 /// The origin's view of every order it placed for `event`, from its order index and each
 /// buyer's hash: order id → (status, lines as the order JSON says them).
 async fn origin_orders(o: &NativeOrigin, event: &str) -> BTreeMap<String, (String, String)> {
-    let k = flashgate::keys::EventKeys::new(event);
-    flashgate::native::orders::track(o, event).await.unwrap();
+    let k = flashgate_core::keys::EventKeys::new(event);
+    flashgate_core::orders::track(o, event).await.unwrap();
     let index = o.call(&Cmd::new(["HGETALL", &k.orders])).await.unwrap();
     let mut out = BTreeMap::new();
     for kv in index.as_array().unwrap().chunks(2) {
@@ -672,7 +672,7 @@ async fn origin_orders(o: &NativeOrigin, event: &str) -> BTreeMap<String, (Strin
         let Some(id) = f.strip_prefix("o:") else {
             continue;
         };
-        let (user, key) = flashgate::script::parse_order_index(v).unwrap();
+        let (user, key) = flashgate_core::script::parse_order_index(v).unwrap();
         let user_key = k.user(user);
         let hget = |field: String| {
             let user_key = user_key.clone();
@@ -727,7 +727,7 @@ async fn db_orders(pool: &sqlx::AnyPool) -> BTreeMap<String, (String, String)> {
 
 /// The origin's `sold:<sku>`.
 async fn origin_sold(o: &NativeOrigin, event: &str, sku: &str) -> i64 {
-    let meta = flashgate::keys::EventKeys::new(event).meta;
+    let meta = flashgate_core::keys::EventKeys::new(event).meta;
     let v = o
         .call(&Cmd::new(["HGET", &meta, &format!("sold:{sku}")]))
         .await
@@ -739,10 +739,10 @@ async fn origin_sold(o: &NativeOrigin, event: &str, sku: &str) -> i64 {
 /// (written, then expired) and u2's re-sale of its unit, with the expiry held by a dead
 /// consumer and the re-sale not yet read.
 async fn expiry_held_by_a_dead_consumer(rig: &Rig, db: &Db) -> (String, String) {
-    use flashgate::native::orders::expire_due;
+    use flashgate_core::orders::expire_due;
     let o = &rig.o;
     let event = rig.event.as_str();
-    let now = flashgate::native::now_ms();
+    let now = flashgate_core::model::now_ms();
     let window = 15 * 60_000;
     // 1. u1 buys the unit; the writer writes it (pending, sold 1).
     let o1 = buy(o, event, "u1", "key-u1-0001", "A", now, now + window).await;
@@ -963,9 +963,9 @@ fn signal(pid: u32, sig: &str) {
 /// once, its lines, its status, and sold = the origin's sold; nothing is quarantined,
 /// dead-lettered or left pending.
 async fn churn(db: &Db, run: usize) {
-    use flashgate::native::now_ms;
-    use flashgate::native::orders::{expire_due, settle};
-    use flashgate::script::{SettleVerb, Settled};
+    use flashgate_core::model::now_ms;
+    use flashgate_core::orders::{expire_due, settle};
+    use flashgate_core::script::{SettleVerb, Settled};
     use std::cell::RefCell;
     const STOCK: [(&str, u32); 2] = [("A", 8), ("B", 4)];
     const BUSY: Duration = Duration::from_secs(9);

@@ -4,7 +4,7 @@
 -- purchase.lua could reach while it writes what it writes (sold, the user's counters, state
 -- and idempotency record, the stream entry), so the gap between the two is what purchase.lua's
 -- decisions cost.
--- KEYS: 1 meta  2 user  3 stream.  ARGV: as purchase.lua's (src/script.rs).
+-- KEYS: 1 meta  2 user  3 stream.  ARGV: as purchase.lua's (crates/core/src/script.rs).
 local key, sku = ARGV[2], ARGV[6]
 local d = 'd:20000:' .. sku
 redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'utc_offset_min', 'cap_item',

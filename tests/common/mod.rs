@@ -7,10 +7,10 @@
 pub mod db;
 pub mod pg;
 
-use flashgate::model::{format_ms, EventSpec};
-use flashgate::native::load::{commandstats, commandstats_delta};
-use flashgate::native::{self, now_ms, NativeOrigin};
-use flashgate::origin::{Cmd, Origin};
+use flashgate_core::model::{format_ms, now_ms, EventSpec};
+use flashgate_core::net::{self as native, NativeOrigin};
+use flashgate_core::origin::{Cmd, Origin};
+use flashgate_sim::load::{commandstats, commandstats_delta};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 pub const SECRET: &str = "test-identity-secret-0123456789";
 pub const OPERATOR: &str = "test-operator-token";
 
+/// The repository's root (these suites are test targets of crates/cli).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
 pub fn free_port() -> u16 {
@@ -314,7 +315,7 @@ impl Cluster {
             }
             let id = format!("{prefix}{i}");
             by_node
-                .entry(self.owner(&flashgate::keys::EventKeys::new(&id).meta))
+                .entry(self.owner(&flashgate_core::keys::EventKeys::new(&id).meta))
                 .or_insert(id);
         }
         by_node
@@ -545,7 +546,7 @@ pub fn http() -> reqwest::Client {
 }
 
 pub fn token(user: &str) -> String {
-    flashgate::token::mint(SECRET.as_bytes(), user, now_ms() / 1000 + 3600)
+    flashgate_core::token::mint(SECRET.as_bytes(), user, now_ms() / 1000 + 3600)
 }
 
 /// An event spec with `items` as (sku, stock), starting `starts_in_ms` from now.
@@ -606,12 +607,12 @@ pub async fn get_json(c: &reqwest::Client, url: String) -> serde_json::Value {
 
 /// The ids of the orders an event's stream says were placed.
 pub async fn placed_order_ids(o: &impl Origin, event: &str) -> std::collections::HashSet<String> {
-    let k = flashgate::keys::EventKeys::new(event);
+    let k = flashgate_core::keys::EventKeys::new(event);
     let v = o
         .call(&Cmd::new(["XRANGE", &k.stream, "-", "+"]))
         .await
         .unwrap();
-    let field = |f: &[flashgate::origin::Value], name: &str| {
+    let field = |f: &[flashgate_core::origin::Value], name: &str| {
         let i = f.iter().position(|x| x.as_str() == Some(name)).unwrap();
         f[i + 1].as_str().unwrap().to_string()
     };
@@ -653,7 +654,7 @@ impl Sale {
     ) -> Sale {
         let redis = Redis::start();
         let origin = redis.origin();
-        flashgate::native::ops::create(&origin, &spec, true)
+        flashgate_core::ops::create(&origin, &spec, true)
             .await
             .unwrap();
         let url = redis.url();

@@ -1,0 +1,134 @@
+//! The purchase pipeline's answers: 201 for a placed or replayed order (its body pins the
+//! order and the user's counters), and the refusals whose bodies say when to come back (the
+//! sale's state, the user's caps, an expired order). Plain functions over plain data.
+
+use crate::edge::CapHit;
+use crate::error::{ApiError, ApiReply, Code};
+use crate::model::{format_ms, next_day_start, Caps, State};
+use crate::order::{Line, Order};
+use crate::script::{LineAfter, Snapshot};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct PlacedBody<'a, O: Serialize> {
+    order: &'a O,
+    counters: Counters<'a>,
+    replayed: bool,
+}
+
+#[derive(Serialize)]
+struct Counters<'a> {
+    total: Option<u32>,
+    total_cap: Option<u32>,
+    items: Vec<ItemCounter<'a>>,
+}
+
+#[derive(Serialize)]
+struct ItemCounter<'a> {
+    sku: &'a str,
+    today: u32,
+    cap: u32,
+}
+
+/// The refusal for a key whose order expired, with the order.
+pub(super) fn expired(order_json: &str) -> ApiError {
+    match serde_json::from_str(order_json) {
+        Ok(doc) => ApiError::order_expired(doc),
+        Err(_) => ApiError::internal(),
+    }
+}
+
+/// 201 for a placed order.
+pub(super) fn placed_reply(
+    order: &Order,
+    total: u32,
+    caps: Caps,
+    lines: &[Line],
+    after: &[LineAfter],
+) -> ApiReply {
+    let items = lines
+        .iter()
+        .zip(after)
+        .map(|(l, a)| ItemCounter {
+            sku: &l.sku,
+            today: a.today,
+            cap: caps.per_item_per_day,
+        })
+        .collect();
+    let body = PlacedBody {
+        order,
+        counters: Counters {
+            total: Some(total),
+            total_cap: Some(caps.total),
+            items,
+        },
+        replayed: false,
+    };
+    ApiReply::json(201, &body)
+}
+
+/// 201 for a replayed order: the stored document, unchanged.
+pub(super) fn replay_reply(
+    order_json: &str,
+    total: Option<u32>,
+    total_cap: Option<u32>,
+) -> Result<ApiReply, ApiError> {
+    let stored: serde_json::Value =
+        serde_json::from_str(order_json).map_err(|_| ApiError::internal())?;
+    let body = PlacedBody {
+        order: &stored,
+        counters: Counters {
+            total,
+            total_cap,
+            items: Vec::new(),
+        },
+        replayed: true,
+    };
+    Ok(ApiReply::json(201, &body).with_header("idempotent-replayed", "true"))
+}
+
+/// The answer for a sale that is not live, or `Ok` when it is.
+pub(super) fn state_check(snap: &Snapshot, now: i64) -> Result<(), ApiError> {
+    let m = &snap.meta;
+    match snap.state(now) {
+        State::Live => Ok(()),
+        State::Scheduled => {
+            let secs = ((m.starts_at - now).max(0) as u64).div_ceil(1000);
+            Err(
+                ApiError::new(Code::NotStarted, "the sale has not started yet")
+                    .retry_after(secs)
+                    .with("server_time", format_ms(now))
+                    .with("starts_at", format_ms(m.starts_at)),
+            )
+        }
+        State::Paused => Err(ApiError::new(
+            Code::Paused,
+            "the sale is paused; it will resume shortly",
+        )
+        .retry_after(5)
+        .with("server_time", format_ms(now))),
+        State::Ended => Err(ApiError::new(Code::Ended, "the sale has ended")),
+    }
+}
+
+pub(super) fn cap_error(hit: CapHit, snap: &Snapshot, now: i64) -> ApiError {
+    let caps = snap.meta.caps;
+    match hit {
+        CapHit::Item { sku, .. } => {
+            let wait = (next_day_start(now, snap.meta.utc_offset_min) - now).max(0) as u64;
+            let cap = caps.per_item_per_day;
+            ApiError::new(
+                Code::ItemLimitReached,
+                format!("you have bought your {cap} of {sku} for today"),
+            )
+            .retry_after(wait.div_ceil(1000))
+            .with("sku", sku)
+            .with("cap", cap)
+        }
+        CapHit::Total { .. } => ApiError::new(
+            Code::TotalLimitReached,
+            format!("you have bought the most this sale allows ({})", caps.total),
+        )
+        .with("cap", caps.total),
+    }
+}

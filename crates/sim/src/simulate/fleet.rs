@@ -1,0 +1,283 @@
+//! The fleet and its crowd, on a thread of their own: a current-thread tokio runtime with a
+//! `LocalSet`, because a [`Gate`] is not `Send` (an isolate is single-threaded too).
+//!
+//! Each isolate is its own [`Gate`], built from the same [`Config`] the worker shell reads
+//! from its vars, with its own `EdgeState`; it is called exactly as the shell calls it, with
+//! the request as plain data, the wall clock as `now`, and no outside rate limiter. The
+//! isolates reach the origin through the shared [`Pool`], each through its own
+//! [`IsolateOrigin`] so that every purchase it forwards is noted with its isolate.
+//!
+//! Until the start, every isolate serves `GET /api/events/<event>` whenever its snapshot is
+//! due (pages polling), at a moment of its own, so that it refreshes and reports its counts
+//! about once a second and the fleet's figures count the whole fleet before the start; then
+//! each planned intent arrives at its time and isolate, and is retried per [`next`]. The run ends when every intent has ended, or at
+//! `end_ms`.
+
+use super::measure::Forward;
+use super::meter::sleep_until_ms;
+use super::origin::{IsolateOrigin, Pool, Tap};
+use super::plan::{next, Arrival, Next};
+use crate::load::outcome;
+use flashgate_core::config::Config;
+use flashgate_core::gate::{ApiRequest, Gate, NoLimiter};
+use flashgate_core::model::now_ms;
+use flashgate_core::net::connect;
+use indicatif::ProgressBar;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// How long after its snapshot is due for a refresh an isolate's page polls again.
+const POLL_SLACK_MS: i64 = 20;
+
+/// Everything the fleet thread needs, decided before it starts.
+pub struct Orders {
+    pub config: Config,
+    pub origin_url: String,
+    pub origin_password: Option<String>,
+    pub connections: usize,
+    pub isolates: usize,
+    pub event: String,
+    /// The order body every intent sends.
+    pub body: String,
+    /// `Bearer <token>` per user number.
+    pub authorization: Vec<String>,
+    /// Prefix of this run's Idempotency-Keys.
+    pub run: String,
+    pub arrivals: Vec<Arrival>,
+    /// The start of the sale and the end of the run, Unix ms.
+    pub t0_ms: i64,
+    pub end_ms: i64,
+    pub seed: u64,
+}
+
+/// What the crowd did, by its own count. The origin's side is measured elsewhere.
+#[derive(Debug, Default)]
+pub struct CrowdLog {
+    /// Attempts sent to isolates in each second from the start (retries included).
+    pub sent: Vec<u64>,
+    /// Every answer by outcome (`placed`, `sold_out`, `origin_unavailable`, …).
+    pub answers: BTreeMap<String, u64>,
+    /// How each intent ended: its last outcome, `gave_up` after the last retry, or
+    /// `unfinished` when the run ended first.
+    pub intents: BTreeMap<String, u64>,
+    /// How late each intent's first attempt reached its isolate against the plan, in µs.
+    pub late_us: Vec<u64>,
+    /// Every purchase an isolate forwarded, at its origin boundary.
+    pub forwards: Vec<Forward>,
+    pub warmup_ms: i64,
+    /// Isolates that had read their snapshot before the start.
+    pub warmed: usize,
+    /// When the last intent ended (or the run was cut off), ms after the start.
+    pub finished_ms: i64,
+}
+
+struct Fleet {
+    gates: Vec<Gate>,
+    pool: Pool,
+    tap: Tap,
+    orders: Orders,
+    /// The purchase path and the event page's path.
+    path: String,
+    page: String,
+    rng: RefCell<fastrand::Rng>,
+    log: RefCell<CrowdLog>,
+    bar: ProgressBar,
+}
+
+impl Fleet {
+    fn origin(&self, isolate: usize) -> IsolateOrigin<'_> {
+        IsolateOrigin {
+            pool: &self.pool,
+            tap: &self.tap,
+            isolate,
+        }
+    }
+
+    fn count_sent(&self, now: i64) {
+        let second = ((now - self.orders.t0_ms).max(0) / 1000) as usize;
+        let mut c = self.log.borrow_mut();
+        if c.sent.len() <= second {
+            c.sent.resize(second + 1, 0);
+        }
+        c.sent[second] += 1;
+    }
+
+    fn end(&self, how: String) {
+        *self.log.borrow_mut().intents.entry(how).or_insert(0) += 1;
+        self.bar.inc(1);
+    }
+
+    /// One intent, from its first attempt to its end.
+    async fn intent(self: Rc<Self>, a: Arrival) {
+        let key = format!("{}-{}", self.orders.run, a.intent);
+        let auth = &self.orders.authorization[a.user as usize];
+        let mut isolate = a.isolate;
+        for tries in 1.. {
+            let now = now_ms();
+            if now >= self.orders.end_ms {
+                return self.end("unfinished".into());
+            }
+            self.count_sent(now);
+            if tries == 1 {
+                let late = now - (self.orders.t0_ms + a.at_ms);
+                self.log
+                    .borrow_mut()
+                    .late_us
+                    .push(late.max(0) as u64 * 1000);
+            }
+            let req = ApiRequest {
+                method: "POST",
+                path: &self.path,
+                query: None,
+                authorization: Some(auth),
+                cookie: None,
+                content_type: Some("application/json"),
+                idempotency_key: Some(&key),
+                body: self.orders.body.as_bytes(),
+                declared_len: None,
+                roll: self.rng.borrow_mut().f64(),
+            };
+            let origin = self.origin(isolate);
+            // Boxed, so that an intent waiting to retry holds no pipeline state.
+            let handled =
+                Box::pin(self.gates[isolate].handle(&origin, &NoLimiter, &req, now, &now_ms)).await;
+            let r = handled.reply;
+            let got = outcome(r.status, r.body.as_bytes());
+            *self
+                .log
+                .borrow_mut()
+                .answers
+                .entry(got.clone())
+                .or_insert(0) += 1;
+            match next(r.status, r.header("retry-after"), tries) {
+                Next::Done => return self.end(got),
+                Next::GiveUp => return self.end("gave_up".into()),
+                Next::Retry { after_ms } => {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    isolate = self.rng.borrow_mut().usize(..self.gates.len());
+                }
+            }
+        }
+    }
+
+    /// Isolate `i` serves one event page, and so reads its snapshot when it is due.
+    async fn serve_page(&self, i: usize) {
+        let req = ApiRequest {
+            method: "GET",
+            path: &self.page,
+            ..ApiRequest::default()
+        };
+        let origin = self.origin(i);
+        Box::pin(self.gates[i].handle(&origin, &NoLimiter, &req, now_ms(), &now_ms)).await;
+    }
+
+    /// Pages poll until the start, as in a fleet whose pages poll all the time: each isolate
+    /// serves an event page whenever its snapshot is due for a refresh (every EDGE_CACHE_MS
+    /// plus [`POLL_SLACK_MS`]), the isolates' first polls spread evenly over one interval. So
+    /// each isolate refreshes, and reports its counts, about once a second at a moment of its
+    /// own, and once every isolate has refreshed, each full second counts about the whole fleet
+    /// in the fleet's figures: what admission control reads at the start to size its shares.
+    /// (A snapshot carries the last full second's figures, so it takes 3 s of polling before a
+    /// start on a whole second.) Answers how long the pages polled.
+    async fn warm_up(self: &Rc<Self>) -> i64 {
+        let began = now_ms();
+        let period = self.orders.config.edge.cache_ms + POLL_SLACK_MS;
+        let (n, end) = (self.gates.len() as i64, self.orders.t0_ms);
+        let pollers = (0..self.gates.len()).map(|i| {
+            let f = self.clone();
+            async move {
+                let mut at = began + i as i64 * period / n;
+                while at < end {
+                    sleep_until_ms(at).await;
+                    f.serve_page(i).await;
+                    at += period;
+                }
+            }
+        });
+        futures_util::future::join_all(pollers).await;
+        now_ms() - began
+    }
+
+    /// Sends each intent at its time; returns when all have ended or at the end of the run.
+    async fn send_crowd(self: &Rc<Self>) {
+        let mut running = JoinSet::new();
+        let end = self.orders.end_ms;
+        for &a in &self.orders.arrivals {
+            let at = self.orders.t0_ms + a.at_ms;
+            if at >= end {
+                break;
+            }
+            sleep_until_ms(at).await;
+            running.spawn_local(self.clone().intent(a));
+        }
+        let wait = Duration::from_millis((end - now_ms()).max(0) as u64);
+        let _ = tokio::time::timeout(wait, async { while running.join_next().await.is_some() {} })
+            .await;
+        // Cut off what is still running, and wait until it has let go of the fleet.
+        running.abort_all();
+        while running.join_next().await.is_some() {}
+    }
+}
+
+async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
+    let timeout = orders.config.origin.timeout_ms();
+    let conns = (0..orders.connections.max(1))
+        .map(|_| connect(&orders.origin_url, orders.origin_password.clone(), timeout))
+        .collect::<Result<Vec<_>, _>>()?;
+    let gates = (0..orders.isolates)
+        .map(|_| Gate::new(orders.config.clone()))
+        .collect();
+    let fleet = Rc::new(Fleet {
+        gates,
+        pool: Pool::start(conns, timeout)?,
+        tap: Tap::new(&orders.event, orders.t0_ms),
+        path: format!("/api/events/{}/orders", orders.event),
+        page: format!("/api/events/{}", orders.event),
+        rng: RefCell::new(fastrand::Rng::with_seed(orders.seed ^ 0x5eed)),
+        log: RefCell::new(CrowdLog::default()),
+        orders,
+        bar,
+    });
+    let warmup_ms = fleet.warm_up().await;
+    let warmed = fleet
+        .gates
+        .iter()
+        .filter(|g| g.state.borrow().stats.view_reads > 0)
+        .count();
+    // The last polls may end a moment after the start: that is no delay worth a word.
+    let overran = now_ms() - fleet.orders.t0_ms;
+    if overran > POLL_SLACK_MS {
+        eprintln!("flashgate simulate: the warm-up ended {overran} ms after the start (pages polled for {warmup_ms} ms); the first arrivals are late");
+    }
+    fleet.send_crowd().await;
+    let unfinished =
+        fleet.orders.arrivals.len() as u64 - fleet.log.borrow().intents.values().sum::<u64>();
+    let finished_ms = now_ms() - fleet.orders.t0_ms;
+    let fleet = Rc::try_unwrap(fleet).map_err(|_| "an intent outlived the run".to_string())?;
+    let mut crowd = fleet.log.into_inner();
+    if unfinished > 0 {
+        *crowd.intents.entry("unfinished".into()).or_insert(0) += unfinished;
+    }
+    crowd.forwards = fleet.tap.into_log();
+    crowd.warmup_ms = warmup_ms;
+    crowd.warmed = warmed;
+    crowd.finished_ms = finished_ms;
+    Ok(crowd)
+}
+
+/// Runs the fleet on a thread of its own and answers what the crowd did.
+pub fn spawn(
+    orders: Orders,
+    bar: ProgressBar,
+) -> std::thread::JoinHandle<Result<CrowdLog, String>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the fleet's runtime: {e}"))?;
+        tokio::task::LocalSet::new().block_on(&rt, run(orders, bar))
+    })
+}

@@ -1,0 +1,394 @@
+//! Running a simulation: the `flashgate simulate` arguments and their checks, the setup at
+//! the origin (scripts loaded, the event created or looked up, the budget set), the timeline
+//! (an idle second, the warm-up, the start, the crowd) and [`main`], which joins the fleet's
+//! count of what it sent with what the instruments measured at the origin.
+
+use super::fleet::{self, Orders};
+use super::measure::{self, pct, Readings};
+use super::meter::{sleep_until_ms, Meter, PING_MS};
+use super::plan::{arrivals, Crowd};
+use super::report::{render_table, Report};
+use crate::load::order_body;
+use flashgate_core::config::Config;
+use flashgate_core::keys::EventKeys;
+use flashgate_core::model::now_ms;
+use flashgate_core::model::{
+    format_ms, Caps, EventSpec, ItemSpec, DEFAULT_ORIGIN_BUDGET, DEFAULT_PAY_WITHIN_SECS,
+};
+use flashgate_core::net::{connect, NativeOrigin};
+use flashgate_core::ops;
+use flashgate_core::origin::resp::RespConfig;
+use flashgate_core::origin::{Cmd, Origin};
+use flashgate_core::script::{PURCHASE, VIEW};
+use flashgate_core::token;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+
+/// The probe watches the idle origin this long before the warm-up.
+const IDLE_MS: i64 = 1000;
+/// The least time the pages poll before the start (see `fleet`): 3 s, and a little for
+/// setting up the fleet. The start is then put on the next whole second, as sales start.
+const WARMUP_MS: i64 = 3300;
+/// EDGE_CACHE_MS of every isolate: the refresh interval of its snapshot, as deployed.
+const EDGE_CACHE_MS: u64 = 1000;
+/// The instruments' bound on one command (connect, write, read).
+const PROBE_TIMEOUT_MS: u64 = 5000;
+/// The simulator's IDENTITY_SECRET: it mints the crowd's tokens, its isolates check them.
+pub(super) const SECRET: &str = "flashgate-simulator-identity-secret";
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("sale").required(true).args(["stock", "event"])))]
+pub struct SimulateArgs {
+    /// Isolates in the fleet, each its own gate.
+    #[arg(long, default_value_t = 100)]
+    pub isolates: usize,
+    /// Distinct users (`sim-0` … `sim-<U-1>`); intent i is user i mod U.
+    #[arg(long, default_value_t = 1000)]
+    pub users: u64,
+    /// Purchase intents (first attempts); retries come on top.
+    #[arg(long, default_value_t = 2000)]
+    pub attempts: u64,
+    /// Create a fresh event with one item A of this many units (caps 1/day, 1 in total).
+    #[arg(long)]
+    pub stock: Option<u32>,
+    /// Use this existing event instead; the crowd buys its first item.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// The event's origin budget, purchase attempts per second (default: the event's, or
+    /// 5000 for a fresh one).
+    #[arg(long)]
+    pub budget: Option<u32>,
+    /// Length of the run from the start of the sale.
+    #[arg(long, default_value_t = 15)]
+    pub seconds: u64,
+    /// ADMISSION of every isolate.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub admission: String,
+    /// Connections to the origin, shared by the isolates.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// RATE_LIMIT_PER_SEC of every isolate.
+    #[arg(long, default_value_t = 5)]
+    pub rate_limit_per_sec: u32,
+    /// ORIGIN_TIMEOUT_MS of every isolate.
+    #[arg(long, default_value_t = 1500)]
+    pub origin_timeout_ms: u64,
+    /// Mean of the exponential arrival curve, in ms after the start.
+    #[arg(long, default_value_t = 300)]
+    pub arrival_ms: u64,
+    /// Seed of the crowd's randomness.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print the report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn check(a: &SimulateArgs) -> Result<(), String> {
+    let within = |name: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{name} must be {lo} to {hi}"))
+        }
+    };
+    within("--isolates", a.isolates as u64, 1, 100_000)?;
+    within("--users", a.users, 1, 10_000_000)?;
+    within("--attempts", a.attempts, 1, 10_000_000)?;
+    within("--seconds", a.seconds, 1, 3600)?;
+    within("--connections", a.connections as u64, 1, 4096)?;
+    within("--arrival-ms", a.arrival_ms, 0, 3_600_000)?;
+    if a.stock == Some(0) {
+        return Err("--stock must be at least 1".into());
+    }
+    if a.budget == Some(0) {
+        return Err("--budget must be at least 1 attempt per second".into());
+    }
+    Ok(())
+}
+
+/// The vars a worker isolate would read, as the simulator sets them.
+fn isolate_config(
+    a: &SimulateArgs,
+    origin: &str,
+    password: Option<&str>,
+) -> Result<Config, String> {
+    let rate = a.rate_limit_per_sec.to_string();
+    let timeout = a.origin_timeout_ms.to_string();
+    let refresh = EDGE_CACHE_MS.to_string();
+    Config::from_lookup(|name| {
+        let v = match name {
+            "ORIGIN_URL" => origin,
+            "ORIGIN_PASSWORD" => password?,
+            "IDENTITY_SECRET" => SECRET,
+            "RATE_LIMIT_PER_SEC" => &rate,
+            "EDGE_CACHE_MS" => &refresh,
+            "ORIGIN_TIMEOUT_MS" => &timeout,
+            "ADMISSION" => &a.admission,
+            _ => return None,
+        };
+        Some(v.to_string())
+    })
+    .map_err(|e| format!("the isolates' configuration is invalid: {e}"))
+}
+
+/// The sale the crowd meets.
+struct Sale {
+    event: String,
+    sku: String,
+    stock: u64,
+    budget: u32,
+    /// Units sold before the start.
+    sold_before: u64,
+    t0_ms: i64,
+}
+
+/// Loads both scripts, so that no EVALSHA of the run meets NOSCRIPT (it would count twice).
+async fn load_scripts(o: &NativeOrigin) -> Result<(), String> {
+    for s in [&*PURCHASE, &*VIEW] {
+        o.call(&Cmd::new(["SCRIPT", "LOAD", s.source]))
+            .await
+            .map_err(|e| format!("cannot load {} at the origin: {e}", s.name))?;
+    }
+    Ok(())
+}
+
+/// The fresh event of `--stock`: one item `A`, caps 1/day and 1 in total, starting at
+/// `t0_ms` and lasting a day.
+pub(super) fn sale_spec(id: &str, t0_ms: i64, stock: u32, budget: u32) -> EventSpec {
+    EventSpec {
+        id: id.to_string(),
+        name: format!("flashgate simulate {id}"),
+        utc_offset: "+00:00".into(),
+        starts_at: format_ms(t0_ms),
+        ends_at: format_ms(t0_ms + 86_400_000),
+        caps: Caps {
+            per_item_per_day: 1,
+            total: 1,
+            per_order_qty: 1,
+        },
+        items: vec![ItemSpec {
+            sku: "A".into(),
+            name: "Item A".into(),
+            price: 1000,
+            currency: "EUR".into(),
+            stock,
+        }],
+        pay_within: DEFAULT_PAY_WITHIN_SECS,
+        origin_budget: budget,
+    }
+}
+
+/// Creates the fresh event of `--stock`.
+async fn create_sale(
+    o: &NativeOrigin,
+    a: &SimulateArgs,
+    stock: u32,
+    run: &str,
+    t0_ms: i64,
+) -> Result<Sale, String> {
+    let budget = a.budget.unwrap_or(DEFAULT_ORIGIN_BUDGET);
+    ops::create(o, &sale_spec(run, t0_ms, stock, budget), false).await?;
+    Ok(Sale {
+        event: run.to_string(),
+        sku: "A".into(),
+        stock: u64::from(stock),
+        budget,
+        sold_before: 0,
+        t0_ms,
+    })
+}
+
+/// Looks up `--event`, sets `--budget` on it, and starts the crowd at its start or at
+/// `earliest`, whichever is later.
+async fn existing_sale(
+    o: &NativeOrigin,
+    a: &SimulateArgs,
+    id: &str,
+    earliest: i64,
+) -> Result<Sale, String> {
+    if let Some(b) = a.budget {
+        ops::set_budget(o, id, b).await?;
+    }
+    let s = ops::status(o, id).await?;
+    let (Some(info), Some(item)) = (s.meta.items.first(), s.items.first()) else {
+        return Err(format!("event {id} has no items"));
+    };
+    let t0_ms = s.meta.starts_at.max(earliest);
+    if t0_ms > earliest + 60_000 {
+        return Err(format!(
+            "event {id} starts at {}, more than a minute from now; start it first (flashgate event start {id})",
+            format_ms(s.meta.starts_at)
+        ));
+    }
+    Ok(Sale {
+        event: id.to_string(),
+        sku: info.sku.clone(),
+        stock: u64::from(item.stock),
+        budget: s.meta.origin_budget,
+        sold_before: u64::from(item.sold),
+        t0_ms,
+    })
+}
+
+fn progress(attempts: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{spinner} intents {wide_bar} {pos}/{len} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(attempts).with_style(style)
+}
+
+/// Runs the simulation `a` describes against the origin at `origin` and prints its report.
+pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Result<(), String> {
+    let began = std::time::Instant::now();
+    check(&a)?;
+    let config = isolate_config(&a, origin, password.as_deref())?;
+    let admin = connect(origin, password.clone(), 5000)?;
+    admin
+        .call(&Cmd::new(["PING"]))
+        .await
+        .map_err(|e| format!("cannot reach the origin at {origin}: {e}"))?;
+    load_scripts(&admin).await?;
+
+    let run = format!("sim-{:x}", now_ms() ^ (i64::from(std::process::id()) << 40));
+    let earliest = now_ms() + IDLE_MS + WARMUP_MS + a.isolates as i64 / 10;
+    let t0_ms = (earliest + 999) / 1000 * 1000;
+    let sale = match (&a.event, a.stock) {
+        (Some(id), _) => existing_sale(&admin, &a, id, t0_ms).await?,
+        (None, Some(stock)) => create_sale(&admin, &a, stock, &run, t0_ms).await?,
+        (None, None) => return Err("give --stock or --event".into()),
+    };
+    let end_ms = sale.t0_ms + a.seconds as i64 * 1000;
+    let exp = end_ms / 1000 + 3600;
+    let authorization = (0..a.users)
+        .map(|u| {
+            let t = token::mint(SECRET.as_bytes(), &format!("sim-{u}"), exp);
+            format!("Bearer {t}")
+        })
+        .collect();
+    let crowd = Crowd {
+        users: a.users,
+        intents: a.attempts,
+        isolates: a.isolates,
+        mean_ms: a.arrival_ms as f64,
+        horizon_ms: a.seconds as i64 * 1000,
+    };
+    let plan = arrivals(&crowd, &mut fastrand::Rng::with_seed(a.seed));
+
+    let mut probed = RespConfig::from_url(origin, PROBE_TIMEOUT_MS)?;
+    if probed.password.is_none() {
+        probed.password = password.clone();
+    }
+    let meter = Meter::start(&probed, &sale.event, &sale.sku, sale.t0_ms, a.seconds)?;
+    sleep_until_ms(now_ms() + IDLE_MS).await;
+    let warm_from = now_ms() - sale.t0_ms;
+    let bar = progress(a.attempts);
+    let orders = Orders {
+        config,
+        origin_url: origin.to_string(),
+        origin_password: password,
+        connections: a.connections,
+        isolates: a.isolates,
+        event: sale.event.clone(),
+        body: order_body(std::slice::from_ref(&sale.sku), &[0], 1),
+        authorization,
+        run,
+        arrivals: plan,
+        t0_ms: sale.t0_ms,
+        end_ms,
+        seed: a.seed,
+    };
+    let fleet = fleet::spawn(orders, bar.clone());
+    let log = tokio::task::spawn_blocking(move || fleet.join())
+        .await
+        .map_err(|e| format!("the fleet could not be joined: {e}"))?
+        .map_err(|_| "the fleet's thread panicked".to_string())??;
+    bar.finish_and_clear();
+    let last_edge = ((log.finished_ms + 999) / 1000).clamp(1, a.seconds as i64) as u64;
+    let m = meter.finish(last_edge).await?;
+
+    let meta_key = EventKeys::new(&sale.event).meta;
+    let sold = admin
+        .call(&Cmd::new([
+            "HGET".to_string(),
+            meta_key,
+            format!("sold:{}", sale.sku),
+        ]))
+        .await
+        .map_err(|e| format!("cannot read the units sold at the origin: {e}"))?
+        .as_int()
+        .unwrap_or(0)
+        .max(0) as u64;
+    let sellout = measure::sellout_ms(&m.sold, sale.stock);
+    let readings = Readings {
+        commands: &m.commands,
+        pings: &m.pings,
+        sold: &m.sold,
+        forwards: &log.forwards,
+        sent: &log.sent,
+        sold_before: sale.sold_before,
+    };
+    let per_second = measure::per_second(&readings, &sale.sku, sellout);
+    let origin_attempts: u64 = per_second.iter().map(|s| s.origin_attempts).sum();
+    let sent: u64 = log.sent.iter().sum();
+    let after: Vec<_> = log
+        .forwards
+        .iter()
+        .filter(|f| sellout.is_some_and(|s| f.at_ms >= s) && f.skus.contains(&sale.sku))
+        .collect();
+    let idle = measure::ping_percentiles(&m.pings, i64::MIN, warm_from);
+    let sale_pings = measure::ping_percentiles(&m.pings, 0, last_edge as i64 * 1000);
+    let late = measure::p50_p99_ms(log.late_us);
+    let report = Report {
+        event: sale.event,
+        sku: sale.sku.clone(),
+        isolates: a.isolates,
+        connections: a.connections,
+        users: a.users,
+        attempts: a.attempts,
+        budget: sale.budget,
+        admission: a.admission.clone(),
+        seed: a.seed,
+        stock: sale.stock,
+        sold,
+        oversold: sold.saturating_sub(sale.stock),
+        sellout_ms: sellout,
+        sent,
+        origin_attempts,
+        reached_origin_pct: pct(origin_attempts, sent),
+        isolate_forwards: log.forwards.iter().filter(|f| f.sent).count() as u64,
+        forwarded_after_sellout: after.len() as u64,
+        last_forward_after_sellout_ms: sellout
+            .and_then(|s| measure::last_forward_after(&log.forwards, &sale.sku, s)),
+        isolates_forwarding_after_sellout: measure::forwarding_isolates(
+            &log.forwards,
+            &sale.sku,
+            sellout.unwrap_or(i64::MAX),
+            i64::MAX,
+        ),
+        idle_p50_ms: idle.0,
+        idle_p99_ms: idle.1,
+        sale_p50_ms: sale_pings.0,
+        sale_p99_ms: sale_pings.1,
+        edge_cache_ms: EDGE_CACHE_MS,
+        probe_ms: PING_MS,
+        probe_priority: m.priority,
+        late_p50_ms: late.0,
+        late_p99_ms: late.1,
+        warmup_ms: log.warmup_ms,
+        warmed_isolates: log.warmed,
+        per_second,
+        intents: log.intents,
+        answers: log.answers,
+        elapsed_s: began.elapsed().as_secs_f64(),
+    };
+    if a.json {
+        let doc = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+        println!("{doc}");
+    } else {
+        print!("{}", render_table(&report));
+    }
+    Ok(())
+}
