@@ -624,7 +624,7 @@ async fn a_thousand_races_of_pay_against_expire_each_have_one_winner() {
 }
 
 #[tokio::test]
-async fn a_fresh_attempt_for_a_sold_out_item_costs_one_read() {
+async fn a_fresh_attempt_for_a_sold_out_item_costs_one_read_and_a_key_lookup() {
     use flashgate_sim::load::{commandstats, commandstats_delta};
     let (_r, o, t) = live("s6").await;
     let b = |user, key| Attempt::new("s6", user, key, &[("B", 1)], t);
@@ -633,8 +633,9 @@ async fn a_fresh_attempt_for_a_sold_out_item_costs_one_read() {
         attempt_as(&o, &b("u1", "key-00001"), true).await,
         Outcome::Placed { .. }
     ));
-    // A fresh attempt by someone else: refused after reading meta (which holds sold),
-    // nothing more.
+    // A fresh attempt by someone else: refused after reading meta (which holds sold) and
+    // asking whether its key holds an order (HEXISTS; a key that does is answered with it),
+    // nothing more: not the user's counters, no write.
     let before = commandstats(&o).await.unwrap();
     let out = attempt_as(&o, &b("u2", "key-00002"), true).await;
     let after = commandstats(&o).await.unwrap();
@@ -648,10 +649,70 @@ async fn a_fresh_attempt_for_a_sold_out_item_costs_one_read() {
     let d = commandstats_delta(&before, &after);
     assert_eq!(
         d,
-        std::collections::BTreeMap::from([("evalsha".to_string(), 1), ("hmget".to_string(), 1)]),
-        "one EVALSHA, one read inside it"
+        std::collections::BTreeMap::from([
+            ("evalsha".to_string(), 1),
+            ("hexists".to_string(), 1),
+            ("hmget".to_string(), 1)
+        ]),
+        "one EVALSHA, one read and one key lookup inside it"
     );
     // A key the edge has seen (a retry) is checked for a replay first, even when sold out.
     let retry = attempt_as(&o, &b("u1", "key-00001"), false).await;
     assert!(matches!(retry, Outcome::Replayed { .. }), "{retry:?}");
+}
+
+/// Twins of one key (one request sent twice at once, each through an isolate that knows
+/// nothing of the key, so both are "fresh") over the last unit get the same answer at the
+/// origin: the order. 100 trials, each on a fresh event of one unit, one- and two-line
+/// orders alike; and a fresh retry that comes after the sell-out finds its order too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_of_one_key_over_the_last_unit_get_the_same_answer() {
+    let r = Redis::start();
+    let (o1, o2) = (r.origin(), r.origin());
+    let mut placed_first = [0, 0];
+    for trial in 0..100 {
+        let id = format!("tw{trial}");
+        let s = spec(&id, &[("A", 1), ("B", 5)], -1000, (1, 3, 1));
+        ops::create(&o1, &s, true).await.unwrap();
+        let t = parse_rfc3339_ms(&s.starts_at).unwrap() + 10;
+        let lines: &[(&str, u32)] = if trial % 2 == 0 {
+            &[("A", 1)]
+        } else {
+            &[("A", 1), ("B", 1)]
+        };
+        let a = Attempt::new(&id, "u1", "key-twin-0001", lines, t);
+        let (x, y) = tokio::join!(attempt_as(&o1, &a, true), attempt_as(&o2, &a, true));
+        let order = |o: &Outcome| match o {
+            Outcome::Placed { .. } => Some(None),
+            Outcome::Replayed { order_json, .. } => Some(Some(order_json.clone())),
+            _ => None,
+        };
+        let (ox, oy) = (order(&x), order(&y));
+        assert!(
+            ox.is_some() && oy.is_some(),
+            "trial {trial}: twins answered {x:?} and {y:?}"
+        );
+        assert!(
+            ox.as_ref().unwrap().is_none() != oy.as_ref().unwrap().is_none(),
+            "trial {trial}: one placed, one replayed: {x:?} {y:?}"
+        );
+        placed_first[usize::from(ox.unwrap().is_some())] += 1;
+        // A third copy, fresh again, after the sell-out: the same order.
+        let z = attempt_as(&o1, &a, true).await;
+        assert!(
+            matches!(z, Outcome::Replayed { .. }),
+            "trial {trial}: {z:?}"
+        );
+        // Another key of the same user is refused as sold out, cheaply.
+        let other = Attempt::new(&id, "u1", "key-twin-0002", &[("A", 1)], t);
+        let w = attempt_as(&o1, &other, true).await;
+        assert!(matches!(w, Outcome::SoldOut { .. }), "trial {trial}: {w:?}");
+        let k = EventKeys::new(&id);
+        assert_eq!(
+            xlen(&o1, &k.stream).await,
+            1,
+            "trial {trial}: one order placed"
+        );
+    }
+    eprintln!("twins: the first twin placed the order {placed_first:?} times (x, y)");
 }

@@ -1,4 +1,4 @@
--- flashgate purchase.lua, version 5: decides and records ONE purchase attempt atomically, and
+-- flashgate purchase.lua, version 6: decides and records ONE purchase attempt atomically, and
 -- hands a placed order to the order stream. No `#!lua` shebang and no undeclared keys:
 -- Dragonfly runs it as is, under one hash tag.
 --
@@ -27,9 +27,12 @@
 -- pending set and the user hash's expiry are derived from the stream by track.lua, off this
 -- path (src/native/orders.rs).
 --
--- A fresh attempt for an item that is already sold out is refused after one read (meta),
--- before the user's hash is read: the cheap refusal for the crowd that arrives after the
--- sell-out. A key the edge saw sent (a possible retry) is checked for a replay first.
+-- A fresh attempt for an item that is already sold out is refused after one read (meta) and
+-- one HEXISTS of the key's record, before the user's hash is read: the cheap refusal for the
+-- crowd that arrives after the sell-out. "Fresh" is only what one isolate knows: the same key
+-- may have placed an order through another isolate a moment before (twins of one request,
+-- or a retry that reached another isolate), so a key that holds an order is always answered
+-- with it, never with a refusal. A key the edge saw sent is checked for a replay first.
 --
 -- Invariants: nothing is written unless every check passed, so an attempt is all or nothing;
 -- sold only grows here and never past stock; each placed order is appended to the stream
@@ -87,7 +90,9 @@ if n == 1 then
   if not meta[1] then return {2} end
   local sold = (meta[9] or 0) + 0
   local left = (meta[8] or 0) - sold
-  if fresh and meta[8] and qty and qty > left then return {7, 1, left} end
+  if fresh and meta[8] and qty and qty > left and redis.call('HEXISTS', KEYS[2], 'i:' .. key) == 0 then
+    return {7, 1, left}
+  end
   local day_f, idem_f, state_f = 'd:' .. day(meta) .. ':' .. sku, 'i:' .. key, 's:' .. key
   local user = redis.call('HMGET', KEYS[2], idem_f, state_f, 't', 'e', day_f)
   if user[1] then return replay(user) end
@@ -118,7 +123,10 @@ if fresh then
   for i = 1, n do
     local stock, qty = meta[6 + 2 * i], tonumber(ARGV[5 + 2 * i])
     local left = (stock or 0) - (meta[7 + 2 * i] or 0)
-    if stock and qty and qty > left then return {7, i, left} end
+    if stock and qty and qty > left then
+      if redis.call('HEXISTS', KEYS[2], 'i:' .. key) == 1 then break end
+      return {7, i, left}
+    end
   end
 end
 local d = day(meta)
