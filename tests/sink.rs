@@ -84,6 +84,16 @@ impl Rig {
         c
     }
 
+    /// A long-running writer named `name` (its consumer name too) with `flags`, its stderr
+    /// in `logs/<name>.err`; stopped when dropped.
+    fn writer(&self, db: &Db, logs: &std::path::Path, name: &str, flags: &[&str]) -> Proc {
+        let mut c = self.sink_cmd(db, &["--consumer", name]);
+        c.args(flags)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(logs.join(format!("{name}.err"))).unwrap());
+        Proc::spawn(name, &mut c)
+    }
+
     /// Runs `flashgate orders sink --once …` to its end; panics with its stderr on failure.
     fn drain(&self, db: &Db, extra: &[&str]) -> Output {
         let out = self.sink_cmd(db, extra).arg("--once").output().unwrap();
@@ -281,22 +291,14 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
     for db in Db::both() {
         let rig = Rig::new("crash", &[("A", 10_000)]).await;
         rig.drain(&db, &[]); // creates the tables and the group before two sinks race to
-        let log = std::env::temp_dir().join(format!("flashgate-sink-crash-{}.log", free_port()));
+        let logs = tmpdir("crash");
         let spawn = |name: &str| {
-            let mut c = rig.sink_cmd(
+            rig.writer(
                 &db,
-                &[
-                    "--consumer",
-                    name,
-                    "--claim-idle-ms",
-                    "300",
-                    "--batch",
-                    "20",
-                ],
-            );
-            c.stdout(Stdio::null())
-                .stderr(std::fs::File::create(log.with_extension(name)).unwrap());
-            Proc::spawn(name, &mut c)
+                &logs,
+                name,
+                &["--claim-idle-ms", "300", "--batch", "20"],
+            )
         };
         let pool = db.pool().await;
         let mut a = spawn("a0");
@@ -391,6 +393,7 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
             );
         }
         pool.close().await;
+        let _ = std::fs::remove_dir_all(&logs);
     }
 }
 
@@ -974,22 +977,15 @@ async fn churn(db: &Db, run: usize) {
     rig.drain(db, &[]); // the tables and the group, before three writers race to make them
     let dir = tmpdir("churn");
     let sink = |name: &str| {
-        let mut c = rig.sink_cmd(
-            db,
-            &[
-                "--consumer",
-                name,
-                "--claim-idle-ms",
-                "500",
-                "--lock-timeout-ms",
-                "1000",
-                "--batch",
-                "4",
-            ],
-        );
-        c.stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap());
-        Proc::spawn(name, &mut c)
+        let flags = [
+            "--claim-idle-ms",
+            "500",
+            "--lock-timeout-ms",
+            "1000",
+            "--batch",
+            "4",
+        ];
+        rig.writer(db, &dir, name, &flags)
     };
     let mut sinks: Vec<(String, Proc)> = (0..3)
         .map(|i| {
@@ -1192,23 +1188,17 @@ async fn a_writer_stopped_mid_transaction_is_taken_over_within_the_bound() {
     rig.drain(&db, &[]);
     let pool = db.pool().await;
     let dir = tmpdir("hang");
+    let (claim, lock) = (CLAIM_MS.to_string(), LOCK_MS.to_string());
     let spawn = |name: &str| {
-        let mut c = rig.sink_cmd(
-            &db,
-            &[
-                "--consumer",
-                name,
-                "--claim-idle-ms",
-                &CLAIM_MS.to_string(),
-                "--lock-timeout-ms",
-                &LOCK_MS.to_string(),
-                "--batch",
-                "10",
-            ],
-        );
-        c.stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap());
-        Proc::spawn(name, &mut c)
+        let flags = [
+            "--claim-idle-ms",
+            &claim,
+            "--lock-timeout-ms",
+            &lock,
+            "--batch",
+            "10",
+        ];
+        rig.writer(&db, &dir, name, &flags)
     };
     let mut a = spawn("a");
     let mut b = spawn("b");
