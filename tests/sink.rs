@@ -288,6 +288,8 @@ async fn out_of_order_changes_end_in_the_same_rows() {
 #[tokio::test]
 async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
     const N: usize = 3000;
+    // The bursts stop here, below the stock.
+    const MAX: usize = 9_000;
     for db in Db::both() {
         let rig = Rig::new("crash", &[("A", 10_000)]).await;
         rig.drain(&db, &[]); // creates the tables and the group before two sinks race to
@@ -305,7 +307,9 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
         let b = spawn("b");
         let mut kills = 0;
         let mut n = 0;
-        while n < N {
+        // At least N orders and three kills: a victim slow to start reading (a loaded machine)
+        // may see the bursts below run past N before the last kill.
+        while n < N || kills < 3 {
             rig.xadd("placed", &doc("crash", n, &[("A", 1)]), n as i64)
                 .await;
             n += 1;
@@ -321,14 +325,21 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
                         "{victim} never read"
                     );
                     // A burst, so that both sinks have batches in hand while we look.
+                    // A new victim takes a second or more to start under load: pace the
+                    // bursts so that it finds entries in hand when it does.
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                     for _ in 0..40 {
-                        if n < N - 1 {
+                        if n < MAX {
                             rig.xadd("placed", &doc("crash", n, &[("A", 1)]), n as i64)
                                 .await;
                             n += 1;
                         }
                     }
                 }
+                eprintln!(
+                    "crash: {victim} held entries {} ms after kill window {kills} opened (n = {n})",
+                    t0.elapsed().as_millis()
+                );
                 let ok = Command::new("kill")
                     .args(["-s", "KILL", &a.pid().to_string()])
                     .status()
@@ -336,12 +347,13 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
                 assert!(ok.success());
                 kills += 1;
                 let written = count(&pool, "SELECT COUNT(*) FROM fg_orders").await;
-                assert!(written < N as i64, "killed mid-stream");
+                assert!(written < n as i64, "killed mid-stream");
                 drop(a);
                 a = spawn(&format!("a{kills}"));
             }
         }
         assert_eq!(kills, 3);
+        let total = n;
         // Let the sinks catch up a little, then stop them; the final drain claims the rest.
         let t0 = Instant::now();
         while count(&pool, "SELECT COUNT(*) FROM fg_orders").await < N as i64 / 2
@@ -354,13 +366,13 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
         rig.drain(&db, &["--claim-idle-ms", "0"]);
 
         let ids = orders(&pool).await;
-        assert_eq!(ids.len(), N, "one row per order in {}", db.url);
-        assert!((0..N).all(|n| ids.get(&oid(n)).map(String::as_str) == Some("pending")));
+        assert_eq!(ids.len(), total, "one row per order in {}", db.url);
+        assert!((0..total).all(|n| ids.get(&oid(n)).map(String::as_str) == Some("pending")));
         assert_eq!(
             count(&pool, "SELECT COUNT(*) FROM fg_order_lines").await,
-            N as i64
+            total as i64
         );
-        assert_eq!(inventory(&pool, "crash").await["A"], (10_000, N as i64));
+        assert_eq!(inventory(&pool, "crash").await["A"], (10_000, total as i64));
         for t in ["fg_quarantine", "fg_dead_letters"] {
             assert_eq!(
                 count(&pool, &format!("SELECT COUNT(*) FROM {t}")).await,
@@ -384,7 +396,7 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
                 )
             })
             .collect();
-        for n in 0..N {
+        for n in 0..total {
             let entry = index.get(&format!("o:{}", oid(n))).map(String::as_str);
             let want = format!("u{n} key-{n:08} ");
             assert!(
