@@ -7,7 +7,7 @@ use flashgate_core::error::{ApiError, ApiReply};
 use flashgate_core::gate::{ApiRequest, DecisionRecord, Gate, Limiter};
 use flashgate_core::origin::http::{decode_response, HttpConfig};
 use flashgate_core::origin::resp::{Connector, RespOrigin, SlotMap};
-use flashgate_core::origin::{Cmd, Origin, OriginError, Value};
+use flashgate_core::origin::{Acks, Cmd, Origin, OriginError, Value};
 use futures_util::future::{select, Either};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -260,6 +260,10 @@ impl Origin for HttpOrigin {
     fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()> {
         Delay::from(Duration::from_millis(ms))
     }
+
+    fn replica_acks(&self) -> Option<Acks> {
+        self.0.acks
+    }
 }
 
 /// The configured transport, built per request (Workers I/O objects cannot outlive one).
@@ -286,6 +290,24 @@ impl Origin for AnyOrigin {
         match self {
             AnyOrigin::Resp(o) => o.call(cmd).await,
             AnyOrigin::Http(o) => o.call(cmd).await,
+        }
+    }
+
+    fn replica_acks(&self) -> Option<Acks> {
+        match self {
+            AnyOrigin::Resp(o) => o.replica_acks(),
+            AnyOrigin::Http(o) => o.replica_acks(),
+        }
+    }
+
+    async fn call_then_wait(
+        &self,
+        cmd: &Cmd,
+        acks: Acks,
+    ) -> std::result::Result<(Value, u32), OriginError> {
+        match self {
+            AnyOrigin::Resp(o) => o.call_then_wait(cmd, acks).await,
+            AnyOrigin::Http(o) => o.call_then_wait(cmd, acks).await,
         }
     }
 

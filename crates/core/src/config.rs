@@ -7,6 +7,8 @@
 //! | `ORIGIN_HTTP_DIALECT` | var | `dragonfly` | `dragonfly` (`/api`, Basic auth) or `upstash` (Bearer) |
 //! | `ORIGIN_PASSWORD` | secret | none | RESP AUTH password, Dragonfly requirepass, or the Upstash token |
 //! | `ORIGIN_TIMEOUT_MS` | var | 1500 | bound on every origin call |
+//! | `ORIGIN_REPLICA_ACKS` | var | 0 | replicas that must acknowledge a placed or settled order before it is answered as done (`WAIT`); 0 = do not wait; refused with the Upstash dialect |
+//! | `ORIGIN_REPLICA_ACK_MS` | var | 100 | how long to wait for them (10 to 5000) |
 //! | `IDENTITY_SECRET` | secret | — | HMAC key for identity tokens, at least 16 bytes |
 //! | `OPERATOR_TOKEN` | secret | none | bearer token for `GET /api/stats`; stats are off without it |
 //! | `EDGE_CACHE_MS` | var | 1000 | how long an event snapshot is used before a refresh |
@@ -19,6 +21,7 @@
 use crate::edge::EdgeConfig;
 use crate::origin::http::{Dialect, HttpConfig};
 use crate::origin::resp::RespConfig;
+use crate::origin::Acks;
 use crate::token::MIN_SECRET_LEN;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +45,19 @@ impl OriginConfig {
             OriginConfig::Resp(r) => r.timeout_ms,
             OriginConfig::Http(h) => h.timeout_ms,
         }
+    }
+
+    /// Makes every write script wait for `acks` replicas. Upstash's REST API has no WAIT and
+    /// replicates on its own terms, so a wait cannot be honoured there.
+    pub fn with_acks(mut self, acks: Option<Acks>) -> Result<OriginConfig, String> {
+        match &mut self {
+            OriginConfig::Resp(r) => r.acks = acks,
+            OriginConfig::Http(h) if h.dialect == Dialect::Upstash && acks.is_some() => {
+                return Err("ORIGIN_REPLICA_ACKS cannot be honoured with ORIGIN_HTTP_DIALECT=upstash (no WAIT; Upstash replicates on its own terms): set it to 0, or use RESP or Dragonfly".into())
+            }
+            OriginConfig::Http(h) => h.acks = acks,
+        }
+        Ok(self)
     }
 
     pub fn parse(
@@ -107,7 +123,17 @@ impl Config {
         }
         let url = get("ORIGIN_URL").ok_or("ORIGIN_URL is not set")?;
         let dialect = get("ORIGIN_HTTP_DIALECT").unwrap_or_else(|| "dragonfly".into());
-        let origin = OriginConfig::parse(&url, &dialect, get("ORIGIN_PASSWORD"), timeout_ms)?;
+        let replicas: u32 = num(get("ORIGIN_REPLICA_ACKS"), "ORIGIN_REPLICA_ACKS", 0)?;
+        let ack_ms: u64 = num(get("ORIGIN_REPLICA_ACK_MS"), "ORIGIN_REPLICA_ACK_MS", 100)?;
+        if !(10..=5_000).contains(&ack_ms) {
+            return Err("ORIGIN_REPLICA_ACK_MS must be 10 to 5000".into());
+        }
+        let acks = (replicas > 0).then_some(Acks {
+            replicas,
+            timeout_ms: ack_ms,
+        });
+        let origin = OriginConfig::parse(&url, &dialect, get("ORIGIN_PASSWORD"), timeout_ms)?
+            .with_acks(acks)?;
         let secret = get("IDENTITY_SECRET")
             .ok_or("IDENTITY_SECRET is not set (wrangler secret put IDENTITY_SECRET)")?;
         if secret.len() < MIN_SECRET_LEN {
@@ -214,6 +240,48 @@ mod tests {
             panic!()
         };
         assert_eq!(r.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn replica_acks() {
+        let acks = |c: Config| match c.origin {
+            OriginConfig::Resp(r) => r.acks,
+            OriginConfig::Http(h) => h.acks,
+        };
+        assert_eq!(acks(cfg(&BASE).unwrap()), None, "off by default");
+        let on = cfg(&[BASE[0], BASE[1], ("ORIGIN_REPLICA_ACKS", "1")]).unwrap();
+        assert_eq!(
+            acks(on),
+            Some(Acks {
+                replicas: 1,
+                timeout_ms: 100
+            })
+        );
+        let df = [
+            BASE[1],
+            ("ORIGIN_URL", "https://df.example.com"),
+            ("ORIGIN_REPLICA_ACKS", "2"),
+            ("ORIGIN_REPLICA_ACK_MS", "250"),
+        ];
+        assert_eq!(
+            acks(cfg(&df).unwrap()),
+            Some(Acks {
+                replicas: 2,
+                timeout_ms: 250
+            })
+        );
+        let upstash = [
+            BASE[1],
+            ("ORIGIN_URL", "https://x.upstash.io"),
+            ("ORIGIN_HTTP_DIALECT", "upstash"),
+            ("ORIGIN_REPLICA_ACKS", "1"),
+        ];
+        assert!(cfg(&upstash)
+            .unwrap_err()
+            .starts_with("ORIGIN_REPLICA_ACKS cannot"));
+        assert!(cfg(&[BASE[0], BASE[1], ("ORIGIN_REPLICA_ACK_MS", "5")])
+            .unwrap_err()
+            .starts_with("ORIGIN_REPLICA_ACK_MS"));
     }
 
     #[test]

@@ -32,9 +32,20 @@ pub fn connect(
     password: Option<String>,
     timeout_ms: u64,
 ) -> Result<NativeOrigin, String> {
+    connect_acked(url, password, timeout_ms, None)
+}
+
+/// [`connect`], with every write script waiting for `acks` replicas.
+pub fn connect_acked(
+    url: &str,
+    password: Option<String>,
+    timeout_ms: u64,
+    acks: Option<crate::origin::Acks>,
+) -> Result<NativeOrigin, String> {
     let mut c = RespConfig::from_url(url, timeout_ms)?;
     if c.password.is_none() {
         c.password = password;
     }
+    c.acks = acks;
     Ok(RespOrigin::new(TokioConnector, c, SlotMap::default()))
 }

@@ -117,8 +117,18 @@ pub async fn settle<O: Origin>(
         now_ms,
     };
     let (k, a) = call.keys_and_args();
-    let v = SETTLE.eval(o, &k, &a).await.map_err(|e| e.to_string())?;
-    parse_settled(&v).map_err(|e| e.to_string())
+    let (v, acked) = SETTLE
+        .eval_acked(o, &k, &a)
+        .await
+        .map_err(|e| e.to_string())?;
+    let settled = parse_settled(&v).map_err(|e| e.to_string())?;
+    // A payment or expiry is done only once enough replicas hold it; a settle that changed
+    // nothing needs none.
+    if let (Settled::Done { .. }, Some((acks, n))) = (&settled, acked) {
+        acks.check(&format!("settling order {order_id}"), n)
+            .map_err(|e| format!("{e}; run it again: it is idempotent"))?;
+    }
+    Ok(settled)
 }
 
 /// What one sweep did.

@@ -399,14 +399,24 @@ async fn forward<O: Origin>(
                 .learn_key(a.event, &a.user, a.key, Some(KeyNews::Uncertain));
         }
     };
-    let reply = PURCHASE.eval(origin, &k, &args).await.map_err(|e| {
+    let (reply, acked) = PURCHASE.eval_acked(origin, &k, &args).await.map_err(|e| {
         uncertain(e.ran_maybe());
         Refusal::origin_failed(ApiError::origin_unavailable(), e)
     })?;
-    call.outcome(&reply).map_err(|e| {
+    let outcome = call.outcome(&reply).map_err(|e| {
         uncertain(e.ran_maybe());
         Refusal::origin_failed(ApiError::internal(), e)
-    })
+    })?;
+    // An order is answered as the shopper's only once enough replicas hold it (a replay too:
+    // its first answer may have been a 503 for the same reason). A refusal wrote nothing.
+    if let (Outcome::Placed { .. } | Outcome::Replayed { .. }, Some((acks, n))) = (&outcome, acked)
+    {
+        acks.check("the order", n).map_err(|e| {
+            uncertain(true);
+            Refusal::origin_failed(ApiError::origin_unavailable(), e)
+        })?;
+    }
+    Ok(outcome)
 }
 
 /// Step 7: what the origin's answer teaches this isolate ([`crate::edge::EdgeState::learn_purchase`]).

@@ -47,6 +47,9 @@ pub struct HttpConfig {
     /// Dragonfly: the requirepass password. Upstash: the REST token.
     pub secret: Option<String>,
     pub timeout_ms: u64,
+    /// Replicas every write script must reach (Dragonfly: WAIT, a second request after the
+    /// script). Upstash replicates on its own terms: [`crate::config`] refuses it there.
+    pub acks: Option<super::Acks>,
 }
 
 /// A request to send, as plain data.
@@ -76,6 +79,7 @@ impl HttpConfig {
             dialect,
             secret,
             timeout_ms,
+            acks: None,
         })
     }
 

@@ -331,12 +331,74 @@ impl Cmd {
     }
 }
 
+/// How many replicas must acknowledge a write before it is answered as done, and how long to
+/// wait for them (`ORIGIN_REPLICA_ACKS`, `ORIGIN_REPLICA_ACK_MS`): `WAIT replicas timeout_ms`
+/// after the write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acks {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
+impl Acks {
+    /// The WAIT command for these acks, routed like `cmd` (to the node that ran it).
+    pub fn wait_cmd(self, cmd: &Cmd) -> Cmd {
+        let mut wait = Cmd::new([
+            "WAIT".to_string(),
+            self.replicas.to_string(),
+            self.timeout_ms.to_string(),
+        ]);
+        wait.route = cmd
+            .route
+            .clone()
+            .or_else(|| resp::routing_key(&cmd.args).map(str::to_string));
+        wait
+    }
+
+    /// `Ok` when `acked` replicas are enough; else the write is not known to survive the loss
+    /// of the node that made it, which the caller must treat as "may have run".
+    pub fn check(self, what: &str, acked: u32) -> Result<(), OriginError> {
+        if acked >= self.replicas {
+            return Ok(());
+        }
+        Err(OriginError::may_have_run(format!(
+            "{what} was acknowledged by {acked} of {} replicas within {} ms",
+            self.replicas, self.timeout_ms
+        )))
+    }
+}
+
+/// WAIT's reply: the number of replicas that acknowledged.
+fn parse_acked(v: &Value) -> Result<u32, OriginError> {
+    v.as_int()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| OriginError::may_have_run(format!("WAIT answered {v:?}")))
+}
+
 /// The origin, as the gate sees it: one command, one reply. Every origin owns a timer for
 /// its timeouts; the gate borrows it to wait for another request's refresh.
 #[allow(async_fn_in_trait)]
 pub trait Origin {
     async fn call(&self, cmd: &Cmd) -> Result<Value, OriginError>;
     fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()>;
+
+    /// The replicas a write must reach before it counts ([`Acks`]); `None`: none.
+    fn replica_acks(&self) -> Option<Acks> {
+        None
+    }
+
+    /// `cmd`, then `WAIT` for `acks` on the node that ran it; answers `cmd`'s reply and how
+    /// many replicas acknowledged every write made so far. This default sends two requests
+    /// (Dragonfly's WAIT counts every connection's writes); RESP pipelines the two on one
+    /// connection in one round trip. A WAIT that fails after `cmd` ran is "may have run".
+    async fn call_then_wait(&self, cmd: &Cmd, acks: Acks) -> Result<(Value, u32), OriginError> {
+        let v = self.call(cmd).await?;
+        let acked = self
+            .call(&acks.wait_cmd(cmd))
+            .await
+            .map_err(|e| OriginError::may_have_run("WAIT after a write").caused_by(e))?;
+        Ok((v, parse_acked(&acked)?))
+    }
 }
 
 /// A Lua script: its source and SHA1, computed once.
@@ -363,31 +425,65 @@ impl Script {
         keys: &[String],
         args: &[String],
     ) -> Result<Value, OriginError> {
+        let cmd = self.evalsha(keys, args);
+        match origin.call(&cmd).await {
+            Err(e) if e.is_noscript() => {
+                self.load(origin, keys).await?;
+                origin.call(&cmd).await
+            }
+            r => r,
+        }
+    }
+
+    /// [`Script::eval`] for a script that writes: with the origin's [`Acks`], the EVALSHA is
+    /// followed by WAIT in the same round trip, and the answer says how many replicas
+    /// acknowledged (`None`: none asked for). The caller decides which replies need them (a
+    /// refusal wrote nothing).
+    pub async fn eval_acked<O: Origin>(
+        &self,
+        origin: &O,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<(Value, Option<(Acks, u32)>), OriginError> {
+        let Some(acks) = origin.replica_acks() else {
+            return Ok((self.eval(origin, keys, args).await?, None));
+        };
+        let cmd = self.evalsha(keys, args);
+        let (v, acked) = match origin.call_then_wait(&cmd, acks).await {
+            Err(e) if e.is_noscript() => {
+                self.load(origin, keys).await?;
+                origin.call_then_wait(&cmd, acks).await?
+            }
+            r => r?,
+        };
+        Ok((v, Some((acks, acked))))
+    }
+
+    fn evalsha(&self, keys: &[String], args: &[String]) -> Cmd {
         let mut argv = Vec::with_capacity(3 + keys.len() + args.len());
         argv.push("EVALSHA".to_string());
         argv.push(self.sha1.clone());
         argv.push(keys.len().to_string());
         argv.extend(keys.iter().cloned());
         argv.extend(args.iter().cloned());
-        let cmd = Cmd {
+        Cmd {
             args: argv,
             route: None,
-        };
-        match origin.call(&cmd).await {
-            Err(e) if e.is_noscript() => {
-                let mut load = Cmd::new(["SCRIPT", "LOAD", self.source]);
-                load.route = keys.first().cloned();
-                let sha = origin.call(&load).await?;
-                if sha.as_str() != Some(self.sha1.as_str()) {
-                    return Err(OriginError::not_sent(format!(
-                        "SCRIPT LOAD of {} answered {sha:?}",
-                        self.name
-                    )));
-                }
-                origin.call(&cmd).await
-            }
-            r => r,
         }
+    }
+
+    /// SCRIPT LOAD on the node that owns the first key.
+    async fn load<O: Origin>(&self, origin: &O, keys: &[String]) -> Result<(), OriginError> {
+        let mut load = Cmd::new(["SCRIPT", "LOAD", self.source]);
+        load.route = keys.first().cloned();
+        let sha = origin.call(&load).await?;
+        if sha.as_str() != Some(self.sha1.as_str()) {
+            return Err(OriginError::not_sent(format!(
+                "SCRIPT LOAD of {} answered {sha:?}",
+                self.name
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@
 //! - MOVED updates the slot map and retries on the owner; ASK retries once with ASKING and does
 //!   not. At most [`MAX_REDIRECTS`] hops.
 
-use super::{Cmd, Origin, OriginError, ServerError, Value};
+use super::{Acks, Cmd, Origin, OriginError, ServerError, Value};
 use crate::keys::slot;
 use futures_util::future::{select, Either};
 use futures_util::lock::Mutex as AsyncMutex;
@@ -95,9 +95,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         args: &[String],
         sent: &AtomicBool,
     ) -> Result<ServerReply, OriginError> {
-        let bytes = encode_command(args);
+        self.send(&encode_command(args), sent).await?;
+        self.read_reply().await
+    }
+
+    /// Sends two commands in one write (a pipeline: one round trip) and reads both replies.
+    pub async fn request_pair(
+        &mut self,
+        first: &[String],
+        second: &[String],
+        sent: &AtomicBool,
+    ) -> Result<(ServerReply, ServerReply), OriginError> {
+        let mut bytes = encode_command(first);
+        bytes.extend(encode_command(second));
+        self.send(&bytes, sent).await?;
+        let a = self.read_reply().await?;
+        Ok((a, self.read_reply().await?))
+    }
+
+    async fn send(&mut self, bytes: &[u8], sent: &AtomicBool) -> Result<(), OriginError> {
         self.stream
-            .write_all(&bytes)
+            .write_all(bytes)
             .await
             .map_err(|e| OriginError::not_sent("write").caused_by(e))?;
         self.stream
@@ -105,7 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .await
             .map_err(|e| OriginError::may_have_run("flush").caused_by(e))?;
         sent.store(true, Ordering::SeqCst);
-        self.read_reply().await
+        Ok(())
     }
 
     async fn read_reply(&mut self) -> Result<ServerReply, OriginError> {
@@ -155,6 +173,8 @@ pub struct RespConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub timeout_ms: u64,
+    /// Replicas every write script must reach before it counts (`None`: do not wait).
+    pub acks: Option<Acks>,
 }
 
 impl RespConfig {
@@ -198,6 +218,7 @@ impl RespConfig {
             username,
             password,
             timeout_ms,
+            acks: None,
         })
     }
 }
@@ -257,14 +278,15 @@ impl<C: Connector> RespOrigin<C> {
         Ok(conn)
     }
 
-    /// One command on one node, reusing its connection.
+    /// One command (and `then`, pipelined after it) on one node, reusing its connection.
     async fn on_node(
         &self,
         node: &Node,
         args: &[String],
+        then: Option<&[String]>,
         asking: bool,
         sent: &AtomicBool,
-    ) -> Result<ServerReply, OriginError> {
+    ) -> Result<(ServerReply, Option<ServerReply>), OriginError> {
         let mut conns = self.conns.lock().await;
         let conn = match conns.remove(node) {
             Some(c) => c,
@@ -277,18 +299,30 @@ impl<C: Connector> RespOrigin<C> {
                 return Err(OriginError::not_sent("ASKING").caused_by(e));
             }
         }
-        let reply = conn.request(args, sent).await?;
+        let reply = match then {
+            None => (conn.request(args, sent).await?, None),
+            Some(then) => {
+                let (a, b) = conn.request_pair(args, then, sent).await?;
+                (a, Some(b))
+            }
+        };
         conns.insert(node.clone(), conn);
         Ok(reply)
     }
 
-    async fn call_routed(&self, cmd: &Cmd, sent: &AtomicBool) -> Result<Value, OriginError> {
+    /// `cmd` (and `then` after it on the same connection), following cluster redirects.
+    async fn call_routed(
+        &self,
+        cmd: &Cmd,
+        then: Option<&[String]>,
+        sent: &AtomicBool,
+    ) -> Result<(Value, Option<ServerReply>), OriginError> {
         let mut node = self.node_for(cmd);
         let mut asking = false;
         for _ in 0..=MAX_REDIRECTS {
-            match self.on_node(&node, &cmd.args, asking, sent).await? {
-                Ok(v) => return Ok(v),
-                Err(e) => match e.redirect() {
+            match self.on_node(&node, &cmd.args, then, asking, sent).await? {
+                (Ok(v), next) => return Ok((v, next)),
+                (Err(e), _) => match e.redirect() {
                     Some(r) => {
                         let to = Node {
                             host: r.host.trim_matches(|c| c == '[' || c == ']').to_string(),
@@ -312,7 +346,7 @@ impl<C: Connector> RespOrigin<C> {
 }
 
 /// The key a command is routed by: EVAL/EVALSHA's first key, else the first argument.
-fn routing_key(args: &[String]) -> Option<&str> {
+pub(crate) fn routing_key(args: &[String]) -> Option<&str> {
     let name = args.first()?.to_ascii_uppercase();
     match name.as_str() {
         "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" => {
@@ -324,11 +358,18 @@ fn routing_key(args: &[String]) -> Option<&str> {
     }
 }
 
-impl<C: Connector> Origin for RespOrigin<C> {
-    async fn call(&self, cmd: &Cmd) -> Result<Value, OriginError> {
+impl<C: Connector> RespOrigin<C> {
+    /// [`RespOrigin::call_routed`] within the command timeout (plus `extra_ms`).
+    async fn timed(
+        &self,
+        cmd: &Cmd,
+        then: Option<&[String]>,
+        extra_ms: u64,
+    ) -> Result<(Value, Option<ServerReply>), OriginError> {
         let sent = AtomicBool::new(false);
-        let work = std::pin::pin!(self.call_routed(cmd, &sent));
-        let timer = std::pin::pin!(self.connector.sleep(self.config.timeout_ms));
+        let work = std::pin::pin!(self.call_routed(cmd, then, &sent));
+        let limit = self.config.timeout_ms + extra_ms;
+        let timer = std::pin::pin!(self.connector.sleep(limit));
         match select(work, timer).await {
             Either::Left((r, _)) => {
                 if r.as_ref()
@@ -340,7 +381,9 @@ impl<C: Connector> Origin for RespOrigin<C> {
                 r
             }
             Either::Right(((), _)) => {
-                let msg = format!("no reply within {} ms", self.config.timeout_ms);
+                // The connection may be mid-reply; never reuse it.
+                self.conns.lock().await.clear();
+                let msg = format!("no reply within {limit} ms");
                 if sent.load(Ordering::SeqCst) {
                     Err(OriginError::may_have_run(msg))
                 } else {
@@ -349,9 +392,35 @@ impl<C: Connector> Origin for RespOrigin<C> {
             }
         }
     }
+}
+
+impl<C: Connector> Origin for RespOrigin<C> {
+    async fn call(&self, cmd: &Cmd) -> Result<Value, OriginError> {
+        Ok(self.timed(cmd, None, 0).await?.0)
+    }
 
     fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
         self.connector.sleep(ms)
+    }
+
+    fn replica_acks(&self) -> Option<Acks> {
+        self.config.acks
+    }
+
+    /// EVALSHA and WAIT pipelined on the connection of the node that runs the script: one
+    /// round trip (WAIT counts the writes of its own connection, so it must follow there).
+    async fn call_then_wait(&self, cmd: &Cmd, acks: Acks) -> Result<(Value, u32), OriginError> {
+        let wait = acks.wait_cmd(cmd).args;
+        let (v, waited) = self.timed(cmd, Some(&wait), acks.timeout_ms).await?;
+        let acked = match waited {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                return Err(OriginError::may_have_run("WAIT after a write")
+                    .caused_by(OriginError::Server(e)))
+            }
+            None => return Err(OriginError::may_have_run("WAIT got no reply")),
+        };
+        Ok((v, super::parse_acked(&acked)?))
     }
 }
 
