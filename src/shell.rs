@@ -110,11 +110,11 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         h.get("idempotency-key")?,
     );
     let path = req.path();
-    let url = req.url()?;
+    let url = req.inner().url();
     let api = ApiRequest {
         method: &method,
         path: &path,
-        query: url.query(),
+        query: query_of(&url),
         authorization: auth.as_deref(),
         cookie: cookie.as_deref(),
         content_type: ct.as_deref(),
@@ -155,6 +155,15 @@ fn write_decision(env: &Env, r: &DecisionRecord) {
             console_error!("{{\"msg\":\"analytics\",\"error\":{:?}}}", e.to_string());
         }
     }
+}
+
+/// The query of a URL as the runtime serialises it (WHATWG): before the fragment (the first
+/// `#`), after the first `?`; neither the scheme, the host nor the path holds a bare `?` or
+/// `#`. Read here rather than through `Request::url`, whose `url` crate (with its IDNA and
+/// Unicode tables) added about 75 KiB of the 330 KiB gzip bundle, for one split.
+fn query_of(url: &str) -> Option<&str> {
+    let url = url.split_once('#').map_or(url, |(u, _)| u);
+    url.split_once('?').map(|(_, q)| q)
 }
 
 fn render(r: ApiReply) -> Result<Response> {
@@ -313,5 +322,29 @@ impl Origin for AnyOrigin {
 
     fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()> {
         Delay::from(Duration::from_millis(ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_of;
+
+    #[test]
+    fn the_query_is_what_url_would_say() {
+        for (url, query) in [
+            (
+                "https://shop.example/api/events/e/live?minutes=5",
+                Some("minutes=5"),
+            ),
+            (
+                "https://shop.example/api/x?a=1&b=/c?d#frag?x",
+                Some("a=1&b=/c?d"),
+            ),
+            ("https://shop.example/api/x?", Some("")),
+            ("https://shop.example/api/x", None),
+            ("https://shop.example/api/x#f?g", None),
+        ] {
+            assert_eq!(query_of(url), query, "{url}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The one bounded map behind every per-isolate map ([`crate::edge::EdgeState`]'s snapshots,
-//! user marks, token buckets, key news, fleet reports and admission shares).
+//! The one bounded map behind every per-isolate map (the edge state's snapshots, user marks,
+//! token buckets, key news, fleet reports and admission shares).
 //!
 //! Invariant: a map never holds more than its bound. When it is full and a new key comes, it
 //! first drops the entries its owner calls idle, and if it is still full, everything. An

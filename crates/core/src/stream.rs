@@ -1,5 +1,5 @@
 //! The order stream's entries as the origin lists them (XRANGE, XREADGROUP, XAUTOCLAIM): the
-//! reply parser shared by order tracking ([`crate::orders`]) and the order writer, which reads
+//! reply parser shared by order tracking (`orders`) and the order writer, which reads
 //! the same entries through its consumer group. Plain functions over [`Value`]s.
 
 use crate::change::StreamId;

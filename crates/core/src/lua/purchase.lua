@@ -25,7 +25,7 @@
 -- `i:<key>` → the order JSON (the idempotency record), `s:<key>` → the order's state (its
 -- pay_by in ms while pending, then p (paid) or x (expired)) and `e`. The order index, the
 -- pending set and the user hash's expiry are derived from the stream by track.lua, off this
--- path (src/native/orders.rs).
+-- path (crates/core/src/orders.rs).
 --
 -- A fresh attempt for an item that is already sold out is refused after one read (meta) and
 -- one HEXISTS of the key's record, before the user's hash is read: the cheap refusal for the

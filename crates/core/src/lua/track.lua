@@ -14,7 +14,7 @@
 -- set gets the order at its deadline if it is still pending (`s:<key>` a number: an order
 -- already paid or expired is not put back); the user hash, when it holds the order, expires
 -- 7 days after the event ends. Then `n:tracked` in the orders hash moves up to ARGV[1], never down: every placed
--- entry at or below it has been tracked (src/native/orders.rs reads from just past it).
+-- entry at or below it has been tracked (crates/core/src/orders.rs reads from just past it).
 
 local unpack = unpack or table.unpack
 local ms, seq = string.match(ARGV[1], '^(%d+)-(%d+)$')
