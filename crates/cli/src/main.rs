@@ -32,6 +32,9 @@ struct Cli {
         hide_env_values = true
     )]
     origin_password: Option<String>,
+    /// PEM file of a CA to trust for a rediss:// origin, besides the public roots.
+    #[arg(long, global = true, env = "FLASHGATE_ORIGIN_CA")]
+    origin_ca: Option<std::path::PathBuf>,
     /// Bound on each origin command, in ms.
     #[arg(long, global = true, default_value_t = 5000)]
     timeout_ms: u64,
@@ -219,6 +222,11 @@ fn spec_from_flags(a: &CreateArgs) -> Result<EventSpec, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every origin connection of this process (the order writer's and the simulator's too)
+    // reads the CA from the environment; the flag sets it before any thread starts.
+    if let Some(ca) = &cli.origin_ca {
+        std::env::set_var(net::ORIGIN_CA_ENV, ca);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

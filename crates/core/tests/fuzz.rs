@@ -23,8 +23,8 @@ use flashgate_core::origin::http::{
 use flashgate_core::origin::resp::{decode_reply, encode_command};
 use flashgate_core::origin::{Cmd, OriginError, ServerError, Value};
 use flashgate_core::script::{
-    parse_live, parse_order_index, parse_outcome, parse_settled, parse_view, LineAfter,
-    LiveWindow, Outcome, Settled,
+    parse_live, parse_order_index, parse_outcome, parse_settled, parse_view, LineAfter, LiveWindow,
+    Outcome, Settled,
 };
 use flashgate_core::stream::{parse_entries, parse_id, Delivery};
 use flashgate_core::token::{mint, verify, Identity};
@@ -285,7 +285,12 @@ fn resp_round_trip_and_partial_reads() {
     fuzz("resp round trip, every prefix", wire_value(), |v| {
         let bytes = resp(&v);
         for cut in 0..bytes.len() {
-            prop_assert_eq!(decode_reply(&bytes[..cut]).ok(), Some(None), "prefix {}", cut);
+            prop_assert_eq!(
+                decode_reply(&bytes[..cut]).ok(),
+                Some(None),
+                "prefix {}",
+                cut
+            );
         }
         // Replies arrive back to back on one connection: the first is decoded alone.
         let mut two = bytes.clone();
@@ -321,11 +326,9 @@ fn resp_arbitrary_bytes() {
 
 #[test]
 fn resp_mutated_frames() {
-    fuzz(
-        "resp mutated frames",
-        (wire_value(), edits()),
-        |(v, e)| check_decoded(&mutate(resp(&v), &e)),
-    );
+    fuzz("resp mutated frames", (wire_value(), edits()), |(v, e)| {
+        check_decoded(&mutate(resp(&v), &e))
+    });
 }
 
 #[test]
@@ -334,7 +337,10 @@ fn resp_commands_decode_as_sent() {
     fuzz("resp command encoder", args, |args| {
         let bytes = encode_command(&args);
         let want = Value::Array(args.iter().cloned().map(Value::Str).collect());
-        prop_assert_eq!(decode_reply(&bytes).ok(), Some(Some((Ok(want), bytes.len()))));
+        prop_assert_eq!(
+            decode_reply(&bytes).ok(),
+            Some(Some((Ok(want), bytes.len())))
+        );
         Ok(())
     });
 }
@@ -471,11 +477,8 @@ fn http_arbitrary_commands() {
 // The purchase request
 
 fn lines() -> impl Strategy<Value = Vec<Line>> {
-    prop::collection::btree_map(id(), 1..=MAX_QTY, 1..=10).prop_map(|m| {
-        m.into_iter()
-            .map(|(sku, qty)| Line { sku, qty })
-            .collect()
-    })
+    prop::collection::btree_map(id(), 1..=MAX_QTY, 1..=10)
+        .prop_map(|m| m.into_iter().map(|(sku, qty)| Line { sku, qty }).collect())
 }
 
 fn body_of(lines: &[Line]) -> String {
@@ -506,7 +509,10 @@ fn purchase_bodies_round_trip() {
     fuzz("purchase body round trip", lines(), |lines| {
         let body = body_of(&lines);
         let parsed = parse_order(body.as_bytes());
-        prop_assert_eq!(parsed.as_ref().map(|l| fingerprint(l)), Ok(fingerprint(&lines)));
+        prop_assert_eq!(
+            parsed.as_ref().map(|l| fingerprint(l)),
+            Ok(fingerprint(&lines))
+        );
         prop_assert_eq!(parsed, Ok(lines));
         Ok(())
     });
@@ -578,17 +584,13 @@ fn tokens_arbitrary() {
         ".{0,80}",
         "v1\\.[A-Za-z0-9_.-]{0,10}\\.[0-9-]{0,14}\\.[A-Za-z0-9_+/=-]{0,50}",
     ];
-    fuzz(
-        "token arbitrary",
-        (token, any::<i64>()),
-        |(t, now)| {
-            // Without the secret nothing verifies; whatever would, is exactly what mint makes.
-            if let Ok(id) = verify(SECRET, &t, now) {
-                prop_assert_eq!(mint(SECRET, &id.user, id.exp), t);
-            }
-            Ok(())
-        },
-    );
+    fuzz("token arbitrary", (token, any::<i64>()), |(t, now)| {
+        // Without the secret nothing verifies; whatever would, is exactly what mint makes.
+        if let Ok(id) = verify(SECRET, &t, now) {
+            prop_assert_eq!(mint(SECRET, &id.user, id.exp), t);
+        }
+        Ok(())
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,7 +602,11 @@ fn outcome_reply(o: &Outcome, doc: &str) -> Value {
     let due = |d: &Option<i64>| i(d.unwrap_or(0));
     let line = |l: usize| i(l as i64 + 1);
     Value::Array(match o {
-        Outcome::Placed { total, due: d, lines } => {
+        Outcome::Placed {
+            total,
+            due: d,
+            lines,
+        } => {
             let mut v = vec![i(0), i((*total).into()), due(d)];
             for l in lines {
                 v.extend([i(l.today.into()), i(l.remaining.into())]);
@@ -655,38 +661,37 @@ fn attempt_and_outcome() -> impl Strategy<Value = (Vec<Line>, Outcome)> {
         let n = lines.len();
         let doc = order_doc(&lines);
         let due = prop_oneof![Just(None), (1i64..=i64::MAX).prop_map(Some)];
-        let after = (any::<u32>(), any::<u32>()).prop_map(|(today, remaining)| LineAfter {
-            today,
-            remaining,
-        });
-        let outcome = prop_oneof![
-            (any::<u32>(), due.clone(), prop::collection::vec(after, n)).prop_map(
-                |(total, due, lines)| Outcome::Placed { total, due, lines }
-            ),
-            (any::<u32>(), any::<bool>(), due.clone()).prop_map(move |(total, paid, due)| {
-                Outcome::Replayed {
-                    order_json: doc.clone(),
-                    total,
-                    paid,
-                    due,
-                }
-            }),
-            Just(Outcome::Expired {
-                order_json: order_doc(&lines)
-            }),
-            Just(Outcome::UnknownEvent),
-            Just(Outcome::NotStarted),
-            Just(Outcome::Paused),
-            Just(Outcome::Ended),
-            (0..n).prop_map(|line| Outcome::UnknownItem { line }),
-            (0..n, any::<u32>()).prop_map(|(line, remaining)| Outcome::SoldOut { line, remaining }),
-            (0..n, any::<u32>(), due.clone())
-                .prop_map(|(line, today, due)| Outcome::ItemLimit { line, today, due }),
-            (any::<u32>(), due).prop_map(|(total, due)| Outcome::TotalLimit { total, due }),
-            Just(Outcome::KeyReused),
-            (0..n, any::<u32>()).prop_map(|(line, cap)| Outcome::OrderQtyLimit { line, cap }),
-            Just(Outcome::BadArguments),
-        ];
+        let after = (any::<u32>(), any::<u32>())
+            .prop_map(|(today, remaining)| LineAfter { today, remaining });
+        let outcome =
+            prop_oneof![
+                (any::<u32>(), due.clone(), prop::collection::vec(after, n))
+                    .prop_map(|(total, due, lines)| Outcome::Placed { total, due, lines }),
+                (any::<u32>(), any::<bool>(), due.clone()).prop_map(move |(total, paid, due)| {
+                    Outcome::Replayed {
+                        order_json: doc.clone(),
+                        total,
+                        paid,
+                        due,
+                    }
+                }),
+                Just(Outcome::Expired {
+                    order_json: order_doc(&lines)
+                }),
+                Just(Outcome::UnknownEvent),
+                Just(Outcome::NotStarted),
+                Just(Outcome::Paused),
+                Just(Outcome::Ended),
+                (0..n).prop_map(|line| Outcome::UnknownItem { line }),
+                (0..n, any::<u32>())
+                    .prop_map(|(line, remaining)| Outcome::SoldOut { line, remaining }),
+                (0..n, any::<u32>(), due.clone())
+                    .prop_map(|(line, today, due)| Outcome::ItemLimit { line, today, due }),
+                (any::<u32>(), due).prop_map(|(total, due)| Outcome::TotalLimit { total, due }),
+                Just(Outcome::KeyReused),
+                (0..n, any::<u32>()).prop_map(|(line, cap)| Outcome::OrderQtyLimit { line, cap }),
+                Just(Outcome::BadArguments),
+            ];
         (Just(lines), outcome)
     })
 }
@@ -758,15 +763,19 @@ fn settled_reply(s: &Settled) -> Value {
 
 #[test]
 fn settle_replies() {
-    fuzz("settle.lua replies", (settled(), value(), tree_edits()), |(s, v, e)| {
-        prop_assert_eq!(parse_settled(&settled_reply(&s)), Ok(s));
-        for v in [v, mutate_tree(settled_reply(&s), &e)] {
-            if let Ok(again) = parse_settled(&v) {
-                prop_assert_eq!(parse_settled(&settled_reply(&again)), Ok(again));
+    fuzz(
+        "settle.lua replies",
+        (settled(), value(), tree_edits()),
+        |(s, v, e)| {
+            prop_assert_eq!(parse_settled(&settled_reply(&s)), Ok(s));
+            for v in [v, mutate_tree(settled_reply(&s), &e)] {
+                if let Ok(again) = parse_settled(&v) {
+                    prop_assert_eq!(parse_settled(&settled_reply(&again)), Ok(again));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 /// An event as the origin stores it (skus distinct).
@@ -774,7 +783,12 @@ fn meta() -> impl Strategy<Value = EventMeta> {
     let item = (id(), ".{0,10}", any::<i64>(), "[A-Z]{3}");
     (
         (id(), ".{0,20}", -840i32..=840, any::<i64>(), any::<i64>()),
-        prop::sample::select(vec![State::Scheduled, State::Live, State::Paused, State::Ended]),
+        prop::sample::select(vec![
+            State::Scheduled,
+            State::Live,
+            State::Paused,
+            State::Ended,
+        ]),
         (any::<u32>(), any::<u32>(), any::<u32>()),
         prop::collection::vec(item, 0..5),
         (any::<i64>(), any::<u32>()),
@@ -916,7 +930,14 @@ fn live_replies() {
             prop::collection::vec(counts(), 4),
             (value(), tree_edits()),
         ),
-        |((m, amounts, [len, pending]), (first, seconds), [paid, expired], writer, buckets, (v, e))| {
+        |(
+            (m, amounts, [len, pending]),
+            (first, seconds),
+            [paid, expired],
+            writer,
+            buckets,
+            (v, e),
+        )| {
             let w = LiveWindow { first, seconds };
             let buckets = &buckets[..seconds as usize];
             let mut fields = meta_pairs(&m);
@@ -944,10 +965,20 @@ fn live_replies() {
             ]);
             let live = parse_live(&reply, w).unwrap().unwrap();
             prop_assert_eq!(&live.snapshot.meta, &m);
-            let got: Vec<_> = live.snapshot.items.iter().map(|i| (i.stock, i.sold)).collect();
+            let got: Vec<_> = live
+                .snapshot
+                .items
+                .iter()
+                .map(|i| (i.stock, i.sold))
+                .collect();
             prop_assert_eq!(got, amounts);
             prop_assert_eq!(
-                (live.snapshot.stream_len, live.snapshot.pending, live.paid, live.expired),
+                (
+                    live.snapshot.stream_len,
+                    live.snapshot.pending,
+                    live.paid,
+                    live.expired
+                ),
                 (len, pending, paid.into(), expired.into())
             );
             prop_assert_eq!(live.writer.is_some(), group);
