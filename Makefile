@@ -74,8 +74,12 @@ deploy-check: $(WORKER)
 	wrangler deploy --dry-run -c wrangler.pages.toml
 	wrangler deploy --dry-run
 
+# The fuzz properties are an integration test of flashgate-core (crates/core/tests/fuzz.rs),
+# which --lib --bins does not run: a short corpus run here (FLASHGATE_FUZZ_CASES, default 2000
+# per property); the long run is in docs/testing.md.
 unit:
 	cargo test --workspace --lib --bins
+	cargo test -p flashgate-core --test fuzz
 
 integration: $(WORKER) cli
 	cargo test -p flashgate-cli --test '*' --no-fail-fast -- --test-threads=2

@@ -26,9 +26,25 @@ pub(crate) struct Cli {
         hide_env_values = true
     )]
     pub(crate) origin_password: Option<String>,
+    /// PEM file of a CA to trust for a rediss:// origin, besides the public roots.
+    #[arg(long, global = true, env = "FLASHGATE_ORIGIN_CA")]
+    pub(crate) origin_ca: Option<std::path::PathBuf>,
     /// Bound on each origin command, in ms.
     #[arg(long, global = true, default_value_t = 5000)]
     pub(crate) timeout_ms: u64,
+    /// Replicas that must acknowledge each order change (payment, expiry) before it counts
+    /// (WAIT after the script); 0: do not wait. As the worker's ORIGIN_REPLICA_ACKS.
+    #[arg(
+        long,
+        global = true,
+        env = "FLASHGATE_REPLICA_ACKS",
+        default_value_t = 0
+    )]
+    pub(crate) replica_acks: u32,
+    /// How long to wait for them, in ms.
+    #[arg(long, global = true, env = "FLASHGATE_REPLICA_ACK_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=5000))]
+    pub(crate) replica_ack_ms: u64,
     #[command(subcommand)]
     pub(crate) cmd: Command,
 }

@@ -15,6 +15,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every origin connection of this process (the order writer's and the simulator's too)
+    // reads the CA from the environment; the flag sets it before any thread starts.
+    if let Some(ca) = &cli.origin_ca {
+        std::env::set_var(net::ORIGIN_CA_ENV, ca);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -32,7 +37,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let origin = || net::connect(&cli.origin, cli.origin_password.clone(), cli.timeout_ms);
+    let acks = (cli.replica_acks > 0).then_some(flashgate_core::origin::Acks {
+        replicas: cli.replica_acks,
+        timeout_ms: cli.replica_ack_ms,
+    });
+    let origin = || {
+        net::connect_acked(
+            &cli.origin,
+            cli.origin_password.clone(),
+            cli.timeout_ms,
+            acks,
+        )
+    };
     match cli.cmd {
         Command::Event(EventCmd::Create(a)) => {
             let spec = match &a.file {

@@ -177,9 +177,11 @@ pub fn parse_outcome(v: &Value, n: usize, fingerprint: &str) -> Result<Outcome, 
             .ok_or_else(|| bad(v))
     };
     let line = |i: usize| {
+        // 1-based; `x - 1` would overflow on i64::MIN (found by tests/fuzz.rs).
         int(i).and_then(|x| {
-            usize::try_from(x - 1)
+            usize::try_from(x)
                 .ok()
+                .and_then(|x| x.checked_sub(1))
                 .filter(|&l| l < n)
                 .ok_or_else(|| bad(v))
         })

@@ -1,0 +1,293 @@
+//! `rediss://` from the native CLI against redis-server with TLS on: a throwaway CA and server
+//! certificates made here with `openssl`; the real `flashgate` binary creates and reads an
+//! event with the CA trusted, and fails closed, naming the cause, without it, on an expired
+//! certificate and on a certificate for another host name.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the openssl command line");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.pem`) in `dir`, and `openssl ca` set up to sign with it.
+fn make_ca(dir: &Path) {
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    let conf = format!(
+        "[ca]\ndefault_ca = test\n\
+         [test]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\nserial = {d}/serial\n\
+         default_md = sha256\npolicy = any\nunique_subject = no\ncopy_extensions = none\n\
+         [any]\ncommonName = supplied\n\
+         [ip]\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n\
+         [other]\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = DNS:origin.example.com\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("ca.cnf"), conf).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=flashgate test CA",
+        ],
+    );
+}
+
+/// `<name>.pem` and `<name>.key`, signed by the test CA with extensions `ext` (`ip`: valid
+/// for 127.0.0.1; `other`: only for origin.example.com), valid from `start` to `end`
+/// (YYYYMMDDHHMMSSZ).
+fn make_cert(dir: &Path, name: &str, ext: &str, start: &str, end: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-extensions",
+            ext,
+            "-startdate",
+            start,
+            "-enddate",
+            end,
+            "-notext",
+            "-in",
+            &csr,
+            "-out",
+            &pem,
+        ],
+    );
+}
+
+/// redis-server serving only TLS (no plaintext port), stopped by its PID on drop.
+struct TlsRedis {
+    port: u16,
+    child: Child,
+}
+
+impl TlsRedis {
+    fn start(dir: &Path, cert: &str) -> TlsRedis {
+        let port = free_port();
+        let data = dir.join(format!("data-{cert}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(dir.join(format!("{cert}.pem")))
+            .arg("--tls-key-file")
+            .arg(dir.join(format!("{cert}.key")))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.join("ca.pem"))
+            .args(["--tls-auth-clients", "no"])
+            .arg("--dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let server = TlsRedis { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `flashgate` against `origin`, with `ca` as FLASHGATE_ORIGIN_CA (or none at all).
+fn flashgate(origin: &str, ca: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
+    cmd.env_remove("FLASHGATE_ORIGIN_CA")
+        .args(["--origin", origin, "--timeout-ms", "3000"])
+        .args(args);
+    if let Some(ca) = ca {
+        cmd.env("FLASHGATE_ORIGIN_CA", ca);
+    }
+    cmd.output().unwrap()
+}
+
+fn succeeds(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "flashgate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The one sentence a failure prints; it must say the handshake failed and `why`.
+fn fails_naming(out: &Output, why: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should have failed closed: {err}");
+    assert!(
+        err.starts_with("flashgate: ") && err.contains("TLS handshake") && err.contains(why),
+        "the error should name {why:?}: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one sentence: {err}");
+    eprint!("failed closed as expected: {err}");
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "flashgate-tls-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn rediss_verified_and_failing_closed() {
+    let dir = tmpdir();
+    make_ca(&dir);
+    make_cert(&dir, "good", "ip", "20200101000000Z", "20991231000000Z");
+    make_cert(&dir, "expired", "ip", "20200101000000Z", "20200102000000Z");
+    make_cert(&dir, "other", "other", "20200101000000Z", "20991231000000Z");
+    let ca = dir.join("ca.pem");
+    let good = TlsRedis::start(&dir, "good");
+
+    // Trusted through the environment: create the event, then read it back.
+    let out = flashgate(
+        &good.url(),
+        Some(&ca),
+        &[
+            "event",
+            "create",
+            "--id",
+            "tls-sale",
+            "--starts-in",
+            "60",
+            "--item",
+            "A:Alpha:100:EUR:5",
+        ],
+    );
+    assert!(succeeds(&out).contains("1 items (5 units)"));
+    // Trusted through the flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_flashgate"))
+        .env_remove("FLASHGATE_ORIGIN_CA")
+        .arg("--origin-ca")
+        .arg(&ca)
+        .args([
+            "--origin",
+            &good.url(),
+            "event",
+            "status",
+            "tls-sale",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&succeeds(&out)).unwrap();
+    assert_eq!(status["state"], "scheduled");
+
+    // The same server without the CA: its issuer is unknown.
+    let out = flashgate(&good.url(), None, &["event", "status", "tls-sale"]);
+    fails_naming(&out, "UnknownIssuer");
+    // Plaintext to the TLS port gets nothing usable either (there is no fallback).
+    let plain = good.url().replace("rediss://", "redis://");
+    assert!(
+        !flashgate(&plain, Some(&ca), &["event", "status", "tls-sale"])
+            .status
+            .success()
+    );
+
+    let expired = TlsRedis::start(&dir, "expired");
+    let out = flashgate(&expired.url(), Some(&ca), &["event", "status", "tls-sale"]);
+    fails_naming(&out, "certificate expired");
+
+    let other = TlsRedis::start(&dir, "other");
+    let out = flashgate(&other.url(), Some(&ca), &["event", "status", "tls-sale"]);
+    fails_naming(&out, "not valid for name");
+
+    // A CA file that is not one is refused before any connection.
+    let out = flashgate(
+        &good.url(),
+        Some(&dir.join("index.txt")),
+        &["event", "status", "x"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("FLASHGATE_ORIGIN_CA"),
+        "{err}"
+    );
+
+    drop((good, expired, other));
+    let _ = std::fs::remove_dir_all(&dir);
+}
