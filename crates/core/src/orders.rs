@@ -105,15 +105,14 @@ pub async fn settle<O: Origin>(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let Some((user, key)) = index.as_str().and_then(parse_order_index) else {
+    let Some(owner) = index.as_str().and_then(parse_order_index) else {
         return Ok(Settled::NoSuchOrder);
     };
     let call = SettleCall {
         keys: &keys,
         verb,
         order_id,
-        user,
-        idempotency_key: key,
+        owner,
         now_ms,
     };
     let (k, a) = call.keys_and_args();

@@ -504,15 +504,15 @@ pub enum SettleVerb {
     Expire,
 }
 
-/// Everything settle.lua needs; `user` and `idempotency_key` come from the order index
-/// (`o:<order id>` in the orders hash), which the script checks again.
+/// Everything settle.lua needs.
 #[derive(Clone, Debug)]
 pub struct SettleCall<'a> {
     pub keys: &'a EventKeys,
     pub verb: SettleVerb,
     pub order_id: &'a str,
-    pub user: &'a str,
-    pub idempotency_key: &'a str,
+    /// The order's user and Idempotency-Key, as the order index (`o:<order id>` in the
+    /// orders hash) names them ([`parse_order_index`]); the script checks them again.
+    pub owner: (&'a str, &'a str),
     pub now_ms: i64,
 }
 
@@ -522,7 +522,7 @@ impl SettleCall<'_> {
         let keys = [
             &k.meta,
             &k.orders,
-            &k.user(self.user),
+            &k.user(self.owner.0),
             &k.pending,
             &k.stream,
         ]
@@ -534,8 +534,8 @@ impl SettleCall<'_> {
         let args = vec![
             verb.to_string(),
             self.order_id.to_string(),
-            self.user.to_string(),
-            self.idempotency_key.to_string(),
+            self.owner.0.to_string(),
+            self.owner.1.to_string(),
             self.now_ms.to_string(),
         ];
         (keys.to_vec(), args)

@@ -381,8 +381,8 @@ impl<C: Connector> RespOrigin<C> {
                 r
             }
             Either::Right(((), _)) => {
-                // The connection may be mid-reply; never reuse it.
-                self.conns.lock().await.clear();
+                // The request's connection is out of the map until it completes, so it is
+                // never reused mid-reply (and the map's lock may still be held here).
                 let msg = format!("no reply within {limit} ms");
                 if sent.load(Ordering::SeqCst) {
                     Err(OriginError::may_have_run(msg))

@@ -265,12 +265,9 @@ mod tests {
 
     #[test]
     fn the_last_forward_after_the_sellout() {
-        let f = [
-            fwd(10, 1, "A"),
-            fwd(900, 2, "A"),
-            fwd(1700, 3, "B"),
-            fwd(400, 4, "A"),
-        ];
+        // (ms, isolate, sku), out of time order as threads report them.
+        let f = [(10, 1, "A"), (900, 2, "A"), (1700, 3, "B"), (400, 4, "A")]
+            .map(|(ms, isolate, sku)| fwd(ms, isolate, sku));
         assert_eq!(last_forward_after(&f, "A", 300), Some(600));
         assert_eq!(last_forward_after(&f, "A", 900), Some(0));
         assert_eq!(last_forward_after(&f, "A", 901), None);
