@@ -347,7 +347,7 @@ async fn sinks_killed_mid_stream_lose_and_duplicate_nothing() {
                 assert!(ok.success());
                 kills += 1;
                 let written = count(&pool, "SELECT COUNT(*) FROM fg_orders").await;
-                assert!(written < n as i64, "killed mid-stream");
+                assert!(written < N as i64, "killed mid-stream");
                 drop(a);
                 a = spawn(&format!("a{kills}"));
             }
