@@ -54,6 +54,24 @@ impl Rig {
         v.as_str().unwrap().to_string()
     }
 
+    /// Reads the next new entry as consumer `who` of the `sink` group, as a writer does, and
+    /// never acknowledges it: XREADGROUP's reply.
+    async fn read_one_as(&self, who: &str) -> Value {
+        let key = self.key();
+        self.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "sink",
+            who,
+            "COUNT",
+            "1",
+            "STREAMS",
+            &key,
+            ">",
+        ])
+        .await
+    }
+
     async fn xlen(&self) -> i64 {
         self.cmd(&["XLEN", &self.key()]).await.as_int().unwrap()
     }
@@ -784,19 +802,7 @@ async fn expiry_held_by_a_dead_consumer(rig: &Rig, db: &Db) -> (String, String) 
     let o2 = o2.expect("u2 bought the returned unit");
     assert_eq!(origin_sold(o, event, "A").await, 1);
     // 4. A consumer reads `expired o1` and dies before acknowledging it.
-    let read = rig
-        .cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "sink",
-            "dead",
-            "COUNT",
-            "1",
-            "STREAMS",
-            &rig.key(),
-            ">",
-        ])
-        .await;
+    let read = rig.read_one_as("dead").await;
     assert!(
         format!("{read:?}").contains("expired") && format!("{read:?}").contains(&o1),
         "the dead consumer holds the expiry: {read:?}"
@@ -851,19 +857,7 @@ async fn requeue_applies_quarantined_entries_whose_cause_is_gone() {
         let rig = Rig::new("requeue", &[("A", 1)]).await;
         let (o1, o2) = expiry_held_by_a_dead_consumer(&rig, &db).await;
         // What the bug left: the re-sale read, quarantined and acknowledged before the expiry.
-        let read = rig
-            .cmd(&[
-                "XREADGROUP",
-                "GROUP",
-                "sink",
-                "old",
-                "COUNT",
-                "1",
-                "STREAMS",
-                &rig.key(),
-                ">",
-            ])
-            .await;
+        let read = rig.read_one_as("old").await;
         let entry = &read.as_array().unwrap()[0].as_array().unwrap()[1]
             .as_array()
             .unwrap()[0];

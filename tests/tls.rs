@@ -45,18 +45,11 @@ fn make_ca(dir: &Path) {
         d = dir.display()
     );
     std::fs::write(dir.join("ca.cnf"), conf).unwrap();
-    openssl(
+    new_key_req(
         dir,
+        &["-x509"],
+        "ca.key",
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
             "-out",
             "ca.pem",
             "-days",
@@ -65,6 +58,24 @@ fn make_ca(dir: &Path) {
             "/CN=flashgate test CA",
         ],
     );
+}
+
+/// `openssl req <before> <a new unencrypted P-256 key written to key> <after>`.
+fn new_key_req(dir: &Path, before: &[&str], key: &str, after: &[&str]) {
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+    ];
+    let mut args = vec!["req"];
+    args.extend(before);
+    args.extend(new_key);
+    args.push(key);
+    args.extend(after);
+    openssl(dir, &args);
 }
 
 /// `<name>.pem` and `<name>.key`, signed by the test CA with extensions `ext` (`ip`: valid
@@ -76,22 +87,11 @@ fn make_cert(dir: &Path, name: &str, ext: &str, start: &str, end: &str) {
         format!("{name}.csr"),
         format!("{name}.pem"),
     );
-    openssl(
+    new_key_req(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ],
+        &[],
+        &key,
+        &["-out", &csr, "-subj", &format!("/CN={name}")],
     );
     openssl(
         dir,
