@@ -43,10 +43,9 @@ use super::change::{
     decide, parse_change, Change, Effect, GuardTrip, Kind, Skip, Status, StreamId,
 };
 use super::error::{shown_url, SinkError};
-use super::stream::Delivery;
+use super::stream::{Backlog, Delivery, NoBacklog};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
-use std::future::Future;
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -120,32 +119,6 @@ impl Outcome {
     /// Whether the entry is done with and may be acknowledged (after the commit).
     pub fn acks(&self) -> bool {
         !matches!(self, Outcome::Failed(_) | Outcome::Deferred { .. })
-    }
-}
-
-/// What the consumer group still holds unacknowledged. The store asks it when a reservation's
-/// guard finds a sku short (see the module's invariants).
-pub trait Backlog {
-    /// An entry other than `except`, delivered and not acknowledged, that may give units of
-    /// `sku` back; `None` when the group holds no such entry.
-    fn release_pending(
-        &self,
-        except: StreamId,
-        sku: &str,
-    ) -> impl Future<Output = Result<Option<StreamId>, SinkError>>;
-}
-
-/// A backlog that holds nothing: every trip is final (the operator's requeue, and tests of the
-/// store alone).
-pub struct NoBacklog;
-
-impl Backlog for NoBacklog {
-    async fn release_pending(
-        &self,
-        _except: StreamId,
-        _sku: &str,
-    ) -> Result<Option<StreamId>, SinkError> {
-        Ok(None)
     }
 }
 

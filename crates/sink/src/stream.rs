@@ -9,10 +9,10 @@
 
 use super::change::{parse_change, trim_floor, StreamId};
 use super::error::SinkError;
-use super::store::Backlog;
 use flashgate_core::origin::{Cmd, Origin, Value};
 use flashgate_core::stream::parse_id;
 pub use flashgate_core::stream::{parse_entries, Delivery};
+use std::future::Future;
 
 /// The consumer group every sink joins.
 pub const GROUP: &str = "sink";
@@ -113,6 +113,32 @@ pub fn parse_group_info(v: &Value, group: &str) -> Option<GroupInfo> {
                 .and_then(|n| u64::try_from(n).ok()),
         })
     })
+}
+
+/// What the consumer group still holds unacknowledged. The store asks it when a reservation's
+/// guard finds a sku short (see the store's invariants).
+pub trait Backlog {
+    /// An entry other than `except`, delivered and not acknowledged, that may give units of
+    /// `sku` back; `None` when the group holds no such entry.
+    fn release_pending(
+        &self,
+        except: StreamId,
+        sku: &str,
+    ) -> impl Future<Output = Result<Option<StreamId>, SinkError>>;
+}
+
+/// A backlog that holds nothing: every trip is final (the operator's requeue, and tests of the
+/// store alone).
+pub struct NoBacklog;
+
+impl Backlog for NoBacklog {
+    async fn release_pending(
+        &self,
+        _except: StreamId,
+        _sku: &str,
+    ) -> Result<Option<StreamId>, SinkError> {
+        Ok(None)
+    }
 }
 
 /// Pending entries [`EventStream::release_pending`] looks at; past that it cannot tell, and

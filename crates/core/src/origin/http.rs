@@ -48,7 +48,7 @@ pub struct HttpConfig {
     pub secret: Option<String>,
     pub timeout_ms: u64,
     /// Replicas every write script must reach (Dragonfly: WAIT, a second request after the
-    /// script). Upstash replicates on its own terms: [`crate::config`] refuses it there.
+    /// script). Upstash replicates on its own terms: the configuration refuses it there.
     pub acks: Option<super::Acks>,
 }
 

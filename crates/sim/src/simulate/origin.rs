@@ -205,7 +205,7 @@ impl Origin for IsolateOrigin<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::run::{sale_spec, SECRET};
+    use crate::simulate::plan::{sale_spec, SECRET};
     use flashgate_core::config::Config;
     use flashgate_core::gate::{ApiRequest, Gate, NoLimiter};
     use flashgate_core::origin::fake::FakeOrigin;

@@ -7,6 +7,37 @@
 //! the intent or sends it back, with the same Idempotency-Key, after `Retry-After`. Pure and
 //! seeded: the same arguments plan the same crowd.
 
+use flashgate_core::model::{format_ms, Caps, EventSpec, ItemSpec, DEFAULT_PAY_WITHIN_SECS};
+
+/// The simulator's IDENTITY_SECRET: it mints the crowd's tokens, its isolates check them.
+pub(super) const SECRET: &str = "flashgate-simulator-identity-secret";
+
+/// The fresh event of `--stock`: one item `A`, caps 1/day and 1 in total, starting at
+/// `t0_ms` and lasting a day.
+pub(super) fn sale_spec(id: &str, t0_ms: i64, stock: u32, budget: u32) -> EventSpec {
+    EventSpec {
+        id: id.to_string(),
+        name: format!("flashgate simulate {id}"),
+        utc_offset: "+00:00".into(),
+        starts_at: format_ms(t0_ms),
+        ends_at: format_ms(t0_ms + 86_400_000),
+        caps: Caps {
+            per_item_per_day: 1,
+            total: 1,
+            per_order_qty: 1,
+        },
+        items: vec![ItemSpec {
+            sku: "A".into(),
+            name: "Item A".into(),
+            price: 1000,
+            currency: "EUR".into(),
+            stock,
+        }],
+        pay_within: DEFAULT_PAY_WITHIN_SECS,
+        origin_budget: budget,
+    }
+}
+
 /// Retries an intent makes at most after its first attempt.
 pub const MAX_RETRIES: u32 = 3;
 

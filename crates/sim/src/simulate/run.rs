@@ -6,15 +6,13 @@
 use super::fleet::{self, Orders};
 use super::measure::{self, pct, Readings};
 use super::meter::{sleep_until_ms, Meter, PING_MS};
-use super::plan::{arrivals, Crowd};
+use super::plan::{arrivals, sale_spec, Crowd, SECRET};
 use super::report::{render_table, Report};
 use crate::load::order_body;
 use flashgate_core::config::Config;
 use flashgate_core::keys::EventKeys;
 use flashgate_core::model::now_ms;
-use flashgate_core::model::{
-    format_ms, Caps, EventSpec, ItemSpec, DEFAULT_ORIGIN_BUDGET, DEFAULT_PAY_WITHIN_SECS,
-};
+use flashgate_core::model::{format_ms, DEFAULT_ORIGIN_BUDGET};
 use flashgate_core::net::{connect, NativeOrigin};
 use flashgate_core::ops;
 use flashgate_core::origin::resp::RespConfig;
@@ -33,9 +31,6 @@ const WARMUP_MS: i64 = 3300;
 const EDGE_CACHE_MS: u64 = 1000;
 /// The instruments' bound on one command (connect, write, read).
 const PROBE_TIMEOUT_MS: u64 = 5000;
-/// The simulator's IDENTITY_SECRET: it mints the crowd's tokens, its isolates check them.
-pub(super) const SECRET: &str = "flashgate-simulator-identity-secret";
-
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("sale").required(true).args(["stock", "event"])))]
 pub struct SimulateArgs {
@@ -151,32 +146,6 @@ async fn load_scripts(o: &NativeOrigin) -> Result<(), String> {
             .map_err(|e| format!("cannot load {} at the origin: {e}", s.name))?;
     }
     Ok(())
-}
-
-/// The fresh event of `--stock`: one item `A`, caps 1/day and 1 in total, starting at
-/// `t0_ms` and lasting a day.
-pub(super) fn sale_spec(id: &str, t0_ms: i64, stock: u32, budget: u32) -> EventSpec {
-    EventSpec {
-        id: id.to_string(),
-        name: format!("flashgate simulate {id}"),
-        utc_offset: "+00:00".into(),
-        starts_at: format_ms(t0_ms),
-        ends_at: format_ms(t0_ms + 86_400_000),
-        caps: Caps {
-            per_item_per_day: 1,
-            total: 1,
-            per_order_qty: 1,
-        },
-        items: vec![ItemSpec {
-            sku: "A".into(),
-            name: "Item A".into(),
-            price: 1000,
-            currency: "EUR".into(),
-            stock,
-        }],
-        pay_within: DEFAULT_PAY_WITHIN_SECS,
-        origin_budget: budget,
-    }
 }
 
 /// Creates the fresh event of `--stock`.
