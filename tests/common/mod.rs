@@ -138,30 +138,42 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        Redis::start_on(free_port())
+        Redis::spawn(None, tmpdir("redis"), false, &[])
     }
 
     pub fn start_on(port: u16) -> Redis {
-        Redis::spawn(port, tmpdir("redis"), false, &[])
+        Redis::spawn(Some(port), tmpdir("redis"), false, &[])
     }
 
     /// A redis-server that requires `AUTH <password>`.
     pub fn start_with_password(password: &str) -> Redis {
-        Redis::spawn(
-            free_port(),
-            tmpdir("redis"),
-            false,
-            &["--requirepass", password],
-        )
+        Redis::spawn(None, tmpdir("redis"), false, &["--requirepass", password])
     }
 
     /// A redis-server that keeps an append-only file (fsync always) in its own directory, so
     /// [`Redis::restart`] comes back with every acknowledged write.
     pub fn start_durable() -> Redis {
-        Redis::spawn(free_port(), tmpdir("redis-aof"), true, &[])
+        Redis::spawn(None, tmpdir("redis-aof"), true, &[])
     }
 
-    fn spawn(port: u16, dir: PathBuf, durable: bool, extra: &[&str]) -> Redis {
+    /// A redis-server on `port`; or, with `port` `None`, on a free port, chosen again should
+    /// another process take it first (ports are picked by closing a listener, so two tests
+    /// can be handed the same one). Ready when the server on the port is this one.
+    fn spawn(port: Option<u16>, dir: PathBuf, durable: bool, extra: &[&str]) -> Redis {
+        for _ in 0..5 {
+            let p = port.unwrap_or_else(free_port);
+            if let Some(r) = Redis::try_spawn(p, dir.clone(), durable, extra) {
+                return r;
+            }
+            assert!(
+                port.is_none(),
+                "redis-server on port {p} not ready after 10s"
+            );
+        }
+        panic!("no free port for redis-server after 5 tries");
+    }
+
+    fn try_spawn(port: u16, dir: PathBuf, durable: bool, extra: &[&str]) -> Option<Redis> {
         let (aof, fsync) = if durable {
             ("yes", "always")
         } else {
@@ -188,17 +200,23 @@ impl Redis {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        wait_for("redis-server", Duration::from_secs(10), || {
-            let pong = redis_cli(port, &["PING"]);
-            pong.trim() == "PONG" || pong.contains("NOAUTH")
+        // INFO names the server's own pid: another test's server on this port does not count.
+        let mut info = match extra.iter().position(|a| *a == "--requirepass") {
+            Some(i) => vec!["-a", extra[i + 1], "--no-auth-warning"],
+            None => vec![],
+        };
+        info.extend(["INFO", "server"]);
+        let me = format!("process_id:{}", proc.pid());
+        let ours = eventually(Duration::from_secs(10), || {
+            redis_cli(port, &info).contains(&me)
         });
-        Redis { port, proc, dir }
+        ours.then_some(Redis { port, proc, dir })
     }
 
     /// Stops and starts the server on the same port and directory.
     pub fn restart(&mut self) {
         self.proc.stop();
-        *self = Redis::spawn(self.port, self.dir.clone(), true, &[]);
+        *self = Redis::spawn(Some(self.port), self.dir.clone(), true, &[]);
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a slow origin.
