@@ -237,7 +237,7 @@ const summary = [
   ['purchase.lua vs seed script, success path (redis-benchmark EVALSHA)', `${times(rbRatio)} (${int(median(purchaseRps))} vs ${int(median(seedRps))} calls/s)`, '≥ 0.42× (aim 0.6×)', goal(rbRatio >= 0.42)],
   ['reference: purchase.lua\'s five calls without its decisions (tests/bench/calls-only.lua) vs seed script', `${times(callsOnlyRatio)} (${int(median(callsOnlyRps))} calls/s)`, '—', ''],
   ...['sqlite', 'postgres'].map((db) => { const r = JSON.parse(read(`sink-${db}.json`)); return [`order writer into ${db} (orders/s, against a plain batched INSERT)`, `${times(r.sink_vs_plain)} (${int(r.sink.orders_per_s)} vs ${int(r.plain_insert.rows_per_s)}/s)`, '—', '']; }),
-  ['purchase.lua vs seed script, sold-out path', `${times(rbSoRatio)} (${int(median(purchaseSoRps))} vs ${int(median(seedSoRps))} calls/s; 1 \`redis.call\` against the seed's 1)`, '—', ''],
+  ['purchase.lua vs seed script, sold-out path', `${times(rbSoRatio)} (${int(median(purchaseSoRps))} vs ${int(median(seedSoRps))} calls/s; 2 \`redis.call\`s (the event, and the key's record) against the seed's 1)`, '—', ''],
   ...(simOn ? (() => {
     const g = simGoals(simOn);
     const at = `simulator, ${int(simTop)} isolates, admission on`;
@@ -310,7 +310,7 @@ md.push(`## 4. purchase.lua against a minimal seed script
 
 \`redis-benchmark\` on the same redis-server, one after the other in ${rbRounds} interleaved rounds of ${int(num('rb_requests'))} calls with ${meta.rb_clients} clients each; both scripts SCRIPT LOADed first, then called with EVALSHA. The seed (\`tests/bench/seed.lua\`) is the minimal flash-sale script: HMGET inventory/purchased on one hash, HINCRBY if purchased < inventory. purchase.lua (\`crates/core/src/lua/purchase.lua\`) ran on a live event with a huge stock and caps, a random user key (\`fg:{rb}:user:__rand_int__\`) and Idempotency-Key (\`k__rand_int__\`) per call and a realistic order document, so that nearly every call takes its full success path (a one-line order, as nearly all are): one HMGET each of the event (state, caps, stock and sold) and the user (idempotency record and state, total, earliest deadline and today's count in one read); one HSET each of the event (sold) and the user (counters, the deadline and the idempotency record, the order document); and the XADD of the order to the stream: 5 \`redis.call\`s against the seed's 2. The order index, the pending set and the user hash's expiry are not in this step: track.lua derives them from the stream, off the hot path (\`flashgate orders sink\`, \`orders pay\` and \`orders expire\` track before they act).
 
-The sold-out path: the same call for an event whose item has no stock left (a fresh key, as the edge sends most attempts), against the seed on a hash with nothing left. purchase.lua refuses it after one read (the event, which holds sold) and never reads the user's hash.
+The sold-out path: the same call for an event whose item has no stock left (a fresh key, as the edge sends most attempts), against the seed on a hash with nothing left. purchase.lua refuses it after one read (the event, which holds sold) and one \`HEXISTS\` of the key's record (a key that holds an order is answered with it), and never reads the user's counters.
 
 ${table(['script', 'calls/s (median)', 'per round', 'calls that bought'], [
   ['seed.lua', int(median(seedRps)), seedRps.map(int).join(' / '), pct(seedOk, 1)],
