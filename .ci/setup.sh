@@ -47,7 +47,8 @@ apt_install() {
 }
 if command -v apt-get >/dev/null 2>&1; then
   # postgresql: server binaries in /usr/lib/postgresql/15/bin (not on PATH); nothing is started.
-  pkgs=(redis-server redis-tools postgresql)
+  # openssl: tests/tls.rs makes its CA and certificates with the openssl command.
+  pkgs=(redis-server redis-tools postgresql openssl)
   [ "$WANT_BROWSER" = 1 ] && pkgs+=(chromium)
   apt_install "${pkgs[@]}" || die "apt-get install failed (see $TOOLS/logs/apt.log)"
 else

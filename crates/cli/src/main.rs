@@ -116,7 +116,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Orders(OrdersCmd::Sink(a)) => {
             let pw = cli.origin_password.clone();
-            flashgate_sink::cli::main(a, &cli.origin, pw, cli.timeout_ms).await?
+            let o = flashgate_sink::cli::origin(acks, &cli.origin, pw, cli.timeout_ms)?;
+            flashgate_sink::cli::main(a, o).await?
         }
         Command::Orders(OrdersCmd::SinkBench(a)) => {
             let pw = cli.origin_password.clone();

@@ -81,23 +81,20 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     Ok(stop)
 }
 
-/// The origin for the sink: its command timeout outlasts a blocking read.
-fn origin(
+/// The origin for the sink: its command timeout outlasts a blocking read. `acks`: the
+/// replicas its expiry sweep's writes must reach (`--replica-acks`).
+pub fn origin(
+    acks: Option<flashgate_core::origin::Acks>,
     url: &str,
     password: Option<String>,
     timeout_ms: u64,
 ) -> Result<native::NativeOrigin, String> {
-    native::connect(url, password, timeout_ms.max(BLOCK_MS + 2_000))
+    native::connect_acked(url, password, timeout_ms.max(BLOCK_MS + 2_000), acks)
 }
 
-pub async fn main(
-    a: SinkArgs,
-    origin_url: &str,
-    password: Option<String>,
-    timeout_ms: u64,
-) -> Result<(), String> {
+/// Runs the sink against `origin` (see [`origin`]).
+pub async fn main(a: SinkArgs, origin: native::NativeOrigin) -> Result<(), String> {
     let stop = stop_on_signals()?;
-    let origin = origin(origin_url, password, timeout_ms)?;
     let consumer = a.consumer.unwrap_or_else(default_consumer);
     let opts = Options {
         max_connections: 2,
@@ -181,7 +178,7 @@ pub async fn bench_main(
     password: Option<String>,
     timeout_ms: u64,
 ) -> Result<(), String> {
-    let origin = origin(origin_url, password, timeout_ms)?;
+    let origin = origin(None, origin_url, password, timeout_ms)?;
     let report = bench::run(&origin, &a.db, a.orders, a.batch as usize)
         .await
         .map_err(|e| e.to_string())?;
