@@ -117,15 +117,25 @@ export class Stack {
     mkdirSync(ARTIFACTS, { recursive: true });
     this.redisPort = await freePort();
     await this.startRedis();
-    this.workerPort = await freePort();
-    const inspectorPort = await freePort();
-    this.worker = start('wrangler', 'wrangler', ['dev', '-c', 'wrangler.toml', '-c', 'wrangler.pages.toml',
-      '--port', String(this.workerPort), '--ip', '127.0.0.1', '--inspector-port', String(inspectorPort),
-      '--persist-to', join(this.tmp, 'wrangler-state'),
-      '--var', `ORIGIN_URL:${this.origin}`, '--var', `IDENTITY_SECRET:${this.identitySecret}`,
-      '--var', 'DEV_SIGNIN:true', '--var', `OPERATOR_TOKEN:${this.operatorToken}`,
-      '--log-level', 'warn']);
-    await waitFor('wrangler dev', this.worker, async () => (await fetch(`${this.baseURL}/api/health`, { signal: AbortSignal.timeout(2000) })).ok, 60_000);
+    // Ports are picked by closing a listener, so another process may take one first: a
+    // wrangler that exits on "Address already in use" is started again on fresh ports.
+    for (let attempt = 1; ; attempt++) {
+      this.workerPort = await freePort();
+      const inspectorPort = await freePort();
+      this.worker = start('wrangler', 'wrangler', ['dev', '-c', 'wrangler.toml', '-c', 'wrangler.pages.toml',
+        '--port', String(this.workerPort), '--ip', '127.0.0.1', '--inspector-port', String(inspectorPort),
+        '--persist-to', join(this.tmp, 'wrangler-state'),
+        '--var', `ORIGIN_URL:${this.origin}`, '--var', `IDENTITY_SECRET:${this.identitySecret}`,
+        '--var', 'DEV_SIGNIN:true', '--var', `OPERATOR_TOKEN:${this.operatorToken}`,
+        '--log-level', 'warn']);
+      try {
+        await waitFor('wrangler dev', this.worker, async () => (await fetch(`${this.baseURL}/api/health`, { signal: AbortSignal.timeout(2000) })).ok, 60_000);
+        break;
+      } catch (e) {
+        await stop(this.worker);
+        if (attempt >= 3 || !String(e.message).includes('Address already in use')) throw e;
+      }
+    }
     this.browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
   }
 
