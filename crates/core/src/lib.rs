@@ -5,7 +5,7 @@
 //! too fast) and forwards only surviving purchase attempts to one atomic Lua script on a
 //! Dragonfly/Redis origin, in one round trip. This crate is that worker's core, and the
 //! native programs' too:
-//! - the data: [`model`], [`keys`], [`token`], [`order`], [`change`] (the order stream's
+//! - the data: [`model`], [`keys`], [`token`], [`line`] (places and entry tickets), [`order`], [`change`] (the order stream's
 //!   entries) and [`config`];
 //! - the origin: one trait with two transports ([`origin`]) and the Lua scripts ([`script`]);
 //! - the gate: [`edge`] (what an isolate learns), [`fleet`], [`gate`] (the request pipeline)
@@ -26,6 +26,7 @@ pub mod error;
 pub mod fleet;
 pub mod gate;
 pub mod keys;
+pub mod line;
 pub mod model;
 #[cfg(feature = "tokio-net")]
 pub mod net;
