@@ -511,7 +511,8 @@ async fn stats_and_decision_logs() {
 }
 
 /// Cloudflare's rate-limiting binding, where `[[ratelimits]]` configures it (simulated by
-/// `wrangler dev`): its refusals are 429s with no origin command.
+/// `wrangler dev`): its refusals are 429s with no origin command. The binding counts in fixed
+/// windows of its period; 60 s (not 10 s) makes a window turning over mid-test rare.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limiting_binding_is_consulted() {
     let dir = std::env::temp_dir().join(format!("flashgate-rl-{}", free_port()));
@@ -521,7 +522,7 @@ async fn the_rate_limiting_binding_is_consulted() {
         &config,
         format!(
             "name = \"flashgate-ratelimit-test\"\nmain = \"{root}/build/worker/shim.mjs\"\ncompatibility_date = \"2025-09-01\"\n\
-             [[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = 2, period = 10 }}\n",
+             [[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = 2, period = 60 }}\n",
             root = root().display()
         ),
     )

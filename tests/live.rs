@@ -129,7 +129,7 @@ async fn the_live_view_of_a_sale() {
     assert_eq!(b["writer"], Json::Null);
     assert_eq!(
         b["orders"],
-        serde_json::json!({"pending": 0, "paid": 0, "expired": 0})
+        serde_json::json!({"pending": 0, "paid": 0, "expired": 0, "cancelled": 0})
     );
 
     // A crowd of 60 attempts on A (5 in stock) and 20 on B: 25 orders, 55 refusals.
@@ -195,7 +195,7 @@ async fn the_live_view_of_a_sale() {
     );
     assert_eq!(
         b["orders"],
-        serde_json::json!({"pending": 23, "paid": 1, "expired": 1})
+        serde_json::json!({"pending": 23, "paid": 1, "expired": 1, "cancelled": 0})
     );
     assert_eq!(b["orders"]["pending"], status["orders_pending"]);
     // 25 placed, 1 paid, 1 expired in the stream; no order writer yet.

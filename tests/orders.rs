@@ -121,6 +121,90 @@ async fn expired_units_go_back_to_the_crowd_within_two_seconds() {
     );
 }
 
+/// `flashgate orders cancel` gives a pending order's unit and its user's caps back at once:
+/// the crowd at the edge buys the unit within 2 s, the user may buy again, a retry of the
+/// cancelled order's key is told so, and the shop's database records the cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_order_gives_its_unit_and_caps_back_at_once() {
+    let sale = Sale::start(spec("cancel", &[("A", 1)], -1000, (1, 1, 1)), &[]).await;
+    let first = sale.buy("ann", "key-ann-1", &["A"]).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let id = first.body["order"]["id"].as_str().unwrap().to_string();
+    let late = sale.buy("bob", "key-bob-0", &["A"]).await;
+    assert_eq!((late.status, late.code()), (410, Some("sold_out")));
+
+    let cancel = |id: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
+            .args(["--origin", &sale.redis.url(), "orders", "cancel", id])
+            .args(["--event", "cancel"])
+            .output()
+            .unwrap()
+    };
+    let out = cancel(&id);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("is cancelled; 1 units went back"), "{said}");
+    let cancelled_at = Instant::now();
+    // Idempotent: a second cancel says so and changes nothing.
+    let again = cancel(&id);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already cancelled"));
+
+    // The crowd gets the unit back within 2 s (the edge learns it within EDGE_CACHE_MS).
+    let mut bought = None;
+    let mut attempt = 0;
+    while bought.is_none() && cancelled_at.elapsed() < Duration::from_secs(5) {
+        attempt += 1;
+        let a = sale.buy("bob", &format!("key-bob-{attempt}"), &["A"]).await;
+        match (a.status, a.code()) {
+            (201, _) => bought = Some(cancelled_at.elapsed()),
+            (410, Some("sold_out")) => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("unexpected answer {other:?} {}", a.body),
+        }
+    }
+    let bought = bought.expect("the cancelled unit was never bought again");
+    eprintln!("the cancelled unit was bought again after {bought:?}");
+    assert!(bought <= Duration::from_secs(2), "{bought:?}");
+
+    // A retry of the cancelled order's key is told it was cancelled, with the order.
+    let retry = sale.buy("ann", "key-ann-1", &["A"]).await;
+    assert_eq!(
+        (retry.status, retry.code()),
+        (410, Some("order_cancelled")),
+        "{}",
+        retry.body
+    );
+    assert_eq!(retry.body["error"]["order"]["id"], id.as_str());
+    // Ann's caps came back: she is refused only because the unit is gone, not over her cap.
+    let k = EventKeys::new("cancel");
+    let t = (sale
+        .origin
+        .call(&Cmd::new(["HGET", &k.user("ann"), "t"]))
+        .await)
+        .unwrap();
+    assert_eq!(t.as_int().unwrap_or(0), 0, "ann's total cap came back");
+
+    // The shop's database: ann's order cancelled, bob's pending, one unit held.
+    let db = Db::sqlite();
+    sink_once(&sale, "cancel", &db);
+    let pool = db.pool().await;
+    let rows = orders(&pool).await;
+    assert_eq!(rows[&id], "cancelled");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(inventory(&pool, "cancel").await["A"], (1, 1));
+    // Paid orders cannot be cancelled.
+    let other = rows.keys().find(|k| **k != id).unwrap().clone();
+    let paid = settle(&sale.origin, "cancel", &other, SettleVerb::Pay, now_ms()).await;
+    assert_eq!(paid.unwrap(), Settled::Done { units: 0 });
+    let refused = cancel(&other);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is paid and cannot be cancelled"));
+}
+
 /// Runs the order sink once over `event` into `db`; its stdout summary.
 fn sink_once(sale: &Sale, event: &str, db: &Db) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))
@@ -245,11 +329,11 @@ async fn a_crowd_lands_in_postgres_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_payment_races_and_the_database_agree() {
+async fn a_thousand_pay_cancel_expire_races_and_the_database_agree() {
     let mut s = spec("race", &[("A", 1000)], -1000, (1, 1, 1));
     s.pay_within = 1;
     let sale = Sale::start(s, &[]).await;
-    let (o, o2) = (&sale.origin, &sale.redis.origin());
+    let (o, o2, o3) = (&sale.origin, &sale.redis.origin(), &sale.redis.origin());
     // 1,000 orders, placed through the worker.
     let ids = futures_util::stream::iter(0..1000)
         .map(|i| {
@@ -265,29 +349,45 @@ async fn a_thousand_payment_races_and_the_database_agree() {
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
-    // Past the 1 s window, a payment and an expiry of each order race on two connections.
+    // Past the 1 s window, a payment, a cancel and an expiry of each order race on three
+    // connections, sent in a rotating order so that each gets to go first.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (mut paid, mut expired) = (0i64, 0i64);
-    for id in &ids {
+    let (mut paid, mut cancelled, mut expired) = (0i64, 0i64, 0i64);
+    let conns = [o, o2, o3];
+    for (i, id) in ids.iter().enumerate() {
         let now = now_ms();
-        let (p, e) = tokio::join!(
-            settle(o, "race", id, SettleVerb::Pay, now),
-            settle(o2, "race", id, SettleVerb::Expire, now)
+        let on = |j: usize| conns[(i + j) % 3];
+        let (p, c, e) = tokio::join!(
+            settle(on(0), "race", id, SettleVerb::Pay, now),
+            settle(on(1), "race", id, SettleVerb::Cancel, now),
+            settle(on(2), "race", id, SettleVerb::Expire, now)
         );
-        match (p.unwrap(), e.unwrap()) {
-            (Settled::Done { .. }, Settled::AlreadyPaid) => paid += 1,
-            (Settled::AlreadyExpired, Settled::Done { units: 1 }) => expired += 1,
+        use Settled::*;
+        match (p.unwrap(), c.unwrap(), e.unwrap()) {
+            (Done { units: 0 }, AlreadyPaid, AlreadyPaid) => paid += 1,
+            (AlreadyCancelled, Done { units: 1 }, AlreadyCancelled) => cancelled += 1,
+            (AlreadyExpired, AlreadyExpired, Done { units: 1 }) => expired += 1,
             other => panic!("{id}: not exactly one winner: {other:?}"),
         }
     }
-    eprintln!("1000 races: {paid} paid, {expired} expired");
-    assert_eq!(paid + expired, 1000);
+    eprintln!("1000 races: {paid} paid, {cancelled} cancelled, {expired} expired");
+    assert_eq!(paid + cancelled + expired, 1000);
     let k = EventKeys::new("race");
     let sold = o
         .call(&Cmd::new(["HGET", &k.meta, "sold:A"]))
         .await
         .unwrap();
     assert_eq!(sold.as_int(), Some(paid), "stock kept for paid orders only");
+    // Caps: a paid order still counts against its user; a cancelled or expired one does not.
+    let mut held = 0;
+    for i in 0..1000 {
+        let t = o
+            .call(&Cmd::new(["HGET", &k.user(&format!("r{i}")), "t"]))
+            .await
+            .unwrap();
+        held += t.as_int().unwrap_or(0);
+    }
+    assert_eq!(held, paid, "the users' caps hold exactly the paid units");
     // The database follows: every order paid or expired as the origin decided.
     let db = Db::sqlite();
     sink_once(&sale, "race", &db);
@@ -295,8 +395,13 @@ async fn a_thousand_payment_races_and_the_database_agree() {
     let rows = orders(&pool).await;
     let status = |s: &str| rows.values().filter(|v| v.as_str() == s).count() as i64;
     assert_eq!(
-        (status("paid"), status("expired"), status("pending")),
-        (paid, expired, 0)
+        (
+            status("paid"),
+            status("cancelled"),
+            status("expired"),
+            status("pending")
+        ),
+        (paid, cancelled, expired, 0)
     );
     assert_eq!(
         inventory(&pool, "race").await["A"],

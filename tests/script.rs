@@ -394,7 +394,7 @@ async fn an_expiry_gives_everything_back_and_a_payment_keeps_it() {
     // A retry of the expired key answers with the expired order, not a new purchase.
     let late = t + 11 * PAY_MS;
     let again = attempt(&o, &buy("u1", "key-00001", &[("B", 1), ("A", 1)], late)).await;
-    assert!(matches!(again, Outcome::Expired { .. }), "{again:?}");
+    assert!(matches!(again, Outcome::EndedUnpaid { .. }), "{again:?}");
     // The payment is final: the paid order neither expires nor is paid twice.
     let twice = settle(&o, "s5", &o2, SettleVerb::Pay, late).await.unwrap();
     assert_eq!(twice, Settled::AlreadyPaid);

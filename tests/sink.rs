@@ -1314,3 +1314,99 @@ async fn a_writer_stopped_mid_transaction_is_taken_over_within_the_bound() {
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A shop's database made by an earlier flashgate (only the first migration applied, with
+/// orders in it) is upgraded in place when a writer opens it: every row stays, with its lines,
+/// and the upgraded table takes the `cancelled` status, which the old CHECK refused.
+#[tokio::test]
+async fn an_older_database_is_upgraded_in_place() {
+    use flashgate_sink::store::Store;
+    for db in Db::both() {
+        let backend = if db.url.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        let first = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../sink/migrations")
+            .join(backend)
+            .join("0001_orders.sql");
+        let dir = std::env::temp_dir().join(format!(
+            "flashgate-old-migrations-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&first, dir.join("0001_orders.sql")).unwrap();
+        sqlx::any::install_default_drivers();
+        let url = match backend {
+            "sqlite" => format!("{}?mode=rwc", db.url),
+            _ => db.url.clone(),
+        };
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let old = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+        old.run(&pool).await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        sqlx::query(
+            "INSERT INTO fg_orders (id, event, user_id, status, created_at, idempotency_key, \
+             updated_at) VALUES ('o_old', 'up', 'ann', 'pending', '2026-01-01T00:00:00Z', 'k', 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO fg_order_lines (order_id, sku, qty, unit_price, currency) \
+             VALUES ('o_old', 'A', 2, 100, 'EUR')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let refused = sqlx::query("UPDATE fg_orders SET status = 'cancelled'")
+            .execute(&pool)
+            .await;
+        assert!(
+            refused.is_err(),
+            "{backend}: the old CHECK takes only three statuses"
+        );
+        pool.close().await;
+
+        let store = Store::open(&db.url, 1).await.unwrap();
+        let n = sqlx::query(
+            "UPDATE fg_orders SET status = 'cancelled', cancelled_at = 2 WHERE id = 'o_old'",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(n, 1, "{backend}");
+        let row = sqlx::query(
+            "SELECT o.user_id, o.status, l.qty FROM fg_orders o \
+             JOIN fg_order_lines l ON l.order_id = o.id WHERE o.id = 'o_old'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        let got: (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(got, ("ann".into(), "cancelled".into(), 2), "{backend}");
+        let bad = sqlx::query("UPDATE fg_orders SET status = 'refunded'")
+            .execute(store.pool())
+            .await;
+        assert!(
+            bad.is_err(),
+            "{backend}: the new CHECK still guards the status"
+        );
+        let orphan = sqlx::query(
+            "INSERT INTO fg_order_lines (order_id, sku, qty, unit_price, currency) \
+             VALUES ('o_none', 'A', 1, 1, 'EUR')",
+        )
+        .execute(store.pool())
+        .await;
+        assert!(
+            orphan.is_err(),
+            "{backend}: lines still reference fg_orders"
+        );
+        // Opening again applies nothing twice.
+        drop(store);
+        Store::open(&db.url, 1).await.unwrap();
+    }
+}

@@ -123,6 +123,15 @@ pub(crate) enum OrdersCmd {
         #[arg(long)]
         event: String,
     },
+    /// Cancel a pending order (the payment failed, or the shopper changed their mind): its
+    /// units go back on sale and the shopper's caps come back at once.
+    Cancel {
+        /// The order id (o_...).
+        order_id: String,
+        /// The event the order belongs to.
+        #[arg(long)]
+        event: String,
+    },
     /// Expire every pending order of the event past its payment deadline, giving its
     /// units back to stock.
     Expire {

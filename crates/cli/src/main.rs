@@ -101,6 +101,33 @@ async fn run(cli: Cli) -> Result<(), String> {
                         "order {order_id} expired before it was paid; its units went back on sale"
                     ))
                 }
+                Settled::AlreadyCancelled => {
+                    return Err(format!(
+                        "order {order_id} was cancelled before it was paid; its units went back on sale"
+                    ))
+                }
+                Settled::NoSuchOrder | Settled::NotDue { .. } => {
+                    return Err(format!("there is no order {order_id} in event {event}"))
+                }
+            }
+        }
+        Command::Orders(OrdersCmd::Cancel { order_id, event }) => {
+            use flashgate_core::script::{SettleVerb, Settled};
+            let o = origin()?;
+            let r = orders::settle(&o, &event, &order_id, SettleVerb::Cancel, now_ms());
+            match r.await? {
+                Settled::Done { units } => {
+                    println!("order {order_id} is cancelled; {units} units went back on sale")
+                }
+                Settled::AlreadyCancelled => println!("order {order_id} was already cancelled"),
+                Settled::AlreadyExpired => println!(
+                    "order {order_id} had already expired; its units were already back on sale"
+                ),
+                Settled::AlreadyPaid => {
+                    return Err(format!(
+                        "order {order_id} is paid and cannot be cancelled; refund it in the shop"
+                    ))
+                }
                 Settled::NoSuchOrder | Settled::NotDue { .. } => {
                     return Err(format!("there is no order {order_id} in event {event}"))
                 }

@@ -149,8 +149,8 @@ pub fn live_table(v: &LiveView, now: i64, read_ms: i64) -> String {
         );
     }
     out += &format!(
-        "\norders         {} pending, {} paid, {} expired\n",
-        s.pending, v.paid, v.expired
+        "\norders         {} pending, {} paid, {} expired, {} cancelled\n",
+        s.pending, v.paid, v.expired, v.cancelled
     );
     out += &match v.writer {
         None => format!(
@@ -244,7 +244,7 @@ sku                       stock       sold  remaining
 A                            10          4          6
 B                             5          5   sold out
 
-orders         3 pending, 2 paid, 1 expired
+orders         3 pending, 2 paid, 1 expired, 4 cancelled
 order writer   0 not yet read, 2 being written (9 in the stream)
 
 fleet                 last second     last 2 s

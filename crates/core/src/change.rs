@@ -68,6 +68,7 @@ pub enum Status {
     Pending,
     Paid,
     Expired,
+    Cancelled,
 }
 
 impl Status {
@@ -76,6 +77,7 @@ impl Status {
             Status::Pending => "pending",
             Status::Paid => "paid",
             Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -84,6 +86,7 @@ impl Status {
             "pending" => Some(Status::Pending),
             "paid" => Some(Status::Paid),
             "expired" => Some(Status::Expired),
+            "cancelled" => Some(Status::Cancelled),
             _ => None,
         }
     }
@@ -100,6 +103,7 @@ pub enum Kind {
     Placed,
     Paid,
     Expired,
+    Cancelled,
 }
 
 impl Kind {
@@ -108,6 +112,7 @@ impl Kind {
             "placed" => Some(Kind::Placed),
             "paid" => Some(Kind::Paid),
             "expired" => Some(Kind::Expired),
+            "cancelled" => Some(Kind::Cancelled),
             _ => None,
         }
     }
@@ -117,6 +122,7 @@ impl Kind {
             Kind::Placed => "placed",
             Kind::Paid => "paid",
             Kind::Expired => "expired",
+            Kind::Cancelled => "cancelled",
         }
     }
 
@@ -132,6 +138,7 @@ impl Kind {
             Kind::Placed => Status::Pending,
             Kind::Paid => Status::Paid,
             Kind::Expired => Status::Expired,
+            Kind::Cancelled => Status::Cancelled,
         }
     }
 }
@@ -190,7 +197,7 @@ impl fmt::Display for ParseError {
             ParseError::MissingField(name) => write!(f, "the entry has no `{name}` field"),
             ParseError::UnknownType(t) => write!(
                 f,
-                "`type` is {t:?}, not one of \"placed\", \"paid\", \"expired\""
+                "`type` is {t:?}, not one of \"placed\", \"paid\", \"expired\", \"cancelled\""
             ),
             ParseError::BadAt(at) => write!(f, "`at` is {at:?}, not Unix milliseconds"),
             ParseError::BadOrder(e) => write!(f, "`order` is not an order document: {e}"),
@@ -296,7 +303,7 @@ pub enum Effect {
     Nothing(Skip),
 }
 
-/// The state machine: pending → paid | expired, never back.
+/// The state machine: pending → paid | expired | cancelled, never back.
 pub fn decide(current: Option<Status>, target: Status) -> Effect {
     match current {
         None => Effect::Insert {
@@ -539,7 +546,7 @@ mod tests {
     }
 
     /// Every order of changes of one order ends in the same stored status and the same units
-    /// held: the first of paid/expired to arrive wins, whatever comes around it.
+    /// held: the first of paid/expired/cancelled to arrive wins, whatever comes around it.
     #[test]
     fn any_arrival_order_gives_the_same_end() {
         fn run(kinds: &[Kind]) -> (Option<Status>, i64) {
@@ -563,6 +570,7 @@ mod tests {
         for (end, want) in [
             (Paid, (Some(Status::Paid), 1)),
             (Expired, (Some(Status::Expired), 0)),
+            (Cancelled, (Some(Status::Cancelled), 0)),
         ] {
             for seq in [
                 vec![Placed, end],

@@ -18,7 +18,12 @@
 //!   and learnt afresh from the origin. Marks learnt on another calendar day are ignored for
 //!   per-day caps.
 //! - A placed order is replayed at the edge only before its payment deadline (after it, the
-//!   order may have expired: only the origin knows); paid and expired orders are final.
+//!   order may have expired: only the origin knows); paid, expired and cancelled orders are final.
+//! - A cancel gives an order's units and its user's counters back before the deadline. So every
+//!   user mark and placed-order news is stamped with the event's cancel count
+//!   ([`Snapshot::cancels`]) when learnt, and is used only while the snapshot shows the same
+//!   count: after any cancel of the event, what this isolate knows of users and keys is learnt
+//!   again from the origin (within one snapshot refresh).
 //! - Every map is a [`Bounded`] one ([`MAX_TRACKED`] users' entries, [`MAX_EVENTS`] events');
 //!   when full, idle entries are dropped first.
 
@@ -27,7 +32,7 @@ use crate::decision::Decision;
 use crate::fleet::{Admission, Counts};
 use crate::model::{day_number, parse_rfc3339_ms};
 use crate::order::Line;
-use crate::script::{LineAfter, Outcome, Snapshot};
+use crate::script::{LineAfter, OrderEnd, Outcome, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -73,11 +78,14 @@ pub enum KeyNews {
         fingerprint: String,
         order_json: String,
         replay_until: i64,
+        /// The event's cancel count when learnt.
+        cancels: u64,
     },
-    /// Its order expired unpaid: the answer is final.
-    Expired {
+    /// Its order ended unpaid (expired or cancelled): the answer is final.
+    EndedUnpaid {
         fingerprint: String,
         order_json: String,
+        end: OrderEnd,
     },
     /// Sent to an origin that went silent: it may have run.
     Uncertain,
@@ -87,7 +95,7 @@ impl KeyNews {
     /// The fingerprint of the lines the key was used for, when known.
     pub fn fingerprint(&self) -> Option<&str> {
         match self {
-            KeyNews::Placed { fingerprint, .. } | KeyNews::Expired { fingerprint, .. } => {
+            KeyNews::Placed { fingerprint, .. } | KeyNews::EndedUnpaid { fingerprint, .. } => {
                 Some(fingerprint)
             }
             KeyNews::Uncertain => None,
@@ -102,6 +110,8 @@ struct UserMark {
     today: HashMap<String, u32>,
     /// Trusted until then (the earliest pending deadline learnt); `None`: no limit.
     until: Option<i64>,
+    /// The event's cancel count when learnt: trusted only while it stays the same.
+    cancels: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -245,9 +255,28 @@ impl EdgeState {
         }
     }
 
+    /// What this isolate knows of a key. A placed order learnt before the event's latest
+    /// cancel may be the one cancelled: it is uncertain, so the origin answers (and no edge
+    /// refusal, such as sold out, stands in for the key's own order).
     pub fn key_news(&self, event: &str, user: &str, key: &str) -> Option<&KeyNews> {
-        self.keys
-            .get(&(event.to_string(), user.to_string(), key.to_string()))
+        static UNCERTAIN: KeyNews = KeyNews::Uncertain;
+        let cancels = self.cancels(event);
+        let news = self
+            .keys
+            .get(&(event.to_string(), user.to_string(), key.to_string()))?;
+        match news {
+            KeyNews::Placed { cancels: c, .. } if *c != cancels => Some(&UNCERTAIN),
+            _ => Some(news),
+        }
+    }
+
+    /// The event's cancel count in the cached snapshot (0 without one).
+    fn cancels(&self, event: &str) -> u64 {
+        self.events
+            .get(event)
+            .and_then(|e| e.snapshot.as_ref())
+            .and_then(Option::as_ref)
+            .map_or(0, |s| s.cancels)
     }
 
     pub fn learn_key(&mut self, event: &str, user: &str, key: &str, news: Option<KeyNews>) {
@@ -289,11 +318,13 @@ impl EdgeState {
             due,
         };
         let sku = |i: usize| p.lines[i].sku.as_str();
+        let cancels = self.cancels(event);
         let placed = |json: &str, replay_until: i64| {
             Some(KeyNews::Placed {
                 fingerprint: p.fingerprint.to_string(),
                 order_json: json.to_string(),
                 replay_until,
+                cancels,
             })
         };
         let news = match outcome {
@@ -308,9 +339,10 @@ impl EdgeState {
                 };
                 placed(order_json, until)
             }
-            Outcome::Expired { order_json } => Some(KeyNews::Expired {
+            Outcome::EndedUnpaid { order_json, end } => Some(KeyNews::EndedUnpaid {
                 fingerprint: p.fingerprint.to_string(),
                 order_json: order_json.clone(),
+                end: *end,
             }),
             _ => None,
         };
@@ -334,7 +366,7 @@ impl EdgeState {
             | Outcome::Ended
             | Outcome::UnknownEvent
             | Outcome::UnknownItem { .. } => self.invalidate(event),
-            Outcome::Expired { .. }
+            Outcome::EndedUnpaid { .. }
             | Outcome::KeyReused
             | Outcome::OrderQtyLimit { .. }
             | Outcome::BadArguments => {}
@@ -362,9 +394,13 @@ impl EdgeState {
         today: &[(&str, u32)],
     ) {
         let CountsAt { now, day, due } = at;
+        let cancels = self.cancels(event);
         let m = self.mark(event, user);
-        if m.until.is_some_and(|u| now >= u) {
-            *m = UserMark::default();
+        if m.until.is_some_and(|u| now >= u) || m.cancels != cancels {
+            *m = UserMark {
+                cancels,
+                ..UserMark::default()
+            };
         }
         m.until = match (m.until, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -405,9 +441,10 @@ impl EdgeState {
 
     /// The user's total as far as this isolate knows.
     pub fn known_total(&self, event: &str, user: &str, now: i64) -> Option<u32> {
+        let cancels = self.cancels(event);
         self.marks
             .get(&(event.to_string(), user.to_string()))
-            .filter(|m| m.until.is_none_or(|u| now < u))
+            .filter(|m| m.until.is_none_or(|u| now < u) && m.cancels == cancels)
             .map(|m| m.total)
     }
 
@@ -421,7 +458,7 @@ impl EdgeState {
         now: i64,
     ) -> Option<CapHit> {
         let m = self.marks.get(&(event.to_string(), user.to_string()))?;
-        if m.until.is_some_and(|u| now >= u) {
+        if m.until.is_some_and(|u| now >= u) || m.cancels != snap.cancels {
             return None;
         }
         let caps = snap.meta.caps;
@@ -543,6 +580,7 @@ mod tests {
             stream_len: 0,
             pending: 0,
             fleet: None,
+            cancels: 0,
         }
     }
 
@@ -689,6 +727,54 @@ mod tests {
         s.learn_counts("e", "u", at(6_001, None), Some(2), &[]);
         assert!(s.cap_hit("e", "u", &sn, &a, 8_999).is_some());
         assert_eq!(s.cap_hit("e", "u", &sn, &a, 9_000), None);
+    }
+
+    /// A cancel gives counters back before any deadline: marks and placed-order news learnt
+    /// under another cancel count are not trusted, and are learnt afresh.
+    #[test]
+    fn a_cancel_of_the_event_voids_what_was_learnt_of_users_and_keys() {
+        let mut s = EdgeState::new(cfg());
+        let a = one_a();
+        s.store("e", Some(Some(Rc::new(snap()))), 0);
+        let at = CountsAt {
+            now: 100,
+            day: 0,
+            due: Some(1_000_000),
+        };
+        s.learn_counts("e", "u", at, Some(2), &[("A", 1)]);
+        let placed = KeyNews::Placed {
+            fingerprint: "A:1".into(),
+            order_json: "{}".into(),
+            replay_until: 1_000_000,
+            cancels: 0,
+        };
+        s.learn_key("e", "u", "k", Some(placed.clone()));
+        assert!(s.cap_hit("e", "u", &snap(), &a, 200).is_some());
+        assert_eq!(s.key_news("e", "u", "k"), Some(&placed));
+
+        // The next snapshot shows a cancel somewhere in the event.
+        let cancelled = Snapshot {
+            cancels: 1,
+            ..snap()
+        };
+        s.store("e", Some(Some(Rc::new(cancelled.clone()))), 1_000);
+        assert_eq!(s.cap_hit("e", "u", &cancelled, &a, 1_001), None);
+        assert_eq!(s.known_total("e", "u", 1_001), None);
+        assert_eq!(
+            s.key_news("e", "u", "k"),
+            Some(&KeyNews::Uncertain),
+            "the origin answers"
+        );
+        // What the origin says next is trusted again, under the new count.
+        s.learn_counts(
+            "e",
+            "u",
+            CountsAt { now: 1_100, ..at },
+            Some(2),
+            &[("A", 1)],
+        );
+        assert!(s.cap_hit("e", "u", &cancelled, &a, 1_200).is_some());
+        assert_eq!(s.known_total("e", "u", 1_200), Some(2));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub enum Code {
     Ended,
     SoldOut,
     OrderExpired,
+    OrderCancelled,
     ItemLimitReached,
     TotalLimitReached,
     OrderQtyLimit,
@@ -60,7 +61,7 @@ impl Code {
             Code::NotFound | Code::UnknownEvent => 404,
             Code::MethodNotAllowed => 405,
             Code::NotStarted | Code::Paused => 409,
-            Code::Ended | Code::SoldOut | Code::OrderExpired => 410,
+            Code::Ended | Code::SoldOut | Code::OrderExpired | Code::OrderCancelled => 410,
             Code::BodyTooLarge => 413,
             Code::UnsupportedMediaType => 415,
             Code::UnknownItem | Code::OrderQtyLimit | Code::IdempotencyKeyReused => 422,
@@ -238,6 +239,14 @@ impl ApiError {
         .with("order", order)
     }
 
+    pub fn order_cancelled(order: Value) -> ApiError {
+        ApiError::new(
+            Code::OrderCancelled,
+            "this order was cancelled before it was paid; its units went back on sale",
+        )
+        .with("order", order)
+    }
+
     pub fn key_reused() -> ApiError {
         ApiError::new(
             Code::IdempotencyKeyReused,
@@ -299,7 +308,7 @@ mod tests {
     fn codes_are_stable_and_unique() {
         let names: std::collections::BTreeSet<_> = Code::iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), <Code as strum::EnumCount>::COUNT);
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 24);
         assert_eq!(
             Code::IdempotencyKeyReused.as_str(),
             "idempotency_key_reused"

@@ -94,9 +94,10 @@ pub enum Outcome {
         paid: bool,
         due: Option<i64>,
     },
-    /// The key's order was not paid in time and gave its units back.
-    Expired {
+    /// The key's order ended unpaid (expired, or cancelled by the shop) and gave its units back.
+    EndedUnpaid {
         order_json: String,
+        end: OrderEnd,
     },
     UnknownEvent,
     NotStarted,
@@ -222,7 +223,15 @@ pub fn parse_outcome(v: &Value, n: usize, fingerprint: &str) -> Result<Outcome, 
             None => Outcome::KeyReused,
         },
         13 => match same_lines(1)? {
-            Some(order_json) => Outcome::Expired { order_json },
+            Some(order_json) => Outcome::EndedUnpaid {
+                order_json,
+                // purchase.lua v6 and earlier named no state: only expiry existed.
+                end: match a.get(2).and_then(Value::as_str) {
+                    None | Some("x") => OrderEnd::Expired,
+                    Some("c") => OrderEnd::Cancelled,
+                    Some(_) => return Err(bad(v)),
+                },
+            },
             None => Outcome::KeyReused,
         },
         2 => Outcome::UnknownEvent,
@@ -278,6 +287,10 @@ pub struct Snapshot {
     pub pending: u64,
     /// The fleet's figures for the last second that has any (at most two seconds back).
     pub fleet: Option<FleetFigures>,
+    /// Orders of the event ever cancelled (meta's `cancels`, raised by settle.lua): a cancel
+    /// gives counters back before the order's deadline, so what an isolate learnt of users
+    /// and keys under another count may be stale (src/edge.rs).
+    pub cancels: u64,
 }
 
 impl Snapshot {
@@ -313,9 +326,14 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
     }
     let bad = || OriginError::may_have_run(format!("view.lua gave an unexpected reply: {v:?}"));
     let a = v.as_array().filter(|a| a.len() == 7).ok_or_else(bad)?;
-    let meta = EventMeta::from_fields(&pairs(&a[0]).ok_or_else(bad)?).map_err(|e| {
+    let fields = pairs(&a[0]).ok_or_else(bad)?;
+    let meta = EventMeta::from_fields(&fields).map_err(|e| {
         OriginError::may_have_run("view.lua read a bad event hash").caused_by_msg(e)
     })?;
+    let cancels = fields
+        .get("cancels")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let stock = pairs(&a[1]).ok_or_else(bad)?;
     let sold = pairs(&a[2]).ok_or_else(bad)?;
     let num = |m: &HashMap<String, String>, sku: &str| {
@@ -343,6 +361,7 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
             second: second - (i as i64 - 4),
             counts,
         }),
+        cancels,
     }))
 }
 
@@ -418,6 +437,8 @@ pub struct LiveView {
     pub paid: u64,
     /// Orders expired since the event was created (settle.lua's `n:expired`).
     pub expired: u64,
+    /// Orders cancelled since the event was created (settle.lua's `n:cancelled`).
+    pub cancelled: u64,
     /// `None` until an order writer has created its consumer group.
     pub writer: Option<WriterLag>,
     /// The fleet's counts, one per second of the window, oldest first (empty when nothing
@@ -453,7 +474,7 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
             .ok_or_else(bad)
     };
     let count = |i: i64| i.max(0) as u64;
-    let o = ints(&a[2], 3)?;
+    let o = ints(&a[2], 4)?;
     let wr = ints(&a[3], 4)?;
     let buckets = a[4]
         .as_array()
@@ -476,9 +497,14 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
             stream_len: count(wr[0]),
             pending: count(o[0]),
             fleet: None,
+            cancels: fields
+                .get("cancels")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
         },
         paid: count(o[1]),
         expired: count(o[2]),
+        cancelled: count(o[3]),
         writer: (wr[1] == 1).then(|| WriterLag {
             lag: u64::try_from(wr[2]).ok(),
             pending: count(wr[3]),
@@ -497,11 +523,23 @@ pub async fn read_live<O: Origin>(
     parse_live(&LIVE.eval(o, &keys, &args).await?, w)
 }
 
-/// Pay for, or expire, one pending order (settle.lua).
+/// How an order that was never paid ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderEnd {
+    /// Its payment window passed.
+    Expired,
+    /// The shop (or the operator) cancelled it.
+    Cancelled,
+}
+
+/// Pay for, expire or cancel one pending order (settle.lua).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SettleVerb {
     Pay,
+    /// Only once the order's deadline has passed.
     Expire,
+    /// At any time while it is pending: its units and the user's caps come back at once.
+    Cancel,
 }
 
 /// Everything settle.lua needs.
@@ -530,6 +568,7 @@ impl SettleCall<'_> {
         let verb = match self.verb {
             SettleVerb::Pay => "pay",
             SettleVerb::Expire => "expire",
+            SettleVerb::Cancel => "cancel",
         };
         let args = vec![
             verb.to_string(),
@@ -545,12 +584,13 @@ impl SettleCall<'_> {
 /// What settle.lua decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Settled {
-    /// This call won: paid (units 0) or expired, giving `units` back.
+    /// This call won: paid (units 0), or expired or cancelled, giving `units` back.
     Done {
         units: u32,
     },
     AlreadyPaid,
     AlreadyExpired,
+    AlreadyCancelled,
     NoSuchOrder,
     /// An expiry before the deadline.
     NotDue {
@@ -570,6 +610,7 @@ pub fn parse_settled(v: &Value) -> Result<Settled, OriginError> {
         2 => Settled::NoSuchOrder,
         3 => Settled::AlreadyExpired,
         4 => Settled::NotDue { pay_by: int(1)? },
+        5 => Settled::AlreadyCancelled,
         _ => return Err(bad()),
     })
 }
@@ -607,7 +648,7 @@ pub fn track_call(k: &EventKeys, upto: &str, orders: &[Placed]) -> (Vec<String>,
 }
 
 /// live.lua's reply for a test event `e` (A: 10 in stock, 4 sold; B: 5, all sold), 3
-/// pending, 2 paid, 1 expired, 9 stream entries, `writer` as {group, lag, pending}, and
+/// pending, 2 paid, 1 expired, 4 cancelled, 9 stream entries, `writer` as {group, lag, pending}, and
 /// `buckets` as one flat name/count list per second.
 #[cfg(any(test, feature = "test-support"))]
 pub fn live_reply(writer: [i64; 3], buckets: &[&[(&str, i64)]]) -> Value {
@@ -639,7 +680,7 @@ pub fn live_reply(writer: [i64; 3], buckets: &[&[(&str, i64)]]) -> Value {
     Value::Array(vec![
         Value::Array(fields),
         flat(&[("A", 4), ("B", 5)]),
-        ints(&[3, 2, 1]),
+        ints(&[3, 2, 1, 4]),
         ints(&[9, writer[0], writer[1], writer[2]]),
         Value::Array(buckets.iter().map(|b| flat(b)).collect()),
     ])
@@ -840,9 +881,37 @@ mod tests {
         let expired = Value::Array(vec![Value::Int(13), Value::Str(doc.into())]);
         assert_eq!(
             parse_outcome(&expired, 2, "A:1,B:2").unwrap(),
-            Outcome::Expired {
-                order_json: doc.into()
+            Outcome::EndedUnpaid {
+                order_json: doc.into(),
+                end: OrderEnd::Expired
             }
+        );
+        let with = |state: &str| {
+            let v = Value::Array(vec![
+                Value::Int(13),
+                Value::Str(doc.into()),
+                Value::Str(state.into()),
+            ]);
+            parse_outcome(&v, 2, "A:1,B:2")
+        };
+        assert!(matches!(
+            with("x"),
+            Ok(Outcome::EndedUnpaid {
+                end: OrderEnd::Expired,
+                ..
+            })
+        ));
+        assert!(matches!(
+            with("c"),
+            Ok(Outcome::EndedUnpaid {
+                end: OrderEnd::Cancelled,
+                ..
+            })
+        ));
+        assert!(with("p").is_err());
+        assert_eq!(
+            parse_settled(&ints(&[5])).unwrap(),
+            Settled::AlreadyCancelled
         );
         assert_eq!(
             parse_outcome(&expired, 1, "C:1").unwrap(),
@@ -924,7 +993,7 @@ mod tests {
                 ItemView { stock: 5, sold: 5 }
             ]
         );
-        assert_eq!((s.pending, l.paid, l.expired), (3, 2, 1));
+        assert_eq!((s.pending, l.paid, l.expired, l.cancelled), (3, 2, 1, 4));
         assert_eq!((s.stream_len, &s.fleet), (9, &None));
         assert_eq!(
             l.writer,

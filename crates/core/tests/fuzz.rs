@@ -24,7 +24,7 @@ use flashgate_core::origin::resp::{decode_reply, encode_command};
 use flashgate_core::origin::{Cmd, OriginError, ServerError, Value};
 use flashgate_core::script::{
     parse_live, parse_order_index, parse_outcome, parse_settled, parse_view, LineAfter, LiveWindow,
-    Outcome, Settled,
+    OrderEnd, Outcome, Settled,
 };
 use flashgate_core::stream::{parse_entries, parse_id, Delivery};
 use flashgate_core::token::{mint, verify, Identity};
@@ -625,7 +625,17 @@ fn outcome_reply(o: &Outcome, doc: &str) -> Value {
             i((*paid).into()),
             due(d),
         ],
-        Outcome::Expired { order_json } => vec![i(13), Value::Str(order_json.clone())],
+        Outcome::EndedUnpaid { order_json, end } => vec![
+            i(13),
+            Value::Str(order_json.clone()),
+            Value::Str(
+                match end {
+                    OrderEnd::Expired => "x",
+                    OrderEnd::Cancelled => "c",
+                }
+                .into(),
+            ),
+        ],
         Outcome::UnknownEvent => vec![i(2)],
         Outcome::NotStarted => vec![i(3)],
         Outcome::Paused => vec![i(4)],
@@ -675,8 +685,13 @@ fn attempt_and_outcome() -> impl Strategy<Value = (Vec<Line>, Outcome)> {
                         due,
                     }
                 }),
-                Just(Outcome::Expired {
-                    order_json: order_doc(&lines)
+                Just(Outcome::EndedUnpaid {
+                    order_json: order_doc(&lines),
+                    end: OrderEnd::Expired
+                }),
+                Just(Outcome::EndedUnpaid {
+                    order_json: order_doc(&lines),
+                    end: OrderEnd::Cancelled
                 }),
                 Just(Outcome::UnknownEvent),
                 Just(Outcome::NotStarted),
@@ -745,6 +760,7 @@ fn settled() -> impl Strategy<Value = Settled> {
         any::<u32>().prop_map(|units| Settled::Done { units }),
         Just(Settled::AlreadyPaid),
         Just(Settled::AlreadyExpired),
+        Just(Settled::AlreadyCancelled),
         Just(Settled::NoSuchOrder),
         any::<i64>().prop_map(|pay_by| Settled::NotDue { pay_by }),
     ]
@@ -758,6 +774,7 @@ fn settled_reply(s: &Settled) -> Value {
         Settled::NoSuchOrder => vec![i(2)],
         Settled::AlreadyExpired => vec![i(3)],
         Settled::NotDue { pay_by } => vec![i(4), i(pay_by)],
+        Settled::AlreadyCancelled => vec![i(5)],
     })
 }
 

@@ -1,5 +1,5 @@
 //! The order sink (`flashgate orders sink`): it reads each event's stream of order changes
-//! (`fg:{E}:stream`, entries `type` = placed | paid | expired, `order` = the order document,
+//! (`fg:{E}:stream`, entries `type` = placed | paid | expired | cancelled, `order` = the order document,
 //! `at` = Unix ms) as a member of the consumer group `sink`, and writes them into the shop's SQL
 //! database (SQLite or Postgres): orders, their lines, and per-sku inventory.
 //!
@@ -8,7 +8,7 @@
 //!   applied it commits, and applying an entry twice changes nothing ([`store`]), so a crash
 //!   anywhere loses nothing and duplicates nothing.
 //! - **Any arrival order.** Several sinks may apply one order's entries in any order; an
-//!   order's status goes pending → paid or pending → expired and never back ([`change::decide`]),
+//!   order's status goes pending → paid, expired or cancelled and never back ([`change::decide`]),
 //!   and inventory `sold` counts the units of pending and paid orders.
 //! - **Stock is never oversold in SQL.** `sold` changes only under a guard and a CHECK keeps
 //!   `0 <= sold <= stock`.

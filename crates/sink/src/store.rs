@@ -1,5 +1,5 @@
 //! The shop's database: SQLite (a file) or Postgres, through one sqlx `Any` pool, with the
-//! tables created by the embedded migrations in `migrations/`.
+//! tables created by the embedded migrations in `migrations/<backend>/`.
 //!
 //! Invariants:
 //! - One batch is one transaction. Nothing is acknowledged before it commits, so a crash
@@ -48,7 +48,11 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
 use std::time::Duration;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// One migration folder per backend: the same first migration, then what each needs (SQLite
+/// cannot change a CHECK in place). A migration, once released, is never edited: sqlx checks
+/// the applied ones' checksums.
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a SQLite connection waits for another writer (another sink) before giving up.
 const SQLITE_BUSY_MS: u64 = 30_000;
@@ -253,7 +257,11 @@ impl Store {
     async fn migrate(&self) -> Result<(), SinkError> {
         let mut tries = 0;
         loop {
-            match MIGRATOR.run(&self.pool).await {
+            let migrator = match self.backend {
+                Backend::Sqlite => &SQLITE_MIGRATOR,
+                Backend::Postgres => &POSTGRES_MIGRATOR,
+            };
+            match migrator.run(&self.pool).await {
                 Ok(()) => return Ok(()),
                 Err(_) if tries < 3 => {
                     tries += 1;
@@ -513,8 +521,9 @@ impl Store {
                 let at = |s| (status == s).then_some(c.at_ms);
                 let n = sqlx::query(
                     "INSERT INTO fg_orders (id, event, user_id, status, created_at, pay_by, \
-                     idempotency_key, paid_at, expired_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+                     idempotency_key, paid_at, expired_at, cancelled_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(&o.id)
                 .bind(&o.event)
@@ -525,6 +534,7 @@ impl Store {
                 .bind(&o.idempotency_key)
                 .bind(at(Status::Paid))
                 .bind(at(Status::Expired))
+                .bind(at(Status::Cancelled))
                 .bind(c.at_ms)
                 .execute(&mut **sp)
                 .await?
@@ -561,7 +571,11 @@ impl Store {
                         "UPDATE fg_orders SET status = 'paid', paid_at = $1, updated_at = $1 \
                          WHERE id = $2 AND status = 'pending'"
                     }
-                    _ => {
+                    Status::Cancelled => {
+                        "UPDATE fg_orders SET status = 'cancelled', cancelled_at = $1, \
+                         updated_at = $1 WHERE id = $2 AND status = 'pending'"
+                    }
+                    Status::Expired | Status::Pending => {
                         "UPDATE fg_orders SET status = 'expired', expired_at = $1, updated_at = $1 \
                          WHERE id = $2 AND status = 'pending'"
                     }

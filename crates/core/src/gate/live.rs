@@ -60,6 +60,8 @@ pub struct OrdersBody {
     pub paid: u64,
     /// Expired (units given back) since the event was created.
     pub expired: u64,
+    /// Cancelled by the shop (units given back) since the event was created.
+    pub cancelled: u64,
 }
 
 /// The fleet's counts for one second.
@@ -125,6 +127,7 @@ pub fn live_body(v: &LiveView, now: i64, read_ms: i64) -> LiveBody<'_> {
             pending: s.pending,
             paid: v.paid,
             expired: v.expired,
+            cancelled: v.cancelled,
         },
         stream_len: s.stream_len,
         writer: v.writer,
@@ -260,7 +263,7 @@ mod tests {
                     {"sku": "A", "stock": 10, "sold": 4, "remaining": 6},
                     {"sku": "B", "stock": 5, "sold": 5, "remaining": 0}
                 ],
-                "orders": {"pending": 3, "paid": 2, "expired": 1},
+                "orders": {"pending": 3, "paid": 2, "expired": 1, "cancelled": 4},
                 "stream_len": 9,
                 "writer": {"lag": 0, "pending": 2},
                 "seconds": [{

@@ -20,7 +20,7 @@
 //! went silent, or answered something unreadable) is never refused by the edge's own
 //! knowledge: only the origin can say whether to replay it.
 
-use super::reply::{cap_error, expired, placed_reply, replay_reply, state_check};
+use super::reply::{cap_error, ended_unpaid, placed_reply, replay_reply, state_check};
 use super::{
     ApiRequest, Decided, Decision, DecisionLog, DecisionRecord, Gate, Handled, Limiter, Refusal,
 };
@@ -278,7 +278,9 @@ fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Kn
     match news {
         None => Ok(Err(Known::Fresh)),
         Some(KeyNews::Uncertain) => Ok(Err(Known::MayHaveRun)),
-        Some(KeyNews::Expired { order_json, .. }) => Err(Refusal::edge(expired(&order_json))),
+        Some(KeyNews::EndedUnpaid {
+            order_json, end, ..
+        }) => Err(Refusal::edge(ended_unpaid(&order_json, end))),
         // Past its deadline the order may have expired: only the origin knows.
         Some(KeyNews::Placed { replay_until, .. }) if now >= replay_until => {
             Ok(Err(Known::MayHaveRun))
@@ -458,7 +460,7 @@ fn render(
             reply: placed_reply(order, total, caps, &a.lines, &lines),
             decision: Decision::Placed,
         }),
-        Outcome::Expired { order_json } => refuse(expired(&order_json)),
+        Outcome::EndedUnpaid { order_json, end } => refuse(ended_unpaid(&order_json, end)),
         Outcome::Replayed {
             order_json, total, ..
         } => match replay_reply(&order_json, Some(total), Some(caps.total)) {

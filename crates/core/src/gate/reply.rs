@@ -6,7 +6,7 @@ use crate::edge::CapHit;
 use crate::error::{ApiError, ApiReply, Code};
 use crate::model::{format_ms, next_day_start, Caps, State};
 use crate::order::{Line, Order};
-use crate::script::{LineAfter, Snapshot};
+use crate::script::{LineAfter, OrderEnd, Snapshot};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -30,11 +30,12 @@ struct ItemCounter<'a> {
     cap: u32,
 }
 
-/// The refusal for a key whose order expired, with the order.
-pub(super) fn expired(order_json: &str) -> ApiError {
-    match serde_json::from_str(order_json) {
-        Ok(doc) => ApiError::order_expired(doc),
-        Err(_) => ApiError::internal(),
+/// The refusal for a key whose order ended unpaid (expired or cancelled), with the order.
+pub(super) fn ended_unpaid(order_json: &str, end: OrderEnd) -> ApiError {
+    match (serde_json::from_str(order_json), end) {
+        (Ok(doc), OrderEnd::Expired) => ApiError::order_expired(doc),
+        (Ok(doc), OrderEnd::Cancelled) => ApiError::order_cancelled(doc),
+        (Err(_), _) => ApiError::internal(),
     }
 }
 

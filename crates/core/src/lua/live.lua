@@ -1,14 +1,15 @@
--- flashgate live.lua, version 2: the operator's live view of an event in one read.
+-- flashgate live.lua, version 3: the operator's live view of an event in one read.
 --
 -- KEYS (one hash tag): 1 meta  2 orders  3 pending  4 stream
 --   5 .. #KEYS fleet:<second>, one per second of the window, oldest first
 -- ARGV: 1 the order writer's consumer group (`sink`)
 -- Reply: 0 when the event does not exist, else
---   {meta fields, sold, {pending, paid, expired}, {stream length, group, lag, group pending},
+--   {meta fields, sold, {pending, paid, expired, cancelled}, {stream length, group, lag, group pending},
 --    {fleet fields of KEYS[5], fleet fields of KEYS[6], ...}}
 -- where meta fields and each fleet bucket are flat arrays of name, value; sold is sku, units
 -- (meta's `sold:<sku>`) for every `stock:<sku>` of meta; pending counts the orders track.lua
--- has recorded; paid and expired are settle.lua's `n:paid` / `n:expired` counters (orders)
+-- has recorded; paid, expired and cancelled are settle.lua's `n:paid` / `n:expired` /
+-- `n:cancelled` counters (orders)
 -- on the orders hash; group is 1 when the stream has the consumer group (then lag is
 -- its entries not yet delivered, -1 when the server cannot tell, and group pending its
 -- entries delivered but not acknowledged), else 0, 0, 0. All counts are integers.
@@ -29,8 +30,9 @@ for i = 1, #skus do
   sold[#sold + 1] = skus[i]
   sold[#sold + 1] = tonumber(by_sku[skus[i]] or '0')
 end
-local v = redis.call('HMGET', KEYS[2], 'n:paid', 'n:expired')
-local orders = {redis.call('ZCARD', KEYS[3]), tonumber(v[1] or '0'), tonumber(v[2] or '0')}
+local v = redis.call('HMGET', KEYS[2], 'n:paid', 'n:expired', 'n:cancelled')
+local orders = {redis.call('ZCARD', KEYS[3]), tonumber(v[1] or '0'), tonumber(v[2] or '0'),
+  tonumber(v[3] or '0')}
 
 local writer = {redis.call('XLEN', KEYS[4]), 0, 0, 0}
 local t = redis.call('TYPE', KEYS[4])

@@ -1,4 +1,4 @@
--- flashgate purchase.lua, version 6: decides and records ONE purchase attempt atomically, and
+-- flashgate purchase.lua, version 7: decides and records ONE purchase attempt atomically, and
 -- hands a placed order to the order stream. No `#!lua` shebang and no undeclared keys:
 -- Dragonfly runs it as is, under one hash tag.
 --
@@ -10,7 +10,7 @@
 -- Reply: an array headed by an integer code (src/script.rs, Outcome):
 --   {0, total, e, today_1, remaining_1, ..., today_n, remaining_n}  placed
 --   {1, order_json, total, paid, e}                                the key's order (a replay)
---   {13, order_json}                                               the key's order expired
+--   {13, order_json, state}          the key's order ended unpaid: state x expired, c cancelled
 --   {2} unknown event  {3} not started  {4} paused  {5} ended
 --   {6, line} unknown item  {7, line, remaining} not enough stock
 --   {8, line, today, e} item cap  {9, total, e} total cap
@@ -23,7 +23,7 @@
 -- Data: meta holds the event's fields, `stock:<sku>` and `sold:<sku>` (units sold); the user
 -- hash holds `t` (units, all items), `d:<day>:<sku>` (units of the item that calendar day),
 -- `i:<key>` → the order JSON (the idempotency record), `s:<key>` → the order's state (its
--- pay_by in ms while pending, then p (paid) or x (expired)) and `e`. The order index, the
+-- pay_by in ms while pending, then p (paid), x (expired) or c (cancelled)) and `e`. The order index, the
 -- pending set and the user hash's expiry are derived from the stream by track.lua, off this
 -- path (crates/core/src/orders.rs).
 --
@@ -60,7 +60,7 @@ end
 
 -- The key's order, as a retry of it is answered: {user[1] JSON, user[2] state, user[3] t, user[4] e}.
 local function replay(user)
-  if user[2] == 'x' then return {13, user[1]} end
+  if user[2] == 'x' or user[2] == 'c' then return {13, user[1], user[2]} end
   return {1, user[1], tonumber(user[3] or '0'), user[2] == 'p' and 1 or 0, tonumber(user[4] or '0')}
 end
 
