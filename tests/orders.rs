@@ -205,6 +205,55 @@ async fn a_cancelled_order_gives_its_unit_and_caps_back_at_once() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is paid and cannot be cancelled"));
 }
 
+/// A retry of a placed order's key answers the original 201's body, field by field (only
+/// `replayed` says it is a replay, with the `Idempotent-Replayed` header): from the isolate
+/// that placed it, and from another isolate that asks the origin, after the user's counters
+/// have moved on with another order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_answers_the_original_body() {
+    let sale = Sale::start(
+        spec("replay", &[("A", 9), ("B", 9), ("C", 9)], -1000, (1, 5, 1)),
+        &[],
+    )
+    .await;
+    let original = sale.buy("ann", "key-ann-ab", &["A", "B"]).await;
+    assert_eq!(original.status, 201, "{}", original.body);
+    assert_eq!(original.body["counters"]["total"], 2);
+    assert_eq!(
+        original.body["counters"]["items"].as_array().unwrap().len(),
+        2
+    );
+    let more = sale.buy("ann", "key-ann-c", &["C"]).await;
+    assert_eq!(more.status, 201, "{}", more.body);
+
+    let mut want = original.body.clone();
+    want["replayed"] = true.into();
+    let here = sale.buy("ann", "key-ann-ab", &["A", "B"]).await;
+    let other = Worker::start(&[("ORIGIN_URL", &sale.redis.url())]);
+    let (there, d) = sale
+        .commands_during(async || {
+            other
+                .send(
+                    &sale.http,
+                    &Req::purchase("replay", "ann", "key-ann-ab", &["A", "B"]),
+                )
+                .await
+        })
+        .await;
+    assert!(
+        d.get("evalsha").copied().unwrap_or(0) >= 1,
+        "the other isolate asked the origin: {d:?}"
+    );
+    for (who, a) in [("the same isolate", &here), ("another isolate", &there)] {
+        assert_eq!(a.status, 201, "{who}: {}", a.body);
+        assert_eq!(a.headers["idempotent-replayed"], "true", "{who}");
+        for field in ["order", "counters", "replayed"] {
+            assert_eq!(a.body[field], want[field], "{who}: {field}");
+        }
+        assert_eq!(a.body, want, "{who}");
+    }
+}
+
 /// Runs the order sink once over `event` into `db`; its stdout summary.
 fn sink_once(sale: &Sale, event: &str, db: &Db) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashgate"))

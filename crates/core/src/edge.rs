@@ -32,7 +32,7 @@ use crate::decision::Decision;
 use crate::fleet::{Admission, Counts};
 use crate::model::{day_number, parse_rfc3339_ms};
 use crate::order::Line;
-use crate::script::{LineAfter, OrderEnd, Outcome, Snapshot};
+use crate::script::{LineAfter, OrderEnd, Outcome, PlacedCounters, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -80,6 +80,8 @@ pub enum KeyNews {
         replay_until: i64,
         /// The event's cancel count when learnt.
         cancels: u64,
+        /// The counters the order's 201 reported, for a replay's body.
+        placed: Option<PlacedCounters>,
     },
     /// Its order ended unpaid (expired or cancelled): the answer is final.
     EndedUnpaid {
@@ -319,25 +321,36 @@ impl EdgeState {
         };
         let sku = |i: usize| p.lines[i].sku.as_str();
         let cancels = self.cancels(event);
-        let placed = |json: &str, replay_until: i64| {
+        let placed = |json: &str, replay_until: i64, counters: Option<PlacedCounters>| {
             Some(KeyNews::Placed {
                 fingerprint: p.fingerprint.to_string(),
                 order_json: json.to_string(),
                 replay_until,
                 cancels,
+                placed: counters,
             })
         };
         let news = match outcome {
-            Outcome::Placed { .. } => placed(p.order_json, p.pay_by),
+            Outcome::Placed { total, lines, .. } => placed(
+                p.order_json,
+                p.pay_by,
+                Some(PlacedCounters {
+                    total: *total,
+                    today: lines.iter().map(|l| l.today).collect(),
+                }),
+            ),
             Outcome::Replayed {
-                order_json, paid, ..
+                order_json,
+                paid,
+                placed: counters,
+                ..
             } => {
                 let until = if *paid {
                     i64::MAX
                 } else {
                     pay_by_of(order_json)
                 };
-                placed(order_json, until)
+                placed(order_json, until, counters.clone())
             }
             Outcome::EndedUnpaid { order_json, end } => Some(KeyNews::EndedUnpaid {
                 fingerprint: p.fingerprint.to_string(),
@@ -747,6 +760,7 @@ mod tests {
             order_json: "{}".into(),
             replay_until: 1_000_000,
             cancels: 0,
+            placed: None,
         };
         s.learn_key("e", "u", "k", Some(placed.clone()));
         assert!(s.cap_hit("e", "u", &snap(), &a, 200).is_some());

@@ -35,5 +35,6 @@ pub mod order;
 pub mod orders;
 pub mod origin;
 pub mod script;
+pub mod shop;
 pub mod stream;
 pub mod token;

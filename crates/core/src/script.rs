@@ -93,6 +93,8 @@ pub enum Outcome {
         total: u32,
         paid: bool,
         due: Option<i64>,
+        /// The counters the order's 201 reported, when recorded (purchase.lua v7 on).
+        placed: Option<PlacedCounters>,
     },
     /// The key's order ended unpaid (expired, or cancelled by the shop) and gave its units back.
     EndedUnpaid {
@@ -219,6 +221,10 @@ pub fn parse_outcome(v: &Value, n: usize, fingerprint: &str) -> Result<Outcome, 
                 total: u(2)?,
                 paid: int(3)? == 1,
                 due: due(4)?,
+                placed: a
+                    .get(5)
+                    .and_then(Value::as_str)
+                    .and_then(|s| PlacedCounters::parse(s, n)),
             },
             None => Outcome::KeyReused,
         },
@@ -521,6 +527,25 @@ pub async fn read_live<O: Origin>(
 ) -> Result<Option<LiveView>, OriginError> {
     let (keys, args) = w.call(&EventKeys::new(event));
     parse_live(&LIVE.eval(o, &keys, &args).await?, w)
+}
+
+/// The user's counters right after an order was placed, as its 201 reported them: the
+/// total, and each line's units that day, in the order's line order. purchase.lua records them
+/// as `c:<key>` = "<total> <today_1> ... <today_n>".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedCounters {
+    pub total: u32,
+    pub today: Vec<u32>,
+}
+
+impl PlacedCounters {
+    /// Parses the record of an order of `lines` lines; `None` if absent or not of that shape.
+    pub fn parse(s: &str, lines: usize) -> Option<PlacedCounters> {
+        let mut nums = s.split(' ').map(|w| w.parse::<u32>().ok());
+        let total = nums.next()??;
+        let today = nums.collect::<Option<Vec<u32>>>()?;
+        (today.len() == lines).then_some(PlacedCounters { total, today })
+    }
 }
 
 /// How an order that was never paid ended.
@@ -867,9 +892,29 @@ mod tests {
                 order_json: doc.into(),
                 total: 3,
                 paid: true,
-                due: None
+                due: None,
+                placed: None
             }
         );
+        // v7 records the counters the 201 reported; a record of another shape is not used.
+        let with = |placed: &str| {
+            let mut v = replay.as_array().unwrap().to_vec();
+            v.push(Value::Str(placed.into()));
+            match parse_outcome(&Value::Array(v), 2, "A:1,B:2").unwrap() {
+                Outcome::Replayed { placed, .. } => placed,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            with("3 2 1"),
+            Some(PlacedCounters {
+                total: 3,
+                today: vec![2, 1]
+            })
+        );
+        assert_eq!(with(""), None);
+        assert_eq!(with("3 2"), None);
+        assert_eq!(with("3 x 1"), None);
         assert_eq!(
             parse_outcome(&replay, 1, "A:1").unwrap(),
             Outcome::KeyReused

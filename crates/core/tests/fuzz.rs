@@ -24,7 +24,7 @@ use flashgate_core::origin::resp::{decode_reply, encode_command};
 use flashgate_core::origin::{Cmd, OriginError, ServerError, Value};
 use flashgate_core::script::{
     parse_live, parse_order_index, parse_outcome, parse_settled, parse_view, LineAfter, LiveWindow,
-    OrderEnd, Outcome, Settled,
+    OrderEnd, Outcome, PlacedCounters, Settled,
 };
 use flashgate_core::stream::{parse_entries, parse_id, Delivery};
 use flashgate_core::token::{mint, verify, Identity};
@@ -618,13 +618,22 @@ fn outcome_reply(o: &Outcome, doc: &str) -> Value {
             total,
             paid,
             due: d,
-        } => vec![
-            i(1),
-            Value::Str(order_json.clone()),
-            i((*total).into()),
-            i((*paid).into()),
-            due(d),
-        ],
+            placed,
+        } => {
+            let mut v = vec![
+                i(1),
+                Value::Str(order_json.clone()),
+                i((*total).into()),
+                i((*paid).into()),
+                due(d),
+            ];
+            if let Some(p) = placed {
+                let mut words = vec![p.total.to_string()];
+                words.extend(p.today.iter().map(u32::to_string));
+                v.push(Value::Str(words.join(" ")));
+            }
+            v
+        }
         Outcome::EndedUnpaid { order_json, end } => vec![
             i(13),
             Value::Str(order_json.clone()),
@@ -677,14 +686,21 @@ fn attempt_and_outcome() -> impl Strategy<Value = (Vec<Line>, Outcome)> {
             prop_oneof![
                 (any::<u32>(), due.clone(), prop::collection::vec(after, n))
                     .prop_map(|(total, due, lines)| Outcome::Placed { total, due, lines }),
-                (any::<u32>(), any::<bool>(), due.clone()).prop_map(move |(total, paid, due)| {
-                    Outcome::Replayed {
-                        order_json: doc.clone(),
-                        total,
-                        paid,
-                        due,
-                    }
-                }),
+                (
+                    any::<u32>(),
+                    any::<bool>(),
+                    due.clone(),
+                    prop::option::of((any::<u32>(), prop::collection::vec(any::<u32>(), n)))
+                )
+                    .prop_map(move |(total, paid, due, placed)| {
+                        Outcome::Replayed {
+                            order_json: doc.clone(),
+                            total,
+                            paid,
+                            due,
+                            placed: placed.map(|(total, today)| PlacedCounters { total, today }),
+                        }
+                    }),
                 Just(Outcome::EndedUnpaid {
                     order_json: order_doc(&lines),
                     end: OrderEnd::Expired
@@ -942,7 +958,7 @@ fn live_replies() {
         (
             event_read(),
             window,
-            [any::<u32>(), any::<u32>()],
+            [any::<u32>(), any::<u32>(), any::<u32>()],
             (any::<bool>(), any::<i64>(), 0u64..=i64::MAX as u64),
             prop::collection::vec(counts(), 4),
             (value(), tree_edits()),
@@ -950,7 +966,7 @@ fn live_replies() {
         |(
             (m, amounts, [len, pending]),
             (first, seconds),
-            [paid, expired],
+            [paid, expired, cancelled],
             writer,
             buckets,
             (v, e),
@@ -971,6 +987,7 @@ fn live_replies() {
                     Value::Int(pending as i64),
                     Value::Int(paid.into()),
                     Value::Int(expired.into()),
+                    Value::Int(cancelled.into()),
                 ]),
                 Value::Array(vec![
                     Value::Int(len as i64),
@@ -994,9 +1011,10 @@ fn live_replies() {
                     live.snapshot.stream_len,
                     live.snapshot.pending,
                     live.paid,
-                    live.expired
+                    live.expired,
+                    live.cancelled
                 ),
-                (len, pending, paid.into(), expired.into())
+                (len, pending, paid.into(), expired.into(), cancelled.into())
             );
             prop_assert_eq!(live.writer.is_some(), group);
             if let Some(wl) = live.writer {

@@ -27,7 +27,7 @@ use super::{
 use crate::edge::{CapHit, KeyNews, Purchase};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::keys::EventKeys;
-use crate::model::{day_number, valid_id, State};
+use crate::model::{day_number, valid_id, Caps, State};
 use crate::order::{self, Line, Order, OrderLine};
 use crate::origin::{Origin, OriginError};
 use crate::script::{Outcome, PurchaseCall, Snapshot, PURCHASE};
@@ -181,7 +181,7 @@ async fn purchase<O: Origin, L: Limiter>(
     let snap = event_snapshot(gate, origin, a, now).await?;
     // No await from here to the cap check: a copy of this attempt that completes meanwhile
     // is seen as a placed key (a replay), never as caps used up.
-    let known = match known_key(gate, a, now)? {
+    let known = match known_key(gate, a, snap.meta.caps, now)? {
         Ok(replay) => return Ok(replay),
         Err(known) => known,
     };
@@ -262,7 +262,12 @@ async fn rate_limit<L: Limiter>(
 }
 
 /// Step 4a: `Ok` is a replay answered here; `Err` says how far to trust the edge for this key.
-fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Known>, Refusal> {
+fn known_key(
+    gate: &Gate,
+    a: &Attempt<'_>,
+    caps: Caps,
+    now: i64,
+) -> Result<Result<Answer, Known>, Refusal> {
     let news = gate
         .state
         .borrow()
@@ -285,9 +290,12 @@ fn known_key(gate: &Gate, a: &Attempt<'_>, now: i64) -> Result<Result<Answer, Kn
         Some(KeyNews::Placed { replay_until, .. }) if now >= replay_until => {
             Ok(Err(Known::MayHaveRun))
         }
-        Some(KeyNews::Placed { order_json, .. }) => {
+        Some(KeyNews::Placed {
+            order_json, placed, ..
+        }) => {
             let total = gate.state.borrow().known_total(a.event, &a.user, now);
-            let reply = replay_reply(&order_json, total, None).map_err(Refusal::edge)?;
+            let reply = replay_reply(&order_json, placed.as_ref(), total, Some(caps))
+                .map_err(Refusal::edge)?;
             Ok(Ok(Answer {
                 reply,
                 decision: Decision::Replayed,
@@ -462,8 +470,11 @@ fn render(
         }),
         Outcome::EndedUnpaid { order_json, end } => refuse(ended_unpaid(&order_json, end)),
         Outcome::Replayed {
-            order_json, total, ..
-        } => match replay_reply(&order_json, Some(total), Some(caps.total)) {
+            order_json,
+            total,
+            placed,
+            ..
+        } => match replay_reply(&order_json, placed.as_ref(), Some(total), Some(caps)) {
             Ok(reply) => Ok(Answer {
                 reply,
                 decision: Decision::Replayed,

@@ -6,11 +6,12 @@ use crate::edge::CapHit;
 use crate::error::{ApiError, ApiReply, Code};
 use crate::model::{format_ms, next_day_start, Caps, State};
 use crate::order::{Line, Order};
-use crate::script::{LineAfter, OrderEnd, Snapshot};
-use serde::Serialize;
+use crate::script::{LineAfter, OrderEnd, PlacedCounters, Snapshot};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 #[derive(Serialize)]
-struct PlacedBody<'a, O: Serialize> {
+struct PlacedBody<'a, O: Serialize + ?Sized> {
     order: &'a O,
     counters: Counters<'a>,
     replayed: bool,
@@ -68,21 +69,52 @@ pub(super) fn placed_reply(
     ApiReply::json(201, &body)
 }
 
-/// 201 for a replayed order: the stored document, unchanged.
+#[derive(Deserialize)]
+struct StoredLines<'a> {
+    #[serde(borrow)]
+    lines: Vec<StoredLine<'a>>,
+}
+
+#[derive(Deserialize)]
+struct StoredLine<'a> {
+    sku: &'a str,
+}
+
+/// 201 for a replayed order: the original 201's body, with `"replayed": true` (and the
+/// `Idempotent-Replayed` header). The order is the stored document byte for byte (it is what
+/// the original answer serialized), and the counters are those the original reported when the
+/// origin recorded them (`placed`; orders placed before purchase.lua v7 have none: then the
+/// user's `total_now`, if known, and no items).
 pub(super) fn replay_reply(
     order_json: &str,
-    total: Option<u32>,
-    total_cap: Option<u32>,
+    placed: Option<&PlacedCounters>,
+    total_now: Option<u32>,
+    caps: Option<Caps>,
 ) -> Result<ApiReply, ApiError> {
-    let stored: serde_json::Value =
-        serde_json::from_str(order_json).map_err(|_| ApiError::internal())?;
-    let body = PlacedBody {
-        order: &stored,
-        counters: Counters {
-            total,
-            total_cap,
+    let stored = RawValue::from_string(order_json.to_string()).map_err(|_| ApiError::internal())?;
+    let lines: StoredLines = serde_json::from_str(order_json).map_err(|_| ApiError::internal())?;
+    let counters = match (placed, caps) {
+        (Some(p), Some(caps)) if p.today.len() == lines.lines.len() => Counters {
+            total: Some(p.total),
+            total_cap: Some(caps.total),
+            items: (lines.lines.iter())
+                .zip(&p.today)
+                .map(|(l, &today)| ItemCounter {
+                    sku: l.sku,
+                    today,
+                    cap: caps.per_item_per_day,
+                })
+                .collect(),
+        },
+        _ => Counters {
+            total: total_now,
+            total_cap: caps.map(|c| c.total),
             items: Vec::new(),
         },
+    };
+    let body = PlacedBody {
+        order: &*stored,
+        counters,
         replayed: true,
     };
     Ok(ApiReply::json(201, &body).with_header("idempotent-replayed", "true"))

@@ -9,7 +9,8 @@
 --
 -- Reply: an array headed by an integer code (src/script.rs, Outcome):
 --   {0, total, e, today_1, remaining_1, ..., today_n, remaining_n}  placed
---   {1, order_json, total, paid, e}                                the key's order (a replay)
+--   {1, order_json, total, paid, e, placed}   the key's order (a replay); placed is the
+--                                     counters its 201 reported ('' if not recorded)
 --   {13, order_json, state}          the key's order ended unpaid: state x expired, c cancelled
 --   {2} unknown event  {3} not started  {4} paused  {5} ended
 --   {6, line} unknown item  {7, line, remaining} not enough stock
@@ -22,7 +23,9 @@
 --
 -- Data: meta holds the event's fields, `stock:<sku>` and `sold:<sku>` (units sold); the user
 -- hash holds `t` (units, all items), `d:<day>:<sku>` (units of the item that calendar day),
--- `i:<key>` → the order JSON (the idempotency record), `s:<key>` → the order's state (its
+-- `i:<key>` → the order JSON (the idempotency record), `c:<key>` → the counters its 201
+-- reported ("<total> <today_1> ... <today_n>", so that a replay answers the same body),
+-- `s:<key>` → the order's state (its
 -- pay_by in ms while pending, then p (paid), x (expired) or c (cancelled)) and `e`. The order index, the
 -- pending set and the user hash's expiry are derived from the stream by track.lua, off this
 -- path (crates/core/src/orders.rs).
@@ -61,7 +64,9 @@ end
 -- The key's order, as a retry of it is answered: {user[1] JSON, user[2] state, user[3] t, user[4] e}.
 local function replay(user)
   if user[2] == 'x' or user[2] == 'c' then return {13, user[1], user[2]} end
-  return {1, user[1], tonumber(user[3] or '0'), user[2] == 'p' and 1 or 0, tonumber(user[4] or '0')}
+  local placed = redis.call('HGET', KEYS[2], 'c:' .. key) or ''
+  return {1, user[1], tonumber(user[3] or '0'), user[2] == 'p' and 1 or 0, tonumber(user[4] or '0'),
+    placed}
 end
 
 -- The event's refusal at `now`, nil while it takes orders.
@@ -104,7 +109,7 @@ if n == 1 then
   if e == 0 or pay_by + 0 < e then e = pay_by + 0 end
   redis.call('HSET', KEYS[1], sold_f, fmt('%d', sold + qty))
   redis.call('HSET', KEYS[2], day_f, fmt('%d', today + qty), 't', fmt('%d', total),
-    'e', fmt('%d', e), state_f, pay_by, idem_f, doc)
+    'e', fmt('%d', e), state_f, pay_by, idem_f, doc, 'c:' .. key, fmt('%d %d', total, today + qty))
   redis.call('XADD', KEYS[3], '*', 'type', 'placed', 'order', doc)
   return {0, total, e, today + qty, left - qty}
 end
@@ -153,9 +158,12 @@ local total = (user[3] or 0) + sum
 if total > meta[6] + 0 then return {9, total - sum, e} end
 if e == 0 or pay_by + 0 < e then e = pay_by + 0 end
 reply[2], reply[3] = total, e
+local placed = {fmt('%d', total)}
+for i = 1, n do placed[i + 1] = fmt('%d', reply[2 + 2 * i]) end
 local m = 2 * n
 new_user[m + 1], new_user[m + 2], new_user[m + 3], new_user[m + 4] = 't', fmt('%d', total), 'e', fmt('%d', e)
 new_user[m + 5], new_user[m + 6], new_user[m + 7], new_user[m + 8] = ufields[2], pay_by, ufields[1], doc
+new_user[m + 9], new_user[m + 10] = 'c:' .. key, table.concat(placed, ' ')
 redis.call('HSET', KEYS[1], unpack(new_meta))
 redis.call('HSET', KEYS[2], unpack(new_user))
 redis.call('XADD', KEYS[3], '*', 'type', 'placed', 'order', doc)
