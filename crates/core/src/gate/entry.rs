@@ -10,7 +10,9 @@
 //! Invariants:
 //! - An entry costs no origin command beyond the isolate's cached snapshot: the ticket is an
 //!   HMAC over (event, user, window, exp) with `IDENTITY_SECRET`.
-//! - The window is [`Window::Early`] before the event's `starts_at`, else the second of arrival.
+//! - The window is [`Window::Early`] while the sale has not started (its state is
+//!   `scheduled`: before `starts_at`, unless the operator started it early), else the second
+//!   of arrival ([`window_at`]).
 //! - With Turnstile on, no ticket is issued without a `success: true` from siteverify.
 //! - A purchase's ticket must verify and name the purchase's user and event, or the purchase
 //!   is refused at the edge (`bad_ticket`). A purchase with no ticket enters late
@@ -123,7 +125,18 @@ pub(super) fn entry_ticket(
 
 /// Purchase step 3b: the purchase's entry window: its ticket's, or a late entry at `now`.
 pub(super) fn entry_window(ticket: Option<&Ticket>, snap: &Snapshot, now: i64) -> Window {
-    ticket.map_or_else(|| Window::at(now, snap.meta.starts_at), |t| t.window)
+    ticket.map_or_else(|| window_at(snap, now), |t| t.window)
+}
+
+/// The window of an entry at `now`: early while the sale has not started, else the second of
+/// arrival. "Started" is the sale's state, not only `starts_at`: an operator may start a sale
+/// early (`event start`), and entries after that are not early.
+pub fn window_at(snap: &Snapshot, now: i64) -> Window {
+    if snap.state(now) == State::Scheduled {
+        Window::Early
+    } else {
+        Window::Arrived(now.div_euclid(1000))
+    }
 }
 
 /// `POST /api/events/{event}/entry`. A 5xx answer gets a log line with its cause (never sent
@@ -199,7 +212,7 @@ async fn enter<O: Origin, V: Siteverify>(
     let t = Ticket {
         event: event.to_string(),
         user: id.user,
-        window: Window::at(now, snap.meta.starts_at),
+        window: window_at(&snap, now),
         exp: snap.meta.ends_at.div_euclid(1000).max(now.div_euclid(1000)) + TICKET_GRACE_SECS,
     };
     let ticket = mint_ticket(&gate.config.identity_secret, &t);

@@ -23,7 +23,9 @@ mod snapshot;
 mod stats;
 
 pub use crate::decision::{Decided, Decision};
-pub use entry::{NoSiteverify, Siteverify, ENTRY_COOKIE, ENTRY_HEADER, TICKET_GRACE_SECS};
+pub use entry::{
+    window_at, NoSiteverify, Siteverify, ENTRY_COOKIE, ENTRY_HEADER, TICKET_GRACE_SECS,
+};
 pub use event::event_json;
 pub use live::{live_body, LiveBody};
 pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};

@@ -554,11 +554,20 @@ mod tests {
 
     /// view.lua's reply with the fleet's figures for the last second.
     fn view_with_fleet(remaining: u32, fleet: Vec<(String, String)>) -> Value {
+        view_of(remaining, fleet, State::Live)
+    }
+
+    /// view.lua's reply for the event of [`view`] before its start (flag `scheduled`).
+    pub(super) fn view_scheduled() -> Value {
+        view_of(10, vec![], State::Scheduled)
+    }
+
+    fn view_of(remaining: u32, fleet: Vec<(String, String)>, flag: State) -> Value {
         let spec: EventSpec = serde_json::from_value(json!({"id":"e","name":"E","starts_at":"2027-01-01T00:00:00Z","ends_at":"2027-02-01T00:00:00Z",
             "items":[{"sku":"A","name":"A","price":100,"currency":"USD","stock":10}]}))
         .unwrap();
         let mut meta = spec.validate().unwrap().meta;
-        meta.flag = State::Live;
+        meta.flag = flag;
         let flat = |v: Vec<(String, String)>| {
             Value::Array(
                 v.into_iter()
@@ -1022,7 +1031,7 @@ mod tests {
 mod entry_tests {
     //! Entry tickets: issued at entry, checked by the purchase pipeline before anything that
     //! costs an origin command; Turnstile at entry against a stand-in siteverify.
-    use super::tests::{bearer, code, gate_with, order_req, placed, view};
+    use super::tests::{bearer, code, gate_with, order_req, placed, view, view_scheduled};
     use super::*;
     use crate::gate::{NoLimiter, Siteverify, ENTRY_COOKIE};
     use crate::line::{mint_ticket, verify_ticket, Ticket, Window};
@@ -1130,7 +1139,7 @@ mod entry_tests {
     #[test]
     fn entry_issues_a_ticket_at_no_origin_cost() {
         let (g, o, v) = (gate_with(&[]), FakeOrigin::default(), Stand::default());
-        o.push(Ok(view(10))).push(Ok(view(10)));
+        o.push(Ok(view_scheduled())).push(Ok(view(10)));
         let early = enter(&g, &o, &v, "alice", "", STARTS - 5_000);
         assert_eq!(early.reply.status, 200, "{}", early.reply.body);
         let t = ticket_of(&early);
@@ -1156,6 +1165,13 @@ mod entry_tests {
         let late = enter(&g, &o, &v, "bob", "{}", STARTS + 2_500);
         let cached = enter(&g, &o, &v, "carol", "{}", STARTS + 2_900);
         assert_eq!(cached.reply.status, 200, "from the cached snapshot");
+        // Started early by the operator (flag live before starts_at): the sale has begun, so
+        // an entry then is late, in its second of arrival.
+        let (g2, o2) = (gate_with(&[]), FakeOrigin::default());
+        o2.push(Ok(view(10)));
+        let started = enter(&g2, &o2, &v, "dave", "", STARTS - 60_000);
+        let st = verify_ticket(SECRET, &ticket_of(&started), NOW).unwrap();
+        assert_eq!(st.window, Window::Arrived(STARTS / 1000 - 60));
         let lt = verify_ticket(SECRET, &ticket_of(&late), NOW).unwrap();
         assert_eq!(lt.window, Window::Arrived(STARTS / 1000 + 2));
         let b: Json = serde_json::from_str(&late.reply.body).unwrap();
