@@ -9,7 +9,8 @@
 //!
 //! Invariants:
 //! - An entry costs no origin command beyond the isolate's cached snapshot: the ticket is an
-//!   HMAC over (event, user, window, exp) with `IDENTITY_SECRET`.
+//!   HMAC over (event, user, window, exp) with `IDENTITY_SECRET`. Each new ticket is counted
+//!   as `entered` in the isolate's report to the fleet's figures (sent with its next refresh).
 //! - The window is [`Window::Early`] while the sale has not started (its state is
 //!   `scheduled`: before `starts_at`, unless the operator started it early), else the second
 //!   of arrival ([`window_at`]).
@@ -216,6 +217,12 @@ async fn enter<O: Origin, V: Siteverify>(
         exp: snap.meta.ends_at.div_euclid(1000).max(now.div_euclid(1000)) + TICKET_GRACE_SECS,
     };
     let ticket = mint_ticket(&gate.config.identity_secret, &t);
+    // Reported with the fleet's figures (`entered` per second): tickets issued, re-issues
+    // of a held ticket aside.
+    gate.state
+        .borrow_mut()
+        .event_counts(event)
+        .add("entered", 1);
     Ok(entered(&t, &ticket, now))
 }
 

@@ -1185,6 +1185,9 @@ mod entry_tests {
             2,
             "two snapshot reads in all, nothing else"
         );
+        // bob and carol: alice's entry went out with the second read's report, and the
+        // re-issue is not counted.
+        assert_eq!(g.state.borrow_mut().take_report("e").get("entered"), 2);
         assert!(
             v.sent.borrow().is_empty(),
             "no Turnstile without TURNSTILE_SECRET"
