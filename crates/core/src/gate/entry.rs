@@ -5,7 +5,8 @@
 //! Steps of an entry, cheapest first: event id → identity → body → a valid ticket the
 //! shopper already holds (re-issued as it is: entering again never moves a shopper back) →
 //! the event snapshot (cached; no origin command of its own) → Turnstile, when configured
-//! (one siteverify check, retried once with the same idempotency key; fails closed) → mint.
+//! (the user's token bucket, shared with purchases, then one siteverify check, retried once
+//! with the same idempotency key; fails closed) → mint.
 //!
 //! Invariants:
 //! - An entry costs no origin command beyond the isolate's cached snapshot: the ticket is an
@@ -204,6 +205,10 @@ async fn enter<O: Origin, V: Siteverify>(
         return Err(plain(ApiError::new(Code::Ended, "the sale has ended")));
     }
     if let Some(cfg) = &gate.config.turnstile {
+        // A siteverify call per entry: the user's token bucket (shared with purchases) first.
+        let bucket = gate.state.borrow_mut().take_token(&id.user, now);
+        bucket
+            .map_err(|secs| plain(ApiError::rate_limited("too many entries; slow down", secs)))?;
         let token = body
             .turnstile
             .or(body.cf_turnstile_response)

@@ -534,14 +534,15 @@ mod tests {
     /// A gate with these settings on top of the tests' own.
     pub(super) fn gate_with(extra: &[(&str, &str)]) -> Gate {
         Gate::new(
-            Config::from_lookup(|k| match k {
-                "ORIGIN_URL" => Some("redis://127.0.0.1:1".into()),
-                "IDENTITY_SECRET" => Some("0123456789abcdef".into()),
-                "RATE_LIMIT_PER_SEC" => Some("0".into()),
-                _ => extra
-                    .iter()
-                    .find(|(name, _)| *name == k)
-                    .map(|(_, v)| v.to_string()),
+            Config::from_lookup(|k| {
+                let given = extra.iter().find(|(name, _)| *name == k);
+                match (k, given) {
+                    (_, Some((_, v))) => Some(v.to_string()),
+                    ("ORIGIN_URL", _) => Some("redis://127.0.0.1:1".into()),
+                    ("IDENTITY_SECRET", _) => Some("0123456789abcdef".into()),
+                    ("RATE_LIMIT_PER_SEC", _) => Some("0".into()),
+                    _ => None,
+                }
             })
             .unwrap(),
         )
@@ -1289,6 +1290,40 @@ mod entry_tests {
         assert_eq!(
             buy_with(&g, &o, "carol", "key-00003", None).reply.status,
             201
+        );
+    }
+
+    #[test]
+    fn entries_that_need_siteverify_take_from_the_users_bucket() {
+        let g = gate_with(&[
+            ("TURNSTILE_SECRET", "sekret"),
+            ("TURNSTILE_VERIFY_URL", "http://stand.in/siteverify"),
+            ("RATE_LIMIT_PER_SEC", "1"),
+            ("RATE_LIMIT_BURST", "2"),
+        ]);
+        let o = FakeOrigin::default();
+        o.push(Ok(view(10)));
+        let fail = r#"{"success":false,"error-codes":["invalid-input-response"]}"#;
+        let v = Stand::with(&[Ok((200, fail)), Ok((200, fail)), Ok((200, fail))]);
+        let body = r#"{"turnstile":"bad"}"#;
+        assert_eq!(
+            code(&enter(&g, &o, &v, "mallory", body, NOW)),
+            "turnstile_failed"
+        );
+        assert_eq!(
+            code(&enter(&g, &o, &v, "mallory", body, NOW)),
+            "turnstile_failed"
+        );
+        let h = enter(&g, &o, &v, "mallory", body, NOW);
+        assert_eq!((h.reply.status, code(&h).as_str()), (429, "rate_limited"));
+        assert_eq!(
+            v.sent.borrow().len(),
+            2,
+            "the third was not sent to siteverify"
+        );
+        assert_eq!(
+            code(&enter(&g, &o, &v, "other", body, NOW)),
+            "turnstile_failed"
         );
     }
 
