@@ -18,7 +18,7 @@
 //! - With Turnstile on, no ticket is issued without a `success: true` from siteverify.
 //! - A purchase's ticket must verify and name the purchase's user and event, or the purchase
 //!   is refused at the edge (`bad_ticket`). A purchase with no ticket enters late
-//!   ([`Window::at`] its own time) unless Turnstile is on (`entry_required`).
+//!   ([`window_at`] its own time) unless Turnstile is on (`entry_required`).
 
 use super::session::cookie;
 use super::{ApiRequest, Decision, DecisionLog, Gate, Handled, Refusal};

@@ -4,9 +4,9 @@
 //! pipeline of small named steps ([`purchase`]). Every step either passes what it learnt on
 //! or refuses with a [`Refusal`], which says where the decision was made ([`Decided`]: at the
 //! edge, with no origin command, or by the origin). The cheapest steps come first:
-//! request shape → identity → Idempotency-Key → body → rate limit → a known key's replay →
-//! the event snapshot (cached) → state, items, quantity, stock and the user's known caps →
-//! the origin. Everything before the snapshot costs no origin command, and the snapshot costs
+//! request shape → identity → entry ticket → Idempotency-Key → body → rate limit → a known
+//! key's replay → the event snapshot (cached) → state, items, quantity, stock and the user's
+//! known caps → the origin. The entry route (`entry`) issues the tickets. Everything before the snapshot costs no origin command, and the snapshot costs
 //! at most one read per isolate per `EDGE_CACHE_MS`. Only the last step sends a purchase.
 //!
 //! Nothing here touches `worker`: the wasm shell passes in the request as plain data, the
