@@ -4,7 +4,7 @@
 
 use flashgate_core::config::{Config, OriginConfig};
 use flashgate_core::error::{ApiError, ApiReply};
-use flashgate_core::gate::{ApiRequest, DecisionRecord, Gate, Limiter};
+use flashgate_core::gate::{ApiRequest, DecisionRecord, Gate, Limiter, Siteverify, ENTRY_HEADER};
 use flashgate_core::origin::http::{decode_response, HttpConfig};
 use flashgate_core::origin::resp::{Connector, RespOrigin, SlotMap};
 use flashgate_core::origin::{Acks, Cmd, Origin, OriginError, Value};
@@ -109,6 +109,7 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         h.get("content-type")?,
         h.get("idempotency-key")?,
     );
+    let (entry, remote_ip) = (h.get(ENTRY_HEADER)?, h.get("cf-connecting-ip")?);
     let path = req.path();
     let url = req.inner().url();
     let api = ApiRequest {
@@ -119,6 +120,8 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         cookie: cookie.as_deref(),
         content_type: ct.as_deref(),
         idempotency_key: key.as_deref(),
+        entry: entry.as_deref(),
+        remote_ip: remote_ip.as_deref(),
         body: &body,
         declared_len: declared,
         roll: js_sys::Math::random(),
@@ -130,7 +133,9 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
     } else {
         None
     });
-    let handled = gate.handle(&origin, &limiter, &api, now, &clock).await;
+    let handled = gate
+        .serve(&origin, &limiter, &FetchSiteverify, &api, now, &clock)
+        .await;
     if let Some(line) = handled.log {
         console_log!("{}", serde_json::to_string(&line).unwrap_or_default());
     }
@@ -192,6 +197,71 @@ impl Limiter for BindingLimiter {
                 .map(|o| o.success)
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// How long one siteverify call may take before it counts as unanswered.
+const SITEVERIFY_TIMEOUT_MS: u64 = 3000;
+
+/// Turnstile's siteverify over `fetch`, bounded by [`SITEVERIFY_TIMEOUT_MS`].
+struct FetchSiteverify;
+
+impl Siteverify for FetchSiteverify {
+    async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: String,
+    ) -> std::result::Result<(u16, String), String> {
+        let headers = Headers::new();
+        headers
+            .set("content-type", content_type)
+            .map_err(|e| e.to_string())?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(body.into()));
+        let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
+        let abort = AbortController::default();
+        let signal = abort.signal();
+        let work = std::pin::pin!(async {
+            let mut resp = Fetch::Request(request)
+                .send_with_signal(&signal)
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = resp.text().await.map_err(|e| e.to_string())?;
+            Ok((resp.status_code(), text))
+        });
+        let timer = std::pin::pin!(Delay::from(Duration::from_millis(SITEVERIFY_TIMEOUT_MS)));
+        match select(work, timer).await {
+            Either::Left((r, _)) => r,
+            Either::Right(((), _)) => {
+                abort.abort();
+                Err(format!("no answer within {SITEVERIFY_TIMEOUT_MS} ms"))
+            }
+        }
+    }
+
+    /// `crypto.randomUUID()`.
+    fn idempotency_key(&self) -> String {
+        let uuid = || -> Option<String> {
+            let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into()).ok()?;
+            let f = js_sys::Reflect::get(&crypto, &"randomUUID".into()).ok()?;
+            let f: js_sys::Function = wasm_bindgen::JsCast::dyn_into(f).ok()?;
+            f.call0(&crypto).ok()?.as_string()
+        };
+        uuid().unwrap_or_else(|| {
+            let r = || (js_sys::Math::random() * 4_294_967_296.0) as u32;
+            format!(
+                "{:08x}-{:04x}-4{:03x}-a{:03x}-{:08x}{:04x}",
+                r(),
+                r() & 0xffff,
+                r() & 0xfff,
+                r() & 0xfff,
+                r(),
+                r() & 0xffff
+            )
+        })
     }
 }
 

@@ -163,6 +163,7 @@ fn openapi_lists_every_route_and_code() {
     for path in [
         "/api/health",
         "/api/events/{event}",
+        "/api/events/{event}/entry",
         "/api/events/{event}/orders",
         "/api/events/{event}/live",
         "/api/session",

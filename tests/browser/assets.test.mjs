@@ -124,6 +124,11 @@ test('static/_headers: short TTL for the page, immutable for fingerprinted asset
   assert.equal(rules.get('/ops/')['cache-control'], 'public, max-age=10, must-revalidate');
   assert.equal(rules.get('/ops/index.html')['cache-control'], 'public, max-age=10, must-revalidate');
   assert.match(rules.get('/ops/')['content-security-policy'], /script-src 'self';/);
+  // The sale page may load Turnstile (script and frame) from Cloudflare, and nothing else.
+  const csp = rules.get('/')['content-security-policy'];
+  assert.match(csp, /script-src 'self' https:\/\/challenges\.cloudflare\.com;/);
+  assert.match(csp, /frame-src https:\/\/challenges\.cloudflare\.com;/);
+  assert.match(csp, /connect-src 'self';/);
   assert.equal(rules.get('/ops/')['x-robots-tag'], 'noindex');
   const cacheRules = [...rules].filter(([, headers]) => 'cache-control' in headers).map(([path]) => path);
   assert.deepEqual(cacheRules.sort(), ['/', '/assets/*', '/index.html', '/ops/', '/ops/index.html'],

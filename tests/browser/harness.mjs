@@ -101,7 +101,9 @@ function run(command, args) {
 
 // ---------------------------------------------------------------- the stack
 export class Stack {
-  constructor() {
+  /** `vars`: worker settings on top of the stack's own (e.g. TURNSTILE_*). */
+  constructor(vars = {}) {
+    this.vars = vars;
     this.tmp = mkdtempSync(join(tmpdir(), 'flashgate-browser-'));
     this.identitySecret = randomBytes(24).toString('hex');
     this.operatorToken = randomBytes(24).toString('hex');
@@ -127,6 +129,7 @@ export class Stack {
         '--persist-to', join(this.tmp, 'wrangler-state'),
         '--var', `ORIGIN_URL:${this.origin}`, '--var', `IDENTITY_SECRET:${this.identitySecret}`,
         '--var', 'DEV_SIGNIN:true', '--var', `OPERATOR_TOKEN:${this.operatorToken}`,
+        ...Object.entries(this.vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
         '--log-level', 'warn']);
       try {
         await waitFor('wrangler dev', this.worker, async () => (await fetch(`${this.baseURL}/api/health`, { signal: AbortSignal.timeout(2000) })).ok, 60_000);

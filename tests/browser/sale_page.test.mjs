@@ -256,8 +256,9 @@ describe('sale page', { timeout: 240_000 }, () => {
     await erin.getByTestId('buy-MS').click();
     const first = await shed;
     assert.equal((await first.json()).error.code, 'busy');
-    await expectButton(erin, 'MS', /^Busy, retrying in [1-3] s$/, false);
-    await expectText(erin, 'status-MS', /retry automatically/);
+    await expectButton(erin, 'MS', /^In line, retrying in [1-3] s$/, false);
+    await expectText(erin, 'status-MS', /in line.*retry automatically/i);
+    assert.doesNotMatch(await text(erin, 'status-MS'), /^Busy/);
     await stack.screenshot(erin, '09b-busy-phone');
     // The crowd goes: the page's own retry gets through with the same key.
     const placed = erin.waitForResponse((r) => isOrder(r) && r.status() === 201, { timeout: 20_000 });

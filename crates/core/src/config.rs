@@ -16,6 +16,9 @@
 //! | `MAX_BODY_BYTES` | var | 4096 | purchase body cap |
 //! | `DEV_SIGNIN` | var | `false` | `true` enables `POST /api/dev/session` (never in production) |
 //! | `ADMISSION` | var | `on` | `off` forwards every surviving attempt (no shedding to the origin budget) |
+//! | `TURNSTILE_SECRET` | secret | none | Turnstile secret key: when set, `POST …/entry` requires a Turnstile token checked with siteverify, and purchases require an entry ticket |
+//! | `TURNSTILE_SITE_KEY` | var | none | Turnstile site key the sale page renders the widget with (only with `TURNSTILE_SECRET`) |
+//! | `TURNSTILE_VERIFY_URL` | var | Cloudflare's siteverify | where siteverify is (`http(s)://`); tests point it at a stand-in |
 //! | `LOG_SAMPLE_RATE` | var | 0.01 | share of edge refusals logged; placed orders, 5xx and origin errors are always logged |
 
 use crate::edge::EdgeConfig;
@@ -23,6 +26,7 @@ use crate::origin::http::{Dialect, HttpConfig};
 use crate::origin::resp::RespConfig;
 use crate::origin::Acks;
 use crate::token::MIN_SECRET_LEN;
+use crate::turnstile::{TurnstileConfig, DEFAULT_VERIFY_URL};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum OriginConfig {
@@ -95,6 +99,8 @@ pub struct Config {
     pub log_sample_rate: f64,
     /// Shed attempts beyond the event's origin budget (`ADMISSION`, on by default).
     pub admission: bool,
+    /// Turnstile at entry (`TURNSTILE_SECRET`); off when `None`.
+    pub turnstile: Option<TurnstileConfig>,
 }
 
 impl Config {
@@ -165,6 +171,7 @@ impl Config {
             Some("true") | Some("1") => true,
             Some(other) => return Err(format!("DEV_SIGNIN must be true or false, not {other:?}")),
         };
+        let turnstile = turnstile(&get)?;
         Ok(Config {
             origin,
             identity_secret: secret.into_bytes(),
@@ -179,7 +186,27 @@ impl Config {
             dev_signin,
             log_sample_rate,
             admission,
+            turnstile,
         })
+    }
+}
+
+fn turnstile(get: &impl Fn(&str) -> Option<String>) -> Result<Option<TurnstileConfig>, String> {
+    let site_key = get("TURNSTILE_SITE_KEY");
+    let verify_url = get("TURNSTILE_VERIFY_URL").unwrap_or_else(|| DEFAULT_VERIFY_URL.into());
+    if !(verify_url.starts_with("https://") || verify_url.starts_with("http://")) {
+        return Err("TURNSTILE_VERIFY_URL must start with http:// or https://".into());
+    }
+    match get("TURNSTILE_SECRET") {
+        None if site_key.is_some() => Err(
+            "TURNSTILE_SITE_KEY is set without TURNSTILE_SECRET: the page would show a check nobody verifies (wrangler secret put TURNSTILE_SECRET)".into(),
+        ),
+        None => Ok(None),
+        Some(secret) => Ok(Some(TurnstileConfig {
+            secret,
+            site_key,
+            verify_url,
+        })),
     }
 }
 
@@ -282,6 +309,46 @@ mod tests {
         assert!(cfg(&[BASE[0], BASE[1], ("ORIGIN_REPLICA_ACK_MS", "5")])
             .unwrap_err()
             .starts_with("ORIGIN_REPLICA_ACK_MS"));
+    }
+
+    #[test]
+    fn turnstile_settings() {
+        assert_eq!(cfg(&BASE).unwrap().turnstile, None, "off by default");
+        let t = cfg(&[BASE[0], BASE[1], ("TURNSTILE_SECRET", "s3cret")])
+            .unwrap()
+            .turnstile
+            .unwrap();
+        assert_eq!(
+            (t.secret.as_str(), t.site_key, t.verify_url.as_str()),
+            ("s3cret", None, DEFAULT_VERIFY_URL)
+        );
+        let t = cfg(&[
+            BASE[0],
+            BASE[1],
+            ("TURNSTILE_SECRET", "s"),
+            ("TURNSTILE_SITE_KEY", "1x00000000000000000000AA"),
+            ("TURNSTILE_VERIFY_URL", "http://127.0.0.1:9/siteverify"),
+        ])
+        .unwrap()
+        .turnstile
+        .unwrap();
+        assert_eq!(t.site_key.as_deref(), Some("1x00000000000000000000AA"));
+        assert_eq!(t.verify_url, "http://127.0.0.1:9/siteverify");
+        assert!(
+            !format!("{t:?}").contains("\"s\""),
+            "the secret stays out of Debug"
+        );
+        assert!(cfg(&[BASE[0], BASE[1], ("TURNSTILE_SITE_KEY", "k")])
+            .unwrap_err()
+            .starts_with("TURNSTILE_SITE_KEY is set without"));
+        assert!(cfg(&[
+            BASE[0],
+            BASE[1],
+            ("TURNSTILE_SECRET", "s"),
+            ("TURNSTILE_VERIFY_URL", "ftp://x")
+        ])
+        .unwrap_err()
+        .starts_with("TURNSTILE_VERIFY_URL"));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Code {
     NotFound,
     Unauthenticated,
     Forbidden,
+    BadTicket,
+    EntryRequired,
+    TurnstileFailed,
     UnknownEvent,
     UnknownItem,
     NotStarted,
@@ -40,6 +43,7 @@ pub enum Code {
     RateLimited,
     Busy,
     OriginUnavailable,
+    TurnstileUnavailable,
     Internal,
 }
 
@@ -57,7 +61,12 @@ impl Code {
         match self {
             Code::InvalidRequest | Code::InvalidJson => 400,
             Code::Unauthenticated => 401,
-            Code::Forbidden | Code::ItemLimitReached | Code::TotalLimitReached => 403,
+            Code::Forbidden
+            | Code::BadTicket
+            | Code::EntryRequired
+            | Code::TurnstileFailed
+            | Code::ItemLimitReached
+            | Code::TotalLimitReached => 403,
             Code::NotFound | Code::UnknownEvent => 404,
             Code::MethodNotAllowed => 405,
             Code::NotStarted | Code::Paused => 409,
@@ -67,7 +76,7 @@ impl Code {
             Code::UnknownItem | Code::OrderQtyLimit | Code::IdempotencyKeyReused => 422,
             Code::RateLimited => 429,
             Code::Internal => 500,
-            Code::OriginUnavailable | Code::Busy => 503,
+            Code::OriginUnavailable | Code::Busy | Code::TurnstileUnavailable => 503,
         }
     }
 }
@@ -276,6 +285,43 @@ impl ApiError {
         .retry_after(retry_after)
     }
 
+    /// A purchase's entry ticket is forged, expired, or another user's or event's.
+    pub fn bad_ticket(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            Code::BadTicket,
+            format!(
+                "{}; enter the sale again (POST /api/events/{{event}}/entry)",
+                message.into()
+            ),
+        )
+    }
+
+    /// Turnstile is required and the purchase carries no entry ticket.
+    pub fn entry_required() -> ApiError {
+        ApiError::new(
+            Code::EntryRequired,
+            "enter the sale first (POST /api/events/{event}/entry): this sale checks shoppers at entry",
+        )
+    }
+
+    /// siteverify refused the Turnstile token; `codes` are its `error-codes`.
+    pub fn turnstile_failed(codes: &[String]) -> ApiError {
+        ApiError::new(
+            Code::TurnstileFailed,
+            "the bot check failed; complete the check again and retry",
+        )
+        .with("error_codes", codes.to_vec())
+    }
+
+    /// siteverify could not be reached or did not answer: no ticket (fail closed); retry.
+    pub fn turnstile_unavailable(retry_after: u64) -> ApiError {
+        ApiError::new(
+            Code::TurnstileUnavailable,
+            "the bot check is unavailable right now; try again in a moment",
+        )
+        .retry_after(retry_after)
+    }
+
     pub fn internal() -> ApiError {
         ApiError::new(Code::Internal, "internal error")
     }
@@ -308,7 +354,7 @@ mod tests {
     fn codes_are_stable_and_unique() {
         let names: std::collections::BTreeSet<_> = Code::iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), <Code as strum::EnumCount>::COUNT);
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 28);
         assert_eq!(
             Code::IdempotencyKeyReused.as_str(),
             "idempotency_key_reused"

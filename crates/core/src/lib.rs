@@ -7,6 +7,7 @@
 //! native programs' too:
 //! - the data: [`model`], [`keys`], [`token`], [`line`] (places and entry tickets), [`order`], [`change`] (the order stream's
 //!   entries) and [`config`];
+//! - bots: [`turnstile`] (the siteverify protocol, checked at entry);
 //! - the origin: one trait with two transports ([`origin`]) and the Lua scripts ([`script`]);
 //! - the gate: [`edge`] (what an isolate learns), [`fleet`], [`gate`] (the request pipeline)
 //!   and [`error`] (every status code chosen in one place);
@@ -38,3 +39,4 @@ pub mod script;
 pub mod shop;
 pub mod stream;
 pub mod token;
+pub mod turnstile;

@@ -1,5 +1,6 @@
 //! Property-based fuzzing of every parser that reads bytes or replies from outside the process:
-//! the RESP reply decoder, both HTTP dialects, the purchase body, the identity token, and the
+//! the RESP reply decoder, both HTTP dialects, the purchase body, the identity token, the entry
+//! ticket, and the
 //! Lua scripts' replies (with the stream entries they carry). proptest on stable Rust.
 //!
 //! Each property runs `FLASHGATE_FUZZ_CASES` cases (default [`DEFAULT_CASES`], the short run in
@@ -15,6 +16,7 @@
 
 use flashgate_core::change::{parse_change, StreamId};
 use flashgate_core::fleet::{parse_counts, FleetFigures};
+use flashgate_core::line::{mint_ticket, verify_ticket, Ticket, TicketError, Window};
 use flashgate_core::model::{Caps, EventMeta, ItemInfo, Price, State};
 use flashgate_core::order::{check_idempotency_key, fingerprint, parse_order, Line, MAX_QTY};
 use flashgate_core::origin::http::{
@@ -589,6 +591,65 @@ fn tokens_arbitrary() {
         if let Ok(id) = verify(SECRET, &t, now) {
             prop_assert_eq!(mint(SECRET, &id.user, id.exp), t);
         }
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entry ticket
+
+#[test]
+fn tickets_round_trip_and_resist_edits() {
+    let window = prop_oneof![
+        Just(Window::Early),
+        (1i64..=99_999_999_999).prop_map(Window::Arrived)
+    ];
+    let exp = 1i64..=999_999_999_999;
+    fuzz(
+        "ticket round trip, edits refused",
+        (id(), id(), window, exp, edits()),
+        |(event, user, window, exp, e)| {
+            let t = Ticket {
+                event,
+                user,
+                window,
+                exp,
+            };
+            let minted = mint_ticket(SECRET, &t);
+            let now = exp * 1000 - 1;
+            prop_assert_eq!(verify_ticket(SECRET, &minted, now), Ok(t.clone()));
+            prop_assert_eq!(
+                verify_ticket(SECRET, &minted, exp * 1000),
+                Err(TicketError::Expired)
+            );
+            let edited = mutate(minted.clone().into_bytes(), &e);
+            if let Ok(s) = std::str::from_utf8(&edited) {
+                if s != minted {
+                    prop_assert!(verify_ticket(SECRET, s, now).is_err(), "{} verified", s);
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn tickets_arbitrary() {
+    let ticket = prop_oneof![
+        ".{0,80}",
+        "e1\\.[A-Za-z0-9_.-]{0,10}\\.[A-Za-z0-9_.-]{0,10}\\.[0-9-]{0,12}\\.[0-9-]{0,14}\\.[A-Za-z0-9_+/=-]{0,50}",
+    ];
+    fuzz("ticket arbitrary", (ticket, any::<i64>()), |(t, now)| {
+        // Without the secret nothing verifies; whatever would, is exactly what mint makes.
+        if let Ok(v) = verify_ticket(SECRET, &t, now) {
+            prop_assert_eq!(mint_ticket(SECRET, &v), t);
+        }
+        // An identity token is never a ticket, nor a ticket an identity token.
+        let token = mint(SECRET, "alice", 1_800_000_000);
+        prop_assert_eq!(
+            verify_ticket(SECRET, &token, 0),
+            Err(TicketError::Malformed)
+        );
         Ok(())
     });
 }

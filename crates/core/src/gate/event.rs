@@ -60,6 +60,16 @@ pub fn event_json(snap: &Snapshot, now: i64) -> EventBody<'_> {
     }
 }
 
+/// The public view as answered: [`EventBody`] and, when Turnstile is on, the site key the page
+/// renders its widget with (public by design).
+#[derive(Serialize)]
+struct Answered<'a> {
+    #[serde(flatten)]
+    event: EventBody<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    turnstile_site_key: Option<&'a str>,
+}
+
 pub(super) async fn handle_event<O: Origin>(
     gate: &Gate,
     origin: &O,
@@ -74,5 +84,13 @@ pub(super) async fn handle_event<O: Origin>(
         .await
         .map_err(|_| ApiError::origin_unavailable())?
         .ok_or_else(|| ApiError::unknown_event(id))?;
-    Ok(ApiReply::json(200, &event_json(&snap, now)).cache(Caching::Public(1)))
+    let body = Answered {
+        event: event_json(&snap, now),
+        turnstile_site_key: gate
+            .config
+            .turnstile
+            .as_ref()
+            .and_then(|t| t.site_key.as_deref()),
+    };
+    Ok(ApiReply::json(200, &body).cache(Caching::Public(1)))
 }

@@ -4,14 +4,15 @@
 //! pipeline of small named steps ([`purchase`]). Every step either passes what it learnt on
 //! or refuses with a [`Refusal`], which says where the decision was made ([`Decided`]: at the
 //! edge, with no origin command, or by the origin). The cheapest steps come first:
-//! request shape → identity → Idempotency-Key → body → rate limit → a known key's replay →
-//! the event snapshot (cached) → state, items, quantity, stock and the user's known caps →
-//! the origin. Everything before the snapshot costs no origin command, and the snapshot costs
+//! request shape → identity → entry ticket → Idempotency-Key → body → rate limit → a known
+//! key's replay → the event snapshot (cached) → state, items, quantity, stock and the user's
+//! known caps → the origin. The entry route (`entry`) issues the tickets. Everything before the snapshot costs no origin command, and the snapshot costs
 //! at most one read per isolate per `EDGE_CACHE_MS`. Only the last step sends a purchase.
 //!
 //! Nothing here touches `worker`: the wasm shell passes in the request as plain data, the
 //! origin behind [`Origin`], and the time.
 
+mod entry;
 mod event;
 mod health;
 mod live;
@@ -22,6 +23,9 @@ mod snapshot;
 mod stats;
 
 pub use crate::decision::{Decided, Decision};
+pub use entry::{
+    window_at, NoSiteverify, Siteverify, ENTRY_COOKIE, ENTRY_HEADER, TICKET_GRACE_SECS,
+};
 pub use event::event_json;
 pub use live::{live_body, LiveBody};
 pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};
@@ -63,6 +67,10 @@ pub struct ApiRequest<'a> {
     pub cookie: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
+    /// The `Flashgate-Entry` header: an entry ticket (else the `fg_entry` cookie is read).
+    pub entry: Option<&'a str>,
+    /// The client's address (`CF-Connecting-IP`), passed to siteverify as `remoteip`.
+    pub remote_ip: Option<&'a str>,
     pub body: &'a [u8],
     /// `Content-Length` as sent; the shell does not read bodies declared over the cap.
     pub declared_len: Option<usize>,
@@ -178,6 +186,7 @@ enum Route<'a> {
     Health,
     Event(&'a str),
     Orders(&'a str),
+    Entry(&'a str),
     Live(&'a str),
     Stats,
     DevSession,
@@ -194,6 +203,7 @@ fn route(path: &str) -> Route<'_> {
         ["", "api", "dev", "session"] => Route::DevSession,
         ["", "api", "events", id] => Route::Event(id),
         ["", "api", "events", id, "orders"] => Route::Orders(id),
+        ["", "api", "events", id, "entry"] => Route::Entry(id),
         ["", "api", "events", id, "live"] => Route::Live(id),
         _ => Route::NotFound,
     }
@@ -210,12 +220,27 @@ impl Gate {
         Gate { config, state }
     }
 
-    /// Handles one `/api/*` request. `now_ms` is the request's time; `clock` is read only to
-    /// measure the origin's latency for health.
+    /// Handles one `/api/*` request with no siteverify client (Turnstile, if configured,
+    /// fails closed): [`Gate::serve`] with [`NoSiteverify`].
     pub async fn handle<O: Origin, L: Limiter>(
         &self,
         origin: &O,
         limiter: &L,
+        req: &ApiRequest<'_>,
+        now_ms: i64,
+        clock: &dyn Fn() -> i64,
+    ) -> Handled {
+        self.serve(origin, limiter, &NoSiteverify, req, now_ms, clock)
+            .await
+    }
+
+    /// Handles one `/api/*` request. `now_ms` is the request's time; `clock` is read only to
+    /// measure the origin's latency for health; `verifier` checks Turnstile tokens at entry.
+    pub async fn serve<O: Origin, L: Limiter, V: Siteverify>(
+        &self,
+        origin: &O,
+        limiter: &L,
+        verifier: &V,
         req: &ApiRequest<'_>,
         now_ms: i64,
         clock: &dyn Fn() -> i64,
@@ -231,6 +256,9 @@ impl Gate {
             (Route::Orders(id), "POST") => {
                 purchase::handle_purchase(self, origin, limiter, id, req, now_ms).await
             }
+            (Route::Entry(id), "POST") => {
+                entry::handle_entry(self, origin, verifier, id, req, now_ms).await
+            }
             (Route::Live(id), "GET") => {
                 Handled::plain(live::handle_live(self, origin, id, req, now_ms, clock).await)
             }
@@ -245,7 +273,9 @@ impl Gate {
                 Handled::plain(Err(ApiError::method_not_allowed("GET")))
             }
             (Route::Orders(id), _) => purchase::refuse_method(self, id, req.roll),
-            (Route::DevSession, _) => Handled::plain(Err(ApiError::method_not_allowed("POST"))),
+            (Route::DevSession | Route::Entry(_), _) => {
+                Handled::plain(Err(ApiError::method_not_allowed("POST")))
+            }
             (Route::Session, _) => Handled::plain(Err(ApiError::method_not_allowed("GET, DELETE"))),
         }
     }
@@ -262,6 +292,7 @@ mod tests {
         assert_eq!(route("/api/events/demo/"), Route::Event("demo"));
         assert_eq!(route("/api/events/demo/orders"), Route::Orders("demo"));
         assert_eq!(route("/api/events/demo/live"), Route::Live("demo"));
+        assert_eq!(route("/api/events/demo/entry"), Route::Entry("demo"));
         assert_eq!(route("/api/events/a/b/c"), Route::NotFound);
         assert_eq!(route("/api"), Route::NotFound);
     }

@@ -1,8 +1,11 @@
 //! `POST /api/events/{event}/orders`: the purchase pipeline, as small named steps.
 //!
-//! 1. [`check_request`]: content type, body size, event id, identity, Idempotency-Key, body.
+//! 1. [`check_request`]: content type, body size, event id, identity, the entry ticket
+//!    (`entry_ticket`: a forged, expired or someone else's ticket is `bad_ticket`; none is a
+//!    late entry, or `entry_required` when Turnstile is on), Idempotency-Key, body.
 //! 2. [`rate_limit`]: the isolate's per-user token bucket, then the outside limiter.
-//! 3. [`event_snapshot`]: the event as this isolate knows it (cached; one refresher).
+//! 3. [`event_snapshot`]: the event as this isolate knows it (cached; one refresher); then
+//!    `entry_window`: the ticket's window, or a late entry's second of arrival.
 //! 4. [`known_key`]: a key this isolate saw placed is replayed here; a key whose attempt may
 //!    have run is marked so that the edge's own refusals are skipped for it. Then
 //!    [`check_snapshot`]: state, items, quantity, stock and the user's known caps. No await
@@ -20,6 +23,7 @@
 //! went silent, or answered something unreadable) is never refused by the edge's own
 //! knowledge: only the origin can say whether to replay it.
 
+use super::entry::{entry_ticket, entry_window};
 use super::reply::{cap_error, ended_unpaid, placed_reply, replay_reply, state_check};
 use super::{
     ApiRequest, Decided, Decision, DecisionLog, DecisionRecord, Gate, Handled, Limiter, Refusal,
@@ -44,6 +48,8 @@ struct Attempt<'a> {
     key: &'a str,
     lines: Vec<Line>,
     fingerprint: String,
+    /// The verified entry ticket; `None` for a late entry.
+    ticket: Option<crate::line::Ticket>,
 }
 
 /// What step 6 sends: the order's JSON, its deadline, and whether the key is fresh to this
@@ -179,6 +185,8 @@ async fn purchase<O: Origin, L: Limiter>(
 ) -> Result<Answer, Refusal> {
     rate_limit(gate, limiter, a, now).await?;
     let snap = event_snapshot(gate, origin, a, now).await?;
+    // The shopper's place in the line is drawn from this window (fairness = line).
+    let _window = entry_window(a.ticket.as_ref(), &snap, now);
     // No await from here to the cap check: a copy of this attempt that completes meanwhile
     // is seen as a placed key (a replay), never as caps used up.
     let known = match known_key(gate, a, snap.meta.caps, now)? {
@@ -227,6 +235,7 @@ fn check_request<'a>(
         return Err(Refusal::edge(ApiError::invalid_id("event id")));
     }
     let id = gate.identity(req, now).map_err(Refusal::edge)?;
+    let ticket = entry_ticket(gate, req, event, &id.user, now)?;
     let key = order::check_idempotency_key(req.idempotency_key).map_err(Refusal::edge)?;
     let lines = order::parse_order(req.body).map_err(Refusal::edge)?;
     Ok(Attempt {
@@ -235,6 +244,7 @@ fn check_request<'a>(
         key,
         fingerprint: order::fingerprint(&lines),
         lines,
+        ticket,
     })
 }
 
@@ -531,29 +541,47 @@ mod tests {
     const NOW: i64 = 1_800_000_000_000;
 
     fn gate() -> Gate {
+        gate_with(&[])
+    }
+
+    /// A gate with these settings on top of the tests' own.
+    pub(super) fn gate_with(extra: &[(&str, &str)]) -> Gate {
         Gate::new(
-            Config::from_lookup(|k| match k {
-                "ORIGIN_URL" => Some("redis://127.0.0.1:1".into()),
-                "IDENTITY_SECRET" => Some("0123456789abcdef".into()),
-                "RATE_LIMIT_PER_SEC" => Some("0".into()),
-                _ => None,
+            Config::from_lookup(|k| {
+                let given = extra.iter().find(|(name, _)| *name == k);
+                match (k, given) {
+                    (_, Some((_, v))) => Some(v.to_string()),
+                    ("ORIGIN_URL", _) => Some("redis://127.0.0.1:1".into()),
+                    ("IDENTITY_SECRET", _) => Some("0123456789abcdef".into()),
+                    ("RATE_LIMIT_PER_SEC", _) => Some("0".into()),
+                    _ => None,
+                }
             })
             .unwrap(),
         )
     }
 
     /// view.lua's reply for a live event with item A (`remaining` left of 10).
-    fn view(remaining: u32) -> Value {
+    pub(super) fn view(remaining: u32) -> Value {
         view_with_fleet(remaining, vec![])
     }
 
     /// view.lua's reply with the fleet's figures for the last second.
     fn view_with_fleet(remaining: u32, fleet: Vec<(String, String)>) -> Value {
+        view_of(remaining, fleet, State::Live)
+    }
+
+    /// view.lua's reply for the event of [`view`] before its start (flag `scheduled`).
+    pub(super) fn view_scheduled() -> Value {
+        view_of(10, vec![], State::Scheduled)
+    }
+
+    fn view_of(remaining: u32, fleet: Vec<(String, String)>, flag: State) -> Value {
         let spec: EventSpec = serde_json::from_value(json!({"id":"e","name":"E","starts_at":"2027-01-01T00:00:00Z","ends_at":"2027-02-01T00:00:00Z",
             "items":[{"sku":"A","name":"A","price":100,"currency":"USD","stock":10}]}))
         .unwrap();
         let mut meta = spec.validate().unwrap().meta;
-        meta.flag = State::Live;
+        meta.flag = flag;
         let flat = |v: Vec<(String, String)>| {
             Value::Array(
                 v.into_iter()
@@ -578,7 +606,7 @@ mod tests {
     }
 
     /// purchase.lua's reply for one unit of A placed, `remaining` left, due in 15 minutes.
-    fn placed(remaining: i64) -> Value {
+    pub(super) fn placed(remaining: i64) -> Value {
         Value::Array(vec![
             Value::Int(0),
             Value::Int(1),
@@ -588,7 +616,7 @@ mod tests {
         ])
     }
 
-    fn bearer(user: &str) -> String {
+    pub(super) fn bearer(user: &str) -> String {
         format!(
             "Bearer {}",
             token::mint(b"0123456789abcdef", user, NOW / 1000 + 3600)
@@ -596,7 +624,7 @@ mod tests {
     }
 
     /// A well-formed attempt to buy one A.
-    fn order_req<'a>(auth: &'a str, key: &'a str) -> ApiRequest<'a> {
+    pub(super) fn order_req<'a>(auth: &'a str, key: &'a str) -> ApiRequest<'a> {
         ApiRequest {
             method: "POST",
             path: "/api/events/e/orders",
@@ -615,7 +643,7 @@ mod tests {
             .expect("the fake never waits")
     }
 
-    fn code(h: &Handled) -> String {
+    pub(super) fn code(h: &Handled) -> String {
         let b: Json = serde_json::from_str(&h.reply.body).unwrap();
         b["error"]["code"]
             .as_str()
@@ -1010,5 +1038,399 @@ mod tests {
             );
         }
         assert!(o.log.borrow().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    //! Entry tickets: issued at entry, checked by the purchase pipeline before anything that
+    //! costs an origin command; Turnstile at entry against a stand-in siteverify.
+    use super::tests::{bearer, code, gate_with, order_req, placed, view, view_scheduled};
+    use super::*;
+    use crate::gate::{NoLimiter, Siteverify, ENTRY_COOKIE};
+    use crate::line::{mint_ticket, verify_ticket, Ticket, Window};
+    use crate::origin::fake::FakeOrigin;
+    use crate::origin::Value;
+    use futures_util::FutureExt;
+    use serde_json::Value as Json;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    const NOW: i64 = 1_800_000_000_000;
+    /// view()'s starts_at: 2027-01-01T00:00:00Z.
+    const STARTS: i64 = 1_798_761_600_000;
+    const SECRET: &[u8] = b"0123456789abcdef";
+
+    /// A stand-in siteverify: canned answers in order, and every body it was sent.
+    #[derive(Default)]
+    struct Stand {
+        answers: RefCell<VecDeque<Result<(u16, String), String>>>,
+        sent: RefCell<Vec<String>>,
+    }
+
+    impl Stand {
+        fn with(answers: &[Result<(u16, &str), &str>]) -> Stand {
+            let s = Stand::default();
+            for a in answers {
+                s.answers
+                    .borrow_mut()
+                    .push_back(a.map(|(st, b)| (st, b.to_string())).map_err(str::to_string));
+            }
+            s
+        }
+    }
+
+    impl Siteverify for Stand {
+        async fn post(&self, url: &str, ct: &str, body: String) -> Result<(u16, String), String> {
+            assert_eq!(
+                (url, ct),
+                ("http://stand.in/siteverify", "application/json")
+            );
+            self.sent.borrow_mut().push(body);
+            self.answers
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or(Err("no answer queued".into()))
+        }
+        fn idempotency_key(&self) -> String {
+            format!("key-{}", self.sent.borrow().len())
+        }
+    }
+
+    fn turnstile_gate() -> Gate {
+        gate_with(&[
+            ("TURNSTILE_SECRET", "sekret"),
+            ("TURNSTILE_SITE_KEY", "1x00000000000000000000AA"),
+            ("TURNSTILE_VERIFY_URL", "http://stand.in/siteverify"),
+        ])
+    }
+
+    fn enter(g: &Gate, o: &FakeOrigin, v: &Stand, user: &str, body: &str, now: i64) -> Handled {
+        enter_with(g, o, v, user, body, None, now)
+    }
+
+    fn enter_with(
+        g: &Gate,
+        o: &FakeOrigin,
+        v: &Stand,
+        user: &str,
+        body: &str,
+        cookie: Option<&str>,
+        now: i64,
+    ) -> Handled {
+        let auth = bearer(user);
+        let req = ApiRequest {
+            method: "POST",
+            path: "/api/events/e/entry",
+            authorization: Some(&auth),
+            content_type: Some("application/json"),
+            cookie,
+            remote_ip: Some("203.0.113.7"),
+            body: body.as_bytes(),
+            ..Default::default()
+        };
+        g.serve(o, &NoLimiter, v, &req, now, &|| now)
+            .now_or_never()
+            .expect("fakes never wait")
+    }
+
+    fn buy_with(g: &Gate, o: &FakeOrigin, user: &str, key: &str, ticket: Option<&str>) -> Handled {
+        let auth = bearer(user);
+        let req = ApiRequest {
+            entry: ticket,
+            ..order_req(&auth, key)
+        };
+        g.handle(o, &NoLimiter, &req, NOW, &|| NOW)
+            .now_or_never()
+            .expect("fakes never wait")
+    }
+
+    fn ticket_of(h: &Handled) -> String {
+        let b: Json = serde_json::from_str(&h.reply.body).unwrap();
+        b["ticket"].as_str().expect("a ticket").to_string()
+    }
+
+    #[test]
+    fn entry_issues_a_ticket_at_no_origin_cost() {
+        let (g, o, v) = (gate_with(&[]), FakeOrigin::default(), Stand::default());
+        o.push(Ok(view_scheduled())).push(Ok(view(10)));
+        let early = enter(&g, &o, &v, "alice", "", STARTS - 5_000);
+        assert_eq!(early.reply.status, 200, "{}", early.reply.body);
+        let t = ticket_of(&early);
+        let checked = verify_ticket(SECRET, &t, NOW).unwrap();
+        assert_eq!(
+            (
+                checked.event.as_str(),
+                checked.user.as_str(),
+                checked.window
+            ),
+            ("e", "alice", Window::Early)
+        );
+        // ends_at 2027-02-01T00:00:00Z, plus the grace hour.
+        assert_eq!(checked.exp, 1_801_440_000 + 3600);
+        let cookie = early.reply.header("set-cookie").unwrap();
+        assert!(cookie.starts_with(&format!("{ENTRY_COOKIE}={t}; Path=/api/events/e; HttpOnly; Secure; SameSite=Strict; Max-Age=")), "{cookie}");
+        let b: Json = serde_json::from_str(&early.reply.body).unwrap();
+        assert_eq!(
+            (b["early"].as_bool(), b["user"].as_str()),
+            (Some(true), Some("alice"))
+        );
+        // After the start: the second of arrival (a snapshot read: the cached one is stale).
+        let late = enter(&g, &o, &v, "bob", "{}", STARTS + 2_500);
+        let cached = enter(&g, &o, &v, "carol", "{}", STARTS + 2_900);
+        assert_eq!(cached.reply.status, 200, "from the cached snapshot");
+        // Started early by the operator (flag live before starts_at): the sale has begun, so
+        // an entry then is late, in its second of arrival.
+        let (g2, o2) = (gate_with(&[]), FakeOrigin::default());
+        o2.push(Ok(view(10)));
+        let started = enter(&g2, &o2, &v, "dave", "", STARTS - 60_000);
+        let st = verify_ticket(SECRET, &ticket_of(&started), NOW).unwrap();
+        assert_eq!(st.window, Window::Arrived(STARTS / 1000 - 60));
+        let lt = verify_ticket(SECRET, &ticket_of(&late), NOW).unwrap();
+        assert_eq!(lt.window, Window::Arrived(STARTS / 1000 + 2));
+        let b: Json = serde_json::from_str(&late.reply.body).unwrap();
+        assert_eq!(b["arrived_at"], "2027-01-01T00:00:02.000Z");
+        // Entering again with a good ticket keeps it: nobody is moved back by a reload.
+        let cookie = format!("{ENTRY_COOKIE}={t}");
+        let again = enter_with(&g, &o, &v, "alice", "", Some(&cookie), STARTS + 60_000);
+        assert_eq!(ticket_of(&again), t);
+        assert_eq!(
+            o.log.borrow().len(),
+            2,
+            "two snapshot reads in all, nothing else"
+        );
+        // bob and carol: alice's entry went out with the second read's report, and the
+        // re-issue is not counted.
+        assert_eq!(g.state.borrow_mut().take_report("e").get("entered"), 2);
+        assert!(
+            v.sent.borrow().is_empty(),
+            "no Turnstile without TURNSTILE_SECRET"
+        );
+    }
+
+    #[test]
+    fn entry_refusals() {
+        let (g, o, v) = (gate_with(&[]), FakeOrigin::default(), Stand::default());
+        let req = ApiRequest {
+            method: "POST",
+            path: "/api/events/e/entry",
+            ..Default::default()
+        };
+        let h = g
+            .serve(&o, &NoLimiter, &v, &req, NOW, &|| NOW)
+            .now_or_never()
+            .unwrap();
+        assert_eq!(code(&h), "unauthenticated");
+        assert_eq!(
+            code(&enter(&g, &o, &v, "u", "{not json", NOW)),
+            "invalid_json"
+        );
+        o.push(Ok(Value::Int(0)));
+        let h = enter(&g, &o, &v, "u", "", NOW);
+        assert_eq!((h.reply.status, code(&h).as_str()), (404, "unknown_event"));
+        let get = ApiRequest {
+            method: "GET",
+            path: "/api/events/e/entry",
+            ..Default::default()
+        };
+        let h = g
+            .serve(&o, &NoLimiter, &v, &get, NOW, &|| NOW)
+            .now_or_never()
+            .unwrap();
+        assert_eq!(
+            (h.reply.status, h.reply.header("allow")),
+            (405, Some("POST"))
+        );
+    }
+
+    #[test]
+    fn purchases_check_the_ticket_before_any_origin_command() {
+        let (g, o) = (gate_with(&[]), FakeOrigin::default());
+        let mine = |user: &str, event: &str, secret: &[u8]| {
+            mint_ticket(
+                secret,
+                &Ticket {
+                    event: event.into(),
+                    user: user.into(),
+                    window: Window::Early,
+                    exp: NOW / 1000 + 60,
+                },
+            )
+        };
+        let forged = mine("alice", "e", b"not-the-secret-at-all");
+        let bobs = mine("bob", "e", SECRET);
+        let other_sale = mine("alice", "other", SECRET);
+        let moved_up = mine("alice", "e", SECRET).replace(".0.", ".1.");
+        let expired = mint_ticket(
+            SECRET,
+            &Ticket {
+                event: "e".into(),
+                user: "alice".into(),
+                window: Window::Early,
+                exp: NOW / 1000,
+            },
+        );
+        for (t, why) in [
+            (forged.as_str(), "signature"),
+            (&bobs, "another user"),
+            (&other_sale, "another sale"),
+            (&moved_up, "signature"),
+            (&expired, "expired"),
+            ("garbage", "malformed"),
+        ] {
+            let h = buy_with(&g, &o, "alice", "key-00001", Some(t));
+            assert_eq!(
+                (h.reply.status, code(&h).as_str()),
+                (403, "bad_ticket"),
+                "{t}"
+            );
+            assert!(h.reply.body.contains(why), "{why}: {}", h.reply.body);
+            assert_eq!(h.record.as_ref().unwrap().at, Decided::Edge);
+        }
+        assert!(
+            o.log.borrow().is_empty(),
+            "no origin command for any of them"
+        );
+        // A good ticket, and no ticket (a late entry), both go through.
+        o.push(Ok(view(10))).push(Ok(placed(9))).push(Ok(placed(8)));
+        let good = mine("alice", "e", SECRET);
+        assert_eq!(
+            buy_with(&g, &o, "alice", "key-00002", Some(&good))
+                .reply
+                .status,
+            201
+        );
+        assert_eq!(
+            buy_with(&g, &o, "carol", "key-00003", None).reply.status,
+            201
+        );
+    }
+
+    #[test]
+    fn entries_that_need_siteverify_take_from_the_users_bucket() {
+        let g = gate_with(&[
+            ("TURNSTILE_SECRET", "sekret"),
+            ("TURNSTILE_VERIFY_URL", "http://stand.in/siteverify"),
+            ("RATE_LIMIT_PER_SEC", "1"),
+            ("RATE_LIMIT_BURST", "2"),
+        ]);
+        let o = FakeOrigin::default();
+        o.push(Ok(view(10)));
+        let fail = r#"{"success":false,"error-codes":["invalid-input-response"]}"#;
+        let v = Stand::with(&[Ok((200, fail)), Ok((200, fail)), Ok((200, fail))]);
+        let body = r#"{"turnstile":"bad"}"#;
+        assert_eq!(
+            code(&enter(&g, &o, &v, "mallory", body, NOW)),
+            "turnstile_failed"
+        );
+        assert_eq!(
+            code(&enter(&g, &o, &v, "mallory", body, NOW)),
+            "turnstile_failed"
+        );
+        let h = enter(&g, &o, &v, "mallory", body, NOW);
+        assert_eq!((h.reply.status, code(&h).as_str()), (429, "rate_limited"));
+        assert_eq!(
+            v.sent.borrow().len(),
+            2,
+            "the third was not sent to siteverify"
+        );
+        assert_eq!(
+            code(&enter(&g, &o, &v, "other", body, NOW)),
+            "turnstile_failed"
+        );
+    }
+
+    #[test]
+    fn turnstile_on_a_purchase_needs_a_ticket() {
+        let (g, o) = (turnstile_gate(), FakeOrigin::default());
+        let h = buy_with(&g, &o, "alice", "key-00001", None);
+        assert_eq!((h.reply.status, code(&h).as_str()), (403, "entry_required"));
+        assert!(o.log.borrow().is_empty(), "refused at no origin cost");
+    }
+
+    #[test]
+    fn turnstile_pass_fail_and_unavailable() {
+        let pass = r#"{"success":true,"error-codes":[]}"#;
+        let fail = r#"{"success":false,"error-codes":["invalid-input-response"]}"#;
+        let g = turnstile_gate();
+        let o = FakeOrigin::default();
+        o.push(Ok(view(10)));
+        // Pass: one check, with the secret, the token, the shopper's address and a key.
+        let v = Stand::with(&[Ok((200, pass))]);
+        let h = enter(&g, &o, &v, "alice", r#"{"turnstile":"tok-1"}"#, NOW);
+        assert_eq!(h.reply.status, 200, "{}", h.reply.body);
+        assert_eq!(
+            *v.sent.borrow(),
+            [
+                r#"{"secret":"sekret","response":"tok-1","remoteip":"203.0.113.7","idempotency_key":"key-0"}"#
+            ]
+        );
+        // The widget's own field name works too.
+        let v = Stand::with(&[Ok((200, pass))]);
+        let h = enter(
+            &g,
+            &o,
+            &v,
+            "bob",
+            r#"{"cf-turnstile-response":"tok-2"}"#,
+            NOW,
+        );
+        assert_eq!(h.reply.status, 200);
+        // Fail: Cloudflare's codes are passed on; no ticket.
+        let v = Stand::with(&[Ok((200, fail))]);
+        let h = enter(&g, &o, &v, "carol", r#"{"turnstile":"bad"}"#, NOW);
+        assert_eq!(
+            (h.reply.status, code(&h).as_str()),
+            (403, "turnstile_failed")
+        );
+        assert!(h.reply.header("set-cookie").is_none());
+        let b: Json = serde_json::from_str(&h.reply.body).unwrap();
+        assert_eq!(b["error"]["error_codes"][0], "invalid-input-response");
+        // No token: refused unsent.
+        let v = Stand::default();
+        let h = enter(&g, &o, &v, "carol", "{}", NOW);
+        assert_eq!(code(&h), "turnstile_failed");
+        assert!(v.sent.borrow().is_empty());
+        // A 5xx, then a pass: retried once, with the same idempotency key.
+        let v = Stand::with(&[Ok((502, "bad gateway")), Ok((200, pass))]);
+        let h = enter(&g, &o, &v, "dave", r#"{"turnstile":"tok-3"}"#, NOW);
+        assert_eq!(h.reply.status, 200);
+        let sent = v.sent.borrow();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0], sent[1], "the retry is the same verification");
+        drop(sent);
+        // Unreachable twice: fail closed, 503 with Retry-After, logged with its cause.
+        let v = Stand::with(&[Err("connection refused"), Err("connection refused")]);
+        let h = enter(&g, &o, &v, "erin", r#"{"turnstile":"tok-4"}"#, NOW);
+        assert_eq!(
+            (h.reply.status, code(&h).as_str()),
+            (503, "turnstile_unavailable")
+        );
+        assert!(h.reply.header("retry-after").is_some());
+        assert!(
+            !h.reply.body.contains("refused"),
+            "the cause stays in the log"
+        );
+        assert!(h.log.unwrap().error.unwrap().contains("connection refused"));
+        assert_eq!(v.sent.borrow().len(), 2);
+        // With no siteverify client at all (`Gate::handle`), Turnstile fails closed too.
+        let auth = bearer("frank");
+        let req = ApiRequest {
+            method: "POST",
+            path: "/api/events/e/entry",
+            authorization: Some(&auth),
+            body: br#"{"turnstile":"tok"}"#,
+            ..Default::default()
+        };
+        let h = g
+            .handle(&o, &NoLimiter, &req, NOW, &|| NOW)
+            .now_or_never()
+            .unwrap();
+        assert_eq!(code(&h), "turnstile_unavailable");
+        assert_eq!(
+            o.log.borrow().len(),
+            1,
+            "entries cost the one snapshot read"
+        );
     }
 }

@@ -101,7 +101,7 @@ pub(super) fn handle_dev_session(
     Ok(ApiReply::json(200, &body).with_header("set-cookie", cookie))
 }
 
-fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
     header?
         .split(';')
         .filter_map(|kv| kv.trim().split_once('='))

@@ -139,6 +139,7 @@ impl Fleet {
                 body: self.orders.body.as_bytes(),
                 declared_len: None,
                 roll: self.rng.borrow_mut().f64(),
+                ..ApiRequest::default()
             };
             let origin = self.origin(isolate);
             // Boxed, so that an intent waiting to retry holds no pipeline state.

@@ -1,6 +1,8 @@
 // flashgate sale page: one ES module, no dependencies, no build step.
-// It polls GET /api/events/{id} (edge-cached, ~1 s stale at most) and places orders with
-// POST /api/events/{id}/orders, one Idempotency-Key per purchase intent.
+// It polls GET /api/events/{id} (edge-cached, ~1 s stale at most), enters a signed-in shopper
+// in the sale with POST /api/events/{id}/entry (behind a Turnstile check when the sale names a
+// site key), and places orders with POST /api/events/{id}/orders, one Idempotency-Key per
+// purchase intent, carrying the entry ticket (header Flashgate-Entry; the HttpOnly cookie too).
 
 const EVENT_ID = new URLSearchParams(location.search).get('event') || 'demo';
 const EVENT_URL = `/api/events/${encodeURIComponent(EVENT_ID)}`;
@@ -14,6 +16,7 @@ const STATE_NEWS = {
 const FINAL_ERRORS = new Set(['invalid_request', 'invalid_json', 'unknown_event', 'unknown_item',
   'order_qty_limit', 'idempotency_key_reused']);
 const SECOND = 1000;
+const TURNSTILE_SCRIPT = 'https://challenges.cloudflare.com/turnstile/v0/api.js?render=explicit';
 const dateRange = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
 const app = {
@@ -27,6 +30,8 @@ const app = {
   loading: null,
   pollTimer: 0,
   startTimer: 0,
+  // The shopper's entry: phase 'none' | 'check' (waiting for Turnstile) | 'entering' | 'in' | 'retry' | 'closed'.
+  entry: { phase: 'none', user: null, ticket: null, early: false, problem: '', timer: 0, widget: null, waiting: [] },
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -150,6 +155,8 @@ function applyEvent(ev) {
   setText($('sale-caps'), `Limits: ${perDay} of each item per day, ${total} items in total, ${perOrder} per order.`);
   for (const item of ev.items) describeItem(app.cards.get(item.sku) ?? addCard(item.sku), item);
   armStartTimer(ev);
+  maybeEnter();
+  renderEntry();
   render();
 }
 
@@ -242,7 +249,10 @@ function itemView(item, ev, intent) {
   if (phase === 'inflight') return view('inflight', 'Buying…', true);
   if (item.sold_out || phase === 'sold_out') return view('sold-out', 'Sold out', true, intent.note || 'This item is sold out.');
   if (ev.state === 'ended') return view('ended', 'Sale ended', true, intent.orderId ? `Your order: ${intent.orderId}` : '');
-  if (phase === 'rate_limited') return view('rate-limited', `Busy, retrying in ${Math.ceil(Math.max(0, intent.retryAt - Date.now()) / SECOND)} s`, true);
+  const retryIn = () => Math.ceil(Math.max(0, intent.retryAt - Date.now()) / SECOND);
+  if (phase === 'rate_limited') return view('rate-limited', `Busy, retrying in ${retryIn()} s`, true);
+  if (phase === 'in_line') return view('in-line', `In line, retrying in ${retryIn()} s`, true);
+  if (phase === 'entering') return view('entering', 'Entering…', true);
   if (phase === 'unavailable' || phase === 'error') return view(phase, 'Retry', false);
   if (phase === 'item_limit') return view('item-limit', 'Daily limit reached', true);
   if (app.totalLimitReached) {
@@ -270,18 +280,22 @@ async function placeOrder(sku) {
   intent.key ??= newKey();   // kept until a final answer, so retries and replays reuse it
   Object.assign(intent, { phase: 'inflight', note: 'Placing your order…' });
   render();
-  const res = await api(`${EVENT_URL}/orders`, {
-    method: 'POST',
-    headers: { 'Idempotency-Key': intent.key },
-    body: { items: [{ sku, qty: 1 }] },
-  });
+  const headers = { 'Idempotency-Key': intent.key };
+  if (app.entry.ticket && app.entry.user === app.user) headers['Flashgate-Entry'] = app.entry.ticket;
+  const res = await api(`${EVENT_URL}/orders`, { method: 'POST', headers, body: { items: [{ sku, qty: 1 }] } });
   settle(sku, intent, outcome(res, intent));
 }
 
 function settle(sku, intent, result) {
   if (result.final) intent.key = null;
+  if (!result.reenter) intent.reentries = 0;
   Object.assign(intent, { phase: result.phase, note: result.note });
-  if (result.retryIn != null) {
+  if (result.reenter) {
+    // Enter (again), then retry the same order with the same key.
+    app.entry.ticket = null;
+    app.entry.waiting.push(() => placeOrder(sku));
+    enter();
+  } else if (result.retryIn != null) {
     intent.retryAt = Date.now() + result.retryIn;
     intent.timer = setTimeout(() => placeOrder(sku), result.retryIn);
   } else if (result.resetIn != null) {
@@ -307,9 +321,17 @@ function outcome(res, intent) {
       return { phase: 'rate_limited', retryIn: (res.retryAfter ?? SECOND) + jitter(SECOND / 2),
         note: 'Lots of shoppers right now. We will retry automatically and keep your place.' };
     case 'busy':
-      // Shed by admission control at the edge: same key, after Retry-After (already jittered).
-      return { phase: 'rate_limited', retryIn: (res.retryAfter ?? SECOND) + jitter(SECOND / 4),
-        note: 'So many shoppers that the store is letting them in a few at a time. We will retry automatically with the same order.' };
+      // Not admitted yet: the shopper's place in line and the wait, from the answer; same key,
+      // after Retry-After (already jittered).
+      return { phase: 'in_line', retryIn: (res.retryAfter ?? SECOND) + jitter(SECOND / 4), note: lineNote(res.data?.error) };
+    case 'entry_required':
+    case 'bad_ticket':
+      // No (good) entry ticket: enter, then retry with the same key (twice at most in a row).
+      intent.reentries = (intent.reentries ?? 0) + 1;
+      if (intent.reentries > 2) {
+        return { phase: 'error', note: 'Could not enter you in the sale. Reload the page and try again.' };
+      }
+      return { phase: 'entering', reenter: true, note: 'Entering you in the sale…' };
     case 'origin_unavailable':
       return { phase: 'unavailable', note: 'The store is briefly unavailable. Press Retry; you will not be charged twice.' };
     case 'order_expired':
@@ -338,6 +360,145 @@ function outcome(res, intent) {
   }
 }
 
+// What a 503 busy says about the shopper's place: "About N shoppers ahead of you; about S s".
+function lineNote(error) {
+  const ahead = Number(error?.place ?? error?.ahead);
+  const wait = Number(error?.wait_s);
+  const retry = 'We will keep your place and retry automatically with the same order.';
+  if (!Number.isFinite(ahead) || ahead < 0) return `You're in line. ${retry}`;
+  const who = ahead === 0 ? 'You are next' : `About ${ahead} shopper${ahead === 1 ? '' : 's'} ahead of you`;
+  const when = Number.isFinite(wait) && wait >= 0 ? `; about ${waitText(wait)}` : '';
+  return `${who}${when}. ${retry}`;
+}
+
+const waitText = (s) => (s < 120 ? `${Math.max(1, Math.round(s))} s` : `${Math.round(s / 60)} min`);
+
+// ---------------------------------------------------------------- entry
+// A signed-in shopper enters the sale on opening the page: before the start they join the
+// draw ("early"); after it, the line behind. The ticket is kept in memory only (the worker
+// also sets it as an HttpOnly cookie); re-entering with it keeps the place.
+function maybeEnter() {
+  const ev = app.event;
+  if (!ev || !app.user || ev.state === 'ended') return;
+  if (app.entry.user === app.user && app.entry.phase !== 'none') return;
+  enter();
+}
+
+function resetEntry() {
+  const { entry } = app;
+  clearTimeout(entry.timer);
+  if (entry.widget != null) window.turnstile?.remove(entry.widget);
+  Object.assign(entry, { phase: 'none', user: null, ticket: null, early: false, problem: '', widget: null, waiting: [] });
+  $('entry-check').hidden = true;
+  renderEntry();
+}
+
+async function enter() {
+  const { entry } = app;
+  if (!app.user || !app.event || entry.phase === 'entering' || entry.phase === 'check') return;
+  clearTimeout(entry.timer);
+  entry.user = app.user;
+  const siteKey = app.event.turnstile_site_key;
+  if (siteKey) {
+    entry.phase = 'check';
+    renderEntry();
+    return showCheck(siteKey);
+  }
+  return sendEntry({});
+}
+
+async function sendEntry(body) {
+  const { entry } = app;
+  const user = app.user;
+  entry.phase = 'entering';
+  renderEntry();
+  const headers = entry.ticket ? { 'Flashgate-Entry': entry.ticket } : {};
+  const res = await api(`${EVENT_URL}/entry`, { method: 'POST', body, headers });
+  if (user !== app.user) return;   // signed out or switched meanwhile
+  if (res.ok && res.data?.ticket) {
+    Object.assign(entry, { phase: 'in', ticket: res.data.ticket, early: res.data.early === true, problem: '' });
+    $('entry-check').hidden = true;
+    renderEntry();
+    const waiting = entry.waiting.splice(0);
+    for (const go of waiting) go();
+    return;
+  }
+  const code = errorCode(res);
+  if (code === 'unauthenticated') {
+    resetEntry();
+    return promptSignin();
+  }
+  if (code === 'ended' || code === 'unknown_event') {
+    entry.phase = 'closed';
+    return renderEntry();
+  }
+  entry.phase = 'retry';
+  entry.problem = code === 'turnstile_failed'
+    ? 'The check did not pass. Please try it again.'
+    : 'Could not enter the sale just now. Retrying…';
+  renderEntry();
+  if (code === 'turnstile_failed') {
+    entry.phase = 'check';
+    return showCheck(app.event.turnstile_site_key);
+  }
+  entry.timer = setTimeout(() => { entry.phase = 'none'; enter(); }, (res.retryAfter ?? 3 * SECOND) + jitter(SECOND));
+}
+
+// Cloudflare Turnstile, loaded and shown only when the sale names a site key.
+let turnstileLoading = null;
+function loadTurnstile() {
+  turnstileLoading ??= new Promise((ok, fail) => {
+    const script = document.createElement('script');
+    script.src = TURNSTILE_SCRIPT;
+    script.async = true;
+    script.onload = () => ok(window.turnstile);
+    script.onerror = () => { turnstileLoading = null; fail(new Error('turnstile')); };
+    document.head.append(script);
+  });
+  return turnstileLoading;
+}
+
+async function showCheck(siteKey) {
+  const { entry } = app;
+  const box = $('entry-check');
+  box.hidden = false;
+  let turnstile;
+  try {
+    turnstile = await loadTurnstile();
+  } catch {
+    entry.phase = 'retry';
+    entry.problem = 'Could not load the check. Retrying…';
+    renderEntry();
+    entry.timer = setTimeout(() => { entry.phase = 'none'; enter(); }, 5 * SECOND + jitter(SECOND));
+    return;
+  }
+  if (entry.widget != null) return turnstile.reset(entry.widget);
+  entry.widget = turnstile.render(box, {
+    sitekey: siteKey,
+    callback: (token) => sendEntry({ turnstile: token }),
+    'expired-callback': () => turnstile.reset(entry.widget),
+  });
+}
+
+function renderEntry() {
+  const { entry } = app;
+  const ev = app.event;
+  let text = '';
+  if (entry.phase === 'in') {
+    text = entry.early && ev?.state === 'scheduled'
+      ? "You're in. The line is drawn when the sale opens."
+      : entry.early ? "You're in: your place was drawn with the shoppers who entered before the start."
+        : "You're in line for this sale.";
+  } else if (entry.phase === 'check') {
+    text = entry.problem || 'Please complete the check below to enter the sale.';
+  } else if (entry.phase === 'entering') {
+    text = 'Entering the sale…';
+  } else if (entry.phase === 'retry') {
+    text = entry.problem;
+  }
+  setText(byTestId('entry-status'), app.user ? text : '');
+}
+
 // ---------------------------------------------------------------- session
 async function loadSession() {
   const res = await api('/api/session');
@@ -360,10 +521,13 @@ function setUser(user) {
     }
     app.totalLimitReached = false;
   }
+  if (user !== app.entry.user) resetEntry();
   app.user = user;
   setText(byTestId('whoami'), user ? `Signed in as ${user}` : 'Not signed in. Sign in to buy.');
   $('signout').hidden = !user;
   $('signin').hidden = Boolean(user) || !app.signinAvailable;
+  maybeEnter();
+  renderEntry();
   render();
 }
 
