@@ -38,6 +38,9 @@ const USERS: usize = 200;
 const CAP: u32 = 2;
 /// Shoppers buying at once.
 const CROWD: usize = 16;
+/// Shoppers who arrive once the link is cut (users `u<USERS>`...), one each: with acks on, the
+/// crowd's own retries replay orders placed before the cut, so these place the window's orders.
+const LATE: usize = 12;
 /// Orders the primary must have placed after its replication link was cut before it dies (at
 /// least; the window also lasts at least 300 ms). With acks on, each shopper retries a 503
 /// with the same key, which replays rather than places, so few new orders come in meanwhile.
@@ -207,8 +210,9 @@ async fn failover_under_a_crowd(acks: u32) -> Counts {
     ]));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let failed_over = Arc::new(AtomicBool::new(false));
+    let cut = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(90);
-    let crowd: Vec<_> = (0..CROWD)
+    let mut crowd: Vec<_> = (0..CROWD)
         .map(|t| {
             let users = (t..USERS).step_by(CROWD).collect();
             tokio::spawn(shopper(
@@ -221,11 +225,31 @@ async fn failover_under_a_crowd(acks: u32) -> Counts {
             ))
         })
         .collect();
+    crowd.extend((USERS..USERS + LATE).map(|u| {
+        let (w, event, tally, failed_over, cut) = (
+            w.clone(),
+            event.clone(),
+            tally.clone(),
+            failed_over.clone(),
+            cut.clone(),
+        );
+        tokio::spawn(async move {
+            while !cut.load(Ordering::SeqCst) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            shopper(w, event, vec![u], tally, failed_over, deadline).await
+        })
+    }));
 
     // The failover, on a thread of its own (it waits on redis-cli).
     let placed_in_window = Arc::new(AtomicU64::new(0));
     let cl = {
-        let (tally, failed_over, meta) = (tally.clone(), failed_over.clone(), meta.clone());
+        let (tally, failed_over, meta, cut) = (
+            tally.clone(),
+            failed_over.clone(),
+            meta.clone(),
+            cut.clone(),
+        );
         let placed = placed_in_window.clone();
         tokio::task::spawn_blocking(move || {
             assert!(
@@ -239,6 +263,7 @@ async fn failover_under_a_crowd(acks: u32) -> Counts {
             let killed = cl.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
             assert_eq!(killed.trim(), "1", "one replication link cut");
             let at_cut = sold_at(&cl, primary, &meta);
+            cut.store(true, Ordering::SeqCst);
             let t0 = Instant::now();
             assert!(
                 eventually(Duration::from_secs(10), || {
@@ -392,7 +417,7 @@ async fn failover_under_a_crowd(acks: u32) -> Counts {
         // No user over the cap, at the origin or in the database.
         // No user over the cap at the origin: the orders in each buyer's record.
         let mut per_user: BTreeMap<String, u32> = BTreeMap::new();
-        for u in 0..USERS {
+        for u in 0..USERS + LATE {
             let user = format!("u{u}");
             let h = np
                 .call(&Cmd::new(["HGETALL", &EventKeys::new(&event).user(&user)]))
