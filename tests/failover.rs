@@ -312,7 +312,7 @@ async fn failover_under_a_crowd(acks: u32) -> Counts {
         .unwrap();
     let at_origin = origin_order_ids(&np, &event).await;
     let sold_new_primary = sold_at(&cl, new_primary, &meta);
-    let t = tally.lock().unwrap();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     let lost: BTreeSet<&String> = t.ok.keys().filter(|id| !at_origin.contains(*id)).collect();
     // The buyer's own record of each 201 at the new primary (purchase.lua writes it in the
     // same step as the stream entry): agrees with the stream and the index.
