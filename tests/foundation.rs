@@ -165,6 +165,8 @@ fn openapi_lists_every_route_and_code() {
         "/api/events/{event}",
         "/api/events/{event}/entry",
         "/api/events/{event}/orders",
+        "/api/events/{event}/orders/{id}/pay",
+        "/api/events/{event}/orders/{id}/cancel",
         "/api/events/{event}/live",
         "/api/session",
         "/api/dev/session",
