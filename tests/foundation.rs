@@ -55,7 +55,12 @@ async fn page_health_and_unknown_paths() {
         ("DELETE", "/api/health", 405, "method_not_allowed"),
         ("PUT", "/api/events/demo/orders", 405, "method_not_allowed"),
         ("GET", "/api/events/demo/orders", 401, "unauthenticated"),
-        ("GET", "/api/events/demo/orders/o_1/pay", 405, "method_not_allowed"),
+        (
+            "GET",
+            "/api/events/demo/orders/o_1/pay",
+            405,
+            "method_not_allowed",
+        ),
     ] {
         let resp = c
             .request(method.parse().unwrap(), w.url(path))
