@@ -103,11 +103,12 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
     } else {
         req.bytes().await.unwrap_or_default()
     };
-    let (auth, cookie, ct, key) = (
+    let (auth, cookie, ct, key, entry) = (
         h.get("authorization")?,
         h.get("cookie")?,
         h.get("content-type")?,
         h.get("idempotency-key")?,
+        h.get("flashgate-entry")?,
     );
     let path = req.path();
     let url = req.inner().url();
@@ -119,6 +120,7 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         cookie: cookie.as_deref(),
         content_type: ct.as_deref(),
         idempotency_key: key.as_deref(),
+        entry: entry.as_deref(),
         body: &body,
         declared_len: declared,
         roll: js_sys::Math::random(),

@@ -63,6 +63,8 @@ pub struct ApiRequest<'a> {
     pub cookie: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
+    /// The `Flashgate-Entry` header: a signed entry ticket (`line::mint_ticket`).
+    pub entry: Option<&'a str>,
     pub body: &'a [u8],
     /// `Content-Length` as sent; the shell does not read bodies declared over the cap.
     pub declared_len: Option<usize>,

@@ -27,10 +27,12 @@ use super::{
 use crate::edge::{CapHit, KeyNews, Purchase};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::keys::EventKeys;
-use crate::model::{day_number, valid_id, State};
+use crate::line::{self, Window};
+use crate::model::{day_number, valid_id, Fairness, State};
 use crate::order::{self, Line, Order, OrderLine};
 use crate::origin::{Origin, OriginError};
 use crate::script::{Outcome, PurchaseCall, Snapshot, PURCHASE};
+use crate::threshold;
 use std::rc::Rc;
 
 /// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
@@ -44,6 +46,8 @@ struct Attempt<'a> {
     key: &'a str,
     lines: Vec<Line>,
     fingerprint: String,
+    /// The `Flashgate-Entry` header, unverified (see [`entry_window`]).
+    entry: Option<&'a str>,
 }
 
 /// What step 6 sends: the order's JSON, its deadline, and whether the key is fresh to this
@@ -52,6 +56,8 @@ struct Forward<'a> {
     order_json: &'a str,
     pay_by: i64,
     fresh: bool,
+    /// The entry window, for a `fairness = line` sale (counted and recorded at the origin).
+    window: Option<Window>,
 }
 
 /// A successful answer and the decision it counts as (placed or replayed).
@@ -179,6 +185,8 @@ async fn purchase<O: Origin, L: Limiter>(
 ) -> Result<Answer, Refusal> {
     rate_limit(gate, limiter, a, now).await?;
     let snap = event_snapshot(gate, origin, a, now).await?;
+    let window = entry_window(gate, a, &snap, now);
+    sight(gate, a, &snap, window);
     // No await from here to the cap check: a copy of this attempt that completes meanwhile
     // is seen as a placed key (a replay), never as caps used up.
     let known = match known_key(gate, a, now)? {
@@ -187,7 +195,7 @@ async fn purchase<O: Origin, L: Limiter>(
     };
     let trust_edge = matches!(known, Known::Fresh);
     let order_lines = check_snapshot(gate, a, &snap, trust_edge, now)?;
-    admit(gate, a, roll, now)?;
+    admit(gate, a, &snap, window, (roll, now))?;
     let pay_by = now + snap.meta.pay_within_ms;
     let order = Order::new(a.event, &a.user, a.key, order_lines, now, pay_by);
     let order_json = serde_json::to_string(&order).expect("orders serialize");
@@ -195,6 +203,7 @@ async fn purchase<O: Origin, L: Limiter>(
         order_json: &order_json,
         pay_by,
         fresh: trust_edge,
+        window: (snap.meta.fairness == Fairness::Line).then_some(window),
     };
     let outcome = forward(gate, origin, a, &call, now).await?;
     record(gate, a, &snap, &call, &outcome, now);
@@ -235,6 +244,7 @@ fn check_request<'a>(
         key,
         fingerprint: order::fingerprint(&lines),
         lines,
+        entry: req.entry,
     })
 }
 
@@ -351,17 +361,93 @@ fn check_snapshot(
     Ok(priced)
 }
 
-/// Step 5: forward this candidate, or shed it (503 `busy`, Retry-After 1 to 3 s, jittered so
-/// that shed attempts do not come back together).
-fn admit(gate: &Gate, a: &Attempt<'_>, roll: f64, now: i64) -> Result<(), Refusal> {
+/// The entry window of an attempt: the seam where a shopper's entry is read. For now a
+/// `Flashgate-Entry` ticket (`line::verify_ticket` against IDENTITY_SECRET) for this user and
+/// event gives its window; anything else is a late entry, at this moment.
+fn entry_window(gate: &Gate, a: &Attempt<'_>, snap: &Snapshot, now: i64) -> Window {
+    a.entry
+        .and_then(|t| line::verify_ticket(&gate.config.identity_secret, t, now).ok())
+        .filter(|t| t.user == a.user && t.event == a.event)
+        .map_or_else(|| Window::at(now, snap.meta.starts_at), |t| t.window)
+}
+
+/// Counts a sampled shopper into their window's entrants (`threshold::sampled`).
+fn sight(gate: &Gate, a: &Attempt<'_>, snap: &Snapshot, window: Window) {
+    if snap.meta.fairness == Fairness::Line && threshold::sampled(a.event, &a.user) {
+        let rank = window.rank(snap.meta.starts_at.div_euclid(1000));
+        gate.state
+            .borrow_mut()
+            .event_counts(a.event)
+            .sight(rank, &a.user);
+    }
+}
+
+/// Step 5: forward this candidate, or shed it (503 `busy`). With `fairness = line` a shopper
+/// is forwarded iff their place is below the line's threshold; the refusal says how many
+/// shoppers are ahead (`place`) and the wait (`wait_s`), and Retry-After is about that wait.
+/// With `fairness = attempt` (or a sale without a seed) each candidate gets the isolate's share
+/// (`fleet::Admission`), Retry-After 1 to 3 s, jittered so that shed attempts do not come
+/// back together.
+fn admit(
+    gate: &Gate,
+    a: &Attempt<'_>,
+    snap: &Snapshot,
+    window: Window,
+    (roll, now): (f64, i64),
+) -> Result<(), Refusal> {
     let mut st = gate.state.borrow_mut();
     st.event_counts(a.event).add("candidates", 1);
-    if !gate.config.admission || st.admit(a.event, roll, now) {
+    if !gate.config.admission {
         return Ok(());
     }
+    let line = match (snap.meta.fairness, &snap.seed) {
+        (Fairness::Line, Some(seed)) => Some(seed),
+        _ => None,
+    };
+    let busy = match line {
+        None if st.admit(a.event, roll, now) => return Ok(()),
+        None => {
+            let jitter = (roll * 7919.0).fract();
+            ApiError::busy(1 + (jitter * 3.0) as u64)
+        }
+        Some(seed) => {
+            let start = snap.meta.starts_at;
+            let key = line::place_key(seed, a.event, &a.user, window, start.div_euclid(1000));
+            let place = threshold::position(key);
+            let Some(state) = &snap.line else {
+                // The line has not advanced yet (its first tick is being claimed).
+                return Err(shed(&mut st, a, ApiError::busy(1)));
+            };
+            if place < state.admits_below(now, start) {
+                return Ok(());
+            }
+            let (ahead, wait) = threshold::ahead(state, &snap.entrants, place, now);
+            let remaining: u32 = snap.items.iter().map(|i| i.remaining()).sum();
+            let retry = if wait.is_finite() {
+                wait.round().clamp(1.0, 30.0) as u64
+            } else {
+                30
+            };
+            ApiError::busy(retry)
+                .with("place", ahead)
+                .with(
+                    "wait_s",
+                    if wait.is_finite() {
+                        wait.ceil() as u64
+                    } else {
+                        0
+                    },
+                )
+                .with("remaining", remaining)
+        }
+    };
+    Err(shed(&mut st, a, busy))
+}
+
+/// Counts a shed candidate.
+fn shed(st: &mut crate::edge::EdgeState, a: &Attempt<'_>, e: ApiError) -> Refusal {
     st.event_counts(a.event).add("shed", 1);
-    let jitter = (roll * 7919.0).fract();
-    Err(Refusal::edge(ApiError::busy(1 + (jitter * 3.0) as u64)))
+    Refusal::edge(e)
 }
 
 /// Step 6: one EVALSHA. Any failure after which the script may have run (silence, a cut-off
@@ -386,7 +472,10 @@ async fn forward<O: Origin>(
         lines: &a.lines,
         fresh: f.fresh,
     };
-    let (k, args) = call.keys_and_args();
+    let (k, args) = match f.window {
+        Some(w) => call.keys_and_args_in_line(w),
+        None => call.keys_and_args(),
+    };
     {
         let mut st = gate.state.borrow_mut();
         st.stats.forwarded += 1;
