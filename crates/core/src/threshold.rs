@@ -36,6 +36,13 @@ pub const HORIZON_MS: i64 = 2000;
 pub const HISTORY_SECS: i64 = 6 * 3600;
 /// One user in this many is sampled to count the entrants of each window.
 pub const SAMPLE: u64 = 4;
+/// The share of the fleet that must have reported in a second before the line enters that
+/// second's window: until then nobody knows how many arrived in it.
+pub const MIN_COVERAGE: f64 = 0.2;
+/// Bounds of the attempts an admitted shopper sends the origin, as learnt: shoppers who left
+/// send none (the line then runs faster), several tabs send more.
+pub const MIN_GAIN: f64 = 0.05;
+pub const MAX_GAIN: f64 = 4.0;
 /// The most sightings one isolate reports with one refresh.
 pub const MAX_SIGHTINGS: usize = 400;
 
@@ -228,8 +235,8 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let sec_ms = now.div_euclid(1000) * 1000;
     // Nobody is admitted before they arrived: the line stops at the end of this second's window.
     let here = Window::at(now, i.starts_at_ms).rank(start_sec);
-    // This second's window is entered only once some of the fleet has reported from it.
-    let counted = i.coverage > 0.0 || here == 0;
+    // This second's window is entered only once enough of the fleet has reported from it.
+    let counted = i.coverage >= MIN_COVERAGE || here == 0;
     let limit = here as f64 + if counted { 1.0 } else { 0.0 };
     let pos = prev.map_or(0.0, |p| p.threshold_at(now));
     // The threshold at the start of this second and the three before.
@@ -260,12 +267,13 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     // Gain: origin attempts last second per shopper admitted about half a second earlier.
     let mut gain = prev.map_or(1.0, |p| p.gain);
     if let (Some(f), Some(p)) = (i.origin_last_second, prev) {
-        let a1 = entrants.between(marks[2], marks[1]);
-        let a2 = entrants.between(marks[3], marks[2]);
+        // Admitted during the last second and the one before.
+        let a1 = entrants.between(marks[1], marks[0]);
+        let a2 = entrants.between(marks[2], marks[1]);
         let admitted = 0.5 * (a1 + a2);
         if admitted >= 20.0 && p.at_ms >= i.starts_at_ms + 2000 {
-            let observed = (f as f64 / admitted).clamp(0.25, 4.0);
-            gain = (0.5 * gain + 0.5 * observed).clamp(0.25, 4.0);
+            let observed = (f as f64 / admitted).clamp(MIN_GAIN, MAX_GAIN);
+            gain = (0.5 * gain + 0.5 * observed).clamp(MIN_GAIN, MAX_GAIN);
         }
     }
     let target = if i.remaining == 0 {
@@ -350,6 +358,15 @@ mod tests {
         assert!(s.reach() <= 4.0, "{}", s.reach());
         let again = advance(Some(&s), &inputs(&e, START + 2750, None));
         assert!(again.pos <= 4.0 && again.pos >= s.pos);
+        // Before a fifth of the fleet has reported in this second, nobody knows how many
+        // arrived in it: the line waits at its start, and is not open.
+        let blind = Inputs {
+            coverage: 0.01,
+            ..inputs(&e, START + 2100, None)
+        };
+        let b = advance(None, &blind);
+        assert!(b.reach() <= 3.0 && !b.open, "{b:?}");
+        assert!(b.admits_below(START + 2900, START) <= 3.0);
     }
 
     #[test]

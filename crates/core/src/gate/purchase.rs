@@ -1087,4 +1087,109 @@ mod tests {
         }
         assert!(o.log.borrow().is_empty());
     }
+
+    /// view.lua's reply (version 5) for a live `fairness = line` event with item A: 1,000 early
+    /// entrants, the line halfway through them and standing still, 100 shoppers a second.
+    fn line_view(seed: &crate::line::Seed) -> Value {
+        let spec: EventSpec = serde_json::from_value(json!({"id":"e","name":"E","starts_at":"2027-01-01T00:00:00Z","ends_at":"2027-02-01T00:00:00Z",
+            "items":[{"sku":"A","name":"A","price":100,"currency":"USD","stock":10}]}))
+        .unwrap();
+        let mut meta = spec.validate().unwrap().meta;
+        meta.flag = State::Live;
+        let flat = |v: Vec<(String, String)>| {
+            Value::Array(
+                v.into_iter()
+                    .flat_map(|(k, v)| [Value::Str(k), Value::Str(v)])
+                    .collect(),
+            )
+        };
+        let state = crate::threshold::LineState {
+            at_ms: NOW,
+            pos: 0.5,
+            speed: 0.0,
+            rate: 100.0,
+            gain: 1.0,
+            marks: [0.5; 4],
+            open: false,
+        };
+        let mut line: Vec<(String, String)> = state
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        line.push(("n:0".into(), "250".into()));
+        Value::Array(vec![
+            flat(
+                meta.to_fields()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+            flat(vec![("A".into(), "10".into())]),
+            flat(vec![("A".into(), "0".into())]),
+            Value::Int(0),
+            Value::Int(0),
+            flat(vec![]),
+            flat(vec![]),
+            Value::Str(seed.to_hex()),
+            flat(line),
+            Value::Int(0),
+            flat(vec![]),
+        ])
+    }
+
+    #[test]
+    fn the_line_forwards_places_below_its_threshold_and_tells_the_others_their_place() {
+        let seed = crate::line::Seed([9; 32]);
+        let (g, o) = (gate(), FakeOrigin::default());
+        o.push(Ok(line_view(&seed)));
+        let frac = |u: &str| crate::line::draw(&seed, "e", u) as f64 / 2f64.powi(64);
+        let users: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+        let first = users.iter().find(|u| frac(u) < 0.3).unwrap();
+        let back = users.iter().find(|u| frac(u) > 0.9).unwrap();
+        let ticket = |u: &str| {
+            let t = crate::line::Ticket {
+                event: "e".into(),
+                user: u.into(),
+                window: Window::Early,
+                exp: NOW / 1000 + 60,
+            };
+            crate::line::mint_ticket(b"0123456789abcdef", &t)
+        };
+        let at = |u: &str, entry: Option<&str>| {
+            let auth = bearer(u);
+            let req = ApiRequest {
+                entry,
+                ..order_req(&auth, "key-00001")
+            };
+            g.handle(&o, &NoLimiter, &req, NOW, &|| NOW)
+                .now_or_never()
+                .unwrap()
+        };
+        // Far back in the early window: busy, with about (0.9..1 − 0.5) × 1,000 ahead.
+        let t = ticket(back);
+        let h = at(back, Some(&t));
+        assert_eq!((h.reply.status, code(&h).as_str()), (503, "busy"));
+        let b: Json = serde_json::from_str(&h.reply.body).unwrap();
+        let place = b["error"]["place"].as_u64().unwrap();
+        let want = ((frac(back) - 0.5) * 1000.0).round() as u64;
+        assert_eq!(place, want, "{b}");
+        assert_eq!(b["error"]["wait_s"].as_u64(), Some(want.div_ceil(100)));
+        assert_eq!(b["error"]["remaining"].as_u64(), Some(10));
+        let retry: u64 = h.reply.header("retry-after").unwrap().parse().unwrap();
+        assert_eq!(retry, (want as f64 / 100.0).round().max(1.0) as u64);
+        // The same user without a ticket enters late: further back still, never ahead.
+        assert_eq!(code(&at(back, None)), "busy");
+        // Another user's ticket does not count: a late entry.
+        assert_eq!(code(&at(first, Some(&t))), "busy");
+        assert_eq!(o.log.borrow().len(), 1, "the view only");
+        // Below the threshold with their own ticket: forwarded, and the window goes along.
+        o.push(Ok(placed(9)));
+        let t = ticket(first);
+        assert_eq!(at(first, Some(&t)).reply.status, 201);
+        let log = o.log.borrow();
+        let sent = format!("{:?}", log.last().unwrap());
+        assert!(sent.contains("fg:{e}:fleet:1800000000"), "{sent}");
+        assert!(sent.contains("\"1:0\""), "fresh, early window: {sent}");
+    }
 }
