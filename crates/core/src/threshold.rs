@@ -30,6 +30,8 @@ pub const ADVANCE_MS: i64 = 250;
 /// The line starts this far ahead (in seconds of its rate): shoppers admitted come back
 /// within a Retry-After, so the origin's first second is not spent waiting for them.
 pub const LEAD_SECS: f64 = 0.5;
+/// The line may be open (everyone who has arrived admitted) only this long after the start.
+pub const OPEN_AFTER_MS: i64 = 5000;
 /// How far ahead of its state an isolate may extrapolate the threshold.
 pub const HORIZON_MS: i64 = 2000;
 /// The per-second threshold history kept at the origin for `verify-draw`: six hours.
@@ -40,8 +42,16 @@ pub const SAMPLE: u64 = 4;
 /// second's window: until then nobody knows how many arrived in it.
 pub const MIN_COVERAGE: f64 = 0.2;
 /// Bounds of the attempts an admitted shopper sends the origin, as learnt: shoppers who left
-/// send none (the line then runs faster), several tabs send more.
-pub const MIN_GAIN: f64 = 0.05;
+/// send none (the line then runs faster, at most twice its budget in shoppers), several tabs
+/// and several intents send more.
+pub const MIN_GAIN: f64 = 0.5;
+/// Bounds of the within-second correction of the rate.
+pub const MIN_PACE: f64 = 0.25;
+pub const MAX_PACE: f64 = 2.0;
+/// How much of the gain it had each advance keeps (the rest is the latest observation).
+pub const GAIN_SMOOTHING: f64 = 0.6;
+/// The gain is learnt once this many shoppers were admitted.
+pub const MIN_LEARNT: f64 = 30.0;
 pub const MAX_GAIN: f64 = 4.0;
 /// The most sightings one isolate reports with one refresh.
 pub const MAX_SIGHTINGS: usize = 400;
@@ -76,10 +86,15 @@ pub struct LineState {
     pub gain: f64,
     /// The threshold at the start of each of the last seconds: `marks[0]` at the start of
     /// the second of `at_ms`, `marks[1]` a second before, ...
-    pub marks: [f64; 4],
+    pub marks: [f64; 5],
     /// The line had caught up with the arrivals (few were waiting): shoppers are admitted as
     /// they arrive until the next advance.
     pub open: bool,
+    /// Where the line started, and the attempts the origin counted in each of the last
+    /// three whole seconds, the latest first, through Unix second `counted_sec`.
+    pub pos0: f64,
+    pub origin_recent: [u64; 3],
+    pub counted_sec: i64,
 }
 
 impl LineState {
@@ -94,7 +109,10 @@ impl LineState {
     pub fn admits_below(&self, now_ms: i64, starts_at_ms: i64) -> f64 {
         let t = self.threshold_at(now_ms);
         if self.open {
-            let here = Window::at(now_ms, starts_at_ms).rank(starts_at_ms.div_euclid(1000));
+            // Arrivals up to a second after the state, no later: a surge after that waits for
+            // the next advance.
+            let until = now_ms.min(self.at_ms + 1000);
+            let here = Window::at(until, starts_at_ms).rank(starts_at_ms.div_euclid(1000));
             t.max(here as f64 + 1.0)
         } else {
             t
@@ -117,23 +135,42 @@ impl LineState {
             ("gain", format!("{:.4}", self.gain)),
             (
                 "marks",
-                format!("{:.12} {:.12} {:.12} {:.12}", m[0], m[1], m[2], m[3]),
+                format!(
+                    "{:.12} {:.12} {:.12} {:.12} {:.12}",
+                    m[0], m[1], m[2], m[3], m[4]
+                ),
             ),
             ("open", u8::from(self.open).to_string()),
+            ("pos0", format!("{:.12}", self.pos0)),
+            (
+                "origin_recent",
+                format!(
+                    "{} {} {}",
+                    self.origin_recent[0], self.origin_recent[1], self.origin_recent[2]
+                ),
+            ),
+            ("counted_sec", self.counted_sec.to_string()),
         ]
     }
 
     /// The state in the line hash's fields; `None` before the first advance.
     pub fn from_fields(f: &HashMap<String, String>) -> Option<LineState> {
         let num = |k: &str| f.get(k)?.parse::<f64>().ok().filter(|x| x.is_finite());
-        let mut marks = [0.0; 4];
+        let mut marks = [0.0; 5];
         let parsed: Vec<f64> = (f.get("marks")?.split(' '))
             .filter_map(|x| x.parse().ok())
             .collect();
-        if parsed.len() != 4 {
+        if parsed.len() != 5 {
             return None;
         }
         marks.copy_from_slice(&parsed);
+        let mut origin_recent = [0u64; 3];
+        let recent: Vec<u64> = (f.get("origin_recent").map_or("", String::as_str).split(' '))
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if recent.len() == 3 {
+            origin_recent.copy_from_slice(&recent);
+        }
         Some(LineState {
             at_ms: f.get("at")?.parse().ok()?,
             pos: num("pos")?,
@@ -142,6 +179,9 @@ impl LineState {
             gain: num("gain")?,
             marks,
             open: f.get("open").is_some_and(|v| v == "1"),
+            pos0: num("pos0").unwrap_or(0.0),
+            origin_recent,
+            counted_sec: f.get("counted_sec").and_then(|v| v.parse().ok()).unwrap_or(0),
         })
     }
 }
@@ -218,6 +258,8 @@ pub struct Inputs<'a> {
     pub entrants: &'a Entrants,
     /// Purchase attempts the origin counted in the last whole second (`None`: unknown).
     pub origin_last_second: Option<u64>,
+    /// Purchase attempts the origin counted so far in the current second.
+    pub origin_this_second: Option<u64>,
     /// The share of the fleet that has reported since the current second began (0 to 1):
     /// how much of the current window the entrants count has seen.
     pub coverage: f64,
@@ -241,12 +283,12 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let pos = prev.map_or(0.0, |p| p.threshold_at(now));
     // The threshold at the start of this second and the three before.
     let marks = match prev {
-        None => [pos; 4],
+        None => [pos; 5],
         Some(p) => {
             let seconds = (sec_ms - p.at_ms.div_euclid(1000) * 1000) / 1000;
             let mut m = p.marks;
-            for _ in 0..seconds.clamp(0, 4) {
-                m = [0.0, m[0], m[1], m[2]];
+            for _ in 0..seconds.clamp(0, 5) {
+                m = [0.0, m[0], m[1], m[2], m[3]];
                 m[0] = p.threshold_at(sec_ms).max(m[1]);
             }
             m
@@ -264,16 +306,28 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
             *n /= 0.5 + 0.5 * cov;
         }
     }
-    // Gain: origin attempts last second per shopper admitted about half a second earlier.
+    // Gain: the origin's attempts per admitted shopper over the last three whole seconds,
+    // against the shoppers admitted over the three seconds half a second to a second
+    // earlier (they come back within a Retry-After).
+    let sec = now.div_euclid(1000);
+    let (mut recent, mut counted_sec) =
+        prev.map_or(([0; 3], sec - 1), |p| (p.origin_recent, p.counted_sec));
+    if let Some(f) = i.origin_last_second.filter(|_| counted_sec < sec - 1) {
+        let gap = (sec - 1 - counted_sec).clamp(1, 3) as usize;
+        for _ in 1..gap {
+            recent = [0, recent[0], recent[1]];
+        }
+        recent = [f, recent[0], recent[1]];
+        counted_sec = sec - 1;
+    }
     let mut gain = prev.map_or(1.0, |p| p.gain);
-    if let (Some(f), Some(p)) = (i.origin_last_second, prev) {
-        // Admitted during the last second and the one before.
-        let a1 = entrants.between(marks[1], marks[0]);
-        let a2 = entrants.between(marks[2], marks[1]);
-        let admitted = 0.5 * (a1 + a2);
-        if admitted >= 20.0 && p.at_ms >= i.starts_at_ms + 2000 {
-            let observed = (f as f64 / admitted).clamp(MIN_GAIN, MAX_GAIN);
-            gain = (0.5 * gain + 0.5 * observed).clamp(MIN_GAIN, MAX_GAIN);
+    if prev.is_some() && counted_sec == sec - 1 {
+        let f3: u64 = recent.iter().sum();
+        let a3 = 0.5 * (entrants.between(marks[4], marks[1]) + entrants.between(marks[3], marks[0]));
+        if a3 >= MIN_LEARNT && f3 > 0 {
+            let observed = (f3 as f64 / a3).clamp(MIN_GAIN, MAX_GAIN);
+            gain = (GAIN_SMOOTHING * gain + (1.0 - GAIN_SMOOTHING) * observed)
+                .clamp(MIN_GAIN, MAX_GAIN);
         }
     }
     let target = if i.remaining == 0 {
@@ -281,10 +335,22 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     } else {
         allowed(i.budget, i.remaining)
     };
-    let rate = target / gain;
-    let pos = match prev {
-        None => entrants.advance_by(pos, rate * LEAD_SECS, limit),
-        Some(_) => pos,
+    // Within the second: the origin's count so far against the budget's pro rata share
+    // brakes (or spurs) the line at once, before the gain has learnt anything.
+    let into = (now - sec_ms) as f64 / 1000.0;
+    let pace = match i.origin_this_second {
+        Some(c) if into >= 0.25 && target > 0.0 => {
+            (target * into / (c as f64).max(1.0)).clamp(MIN_PACE, MAX_PACE)
+        }
+        _ => 1.0,
+    };
+    let rate = target / gain * pace;
+    let (pos, pos0) = match prev {
+        None => {
+            let p = entrants.advance_by(pos, rate * LEAD_SECS, limit);
+            (p, p)
+        }
+        Some(prev) => (pos, prev.pos0),
     };
     let ahead = entrants.advance_by(pos, rate, limit);
     let waiting_here = entrants.0.get(&here).copied().unwrap_or(0.0);
@@ -295,7 +361,17 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
         rate,
         gain,
         marks,
-        open: counted && rate > 0.0 && ahead >= limit && waiting_here < rate,
+        // Open only in a sale that has run a while, with most of the fleet heard from this
+        // second and few arriving: a crowd still on its way (the first seconds) never finds
+        // the line open.
+        open: now - i.starts_at_ms >= OPEN_AFTER_MS
+            && i.coverage >= 0.5
+            && rate > 0.0
+            && ahead >= limit
+            && waiting_here < rate / 4.0,
+        pos0,
+        origin_recent: recent,
+        counted_sec,
     }
 }
 
@@ -329,6 +405,7 @@ mod tests {
             remaining: 3000,
             entrants: e,
             origin_last_second: origin,
+            origin_this_second: None,
             coverage: 1.0,
         }
     }
@@ -389,6 +466,15 @@ mod tests {
         };
         let t = advance(Some(&s), &low);
         assert!((t.rate * t.gain - 100.0).abs() < 1e-6);
+        // Halfway through a second the origin has counted 600 where 200 were due: the line
+        // slows to a third at once.
+        let hot = Inputs {
+            origin_this_second: Some(600),
+            ..inputs(&e, START + 20_500, None)
+        };
+        let braked = advance(Some(&t), &hot);
+        let plain = advance(Some(&t), &inputs(&e, START + 20_500, None));
+        assert!((braked.rate / plain.rate - 1.0 / 3.0).abs() < 1e-9);
         let none = Inputs {
             remaining: 0,
             ..low

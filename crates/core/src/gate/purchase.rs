@@ -35,6 +35,10 @@ use crate::script::{Outcome, PurchaseCall, Snapshot, PURCHASE};
 use crate::threshold;
 use std::rc::Rc;
 
+/// The longest Retry-After of a shopper waiting in line: they come back at about half their
+/// estimated wait, and at least this often, so that a line that speeds up finds them there.
+const MAX_LINE_RETRY_SECS: f64 = 5.0;
+
 /// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
 const LIMITER_RETRY_SECS: u64 = 10;
 
@@ -424,9 +428,9 @@ fn admit(
             let (ahead, wait) = threshold::ahead(state, &snap.entrants, place, now);
             let remaining: u32 = snap.items.iter().map(|i| i.remaining()).sum();
             let retry = if wait.is_finite() {
-                wait.round().clamp(1.0, 30.0) as u64
+                (wait / 2.0).floor().clamp(1.0, MAX_LINE_RETRY_SECS) as u64
             } else {
-                30
+                MAX_LINE_RETRY_SECS as u64
             };
             ApiError::busy(retry)
                 .with("place", ahead)
@@ -1109,8 +1113,11 @@ mod tests {
             speed: 0.0,
             rate: 100.0,
             gain: 1.0,
-            marks: [0.5; 4],
+            marks: [0.5; 5],
             open: false,
+            pos0: 0.0,
+            origin_recent: [0; 3],
+            counted_sec: 0,
         };
         let mut line: Vec<(String, String)> = state
             .to_fields()
@@ -1177,7 +1184,7 @@ mod tests {
         assert_eq!(b["error"]["wait_s"].as_u64(), Some(want.div_ceil(100)));
         assert_eq!(b["error"]["remaining"].as_u64(), Some(10));
         let retry: u64 = h.reply.header("retry-after").unwrap().parse().unwrap();
-        assert_eq!(retry, (want as f64 / 100.0).round().max(1.0) as u64);
+        assert_eq!(retry, (want as f64 / 200.0).floor().clamp(1.0, 5.0) as u64);
         // The same user without a ticket enters late: further back still, never ahead.
         assert_eq!(code(&at(back, None)), "busy");
         // Another user's ticket does not count: a late entry.

@@ -52,8 +52,9 @@ pub struct Orders {
     pub t0_ms: i64,
     pub end_ms: i64,
     pub seed: u64,
-    /// Each user's group (`plan::group_of`).
+    /// Each user's group (`plan::group_of`), and whether they enter before the start.
     pub groups: Vec<Group>,
+    pub early: Vec<bool>,
     /// Mean patience of a shopper in ms (exponential); `None`: the old script's retries.
     pub patience_ms: Option<f64>,
     /// A hammerer's retry interval (the per-user rate limit).
@@ -134,7 +135,7 @@ impl Fleet {
         let mut t = self.tickets.borrow_mut();
         t[user as usize]
             .get_or_insert_with(|| {
-                let window = if self.orders.groups[user as usize].early() {
+                let window = if self.orders.early[user as usize] {
                     Window::Early
                 } else {
                     Window::at(now, self.orders.t0_ms)
@@ -239,7 +240,7 @@ impl Fleet {
         let end = self.orders.t0_ms - 200;
         let from = now_ms();
         let early: Vec<u64> = (0..self.orders.groups.len() as u64)
-            .filter(|&u| self.orders.groups[u as usize].early())
+            .filter(|&u| self.orders.early[u as usize])
             .collect();
         let mut at: Vec<(i64, u64)> = early
             .iter()

@@ -116,16 +116,13 @@ pub struct Mix {
     pub early: f64,
 }
 
-/// User `u`'s group, fixed by the seed: hammerers first (a bot's accounts are consecutive
-/// users), then early entrants (half 10 min, half 10 s before), the rest late.
+/// User `u`'s group, fixed by the user number: hammerers, then among the others early entrants
+/// (half 10 min, half 10 s before), the rest late. Whether a user enters early is drawn
+/// independently of hammering ([`enters_early`]), so hammerers are early as often as anyone.
 pub fn group_of(u: u64, mix: Mix) -> Group {
-    let hammers = mix.hammer.clamp(0.0, 1.0);
-    // Spread the groups over the user numbers (users are cycled by intent), so each group
-    // sends intents on the same arrival curve.
-    let y = ((u.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64) / (1u64 << 53) as f64;
-    if y < hammers {
+    if unit(u, 0x9E37_79B9_7F4A_7C15) < mix.hammer.clamp(0.0, 1.0) {
         Group::Hammer
-    } else if y < hammers + (1.0 - hammers) * mix.early.clamp(0.0, 1.0) {
+    } else if enters_early(u, mix) {
         if u % 2 == 0 {
             Group::Early600
         } else {
@@ -134,6 +131,17 @@ pub fn group_of(u: u64, mix: Mix) -> Group {
     } else {
         Group::Late
     }
+}
+
+/// Whether user `u` enters before the start (hammerers too).
+pub fn enters_early(u: u64, mix: Mix) -> bool {
+    unit(u, 0xD1B5_4A32_D192_ED03) < mix.early.clamp(0.0, 1.0)
+}
+
+/// A uniform number in [0, 1) from `u` and a multiplier.
+fn unit(u: u64, m: u64) -> f64 {
+    let x = (u ^ (u >> 29)).wrapping_mul(m);
+    ((x ^ (x >> 32)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A shopper gives up once their place is more than this many times the units left.
@@ -409,6 +417,10 @@ mod tests {
         assert!((900..1100).contains(&n[&Group::Hammer]), "{n:?}");
         assert!((2100..2400).contains(&n[&Group::Early600]), "{n:?}");
         assert!((2100..2400).contains(&n[&Group::Early10]), "{n:?}");
+        let early_hammers = (0..10_000)
+            .filter(|&u| group_of(u, mix) == Group::Hammer && enters_early(u, mix))
+            .count();
+        assert!((400..600).contains(&early_hammers), "{early_hammers}");
         let skew = Skew::parse("0.5:0.05").unwrap();
         let mut rng = fastrand::Rng::with_seed(1);
         let few = (0..10_000)

@@ -6,7 +6,7 @@
 use super::fleet::{self, Orders};
 use super::measure::{self, pct, Readings};
 use super::meter::{sleep_until_ms, Meter, PING_MS};
-use super::plan::{arrivals, group_of, sale_spec, Crowd, Mix, Skew, SECRET};
+use super::plan::{arrivals, enters_early, group_of, sale_spec, Crowd, Mix, Skew, SECRET};
 use super::report::{group_rows, render_table, FairnessReport, Patience, Report};
 use crate::load::order_body;
 use flashgate_core::config::Config;
@@ -290,6 +290,7 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
     // A bot's accounts are consecutive users: all of them hammer, or none.
     let k = a.accounts_per_bot;
     let groups: Vec<_> = (0..a.users).map(|u| group_of(u / k, mix)).collect();
+    let early: Vec<bool> = (0..a.users).map(|u| enters_early(u / k, mix)).collect();
     let plan = arrivals(&crowd, &mut fastrand::Rng::with_seed(a.seed));
 
     let mut probed = RespConfig::from_url(origin, PROBE_TIMEOUT_MS)?;
@@ -315,6 +316,7 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         end_ms,
         seed: a.seed,
         groups: groups.clone(),
+        early,
         patience_ms: (a.patience_s > 0.0).then_some(a.patience_s * 1000.0),
         hammer_ms: 1000 / u64::from(a.rate_limit_per_sec.max(1)),
         skew: a.skew,
