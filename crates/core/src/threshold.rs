@@ -69,7 +69,7 @@ pub fn sampled(event: &str, user: &str) -> bool {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h % SAMPLE == 0
+    h.is_multiple_of(SAMPLE)
 }
 
 /// The line's state, as stored in the line hash (`LineState::to_fields`).
@@ -181,7 +181,10 @@ impl LineState {
             open: f.get("open").is_some_and(|v| v == "1"),
             pos0: num("pos0").unwrap_or(0.0),
             origin_recent,
-            counted_sec: f.get("counted_sec").and_then(|v| v.parse().ok()).unwrap_or(0),
+            counted_sec: f
+                .get("counted_sec")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         })
     }
 }
@@ -323,7 +326,8 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let mut gain = prev.map_or(1.0, |p| p.gain);
     if prev.is_some() && counted_sec == sec - 1 {
         let f3: u64 = recent.iter().sum();
-        let a3 = 0.5 * (entrants.between(marks[4], marks[1]) + entrants.between(marks[3], marks[0]));
+        let a3 =
+            0.5 * (entrants.between(marks[4], marks[1]) + entrants.between(marks[3], marks[0]));
         if a3 >= MIN_LEARNT && f3 > 0 {
             let observed = (f3 as f64 / a3).clamp(MIN_GAIN, MAX_GAIN);
             gain = (GAIN_SMOOTHING * gain + (1.0 - GAIN_SMOOTHING) * observed)

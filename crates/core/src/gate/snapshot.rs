@@ -91,21 +91,6 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
             coverage,
         },
     );
-    #[cfg(not(target_arch = "wasm32"))]
-    if std::env::var_os("FLASHGATE_LINE_DEBUG").is_some() {
-        eprintln!(
-            "line t={} cov={:.2} origin_last={:?} n={:?} -> pos={:.4} speed={:.4} rate={:.0} gain={:.2} open={}",
-            now - s.meta.starts_at,
-            coverage,
-            origin_count(&s, sec - 1),
-            s.entrants.0,
-            next.pos,
-            next.speed,
-            next.rate,
-            next.gain,
-            next.open
-        );
-    }
     // What any isolate could use with this state, an open line's arrivals included.
     let mut reach = next.reach();
     if next.open {

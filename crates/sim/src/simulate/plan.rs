@@ -103,9 +103,6 @@ impl Group {
             Group::Hammer => "hammer",
         }
     }
-    pub fn early(self) -> bool {
-        matches!(self, Group::Early600 | Group::Early10)
-    }
     pub const ALL: [Group; 4] = [Group::Late, Group::Early600, Group::Early10, Group::Hammer];
 }
 
@@ -123,7 +120,7 @@ pub fn group_of(u: u64, mix: Mix) -> Group {
     if unit(u, 0x9E37_79B9_7F4A_7C15) < mix.hammer.clamp(0.0, 1.0) {
         Group::Hammer
     } else if enters_early(u, mix) {
-        if u % 2 == 0 {
+        if u.is_multiple_of(2) {
             Group::Early600
         } else {
             Group::Early10
