@@ -137,9 +137,10 @@ for i = 1, n do
   mfields[6 + 2 * i] = 'stock:' .. sku
   mfields[7 + 2 * i] = 'sold:' .. sku
 end
+mfields[8 + 2 * n] = 'fairness'
 local meta = redis.call('HMGET', KEYS[1], unpack(mfields))
 if not meta[1] then return {2} end
-if KEYS[4] then count(redis.call('HGET', KEYS[1], 'fairness')) end
+count(meta[8 + 2 * n])
 if fresh then
   for i = 1, n do
     local stock, qty = meta[6 + 2 * i], tonumber(ARGV[5 + 2 * i])
