@@ -44,10 +44,10 @@ pub const MIN_COVERAGE: f64 = 0.2;
 /// Bounds of the attempts an admitted shopper sends the origin, as learnt: shoppers who left
 /// send none (the line then runs faster, at most twice its budget in shoppers), several tabs
 /// and several intents send more.
-pub const MIN_GAIN: f64 = 0.5;
+pub const MIN_GAIN: f64 = 0.7;
 /// Bounds of the within-second correction of the rate.
 pub const MIN_PACE: f64 = 0.25;
-pub const MAX_PACE: f64 = 2.0;
+pub const MAX_PACE: f64 = 1.25;
 /// How much of the gain it had each advance keeps (the rest is the latest observation).
 pub const GAIN_SMOOTHING: f64 = 0.6;
 /// The gain is learnt once this many shoppers were admitted.
