@@ -65,6 +65,8 @@ async fn until<F: AsyncFnMut() -> bool>(what: &str, mut probe: F) -> Duration {
 async fn a_crowd_over_the_budget_is_shed_at_the_edge_and_let_in_again() {
     let mut s = spec("adm", &[("A", 1000)], -1000, (1, 1, 1));
     s.origin_budget = 100;
+    // The per-attempt lottery (tests/line.rs has the line).
+    s.fairness = flashgate_core::model::Fairness::Attempt;
     let sale = Sale::start(s, &[("ADMISSION", "on")]).await;
     let o = &sale.origin;
     // One attempt goes through: the isolate now has a snapshot and reports its counts.

@@ -290,11 +290,11 @@ async fn cluster_through_the_worker() {
 /// (forged, tampered, expired or missing tokens).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_origin_command_per_attempt_and_none_for_401() {
-    let sale = Sale::start(
-        spec("ones", &[("A", 1000), ("B", 1000)], -1000, (1, 100, 1)),
-        &[("EDGE_CACHE_MS", "60000")],
-    )
-    .await;
+    // The per-attempt lottery: with `fairness = line` purchase.lua also counts each attempt
+    // for the line's controller (one HINCRBY inside the script, an EXPIRE once a second).
+    let mut s = spec("ones", &[("A", 1000), ("B", 1000)], -1000, (1, 100, 1));
+    s.fairness = flashgate_core::model::Fairness::Attempt;
+    let sale = Sale::start(s, &[("EDGE_CACHE_MS", "60000")]).await;
     // Warm up: script cached, event snapshot cached.
     assert_eq!(sale.buy("warm", "key-warm-01", &["A"]).await.status, 201);
 

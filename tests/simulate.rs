@@ -107,6 +107,20 @@ fn a_small_fleet_sells_out_exactly_and_the_origin_counts_every_purchase() {
         None => assert_eq!(num(&r, "forwarded_after_sellout"), 0, "{r}"),
     }
 
+    // Who won, by group: one group here (everyone arrives late and waits), fair by definition.
+    assert_eq!(
+        r["fairness"]["mode"], "line",
+        "the default for a fresh event"
+    );
+    let groups = r["fairness"]["groups"].as_array().expect("fairness.groups");
+    assert_eq!(groups.len(), 1, "{r}");
+    let g = &groups[0];
+    assert_eq!((g["name"].as_str(), num(g, "users")), (Some("late"), 300));
+    assert_eq!(num(g, "won"), 50);
+    assert!(num(g, "attempts") >= 600);
+    assert_eq!(g["win_ratio"].as_f64(), Some(1.0));
+    assert!(r["patience"]["gave_up"].is_u64() && r["patience"]["mean_s"].as_f64() == Some(60.0));
+
     // The event is real: the origin holds it and its sales.
     let event = r["event"].as_str().unwrap();
     let sold = redis.cli(&["HGET", &format!("fg:{{{event}}}:meta"), "sold:A"]);
@@ -127,4 +141,48 @@ fn an_unreachable_origin_is_one_sentence() {
         "{err}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_mixed_crowd_is_reported_by_group() {
+    let redis = common::Redis::start();
+    let r = simulate(
+        &redis,
+        &[
+            "--isolates",
+            "10",
+            "--users",
+            "400",
+            "--attempts",
+            "800",
+            "--stock",
+            "40",
+            "--budget",
+            "50",
+            "--seconds",
+            "8",
+            "--hammer-share",
+            "0.2",
+            "--early-share",
+            "0.5",
+            "--patience-s",
+            "30",
+        ],
+    );
+    assert_eq!((num(&r, "sold"), num(&r, "oversold")), (40, 0), "{r}");
+    let groups = r["fairness"]["groups"].as_array().expect("fairness.groups");
+    let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+    assert_eq!(names, ["late", "early_10min", "early_10s", "hammer"], "{r}");
+    let users: u64 = groups.iter().map(|g| num(g, "users")).sum();
+    let won: u64 = groups.iter().map(|g| num(g, "won")).sum();
+    assert_eq!(users, 400);
+    assert_eq!(won, r["intents"]["placed"].as_u64().unwrap(), "{r}");
+    // The early entrants were in line before the start: they won at least their share.
+    let early: u64 = groups[1..3].iter().map(|g| num(g, "won")).sum();
+    let early_users: u64 = groups[1..3].iter().map(|g| num(g, "users")).sum();
+    assert!(
+        early as f64 / won as f64 >= early_users as f64 / users as f64 * 0.9,
+        "{r}"
+    );
+    assert_eq!(r["patience"]["mean_s"].as_f64(), Some(30.0));
 }

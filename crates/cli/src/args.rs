@@ -101,6 +101,13 @@ pub(crate) enum EventCmd {
     End { id: String },
     /// Change the purchase attempts per second the origin should see, live.
     Budget { id: String, attempts_per_sec: u32 },
+    /// Recompute every order's place in line from the revealed seed, and check that no order
+    /// was placed for a shopper whose place had not come up (exit 1 if one was).
+    VerifyDraw {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stock, sold and remaining per item, and orders queued.
     Status {
         id: String,
@@ -187,6 +194,10 @@ pub(crate) struct CreateArgs {
     /// Recreate the event if it exists (clears its sales, buyers and orders).
     #[arg(long)]
     pub(crate) replace: bool,
+    /// `line` (a place in line per shopper, drawn at the start) or `attempt` (a chance per
+    /// attempt).
+    #[arg(long, default_value = "line", value_parser = ["line", "attempt"])]
+    pub(crate) fairness: String,
 }
 
 pub(crate) fn spec_from_flags(a: &CreateArgs) -> Result<EventSpec, String> {
@@ -234,5 +245,6 @@ pub(crate) fn spec_from_flags(a: &CreateArgs) -> Result<EventSpec, String> {
         items,
         pay_within: a.pay_within,
         origin_budget: a.origin_budget,
+        fairness: flashgate_core::model::Fairness::parse(&a.fairness).unwrap_or_default(),
     })
 }

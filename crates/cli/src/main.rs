@@ -76,6 +76,29 @@ async fn run(cli: Cli) -> Result<(), String> {
             ops::set_budget(&origin()?, &id, attempts_per_sec).await?;
             println!("event {id}: the origin budget is now {attempts_per_sec} attempts/s; the edge follows within a second");
         }
+        Command::Event(EventCmd::VerifyDraw { id, json }) => {
+            let r = flashgate_core::draw::verify_draw(&origin()?, &id, now_ms()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "event {id}: seed {} matches commitment {}\n{} orders in turn, {} out of turn, {} without a window (not checked)",
+                    r.seed, r.commitment, r.in_turn, r.out_of_turn.len(), r.unchecked
+                );
+                for c in &r.out_of_turn {
+                    println!(
+                        "  out of turn: order {} of {} (window {}, place {:.6}) placed at {} when the line was at most {:.6}",
+                        c.order, c.user, c.window, c.place, format_ms(c.created_ms), c.threshold
+                    );
+                }
+            }
+            if !r.out_of_turn.is_empty() {
+                return Err(format!(
+                    "{} orders of event {id} were placed out of turn",
+                    r.out_of_turn.len()
+                ));
+            }
+        }
         Command::Event(EventCmd::Status {
             id,
             json,

@@ -588,12 +588,19 @@ mod tests {
                 }],
                 pay_within_ms: 900_000,
                 origin_budget: 1000,
+                fairness: crate::model::Fairness::Attempt,
+                commitment: None,
             },
             items: vec![ItemView { stock: 10, sold: 0 }],
             stream_len: 0,
             pending: 0,
             fleet: None,
             cancels: 0,
+            fleet_now: Default::default(),
+            seed: None,
+            line: None,
+            entrants: Default::default(),
+            claimed: false,
         }
     }
 

@@ -35,7 +35,7 @@
 //! every refresh.
 
 use crate::decision::{Decided, Decision};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The origin should see at most this many attempts per second per unit left.
 pub const STOCK_MULTIPLE: f64 = 2.0;
@@ -51,6 +51,8 @@ pub const BURST_SECS: f64 = 0.2;
 pub struct Counts {
     named: BTreeMap<&'static str, u64>,
     decisions: BTreeMap<(Decided, Decision), u64>,
+    /// Sampled users seen per window rank (`threshold::sampled`), for the line's entrants.
+    sightings: BTreeSet<(u64, String)>,
 }
 
 impl Counts {
@@ -64,7 +66,16 @@ impl Counts {
         *self.decisions.entry((at, decision)).or_insert(0) += 1;
     }
 
+    /// A sampled user seen in the window of `rank` (reported at most
+    /// `threshold::MAX_SIGHTINGS` at a time; the rest wait for the next report).
+    pub fn sight(&mut self, rank: u64, user: &str) {
+        if self.sightings.len() < 4 * crate::threshold::MAX_SIGHTINGS {
+            self.sightings.insert((rank, user.to_string()));
+        }
+    }
+
     pub fn merge(&mut self, other: Counts) {
+        self.sightings.extend(other.sightings);
         for (k, v) in other.named {
             self.add(k, v);
         }
@@ -86,12 +97,17 @@ impl Counts {
         self.by_name().get(name).copied().unwrap_or(0)
     }
 
-    /// view.lua's report arguments: `name count ...`, with `reports 1` first.
+    /// view.lua's report arguments: `name count ...`, with `reports 1` first, then the
+    /// sightings as `@<rank>:<user> 1` (at most `threshold::MAX_SIGHTINGS`).
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec!["reports".to_string(), "1".to_string()];
         for (k, v) in self.by_name() {
             a.push(k);
             a.push(v.to_string());
+        }
+        for (rank, user) in self.sightings.iter().take(crate::threshold::MAX_SIGHTINGS) {
+            a.push(format!("@{rank}:{user}"));
+            a.push("1".to_string());
         }
         a
     }

@@ -41,6 +41,31 @@ impl EventKeys {
         format!("{}user:{user}", self.prefix)
     }
 
+    /// String: the event's draw seed (64 hex digits), made at creation. The edge reads it
+    /// (view.lua) only from the start on.
+    pub fn seed(&self) -> String {
+        format!("{}seed", self.prefix)
+    }
+
+    /// Hash: the line (`threshold::LineState::to_fields`), `claimed` (the last advance tick
+    /// claimed, in units of `threshold::ADVANCE_MS`) and `n:<rank>` (sampled entrants of each
+    /// window).
+    pub fn line(&self) -> String {
+        format!("{}line", self.prefix)
+    }
+
+    /// Hash: `<rank>:<user>` → 1 for each sampled user seen in a window (deduplicates the
+    /// entrants count).
+    pub fn line_seen(&self) -> String {
+        format!("{}line:seen", self.prefix)
+    }
+
+    /// Hash: Unix second → the highest threshold the fleet could use in it (line.lua), kept
+    /// `threshold::HISTORY_SECS`, for `flashgate event verify-draw`.
+    pub fn line_history(&self) -> String {
+        format!("{}line:history", self.prefix)
+    }
+
     /// Hash: the fleet's counts reported during Unix second `sec` (counter → sum), kept for
     /// [`FLEET_TTL_SECS`].
     pub fn fleet(&self, sec: i64) -> String {
@@ -74,6 +99,10 @@ mod tests {
         assert_eq!(k.stream, "fg:{demo}:stream");
         assert_eq!(k.user("alice"), "fg:{demo}:user:alice");
         assert_eq!(k.fleet(1_800_000_000), "fg:{demo}:fleet:1800000000");
+        assert_eq!(k.seed(), "fg:{demo}:seed");
+        assert_eq!(k.line(), "fg:{demo}:line");
+        assert_eq!(k.line_seen(), "fg:{demo}:line:seen");
+        assert_eq!(k.line_history(), "fg:{demo}:line:history");
     }
 
     #[test]

@@ -201,6 +201,40 @@ pub struct EventMeta {
     /// Purchase attempts per second the event's origin shard should see at most; the edge
     /// fleet sheds the rest (admission control). The operator may change it live.
     pub origin_budget: u32,
+    /// How the edge chooses whom to forward when the origin is at its budget.
+    pub fairness: Fairness,
+    /// The SHA-256 (hex) of the event's draw seed (`line::commitment`), public from creation
+    /// on; `None` for events created before the line.
+    pub commitment: Option<String>,
+}
+
+/// How admission chooses among shoppers (the event's `fairness`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fairness {
+    /// A place in line per shopper, drawn at the start (see `line`, `threshold`): the default
+    /// for new events.
+    #[default]
+    Line,
+    /// A chance per attempt (the per-attempt lottery of `fleet::Admission`): events created
+    /// before the line, or a shop's choice.
+    Attempt,
+}
+
+impl Fairness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fairness::Line => "line",
+            Fairness::Attempt => "attempt",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Fairness> {
+        match s {
+            "line" => Some(Fairness::Line),
+            "attempt" => Some(Fairness::Attempt),
+            _ => None,
+        }
+    }
 }
 
 /// The origin budget of an event created without one: attempts per second.
@@ -233,7 +267,11 @@ impl EventMeta {
             ),
             ("pay_within_ms", self.pay_within_ms.to_string()),
             ("origin_budget", self.origin_budget.to_string()),
+            ("fairness", self.fairness.as_str().to_string()),
         ]
+        .into_iter()
+        .chain(self.commitment.clone().map(|c| ("commitment", c)))
+        .collect()
     }
 
     pub fn from_fields(f: &HashMap<String, String>) -> Result<EventMeta, String> {
@@ -269,6 +307,13 @@ impl EventMeta {
                 Some(_) => num(f, "origin_budget")?,
                 None => DEFAULT_ORIGIN_BUDGET,
             },
+            // Events stored before the line keep the per-attempt lottery.
+            fairness: match f.get("fairness") {
+                Some(v) => Fairness::parse(v)
+                    .ok_or_else(|| "event field fairness is not line or attempt".to_string())?,
+                None => Fairness::Attempt,
+            },
+            commitment: f.get("commitment").cloned(),
         })
     }
 }
@@ -292,6 +337,9 @@ pub struct EventSpec {
     /// Purchase attempts per second the origin should see at most (default 5000).
     #[serde(default = "default_origin_budget")]
     pub origin_budget: u32,
+    /// `line` (default) or `attempt`.
+    #[serde(default)]
+    pub fairness: Fairness,
 }
 
 fn default_origin_budget() -> u32 {
@@ -398,6 +446,8 @@ impl EventSpec {
                 items,
                 pay_within_ms: i64::from(self.pay_within) * 1000,
                 origin_budget: self.origin_budget,
+                fairness: self.fairness,
+                commitment: None,
             },
             stock,
         })

@@ -61,6 +61,14 @@ pub async fn create<O: Origin>(o: &O, spec: &EventSpec, replace: bool) -> Result
     {
         call(o, vec!["DEL".into(), key.clone()]).await?;
     }
+    for key in [k.line(), k.line_seen(), k.line_history()] {
+        call(o, vec!["DEL".into(), key]).await?;
+    }
+    // The draw's seed: secret at the origin until the start; its commitment is public.
+    let seed = random_seed()?;
+    call(o, vec!["SET".into(), k.seed(), seed.to_hex()]).await?;
+    let mut ev = ev;
+    ev.meta.commitment = Some(crate::line::commitment(&seed));
     let mut hset = vec!["HSET".to_string(), k.meta.clone()];
     for (f, v) in ev.meta.to_fields() {
         hset.push(f.to_string());
@@ -72,6 +80,20 @@ pub async fn create<O: Origin>(o: &O, spec: &EventSpec, replace: bool) -> Result
     }
     call(o, hset).await?;
     Ok(ev)
+}
+
+/// 32 bytes from the operating system's random source.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn random_seed() -> Result<crate::line::Seed, String> {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).map_err(|e| format!("cannot draw a seed: {e}"))?;
+    Ok(crate::line::Seed(b))
+}
+
+/// Events are created by the native programs only.
+#[cfg(target_arch = "wasm32")]
+pub fn random_seed() -> Result<crate::line::Seed, String> {
+    Err("events are created with the flashgate CLI".into())
 }
 
 /// Deletes the per-user hashes of an event (SCAN on the node that owns the event's slot).

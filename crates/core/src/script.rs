@@ -11,10 +11,12 @@
 
 use crate::fleet::{parse_counts, FleetFigures};
 use crate::keys::{EventKeys, FLEET_TTL_SECS};
+use crate::line::Seed;
 use crate::model::{EventMeta, State};
 /// One order line (defined with the order it belongs to; the script takes it as is).
 pub use crate::order::Line;
 use crate::origin::{Origin, OriginError, Script, Value};
+use crate::threshold::{Entrants, LineState, ADVANCE_MS, HISTORY_SECS};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -27,6 +29,8 @@ pub static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new("settle.lua", include_str!("lua/settle.lua")));
 pub static LIVE: LazyLock<Script> =
     LazyLock::new(|| Script::new("live.lua", include_str!("lua/live.lua")));
+pub static LINE: LazyLock<Script> =
+    LazyLock::new(|| Script::new("line.lua", include_str!("lua/line.lua")));
 pub static TRACK: LazyLock<Script> =
     LazyLock::new(|| Script::new("track.lua", include_str!("lua/track.lua")));
 
@@ -64,6 +68,18 @@ impl PurchaseCall<'_> {
             args.push(l.sku.clone());
             args.push(l.qty.to_string());
         }
+        (keys, args)
+    }
+}
+
+impl PurchaseCall<'_> {
+    /// KEYS and ARGV for an attempt in a `fairness = line` sale: the second's fleet bucket
+    /// (where purchase.lua counts the attempts that reach the origin) and the attempt's entry
+    /// window (recorded with a placed order, for `verify-draw`).
+    pub fn keys_and_args_in_line(&self, window: crate::line::Window) -> (Vec<String>, Vec<String>) {
+        let (mut keys, mut args) = self.keys_and_args();
+        keys.push(self.keys.fleet(self.now_ms.div_euclid(1000)));
+        args[4] = format!("{}:{}", args[4], window.as_u64());
         (keys, args)
     }
 }
@@ -297,6 +313,15 @@ pub struct Snapshot {
     /// gives counters back before the order's deadline, so what an isolate learnt of users
     /// and keys under another count may be stale (src/edge.rs).
     pub cancels: u64,
+    /// The fleet's figures of the second the snapshot was read in, so far.
+    pub fleet_now: FleetFigures,
+    /// The draw's seed: `None` before the start (and for events created before the line).
+    pub seed: Option<Seed>,
+    /// The line's threshold (`None` before its first advance) and entrants per window.
+    pub line: Option<LineState>,
+    pub entrants: Entrants,
+    /// This read claimed the line's advance tick: the reader advances the line.
+    pub claimed: bool,
 }
 
 impl Snapshot {
@@ -331,7 +356,10 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
         return Ok(None);
     }
     let bad = || OriginError::may_have_run(format!("view.lua gave an unexpected reply: {v:?}"));
-    let a = v.as_array().filter(|a| a.len() == 7).ok_or_else(bad)?;
+    // 11 members since view.lua version 5; a version 4 reply (7) has no line.
+    let a = (v.as_array())
+        .filter(|a| a.len() == 11 || a.len() == 7)
+        .ok_or_else(bad)?;
     let fields = pairs(&a[0]).ok_or_else(bad)?;
     let meta = EventMeta::from_fields(&fields).map_err(|e| {
         OriginError::may_have_run("view.lua read a bad event hash").caused_by_msg(e)
@@ -358,6 +386,10 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
         let counts = parse_counts(a[i].as_array()?);
         (counts.get("reports").copied().unwrap_or(0) > 0).then_some((i, counts))
     });
+    let empty = Value::Array(vec![]);
+    let at = |i: usize| a.get(i).unwrap_or(&empty);
+    let line = pairs(at(8)).ok_or_else(bad)?;
+    let now_counts = at(10).as_array().map(parse_counts).ok_or_else(bad)?;
     Ok(Some(Snapshot {
         meta,
         items,
@@ -368,10 +400,50 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
             counts,
         }),
         cancels,
+        fleet_now: FleetFigures {
+            second,
+            counts: now_counts,
+        },
+        seed: at(7).as_str().and_then(Seed::from_hex),
+        line: LineState::from_fields(&line),
+        entrants: Entrants::from_fields(&line),
+        claimed: at(9).as_int() == Some(1),
     }))
 }
 
-/// KEYS and ARGV for view.lua at `now_ms`, with the isolate's report (empty from the CLI).
+/// The fleet's figures of Unix second `sec` from a view.lua reply's buckets, if the snapshot
+/// carries them.
+pub fn origin_count(snap: &Snapshot, sec: i64) -> Option<u64> {
+    snap.fleet
+        .as_ref()
+        .filter(|f| f.second == sec)
+        .map(|f| f.get("origin"))
+}
+
+/// KEYS and ARGV for line.lua: the state the claimer of `tick` computed.
+pub fn line_call(
+    k: &EventKeys,
+    tick: i64,
+    state: &LineState,
+    reach: f64,
+) -> (Vec<String>, Vec<String>) {
+    let sec = state.at_ms.div_euclid(1000);
+    let keys = vec![k.meta.clone(), k.line(), k.line_history()];
+    let mut args = vec![
+        tick.to_string(),
+        sec.to_string(),
+        format!("{reach:.12}"),
+        (sec - HISTORY_SECS).to_string(),
+    ];
+    for (f, v) in state.to_fields() {
+        args.push(f.to_string());
+        args.push(v);
+    }
+    (keys, args)
+}
+
+/// KEYS and ARGV for view.lua at `now_ms`, with the isolate's report (empty from the CLI,
+/// which claims no advance of the line either).
 pub fn view_call(k: &EventKeys, now_ms: i64, report: &[String]) -> (Vec<String>, Vec<String>) {
     let sec = now_ms.div_euclid(1000);
     let keys = vec![
@@ -381,8 +453,20 @@ pub fn view_call(k: &EventKeys, now_ms: i64, report: &[String]) -> (Vec<String>,
         k.fleet(sec),
         k.fleet(sec - 1),
         k.fleet(sec - 2),
+        k.seed(),
+        k.line(),
+        k.line_seen(),
     ];
-    let mut args = vec![FLEET_TTL_SECS.to_string()];
+    let tick = if report.is_empty() {
+        0
+    } else {
+        now_ms.div_euclid(ADVANCE_MS)
+    };
+    let mut args = vec![
+        FLEET_TTL_SECS.to_string(),
+        now_ms.to_string(),
+        tick.to_string(),
+    ];
     args.extend(report.iter().cloned());
     (keys, args)
 }
@@ -507,6 +591,11 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
                 .get("cancels")
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0),
+            fleet_now: FleetFigures::default(),
+            seed: None,
+            line: None,
+            entrants: Entrants::default(),
+            claimed: false,
         },
         paid: count(o[1]),
         expired: count(o[2]),

@@ -914,6 +914,8 @@ fn meta() -> impl Strategy<Value = EventMeta> {
                     items: seen,
                     pay_within_ms: pay,
                     origin_budget: budget,
+                    fairness: flashgate_core::model::Fairness::Attempt,
+                    commitment: None,
                 }
             },
         )

@@ -57,6 +57,7 @@ pub async fn run<O: Origin>(
         }],
         pay_within: flashgate_core::model::DEFAULT_PAY_WITHIN_SECS,
         origin_budget: flashgate_core::model::DEFAULT_ORIGIN_BUDGET,
+        fairness: Default::default(),
     };
     flashgate_core::ops::create(origin, &spec, true)
         .await

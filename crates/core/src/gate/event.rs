@@ -19,6 +19,15 @@ pub struct EventBody<'a> {
     pub utc_offset: String,
     pub caps: Caps,
     pub items: Vec<ItemBody<'a>>,
+    /// `line` or `attempt`: how shoppers are chosen when the origin is at its budget.
+    pub fairness: &'static str,
+    /// The draw's commitment (SHA-256 of the seed, hex): public from creation on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<&'a str>,
+    /// The draw's seed (hex), from the start on: with it anyone can recompute every place
+    /// (`line::place_key`) and check it against the commitment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -57,6 +66,13 @@ pub fn event_json(snap: &Snapshot, now: i64) -> EventBody<'_> {
         utc_offset: format_utc_offset(m.utc_offset_min),
         caps: m.caps,
         items,
+        fairness: m.fairness.as_str(),
+        commitment: m.commitment.as_deref(),
+        // view.lua reads the seed only from the start on; checked here again all the same.
+        seed: snap
+            .seed
+            .filter(|_| snap.state(now) != crate::model::State::Scheduled)
+            .map(|s| s.to_hex()),
     }
 }
 

@@ -31,11 +31,17 @@ use super::{
 use crate::edge::{CapHit, KeyNews, Purchase};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::keys::EventKeys;
-use crate::model::{day_number, valid_id, Caps, State};
+use crate::line::{self, Window};
+use crate::model::{day_number, valid_id, Caps, Fairness, State};
 use crate::order::{self, Line, Order, OrderLine};
 use crate::origin::{Origin, OriginError};
 use crate::script::{Outcome, PurchaseCall, Snapshot, PURCHASE};
+use crate::threshold;
 use std::rc::Rc;
+
+/// The longest Retry-After of a shopper waiting in line: they come back at about half their
+/// estimated wait, and at least this often, so that a line that speeds up finds them there.
+const MAX_LINE_RETRY_SECS: f64 = 5.0;
 
 /// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
 const LIMITER_RETRY_SECS: u64 = 10;
@@ -58,6 +64,8 @@ struct Forward<'a> {
     order_json: &'a str,
     pay_by: i64,
     fresh: bool,
+    /// The entry window, for a `fairness = line` sale (counted and recorded at the origin).
+    window: Option<Window>,
 }
 
 /// A successful answer and the decision it counts as (placed or replayed).
@@ -186,7 +194,8 @@ async fn purchase<O: Origin, L: Limiter>(
     rate_limit(gate, limiter, a, now).await?;
     let snap = event_snapshot(gate, origin, a, now).await?;
     // The shopper's place in the line is drawn from this window (fairness = line).
-    let _window = entry_window(a.ticket.as_ref(), &snap, now);
+    let window = entry_window(a.ticket.as_ref(), &snap, now);
+    sight(gate, a, &snap, window);
     // No await from here to the cap check: a copy of this attempt that completes meanwhile
     // is seen as a placed key (a replay), never as caps used up.
     let known = match known_key(gate, a, snap.meta.caps, now)? {
@@ -195,7 +204,7 @@ async fn purchase<O: Origin, L: Limiter>(
     };
     let trust_edge = matches!(known, Known::Fresh);
     let order_lines = check_snapshot(gate, a, &snap, trust_edge, now)?;
-    admit(gate, a, roll, now)?;
+    admit(gate, a, &snap, window, (roll, now))?;
     let pay_by = now + snap.meta.pay_within_ms;
     let order = Order::new(a.event, &a.user, a.key, order_lines, now, pay_by);
     let order_json = serde_json::to_string(&order).expect("orders serialize");
@@ -203,6 +212,7 @@ async fn purchase<O: Origin, L: Limiter>(
         order_json: &order_json,
         pay_by,
         fresh: trust_edge,
+        window: (snap.meta.fairness == Fairness::Line).then_some(window),
     };
     let outcome = forward(gate, origin, a, &call, now).await?;
     record(gate, a, &snap, &call, &outcome, now);
@@ -371,17 +381,83 @@ fn check_snapshot(
     Ok(priced)
 }
 
-/// Step 5: forward this candidate, or shed it (503 `busy`, Retry-After 1 to 3 s, jittered so
-/// that shed attempts do not come back together).
-fn admit(gate: &Gate, a: &Attempt<'_>, roll: f64, now: i64) -> Result<(), Refusal> {
+/// Counts a sampled shopper into their window's entrants (`threshold::sampled`).
+fn sight(gate: &Gate, a: &Attempt<'_>, snap: &Snapshot, window: Window) {
+    if snap.meta.fairness == Fairness::Line && threshold::sampled(a.event, &a.user) {
+        let rank = window.rank(snap.meta.starts_at.div_euclid(1000));
+        gate.state
+            .borrow_mut()
+            .event_counts(a.event)
+            .sight(rank, &a.user);
+    }
+}
+
+/// Step 5: forward this candidate, or shed it (503 `busy`). With `fairness = line` a shopper
+/// is forwarded iff their place is below the line's threshold; the refusal says how many
+/// shoppers are ahead (`place`) and the wait (`wait_s`), and Retry-After is about that wait.
+/// With `fairness = attempt` (or a sale without a seed) each candidate gets the isolate's share
+/// (`fleet::Admission`), Retry-After 1 to 3 s, jittered so that shed attempts do not come
+/// back together.
+fn admit(
+    gate: &Gate,
+    a: &Attempt<'_>,
+    snap: &Snapshot,
+    window: Window,
+    (roll, now): (f64, i64),
+) -> Result<(), Refusal> {
     let mut st = gate.state.borrow_mut();
     st.event_counts(a.event).add("candidates", 1);
-    if !gate.config.admission || st.admit(a.event, roll, now) {
+    if !gate.config.admission {
         return Ok(());
     }
+    let line = match (snap.meta.fairness, &snap.seed) {
+        (Fairness::Line, Some(seed)) => Some(seed),
+        _ => None,
+    };
+    let busy = match line {
+        None if st.admit(a.event, roll, now) => return Ok(()),
+        None => {
+            let jitter = (roll * 7919.0).fract();
+            ApiError::busy(1 + (jitter * 3.0) as u64)
+        }
+        Some(seed) => {
+            let start = snap.meta.starts_at;
+            let key = line::place_key(seed, a.event, &a.user, window, start.div_euclid(1000));
+            let place = threshold::position(key);
+            let Some(state) = &snap.line else {
+                // The line has not advanced yet (its first tick is being claimed).
+                return Err(shed(&mut st, a, ApiError::busy(1)));
+            };
+            if place < state.admits_below(now, start) {
+                return Ok(());
+            }
+            let (ahead, wait) = threshold::ahead(state, &snap.entrants, place, now);
+            let remaining: u32 = snap.items.iter().map(|i| i.remaining()).sum();
+            let retry = if wait.is_finite() {
+                (wait / 2.0).floor().clamp(1.0, MAX_LINE_RETRY_SECS) as u64
+            } else {
+                MAX_LINE_RETRY_SECS as u64
+            };
+            ApiError::busy(retry)
+                .with("place", ahead)
+                .with(
+                    "wait_s",
+                    if wait.is_finite() {
+                        wait.ceil() as u64
+                    } else {
+                        0
+                    },
+                )
+                .with("remaining", remaining)
+        }
+    };
+    Err(shed(&mut st, a, busy))
+}
+
+/// Counts a shed candidate.
+fn shed(st: &mut crate::edge::EdgeState, a: &Attempt<'_>, e: ApiError) -> Refusal {
     st.event_counts(a.event).add("shed", 1);
-    let jitter = (roll * 7919.0).fract();
-    Err(Refusal::edge(ApiError::busy(1 + (jitter * 3.0) as u64)))
+    Refusal::edge(e)
 }
 
 /// Step 6: one EVALSHA. Any failure after which the script may have run (silence, a cut-off
@@ -406,7 +482,10 @@ async fn forward<O: Origin>(
         lines: &a.lines,
         fresh: f.fresh,
     };
-    let (k, args) = call.keys_and_args();
+    let (k, args) = match f.window {
+        Some(w) => call.keys_and_args_in_line(w),
+        None => call.keys_and_args(),
+    };
     {
         let mut st = gate.state.borrow_mut();
         st.stats.forwarded += 1;
@@ -1038,6 +1117,114 @@ mod tests {
             );
         }
         assert!(o.log.borrow().is_empty());
+    }
+
+    /// view.lua's reply (version 5) for a live `fairness = line` event with item A: 1,000 early
+    /// entrants, the line halfway through them and standing still, 100 shoppers a second.
+    fn line_view(seed: &crate::line::Seed) -> Value {
+        let spec: EventSpec = serde_json::from_value(json!({"id":"e","name":"E","starts_at":"2027-01-01T00:00:00Z","ends_at":"2027-02-01T00:00:00Z",
+            "items":[{"sku":"A","name":"A","price":100,"currency":"USD","stock":10}]}))
+        .unwrap();
+        let mut meta = spec.validate().unwrap().meta;
+        meta.flag = State::Live;
+        let flat = |v: Vec<(String, String)>| {
+            Value::Array(
+                v.into_iter()
+                    .flat_map(|(k, v)| [Value::Str(k), Value::Str(v)])
+                    .collect(),
+            )
+        };
+        let state = crate::threshold::LineState {
+            at_ms: NOW,
+            pos: 0.5,
+            speed: 0.0,
+            rate: 100.0,
+            gain: 1.0,
+            marks: [0.5; 5],
+            open: false,
+            pos0: 0.0,
+            origin_recent: [0; 3],
+            counted_sec: 0,
+        };
+        let mut line: Vec<(String, String)> = state
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        line.push(("n:0".into(), "250".into()));
+        Value::Array(vec![
+            flat(
+                meta.to_fields()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+            flat(vec![("A".into(), "10".into())]),
+            flat(vec![("A".into(), "0".into())]),
+            Value::Int(0),
+            Value::Int(0),
+            flat(vec![]),
+            flat(vec![]),
+            Value::Str(seed.to_hex()),
+            flat(line),
+            Value::Int(0),
+            flat(vec![]),
+        ])
+    }
+
+    #[test]
+    fn the_line_forwards_places_below_its_threshold_and_tells_the_others_their_place() {
+        let seed = crate::line::Seed([9; 32]);
+        let (g, o) = (gate(), FakeOrigin::default());
+        o.push(Ok(line_view(&seed)));
+        let frac = |u: &str| crate::line::draw(&seed, "e", u) as f64 / 2f64.powi(64);
+        let users: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+        let first = users.iter().find(|u| frac(u) < 0.3).unwrap();
+        let back = users.iter().find(|u| frac(u) > 0.9).unwrap();
+        let ticket = |u: &str| {
+            let t = crate::line::Ticket {
+                event: "e".into(),
+                user: u.into(),
+                window: Window::Early,
+                exp: NOW / 1000 + 60,
+            };
+            crate::line::mint_ticket(b"0123456789abcdef", &t)
+        };
+        let at = |u: &str, entry: Option<&str>| {
+            let auth = bearer(u);
+            let req = ApiRequest {
+                entry,
+                ..order_req(&auth, "key-00001")
+            };
+            g.handle(&o, &NoLimiter, &req, NOW, &|| NOW)
+                .now_or_never()
+                .unwrap()
+        };
+        // Far back in the early window: busy, with about (0.9..1 − 0.5) × 1,000 ahead.
+        let t = ticket(back);
+        let h = at(back, Some(&t));
+        assert_eq!((h.reply.status, code(&h).as_str()), (503, "busy"));
+        let b: Json = serde_json::from_str(&h.reply.body).unwrap();
+        let place = b["error"]["place"].as_u64().unwrap();
+        let want = ((frac(back) - 0.5) * 1000.0).round() as u64;
+        assert_eq!(place, want, "{b}");
+        assert_eq!(b["error"]["wait_s"].as_u64(), Some(want.div_ceil(100)));
+        assert_eq!(b["error"]["remaining"].as_u64(), Some(10));
+        let retry: u64 = h.reply.header("retry-after").unwrap().parse().unwrap();
+        assert_eq!(retry, (want as f64 / 200.0).floor().clamp(1.0, 5.0) as u64);
+        // The same user without a ticket enters late: further back still, never ahead.
+        assert_eq!(code(&at(back, None)), "busy");
+        // Another user's ticket is refused at the edge.
+        assert_eq!(code(&at(first, Some(&t))), "bad_ticket");
+        assert_eq!(o.log.borrow().len(), 1, "the view only");
+        // Below the threshold with their own ticket: forwarded, and the window goes along.
+        o.push(Ok(placed(9)));
+        let t = ticket(first);
+        assert_eq!(at(first, Some(&t)).reply.status, 201);
+        let log = o.log.borrow();
+        let sent = format!("{:?}", log.last().unwrap());
+        assert!(sent.contains("fg:{e}:fleet:1800000000"), "{sent}");
+        assert!(sent.contains("\"1:0\""), "fresh, early window: {sent}");
     }
 }
 

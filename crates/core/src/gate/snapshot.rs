@@ -5,7 +5,8 @@ use super::Gate;
 use crate::edge::SnapshotPlan;
 use crate::keys::EventKeys;
 use crate::origin::{Origin, OriginError};
-use crate::script::{parse_view, view_call, Snapshot, VIEW};
+use crate::script::{line_call, origin_count, parse_view, view_call, Snapshot, LINE, VIEW};
+use crate::threshold::{self, Inputs, ADVANCE_MS, HORIZON_MS};
 use std::rc::Rc;
 
 /// How long a request waits between looks at a snapshot another request is refreshing.
@@ -46,8 +47,12 @@ impl Gate {
                     let read = VIEW
                         .eval(origin, &keys, &args)
                         .await
-                        .and_then(|v| parse_view(&v, now.div_euclid(1000)))
-                        .map(|s| s.map(Rc::new));
+                        .and_then(|v| parse_view(&v, now.div_euclid(1000)));
+                    let read = match read {
+                        Ok(Some(s)) if s.claimed => Ok(Some(advance_line(origin, s, now).await)),
+                        other => other,
+                    }
+                    .map(|s| s.map(Rc::new));
                     let mut st = self.state.borrow_mut();
                     if read.as_ref().is_err_and(|e| !e.ran_maybe()) {
                         st.restore_report(event, report);
@@ -58,4 +63,49 @@ impl Gate {
             }
         }
     }
+}
+
+/// The claimer's part of a tick: the line's next state from the snapshot's figures, written
+/// back with line.lua. The snapshot comes back with the new state in it. A failed write is
+/// left alone: the next tick's claimer advances from the state the origin holds, and every
+/// isolate keeps extrapolating the last one meanwhile.
+async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snapshot {
+    let sec = now.div_euclid(1000);
+    let remaining = s.items.iter().map(|i| u64::from(i.remaining())).sum();
+    let fleet_isolates = s.fleet.as_ref().map_or(0, |f| f.isolates());
+    let coverage = if fleet_isolates == 0 {
+        1.0
+    } else {
+        s.fleet_now.isolates() as f64 / fleet_isolates as f64
+    };
+    let next = threshold::advance(
+        s.line.as_ref(),
+        &Inputs {
+            now_ms: now,
+            starts_at_ms: s.meta.starts_at,
+            budget: s.meta.origin_budget,
+            remaining,
+            entrants: &s.entrants,
+            origin_last_second: origin_count(&s, sec - 1),
+            origin_this_second: Some(s.fleet_now.get("origin")),
+            coverage,
+        },
+    );
+    // What any isolate could use with this state, an open line's arrivals included.
+    let mut reach = next.reach();
+    if next.open {
+        let w = crate::line::Window::at(now + HORIZON_MS, s.meta.starts_at);
+        reach = reach.max(w.rank(s.meta.starts_at.div_euclid(1000)) as f64 + 1.0);
+    }
+    let (keys, args) = line_call(
+        &EventKeys::new(&s.meta.id),
+        now.div_euclid(ADVANCE_MS),
+        &next,
+        reach,
+    );
+    let wrote = LINE.eval(origin, &keys, &args).await;
+    if wrote.is_ok_and(|v| v.as_int() == Some(1)) {
+        s.line = Some(next);
+    }
+    s
 }

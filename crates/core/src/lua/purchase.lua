@@ -2,10 +2,16 @@
 -- hands a placed order to the order stream. No `#!lua` shebang and no undeclared keys:
 -- Dragonfly runs it as is, under one hash tag.
 --
--- KEYS (one hash tag, the event):  1 meta  2 user  3 stream
+-- KEYS (one hash tag, the event):  1 meta  2 user  3 stream  [4 fleet:<this second>]
 -- ARGV: 1 now_ms (the edge's clock)  2 idempotency key  3 order JSON  4 pay_by (ms)
---       5 fresh (1: the edge knows nothing of this key, so it is not a retry it saw)
+--       5 fresh (1: the edge knows nothing of this key, so it is not a retry it saw), then
+--         optionally `:<window>`: the attempt's entry window in the line (0 before the start,
+--         else the Unix second of arrival; `line::Window`)
 --       then sku_1 qty_1 ... sku_n qty_n   (n = (#ARGV - 5) / 2, 1 to 100 lines)
+--
+-- The line (version 7): with KEYS[4], an event with `fairness = line` counts every attempt that
+-- reaches it in that second's fleet bucket (`origin`), which the line's controller reads; a
+-- placed order records its window as `w:<key>` in the user hash (`flashgate event verify-draw`).
 --
 -- Reply: an array headed by an integer code (src/script.rs, Outcome):
 --   {0, total, e, today_1, remaining_1, ..., today_n, remaining_n}  placed
@@ -17,7 +23,8 @@
 --   {8, line, today, e} item cap  {9, total, e} total cap
 --   {11, line, cap_qty} too many units in one order  {12} malformed arguments
 -- where e is the earliest pay_by (ms) among the user's pending orders, 0 if none: until then
--- the user's counters cannot go down (only an expiry lowers them), so the edge may trust them.
+-- the user's counters cannot go down by expiry (a cancel lowers them at any time: the edge
+-- watches the event's cancel count, src/edge.rs), so the edge may trust them.
 -- A replay names the key's order; the caller compares its lines with the attempt's and
 -- answers "key reused with other lines" when they differ (src/script.rs).
 --
@@ -52,7 +59,15 @@ local unpack = unpack or table.unpack
 local tonumber, fmt = tonumber, string.format
 local now, n = tonumber(ARGV[1]), (#ARGV - 5) / 2
 if not now or n < 1 or n > 100 or n % 1 ~= 0 then return {12} end
-local key, doc, pay_by, fresh = ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'
+local key, doc, pay_by, fresh = ARGV[2], ARGV[3], ARGV[4], string.sub(ARGV[5], 1, 1) == '1'
+local window = string.match(ARGV[5], ':(%d+)$')
+
+-- A `fairness = line` event counts the attempts that reach it, per second.
+local function count(fairness)
+  if KEYS[4] and fairness == 'line' and redis.call('HINCRBY', KEYS[4], 'origin', 1) == 1 then
+    redis.call('EXPIRE', KEYS[4], 600)
+  end
+end
 local MFIELDS = {'state', 'starts_at', 'ends_at', 'utc_offset_min', 'cap_item', 'cap_total', 'cap_qty'}
 
 -- The calendar day of `now` at the event's UTC offset (meta[4], minutes).
@@ -91,8 +106,9 @@ if n == 1 then
   local sku, qty = ARGV[6], tonumber(ARGV[7])
   local sold_f = 'sold:' .. sku
   local meta = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'utc_offset_min',
-    'cap_item', 'cap_total', 'cap_qty', 'stock:' .. sku, sold_f)
+    'cap_item', 'cap_total', 'cap_qty', 'stock:' .. sku, sold_f, 'fairness')
   if not meta[1] then return {2} end
+  count(meta[10])
   local sold = (meta[9] or 0) + 0
   local left = (meta[8] or 0) - sold
   if fresh and meta[8] and qty and qty > left and redis.call('HEXISTS', KEYS[2], 'i:' .. key) == 0 then
@@ -108,8 +124,14 @@ if n == 1 then
   if total > meta[6] + 0 then return {9, total - qty, e} end
   if e == 0 or pay_by + 0 < e then e = pay_by + 0 end
   redis.call('HSET', KEYS[1], sold_f, fmt('%d', sold + qty))
-  redis.call('HSET', KEYS[2], day_f, fmt('%d', today + qty), 't', fmt('%d', total),
-    'e', fmt('%d', e), state_f, pay_by, idem_f, doc, 'c:' .. key, fmt('%d %d', total, today + qty))
+  if window then
+    redis.call('HSET', KEYS[2], day_f, fmt('%d', today + qty), 't', fmt('%d', total),
+      'e', fmt('%d', e), state_f, pay_by, idem_f, doc, 'c:' .. key, fmt('%d %d', total, today + qty),
+      'w:' .. key, window)
+  else
+    redis.call('HSET', KEYS[2], day_f, fmt('%d', today + qty), 't', fmt('%d', total),
+      'e', fmt('%d', e), state_f, pay_by, idem_f, doc, 'c:' .. key, fmt('%d %d', total, today + qty))
+  end
   redis.call('XADD', KEYS[3], '*', 'type', 'placed', 'order', doc)
   return {0, total, e, today + qty, left - qty}
 end
@@ -122,8 +144,10 @@ for i = 1, n do
   mfields[6 + 2 * i] = 'stock:' .. sku
   mfields[7 + 2 * i] = 'sold:' .. sku
 end
+mfields[8 + 2 * n] = 'fairness'
 local meta = redis.call('HMGET', KEYS[1], unpack(mfields))
 if not meta[1] then return {2} end
+count(meta[8 + 2 * n])
 if fresh then
   for i = 1, n do
     local stock, qty = meta[6 + 2 * i], tonumber(ARGV[5 + 2 * i])
@@ -164,6 +188,7 @@ local m = 2 * n
 new_user[m + 1], new_user[m + 2], new_user[m + 3], new_user[m + 4] = 't', fmt('%d', total), 'e', fmt('%d', e)
 new_user[m + 5], new_user[m + 6], new_user[m + 7], new_user[m + 8] = ufields[2], pay_by, ufields[1], doc
 new_user[m + 9], new_user[m + 10] = 'c:' .. key, table.concat(placed, ' ')
+if window then new_user[m + 11], new_user[m + 12] = 'w:' .. key, window end
 redis.call('HSET', KEYS[1], unpack(new_meta))
 redis.call('HSET', KEYS[2], unpack(new_user))
 redis.call('XADD', KEYS[3], '*', 'type', 'placed', 'order', doc)

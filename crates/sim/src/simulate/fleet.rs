@@ -16,10 +16,11 @@
 use super::measure::Forward;
 use super::meter::sleep_until_ms;
 use super::origin::{IsolateOrigin, Pool, Tap};
-use super::plan::{next, Arrival, Next};
+use super::plan::{after, pick_isolate, Arrival, Busy, Group, Next, Skew, SECRET};
 use crate::load::outcome;
 use flashgate_core::config::Config;
 use flashgate_core::gate::{ApiRequest, Gate, NoLimiter};
+use flashgate_core::line::{mint_ticket, Ticket, Window};
 use flashgate_core::model::now_ms;
 use flashgate_core::net::connect;
 use indicatif::ProgressBar;
@@ -51,6 +52,14 @@ pub struct Orders {
     pub t0_ms: i64,
     pub end_ms: i64,
     pub seed: u64,
+    /// Each user's group (`plan::group_of`), and whether they enter before the start.
+    pub groups: Vec<Group>,
+    pub early: Vec<bool>,
+    /// Mean patience of a shopper in ms (exponential); `None`: the old script's retries.
+    pub patience_ms: Option<f64>,
+    /// A hammerer's retry interval (the per-user rate limit).
+    pub hammer_ms: u64,
+    pub skew: Option<Skew>,
 }
 
 /// What the crowd did, by its own count. The origin's side is measured elsewhere.
@@ -72,6 +81,13 @@ pub struct CrowdLog {
     pub warmed: usize,
     /// When the last intent ended (or the run was cut off), ms after the start.
     pub finished_ms: i64,
+    /// Per user: attempts sent, and units won (placed).
+    pub user_attempts: Vec<u64>,
+    pub user_won: Vec<u64>,
+    /// How long each intent that gave up had waited (ms from its first attempt), and how
+    /// many of them gave up on a hopeless place.
+    pub gave_up_ms: Vec<u64>,
+    pub hopeless: u64,
 }
 
 struct Fleet {
@@ -85,6 +101,9 @@ struct Fleet {
     rng: RefCell<fastrand::Rng>,
     log: RefCell<CrowdLog>,
     bar: ProgressBar,
+    /// Each user's entry ticket once entered (early users before the start, the others at
+    /// their first attempt), as the page holds it.
+    tickets: RefCell<Vec<Option<Rc<str>>>>,
 }
 
 impl Fleet {
@@ -110,17 +129,47 @@ impl Fleet {
         self.bar.inc(1);
     }
 
+    /// The user's entry ticket: made when they enter (here, for a late shopper, at the
+    /// first attempt: the page's entry call; early users entered before the start).
+    fn ticket(&self, user: u64, now: i64) -> Rc<str> {
+        let mut t = self.tickets.borrow_mut();
+        t[user as usize]
+            .get_or_insert_with(|| {
+                let window = if self.orders.early[user as usize] {
+                    Window::Early
+                } else {
+                    Window::at(now, self.orders.t0_ms)
+                };
+                let ticket = Ticket {
+                    event: self.orders.event.clone(),
+                    user: format!("sim-{user}"),
+                    window,
+                    exp: self.orders.end_ms / 1000 + 3600,
+                };
+                Rc::from(mint_ticket(SECRET.as_bytes(), &ticket))
+            })
+            .clone()
+    }
+
     /// One intent, from its first attempt to its end.
     async fn intent(self: Rc<Self>, a: Arrival) {
         let key = format!("{}-{}", self.orders.run, a.intent);
         let auth = &self.orders.authorization[a.user as usize];
+        let group = self.orders.groups[a.user as usize];
+        let hammer_ms = (group == Group::Hammer).then_some(self.orders.hammer_ms);
+        let patience = self.orders.patience_ms.map(|mean| {
+            let u = self.rng.borrow_mut().f64();
+            (-mean * (1.0 - u).ln()) as u64
+        });
         let mut isolate = a.isolate;
+        let first = now_ms();
         for tries in 1.. {
             let now = now_ms();
             if now >= self.orders.end_ms {
                 return self.end("unfinished".into());
             }
             self.count_sent(now);
+            self.log.borrow_mut().user_attempts[a.user as usize] += 1;
             if tries == 1 {
                 let late = now - (self.orders.t0_ms + a.at_ms);
                 self.log
@@ -128,6 +177,7 @@ impl Fleet {
                     .late_us
                     .push(late.max(0) as u64 * 1000);
             }
+            let ticket = self.ticket(a.user, now);
             let req = ApiRequest {
                 method: "POST",
                 path: &self.path,
@@ -136,6 +186,7 @@ impl Fleet {
                 cookie: None,
                 content_type: Some("application/json"),
                 idempotency_key: Some(&key),
+                entry: Some(&ticket),
                 body: self.orders.body.as_bytes(),
                 declared_len: None,
                 roll: self.rng.borrow_mut().f64(),
@@ -153,14 +204,73 @@ impl Fleet {
                 .answers
                 .entry(got.clone())
                 .or_insert(0) += 1;
-            match next(r.status, r.header("retry-after"), tries) {
+            if got == "placed" {
+                self.log.borrow_mut().user_won[a.user as usize] += 1;
+            }
+            let busy = Busy::of(r.body.as_bytes());
+            let waited = (now_ms() - first).max(0) as u64;
+            match after(
+                r.status,
+                r.header("retry-after"),
+                busy,
+                hammer_ms,
+                (waited, patience),
+                tries,
+            ) {
                 Next::Done => return self.end(got),
-                Next::GiveUp => return self.end("gave_up".into()),
+                Next::GiveUp => {
+                    let mut log = self.log.borrow_mut();
+                    log.gave_up_ms.push(waited);
+                    log.hopeless += u64::from(busy.hopeless());
+                    drop(log);
+                    return self.end("gave_up".into());
+                }
                 Next::Retry { after_ms } => {
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    isolate = self.rng.borrow_mut().usize(..self.gates.len());
+                    let n = self.gates.len();
+                    isolate = pick_isolate(&mut self.rng.borrow_mut(), n, self.orders.skew);
                 }
             }
+        }
+    }
+
+    /// The early entrants are in line before the start: each one's page sends an attempt
+    /// (answered `not_started` at the edge) at a moment of its own in the last seconds before
+    /// the start, so the fleet counts the early window's entrants before the line is drawn.
+    async fn enter_early(self: &Rc<Self>) {
+        let end = self.orders.t0_ms - 200;
+        let from = now_ms();
+        let early: Vec<u64> = (0..self.orders.groups.len() as u64)
+            .filter(|&u| self.orders.early[u as usize])
+            .collect();
+        let mut at: Vec<(i64, u64)> = early
+            .iter()
+            .map(|&u| {
+                let r = self.rng.borrow_mut().f64();
+                (from + ((end - from).max(0) as f64 * r) as i64, u)
+            })
+            .collect();
+        at.sort_unstable();
+        for (t, u) in at {
+            sleep_until_ms(t).await;
+            let now = now_ms();
+            let ticket = self.ticket(u, now);
+            let key = format!("{}-entry-{u}", self.orders.run);
+            let req = ApiRequest {
+                method: "POST",
+                path: &self.path,
+                authorization: Some(&self.orders.authorization[u as usize]),
+                content_type: Some("application/json"),
+                idempotency_key: Some(&key),
+                entry: Some(&ticket),
+                body: self.orders.body.as_bytes(),
+                roll: self.rng.borrow_mut().f64(),
+                ..ApiRequest::default()
+            };
+            let n = self.gates.len();
+            let i = pick_isolate(&mut self.rng.borrow_mut(), n, self.orders.skew);
+            let origin = self.origin(i);
+            Box::pin(self.gates[i].handle(&origin, &NoLimiter, &req, now, &now_ms)).await;
         }
     }
 
@@ -238,11 +348,16 @@ async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
         path: format!("/api/events/{}/orders", orders.event),
         page: format!("/api/events/{}", orders.event),
         rng: RefCell::new(fastrand::Rng::with_seed(orders.seed ^ 0x5eed)),
-        log: RefCell::new(CrowdLog::default()),
+        log: RefCell::new(CrowdLog {
+            user_attempts: vec![0; orders.authorization.len()],
+            user_won: vec![0; orders.authorization.len()],
+            ..CrowdLog::default()
+        }),
+        tickets: RefCell::new(vec![None; orders.authorization.len()]),
         orders,
         bar,
     });
-    let warmup_ms = fleet.warm_up().await;
+    let (warmup_ms, ()) = futures_util::future::join(fleet.warm_up(), fleet.enter_early()).await;
     let warmed = fleet
         .gates
         .iter()

@@ -235,7 +235,9 @@ mod tests {
     /// snapshot read (answered), then the purchase (left unanswered).
     async fn gate_commands() -> Vec<Cmd> {
         let now = now_ms();
-        let ev = sale_spec("sale", now - 1000, 5, 100).validate().unwrap();
+        let ev = sale_spec("sale", now - 1000, 5, 100, Default::default())
+            .validate()
+            .unwrap();
         let meta = ev.meta.to_fields().into_iter().map(|(k, v)| (k.into(), v));
         let stock = ev.stock.iter().map(|(k, n)| (k.clone(), n.to_string()));
         let view = [

@@ -7,14 +7,22 @@
 //! the intent or sends it back, with the same Idempotency-Key, after `Retry-After`. Pure and
 //! seeded: the same arguments plan the same crowd.
 
-use flashgate_core::model::{format_ms, Caps, EventSpec, ItemSpec, DEFAULT_PAY_WITHIN_SECS};
+use flashgate_core::model::{
+    format_ms, Caps, EventSpec, Fairness, ItemSpec, DEFAULT_PAY_WITHIN_SECS,
+};
 
 /// The simulator's IDENTITY_SECRET: it mints the crowd's tokens, its isolates check them.
 pub(super) const SECRET: &str = "flashgate-simulator-identity-secret";
 
 /// The fresh event of `--stock`: one item `A`, caps 1/day and 1 in total, starting at
 /// `t0_ms` and lasting a day.
-pub(super) fn sale_spec(id: &str, t0_ms: i64, stock: u32, budget: u32) -> EventSpec {
+pub(super) fn sale_spec(
+    id: &str,
+    t0_ms: i64,
+    stock: u32,
+    budget: u32,
+    fairness: Fairness,
+) -> EventSpec {
     EventSpec {
         id: id.to_string(),
         name: format!("flashgate simulate {id}"),
@@ -35,6 +43,156 @@ pub(super) fn sale_spec(id: &str, t0_ms: i64, stock: u32, budget: u32) -> EventS
         }],
         pay_within: DEFAULT_PAY_WITHIN_SECS,
         origin_budget: budget,
+        fairness,
+    }
+}
+
+/// The share of a crowd that comes through a small share of the isolates: `--skew F:S` sends
+/// the share `F` of the attempts to the first `S` of the isolates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Skew {
+    pub crowd: f64,
+    pub isolates: f64,
+}
+
+impl Skew {
+    pub fn parse(s: &str) -> Result<Skew, String> {
+        let bad = || format!("--skew {s:?} must be CROWD:ISOLATES, two shares, e.g. 0.5:0.05");
+        let (c, i) = s.split_once(':').ok_or_else(bad)?;
+        let (crowd, isolates): (f64, f64) =
+            (c.parse().map_err(|_| bad())?, i.parse().map_err(|_| bad())?);
+        if !(0.0..=1.0).contains(&crowd) || !(0.0..=1.0).contains(&isolates) || isolates == 0.0 {
+            return Err(bad());
+        }
+        Ok(Skew { crowd, isolates })
+    }
+}
+
+/// The isolate an attempt reaches: uniform, or with `skew` the crowd's share through the few.
+pub fn pick_isolate(rng: &mut fastrand::Rng, isolates: usize, skew: Option<Skew>) -> usize {
+    let n = isolates.max(1);
+    match skew {
+        Some(k) if rng.f64() < k.crowd => {
+            let few = ((k.isolates * n as f64).ceil() as usize).clamp(1, n);
+            rng.usize(..few)
+        }
+        _ => rng.usize(..n),
+    }
+}
+
+/// How a shopper behaves, and the group the fairness report counts them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    /// Arrives after the start and waits as the page does (Retry-After, patience).
+    Late,
+    /// Entered 10 minutes before the start (an entry ticket for the early window).
+    Early600,
+    /// Entered 10 seconds before the start.
+    Early10,
+    /// Retries at the rate limit, ignoring Retry-After (a script; `--accounts-per-bot`
+    /// accounts per bot).
+    Hammer,
+}
+
+impl Group {
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Late => "late",
+            Group::Early600 => "early_10min",
+            Group::Early10 => "early_10s",
+            Group::Hammer => "hammer",
+        }
+    }
+    pub const ALL: [Group; 4] = [Group::Late, Group::Early600, Group::Early10, Group::Hammer];
+}
+
+/// The mix of a crowd: shares of hammerers and early entrants.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Mix {
+    pub hammer: f64,
+    pub early: f64,
+}
+
+/// User `u`'s group, fixed by the user number: hammerers, then among the others early entrants
+/// (half 10 min, half 10 s before), the rest late. Whether a user enters early is drawn
+/// independently of hammering ([`enters_early`]), so hammerers are early as often as anyone.
+pub fn group_of(u: u64, mix: Mix) -> Group {
+    if unit(u, 0x9E37_79B9_7F4A_7C15) < mix.hammer.clamp(0.0, 1.0) {
+        Group::Hammer
+    } else if enters_early(u, mix) {
+        if u.is_multiple_of(2) {
+            Group::Early600
+        } else {
+            Group::Early10
+        }
+    } else {
+        Group::Late
+    }
+}
+
+/// Whether user `u` enters before the start (hammerers too).
+pub fn enters_early(u: u64, mix: Mix) -> bool {
+    unit(u, 0xD1B5_4A32_D192_ED03) < mix.early.clamp(0.0, 1.0)
+}
+
+/// A uniform number in [0, 1) from `u` and a multiplier.
+fn unit(u: u64, m: u64) -> f64 {
+    let x = (u ^ (u >> 29)).wrapping_mul(m);
+    ((x ^ (x >> 32)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A shopper gives up once their place is more than this many times the units left.
+pub const HOPELESS: f64 = 4.0;
+
+/// What a shopper has learnt from a `busy` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Busy {
+    /// Shoppers ahead, and units left, when the answer says.
+    pub place: Option<u64>,
+    pub remaining: Option<u64>,
+}
+
+impl Busy {
+    pub fn of(body: &[u8]) -> Busy {
+        let j: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let e = j.as_ref().and_then(|j| j.get("error"));
+        let n = |k: &str| e.and_then(|e| e.get(k)).and_then(|v| v.as_u64());
+        Busy {
+            place: n("place"),
+            remaining: n("remaining"),
+        }
+    }
+    /// The place shown is hopeless: far more shoppers ahead than units left.
+    pub fn hopeless(&self) -> bool {
+        matches!((self.place, self.remaining), (Some(p), Some(r)) if p as f64 > HOPELESS * r.max(1) as f64)
+    }
+}
+
+/// What a patient shopper (the page) or a hammerer does after an answer, `elapsed_ms` after
+/// their first attempt, with `patience_ms` (`None`: the old script, [`MAX_RETRIES`]).
+pub fn after(
+    status: u16,
+    retry_after: Option<&str>,
+    busy: Busy,
+    hammer_ms: Option<u64>,
+    (elapsed_ms, patience_ms): (u64, Option<u64>),
+    tries: u32,
+) -> Next {
+    let Some(patience) = patience_ms else {
+        return next(status, retry_after, tries);
+    };
+    if status != 503 && status != 429 {
+        return Next::Done;
+    }
+    if elapsed_ms >= patience || busy.hopeless() {
+        return Next::GiveUp;
+    }
+    if let Some(ms) = hammer_ms {
+        return Next::Retry { after_ms: ms };
+    }
+    match next(status, retry_after, 1) {
+        Next::Retry { after_ms } => Next::Retry { after_ms },
+        other => other,
     }
 }
 
@@ -63,6 +221,7 @@ pub struct Crowd {
     pub mean_ms: f64,
     /// Arrivals fall in `[0, horizon_ms)`.
     pub horizon_ms: i64,
+    pub skew: Option<Skew>,
 }
 
 /// Inverse CDF of the exponential distribution of mean `mean` truncated to `[0, horizon)`,
@@ -86,7 +245,7 @@ pub fn arrivals(c: &Crowd, rng: &mut fastrand::Rng) -> Vec<Arrival> {
                 at_ms: (t as i64).min(horizon - 1),
                 intent: i,
                 user: i % users,
-                isolate: rng.usize(..c.isolates.max(1)),
+                isolate: pick_isolate(rng, c.isolates, c.skew),
             }
         })
         .collect();
@@ -134,6 +293,7 @@ mod tests {
             isolates: 20,
             mean_ms: 300.0,
             horizon_ms: 8000,
+            skew: None,
         }
     }
 
@@ -209,5 +369,61 @@ mod tests {
             Next::Retry { after_ms: 1000 }
         );
         assert_eq!(next(503, Some("1"), MAX_RETRIES + 1), Next::GiveUp);
+    }
+
+    #[test]
+    fn patient_shoppers_wait_and_hammerers_do_not() {
+        let b = Busy::default();
+        let patient = |elapsed| after(503, Some("4"), b, None, (elapsed, Some(60_000)), 9);
+        assert_eq!(patient(1000), Next::Retry { after_ms: 4000 });
+        assert_eq!(patient(60_000), Next::GiveUp, "out of patience");
+        let hammer = after(503, Some("4"), b, Some(200), (1000, Some(60_000)), 9);
+        assert_eq!(hammer, Next::Retry { after_ms: 200 });
+        assert_eq!(after(201, None, b, None, (0, Some(1)), 1), Next::Done);
+        // A place far behind the units left is hopeless.
+        let far = Busy {
+            place: Some(5000),
+            remaining: Some(100),
+        };
+        assert_eq!(
+            after(503, Some("1"), far, None, (0, Some(60_000)), 1),
+            Next::GiveUp
+        );
+        let near = Busy {
+            place: Some(50),
+            ..far
+        };
+        assert!(!near.hopeless());
+        // Without patience, the old script's retries.
+        assert_eq!(
+            after(503, Some("1"), b, None, (0, None), MAX_RETRIES + 1),
+            Next::GiveUp
+        );
+    }
+
+    #[test]
+    fn groups_split_the_crowd_by_share() {
+        let mix = Mix {
+            hammer: 0.1,
+            early: 0.5,
+        };
+        let mut n = std::collections::BTreeMap::new();
+        for u in 0..10_000 {
+            *n.entry(group_of(u, mix)).or_insert(0) += 1;
+        }
+        assert!((900..1100).contains(&n[&Group::Hammer]), "{n:?}");
+        assert!((2100..2400).contains(&n[&Group::Early600]), "{n:?}");
+        assert!((2100..2400).contains(&n[&Group::Early10]), "{n:?}");
+        let early_hammers = (0..10_000)
+            .filter(|&u| group_of(u, mix) == Group::Hammer && enters_early(u, mix))
+            .count();
+        assert!((400..600).contains(&early_hammers), "{early_hammers}");
+        let skew = Skew::parse("0.5:0.05").unwrap();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let few = (0..10_000)
+            .filter(|_| pick_isolate(&mut rng, 1000, Some(skew)) < 50)
+            .count();
+        assert!((5000..5600).contains(&few), "{few}");
+        assert!(Skew::parse("1:0").is_err());
     }
 }

@@ -66,6 +66,68 @@ pub struct Report {
     pub answers: BTreeMap<String, u64>,
     /// Wall time of the whole command, setup included.
     pub elapsed_s: f64,
+    /// The crowd's patience and who gave up.
+    pub patience: Patience,
+    /// Who won, by group.
+    pub fairness: FairnessReport,
+}
+
+/// Shoppers' patience (`--patience-s`) and the intents that gave up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Patience {
+    /// Mean patience in seconds; `null`: the old script ([`super::MAX_RETRIES`] retries).
+    pub mean_s: Option<f64>,
+    pub gave_up: u64,
+    /// Of those, on a place far behind the units left (`plan::HOPELESS`).
+    pub hopeless: u64,
+    /// How long they had waited: median and 90th percentile, seconds.
+    pub waited_p50_s: f64,
+    pub waited_p90_s: f64,
+}
+
+/// The event's fairness setting and each group's share of the units won.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FairnessReport {
+    pub mode: String,
+    pub groups: Vec<GroupRow>,
+}
+
+/// One group of the crowd: `win_ratio` is its share of the units won over its share of users.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GroupRow {
+    pub name: String,
+    pub users: u64,
+    pub attempts: u64,
+    pub won: u64,
+    pub win_ratio: Option<f64>,
+}
+
+/// The group rows from per-user attempts and units won.
+pub fn group_rows(groups: &[super::plan::Group], attempts: &[u64], won: &[u64]) -> Vec<GroupRow> {
+    let (all_users, all_won) = (groups.len() as f64, won.iter().sum::<u64>() as f64);
+    super::plan::Group::ALL
+        .iter()
+        .filter_map(|g| {
+            let of = |v: &[u64]| -> u64 {
+                (groups.iter().zip(v))
+                    .filter(|(x, _)| *x == g)
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            let users = groups.iter().filter(|x| *x == g).count() as u64;
+            (users > 0).then(|| {
+                let won_g = of(won);
+                GroupRow {
+                    name: g.name().to_string(),
+                    users,
+                    attempts: of(attempts),
+                    won: won_g,
+                    win_ratio: (all_won > 0.0)
+                        .then(|| (won_g as f64 / all_won) / (users as f64 / all_users)),
+                }
+            })
+        })
+        .collect()
 }
 
 /// The report as a table for a terminal.
@@ -148,12 +210,38 @@ pub fn render_table(r: &Report) -> String {
             ),
         ),
         ("intents ended", joined(&r.intents)),
+        (
+            "gave up",
+            format!(
+                "{} intents ({} on a hopeless place), after p50 {:.1} s, p90 {:.1} s{}",
+                r.patience.gave_up,
+                r.patience.hopeless,
+                r.patience.waited_p50_s,
+                r.patience.waited_p90_s,
+                r.patience
+                    .mean_s
+                    .map_or(" (3 retries each)".to_string(), |m| format!(
+                        " (patience: mean {m:.0} s)"
+                    ))
+            ),
+        ),
         ("answers", joined(&r.answers)),
         ("ran for", format!("{:.1} s", r.elapsed_s)),
     ];
     out += "\n";
     for (label, value) in rows {
         out += &format!("  {label:<26} {value}\n");
+    }
+    out += &format!(
+        "\n  fairness = {}\n  {:<12} {:>8} {:>10} {:>7} {:>10}\n",
+        r.fairness.mode, "group", "users", "attempts", "won", "win ratio"
+    );
+    for g in &r.fairness.groups {
+        let ratio = g.win_ratio.map_or("-".to_string(), |x| format!("{x:.2}"));
+        out += &format!(
+            "  {:<12} {:>8} {:>10} {:>7} {:>10}\n",
+            g.name, g.users, g.attempts, g.won, ratio
+        );
     }
     out
 }

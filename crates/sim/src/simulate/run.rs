@@ -6,18 +6,18 @@
 use super::fleet::{self, Orders};
 use super::measure::{self, pct, Readings};
 use super::meter::{sleep_until_ms, Meter, PING_MS};
-use super::plan::{arrivals, sale_spec, Crowd, SECRET};
-use super::report::{render_table, Report};
+use super::plan::{arrivals, enters_early, group_of, sale_spec, Crowd, Mix, Skew, SECRET};
+use super::report::{group_rows, render_table, FairnessReport, Patience, Report};
 use crate::load::order_body;
 use flashgate_core::config::Config;
 use flashgate_core::keys::EventKeys;
 use flashgate_core::model::now_ms;
-use flashgate_core::model::{format_ms, DEFAULT_ORIGIN_BUDGET};
+use flashgate_core::model::{format_ms, Fairness, DEFAULT_ORIGIN_BUDGET};
 use flashgate_core::net::{connect, NativeOrigin};
 use flashgate_core::ops;
 use flashgate_core::origin::resp::RespConfig;
 use flashgate_core::origin::{Cmd, Origin};
-use flashgate_core::script::{PURCHASE, VIEW};
+use flashgate_core::script::{LINE, PURCHASE, VIEW};
 use flashgate_core::token;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -77,6 +77,29 @@ pub struct SimulateArgs {
     /// Print the report as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// The fresh event's fairness: `line` (a place per shopper) or `attempt` (a chance per
+    /// attempt).
+    #[arg(long, default_value = "line", value_parser = ["line", "attempt"])]
+    pub fairness: String,
+    /// Mean patience of a shopper in seconds (exponential): a shopper waits as the page does,
+    /// honouring Retry-After, and gives up after it, or sooner when the place shown is
+    /// hopeless. 0: the old script, 3 retries per intent.
+    #[arg(long, default_value_t = 60.0)]
+    pub patience_s: f64,
+    /// The share of users who retry at the rate limit, ignoring Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub hammer_share: f64,
+    /// The share of (other) users who enter before the start: half 10 minutes, half 10
+    /// seconds before (an entry ticket for the early window).
+    #[arg(long, default_value_t = 0.0)]
+    pub early_share: f64,
+    /// Accounts each bot spreads its hammering over (the hammerers' users, in runs of K).
+    #[arg(long, default_value_t = 1)]
+    pub accounts_per_bot: u64,
+    /// CROWD:ISOLATES, e.g. 0.5:0.05: that share of the attempts comes through that share of
+    /// the isolates.
+    #[arg(long, value_parser = Skew::parse)]
+    pub skew: Option<Skew>,
 }
 
 fn check(a: &SimulateArgs) -> Result<(), String> {
@@ -95,6 +118,20 @@ fn check(a: &SimulateArgs) -> Result<(), String> {
     within("--arrival-ms", a.arrival_ms, 0, 3_600_000)?;
     if a.stock == Some(0) {
         return Err("--stock must be at least 1".into());
+    }
+    for (name, v) in [
+        ("--hammer-share", a.hammer_share),
+        ("--early-share", a.early_share),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!("{name} must be 0 to 1"));
+        }
+    }
+    if !(0.0..=86_400.0).contains(&a.patience_s) {
+        return Err("--patience-s must be 0 to 86400".into());
+    }
+    if a.accounts_per_bot == 0 {
+        return Err("--accounts-per-bot must be at least 1".into());
     }
     if a.budget == Some(0) {
         return Err("--budget must be at least 1 attempt per second".into());
@@ -140,7 +177,7 @@ struct Sale {
 
 /// Loads both scripts, so that no EVALSHA of the run meets NOSCRIPT (it would count twice).
 async fn load_scripts(o: &NativeOrigin) -> Result<(), String> {
-    for s in [&*PURCHASE, &*VIEW] {
+    for s in [&*PURCHASE, &*VIEW, &*LINE] {
         o.call(&Cmd::new(["SCRIPT", "LOAD", s.source]))
             .await
             .map_err(|e| format!("cannot load {} at the origin: {e}", s.name))?;
@@ -157,7 +194,8 @@ async fn create_sale(
     t0_ms: i64,
 ) -> Result<Sale, String> {
     let budget = a.budget.unwrap_or(DEFAULT_ORIGIN_BUDGET);
-    ops::create(o, &sale_spec(run, t0_ms, stock, budget), false).await?;
+    let fairness = Fairness::parse(&a.fairness).unwrap_or_default();
+    ops::create(o, &sale_spec(run, t0_ms, stock, budget, fairness), false).await?;
     Ok(Sale {
         event: run.to_string(),
         sku: "A".into(),
@@ -243,7 +281,16 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         isolates: a.isolates,
         mean_ms: a.arrival_ms as f64,
         horizon_ms: a.seconds as i64 * 1000,
+        skew: a.skew,
     };
+    let mix = Mix {
+        hammer: a.hammer_share,
+        early: a.early_share,
+    };
+    // A bot's accounts are consecutive users: all of them hammer, or none.
+    let k = a.accounts_per_bot;
+    let groups: Vec<_> = (0..a.users).map(|u| group_of(u / k, mix)).collect();
+    let early: Vec<bool> = (0..a.users).map(|u| enters_early(u / k, mix)).collect();
     let plan = arrivals(&crowd, &mut fastrand::Rng::with_seed(a.seed));
 
     let mut probed = RespConfig::from_url(origin, PROBE_TIMEOUT_MS)?;
@@ -268,6 +315,11 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         t0_ms: sale.t0_ms,
         end_ms,
         seed: a.seed,
+        groups: groups.clone(),
+        early,
+        patience_ms: (a.patience_s > 0.0).then_some(a.patience_s * 1000.0),
+        hammer_ms: 1000 / u64::from(a.rate_limit_per_sec.max(1)),
+        skew: a.skew,
     };
     let fleet = fleet::spawn(orders, bar.clone());
     let log = tokio::task::spawn_blocking(move || fleet.join())
@@ -310,6 +362,19 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
     let idle = measure::ping_percentiles(&m.pings, i64::MIN, warm_from);
     let sale_pings = measure::ping_percentiles(&m.pings, 0, last_edge as i64 * 1000);
     let late = measure::p50_p99_ms(log.late_us);
+    let gave_up = {
+        let mut w = log.gave_up_ms.clone();
+        w.sort_unstable();
+        let at = |p: f64| crate::load::percentile(&w, p) as f64 / 1000.0;
+        (at(50.0), at(90.0))
+    };
+    let fairness_mode = match &a.event {
+        Some(_) => ops::status(&admin, &sale.event)
+            .await
+            .map(|s| s.meta.fairness.as_str().to_string())
+            .unwrap_or_default(),
+        None => a.fairness.clone(),
+    };
     let report = Report {
         event: sale.event,
         sku: sale.sku.clone(),
@@ -352,6 +417,17 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         intents: log.intents,
         answers: log.answers,
         elapsed_s: began.elapsed().as_secs_f64(),
+        patience: Patience {
+            mean_s: (a.patience_s > 0.0).then_some(a.patience_s),
+            gave_up: log.gave_up_ms.len() as u64,
+            hopeless: log.hopeless,
+            waited_p50_s: gave_up.0,
+            waited_p90_s: gave_up.1,
+        },
+        fairness: FairnessReport {
+            mode: fairness_mode,
+            groups: group_rows(&groups, &log.user_attempts, &log.user_won),
+        },
     };
     if a.json {
         let doc = serde_json::to_string(&report).map_err(|e| e.to_string())?;

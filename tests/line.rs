@@ -1,0 +1,183 @@
+//! The line against a real redis-server, through the worker's own core (the gate, as the
+//! simulator runs it): the draw's commitment before the start and its seed from the start on,
+//! in the event's public view; an order placed out of turn directly at the origin, caught by
+//! `flashgate event verify-draw`.
+
+mod common;
+
+use common::*;
+use flashgate_core::config::Config;
+use flashgate_core::gate::{ApiRequest, Gate, NoLimiter};
+use flashgate_core::keys::EventKeys;
+use flashgate_core::line::{self, mint_ticket, Seed, Ticket, Window};
+use flashgate_core::model::{now_ms, Fairness};
+use flashgate_core::net::NativeOrigin;
+use flashgate_core::order::{self, Line, Order};
+use flashgate_core::origin::{Cmd, Origin};
+use flashgate_core::script::{PurchaseCall, PURCHASE};
+use serde_json::Value as Json;
+
+fn gate(redis: &Redis) -> Gate {
+    let url = redis.url();
+    let config = Config::from_lookup(|name| match name {
+        "ORIGIN_URL" => Some(url.clone()),
+        "IDENTITY_SECRET" => Some(SECRET.to_string()),
+        _ => None,
+    })
+    .unwrap();
+    Gate::new(config)
+}
+
+async fn get(g: &Gate, o: &NativeOrigin, path: &str) -> Json {
+    let req = ApiRequest {
+        method: "GET",
+        path,
+        ..ApiRequest::default()
+    };
+    let h = g.handle(o, &NoLimiter, &req, now_ms(), &now_ms).await;
+    assert_eq!(h.reply.status, 200, "{}", h.reply.body);
+    serde_json::from_str(&h.reply.body).unwrap()
+}
+
+async fn seed_at_origin(o: &NativeOrigin, event: &str) -> Seed {
+    let v = o
+        .call(&Cmd::new(["GET".to_string(), EventKeys::new(event).seed()]))
+        .await
+        .unwrap();
+    Seed::from_hex(v.as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_view_shows_the_commitment_before_the_start_and_the_seed_from_it() {
+    let redis = Redis::start();
+    let o = redis.origin();
+    let s = spec("drawn", &[("A", 10)], 60_000, (1, 1, 1));
+    assert_eq!(s.fairness, Fairness::Line, "the default for new events");
+    flashgate_core::ops::create(&o, &s, true).await.unwrap();
+    let seed = seed_at_origin(&o, "drawn").await;
+
+    let before = get(&gate(&redis), &o, "/api/events/drawn").await;
+    assert_eq!(before["fairness"], "line");
+    assert_eq!(before["commitment"], line::commitment(&seed));
+    assert!(
+        before.get("seed").is_none(),
+        "secret before the start: {before}"
+    );
+
+    flashgate_core::ops::set_state(&o, "drawn", flashgate_core::ops::Verb::Start)
+        .await
+        .unwrap();
+    let after = get(&gate(&redis), &o, "/api/events/drawn").await;
+    let shown = Seed::from_hex(after["seed"].as_str().expect("the seed")).unwrap();
+    assert_eq!(shown, seed);
+    assert!(line::reveals(&shown, after["commitment"].as_str().unwrap()));
+
+    // An event with the per-attempt lottery still has a commitment, and says what it is.
+    let mut a = spec("lottery", &[("A", 10)], -1000, (1, 1, 1));
+    a.fairness = Fairness::Attempt;
+    flashgate_core::ops::create(&o, &a, true).await.unwrap();
+    let v = get(&gate(&redis), &o, "/api/events/lottery").await;
+    assert_eq!(v["fairness"], "attempt");
+}
+
+#[tokio::test]
+async fn verify_draw_catches_an_order_placed_out_of_turn() {
+    let redis = Redis::start();
+    let o = redis.origin();
+    let s = spec("fair", &[("A", 10)], -1000, (1, 1, 1));
+    flashgate_core::ops::create(&o, &s, true).await.unwrap();
+    let g = gate(&redis);
+    let now = now_ms();
+
+    // An early entrant buys through the edge: the line is short, so their place has come up.
+    let ticket = mint_ticket(
+        SECRET.as_bytes(),
+        &Ticket {
+            event: "fair".into(),
+            user: "early".into(),
+            window: Window::Early,
+            exp: now / 1000 + 600,
+        },
+    );
+    let auth = format!("Bearer {}", token("early"));
+    let req = ApiRequest {
+        method: "POST",
+        path: "/api/events/fair/orders",
+        authorization: Some(&auth),
+        content_type: Some("application/json"),
+        idempotency_key: Some("key-early-1"),
+        entry: Some(&ticket),
+        body: br#"{"items":[{"sku":"A","qty":1}]}"#,
+        ..ApiRequest::default()
+    };
+    let mut placed = false;
+    for _ in 0..40 {
+        let h = g.handle(&o, &NoLimiter, &req, now_ms(), &now_ms).await;
+        if h.reply.status == 201 {
+            placed = true;
+            break;
+        }
+        assert_eq!(h.reply.status, 503, "{}", h.reply.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(placed, "the early entrant's place came up");
+    let r = flashgate_core::draw::verify_draw(&o, "fair", now_ms())
+        .await
+        .unwrap();
+    assert_eq!((r.in_turn, r.out_of_turn.len()), (1, 0), "{r:?}");
+
+    // Someone with access to the origin places an order directly, for a shopper who arrived
+    // a minute after the start: the line has not come near that place.
+    let keys = EventKeys::new("fair");
+    let lines = vec![Line {
+        sku: "A".into(),
+        qty: 1,
+    }];
+    let fp = order::fingerprint(&lines);
+    let t = now_ms();
+    let doc = Order::new(
+        "fair",
+        "cheat",
+        "key-cheat-1",
+        vec![order::OrderLine {
+            sku: "A".into(),
+            qty: 1,
+            unit_price: 1000,
+            currency: "USD".into(),
+        }],
+        t,
+        t + 900_000,
+    );
+    let json = serde_json::to_string(&doc).unwrap();
+    let call = PurchaseCall {
+        keys: &keys,
+        user: "cheat",
+        now_ms: t,
+        idempotency_key: "key-cheat-1",
+        fingerprint: &fp,
+        order_json: &json,
+        pay_by_ms: t + 900_000,
+        lines: &lines,
+        fresh: true,
+    };
+    let (k, args) = call.keys_and_args_in_line(Window::Arrived(s_start(&s) + 60));
+    let v = PURCHASE.eval(&o, &k, &args).await.unwrap();
+    assert_eq!(v.as_array().unwrap()[0].as_int(), Some(0), "placed: {v:?}");
+
+    let r = flashgate_core::draw::verify_draw(&o, "fair", now_ms())
+        .await
+        .unwrap();
+    assert_eq!(r.in_turn, 1, "{r:?}");
+    assert_eq!(r.out_of_turn.len(), 1, "{r:?}");
+    assert_eq!(r.out_of_turn[0].user, "cheat");
+    // The CLI says so, and fails.
+    let out = cli_output(&redis.url(), &["event", "verify-draw", "fair"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 orders in turn, 1 out of turn"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of turn"));
+}
+
+fn s_start(s: &flashgate_core::model::EventSpec) -> i64 {
+    flashgate_core::model::parse_rfc3339_ms(&s.starts_at).unwrap() / 1000
+}
