@@ -313,7 +313,7 @@ async function placeOrder(sku) {
   const user = app.user;
   const res = await api(`${EVENT_URL}/orders`, { method: 'POST', headers, body: { items: [{ sku, qty: 1 }] }, timeoutMs: PURCHASE_TIMEOUT });
   let result = outcome(res, intent, sku);
-  if (intent.uncertain && LOOKUP_ERRORS.has(errorCode(res))) result = await checkOrders(intent, key, result);
+  if (intent.uncertain && LOOKUP_ERRORS.has(errorCode(res))) result = await checkOrders(sku, intent, key, result);
   if (user !== app.user || app.cards.get(sku).intent !== intent) return;   // signed out or switched meanwhile
   if (unknownOutcome(res)) intent.uncertain = true;
   else if (result.final) intent.uncertain = false;
@@ -330,26 +330,28 @@ function unknownOutcome(res) {
 // A refusal of a retry whose earlier attempt had no known outcome: the shopper's orders say
 // whether that attempt was placed. Found: the order as placed. Not found: the refusal. The
 // orders could not be read: the refusal, with a caveat; later orders answers are still checked.
-async function checkOrders(intent, key, refusal) {
+async function checkOrders(sku, intent, key, refusal) {
   const list = await loadOrders();
   if (!list) {
     intent.lookupKey = key;
     return { ...refusal, note: `${refusal.note} We could not yet check whether your earlier attempt went through; “Your orders” below will show it if it did.` };
   }
   const order = list.find((o) => o.idempotency_key === key);
-  return order ? foundOrder(intent, order, refusal) : refusal;
+  return order ? foundOrder(sku, intent, order, refusal) : refusal;
 }
 
-// What a card shows for an order found by its key after a refusal.
-function foundOrder(intent, order, refusal) {
+// What a card shows for an order found by its key after a refusal. Its units of the item count
+// towards today's cap (a lower bound: other orders of today may count too; a cap refusal says
+// the cap is reached).
+function foundOrder(sku, intent, order, refusal) {
   intent.orderId = order.id;
   intent.lookupKey = null;
   if (order.state === 'cancelled' || order.state === 'expired') {
     return { phase: 'idle', final: true, refresh: true, note: `Your order ${order.id} was ${order.state === 'cancelled' ? 'cancelled' : 'not paid in time and has expired'}.` };
   }
-  if (refusal.code === 'item_limit_reached') {
-    intent.today = intent.cap = app.event.caps.per_item_per_day;
-  }
+  const cap = app.event.caps.per_item_per_day;
+  const units = order.lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.qty, 0);
+  Object.assign(intent, { cap, today: refusal.code === 'item_limit_reached' ? cap : Math.min(cap, units) });
   if (refusal.code === 'total_limit_reached') app.totalLimitReached = true;
   return { phase: 'purchased', final: true, refresh: true, note: placedNote(order) };
 }
@@ -646,11 +648,10 @@ function applyOrders(list) {
   o.list = list;
   o.failed = false;
   // A refusal that could not be checked against the orders earlier: check it now.
-  for (const card of app.cards.values()) {
-    const { intent } = card;
+  for (const [sku, { intent }] of app.cards) {
     const order = intent.lookupKey && list.find((x) => x.idempotency_key === intent.lookupKey);
     if (order) {
-      const result = foundOrder(intent, order, { code: intent.phase === 'item_limit' ? 'item_limit_reached' : '' });
+      const result = foundOrder(sku, intent, order, { code: intent.phase === 'item_limit' ? 'item_limit_reached' : '' });
       Object.assign(intent, { phase: result.phase, note: result.note });
     }
   }
