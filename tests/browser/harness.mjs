@@ -210,7 +210,8 @@ export class Stack {
 
   /** A purchase through the API as `user` (a fresh Idempotency-Key unless given): the response. */
   async buy(user, sku, { event, key = randomBytes(9).toString('base64url'), baseURL = this.baseURL } = {}) {
-    const token = await this.mintToken(user);
+    const token = await ((this.tokens ??= new Map()).get(user) ?? this.mintToken(user));
+    this.tokens.set(user, token);
     return fetch(`${baseURL}/api/events/${event}/orders`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'Idempotency-Key': key },

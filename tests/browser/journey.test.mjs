@@ -82,7 +82,7 @@ describe('the journey: orders, the shop pays and cancels, a retry finds its orde
     await expectText(alice, `order-state-${order.id}`, /^Awaiting payment$/);
     await expectText(alice, `order-lines-${order.id}`, /^1 × Keyboard \(\$49\.99\)$/);
     const due = () => text(alice, `order-due-${order.id}`);
-    await eventually(async () => assert.match(await due(), /^Pay within 1?\d:\d\d \(by \d{1,2}:\d\d [AP]M\)$/));
+    await eventually(async () => assert.match(await due(), /^Pay within 1?\d:\d\d \(by \d{1,2}:\d\d\s[AP]M\)$/));
     const first = await due();
     await eventually(async () => assert.notEqual(await due(), first, 'the countdown ticks'), 3000);
     const pay = alice.getByTestId(`order-pay-${order.id}`);

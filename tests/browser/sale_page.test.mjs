@@ -225,7 +225,7 @@ describe('sale page', { timeout: 240_000 }, () => {
     await signIn(carol, 'carol');
     let stubbed = 0;
     await carol.route(`**${ORDERS_PATH}`, (route) => {
-      if (stubbed++) return route.continue();
+      if (route.request().method() !== 'POST' || stubbed++) return route.continue();   // GET is "Your orders"
       return route.fulfill({
         status: 429,
         headers: { 'Retry-After': '2', 'Content-Type': 'application/json' },
