@@ -5,6 +5,8 @@
 #   make bench                 builds the worker bundle and target/release/flashgate, then runs this
 #   bash .ci/bench.sh --smoke  tiny counts, no empty-worker baseline, no chart; writes $BENCH_OUT
 #                              (tests/bench_smoke.rs runs it under `make test` so the harness cannot rot)
+#   bash .ci/bench.sh --acks-only [--smoke]
+#                              section 8 alone, written to $BENCH_OUT (default target/bench-acks.md)
 #
 # What it measures (the method and the results go to BENCHMARKS.md, written by tests/bench/report.mjs):
 #   1. edge rejections (not_started, sold_out, capped) and forwarded purchases: requests/s through
@@ -23,7 +25,10 @@
 #   6. the fleet simulator (`flashgate simulate`): 1, 100 and 1,000 isolates (smoke: 1 and 10), a
 #      crowd 20× the origin budget, admission off and on; origin attempts and origin latency per
 #      second, measured at the origin;
-#   7. the wasm bundle's size.
+#   7. the wasm bundle's size;
+#   8. replicated acknowledgements: the forwarded purchase through two workers side by side in front
+#      of one primary with one replica, ORIGIN_REPLICA_ACKS=0 and 1, and the order writer
+#      (sink-bench) with --replica-acks 0 and 1 (tests/bench/acks.mjs writes the section).
 #
 # It starts its own redis-server and `wrangler dev` instances on free ports, each in its own
 # process group, and on any exit stops exactly those groups.
@@ -37,10 +42,12 @@ set -euo pipefail
 # shellcheck source=.ci/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # sets ROOT to the checkout and cds there
 SMOKE=0
+ACKS_ONLY=0
 for a in "$@"; do
   case "$a" in
     --smoke) SMOKE=1 ;;
-    *) echo "bench: unknown argument $a (use --smoke)" >&2; exit 2 ;;
+    --acks-only) ACKS_ONLY=1 ;;
+    *) echo "bench: unknown argument $a (use --smoke, --acks-only)" >&2; exit 2 ;;
   esac
 done
 
@@ -57,7 +64,7 @@ export WASM_OPT_BIN=${WASM_OPT_BIN:-$TOOLS/bin/wasm-opt}
 export ESBUILD_BIN=${ESBUILD_BIN:-$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild}
 export WRANGLER_SEND_METRICS=false
 
-OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
+if [ "$ACKS_ONLY" = 1 ]; then OUT=${BENCH_OUT:-$ROOT/target/bench-acks.md}; else OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}; fi
 CLI=${FLASHGATE_BIN:-$ROOT/target/release/flashgate}
 CHART=$ROOT/tests/bench/benchmarks.png
 EMPTY_DIR=$ROOT/tests/bench/empty-worker
@@ -75,6 +82,7 @@ else
   MON_N=500; MON_EDGE_N=2000
 fi
 EDGE_USERS=1000
+ACK_MS=${BENCH_ACK_MS:-100}
 
 for tool in redis-server redis-cli redis-benchmark wrangler node curl gzip; do
   command -v "$tool" >/dev/null || die "$tool is not on PATH (run \`make setup\`)"
@@ -159,6 +167,9 @@ load() {
   printf '           %-22s %8.0f req/s\n' "$name" "$rps"
 }
 stats() { curl -fsS --max-time 5 -H "Authorization: Bearer $OPERATOR_TOKEN" "$FG/api/stats"; }
+
+# Sections 0 to 7 unless --acks-only (section 8 follows them).
+if [ "$ACKS_ONLY" = 0 ]; then
 
 # ------------------------------------------------------------------ the empty worker (baseline)
 if [ "$SMOKE" = 0 ]; then
@@ -390,6 +401,72 @@ done
 stop_groups "${PID[sim_redis]}"
 unset 'PID[sim_redis]'
 
+fi # ACKS_ONLY = 0
+# What sections 0 to 7 set and the report's meta block reads; unset in an --acks-only run.
+FG=${FG:-none} SINK_N=${SINK_N:-0} PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+SIM_ISOLATES=${SIM_ISOLATES:-} SIM_USERS=${SIM_USERS:-0} SIM_ATTEMPTS=${SIM_ATTEMPTS:-0} SIM_STOCK=${SIM_STOCK:-0}
+SIM_BUDGET=${SIM_BUDGET:-0} SIM_SECONDS=${SIM_SECONDS:-0} SIM_ORIGIN_SCHED=${SIM_ORIGIN_SCHED:-}
+
+# ------------------------------------------------------------------ 8. replicated acknowledgements
+# A primary and a replica of their own, and two flashgate workers in front of the primary, one
+# without and one with ORIGIN_REPLICA_ACKS=1; they take turns (which goes first alternates), each
+# on a fresh event per round. Then the order writer with --replica-acks 0 and 1, likewise.
+ACK_N=$FWD_N
+ACK_ROUNDS=$ROUNDS
+ACK_SINK_N=$([ "$SMOKE" = 1 ] && echo 300 || echo 10000)
+read -r ACP ACR A0P A0I A1P A1I < <(free_ports 6)
+step "replicated acks: primary :$ACP, replica :$ACR; workers with ORIGIN_REPLICA_ACKS=0 on :$A0P and =1 on :$A1P"
+mkdir -p "$TMP/ack-primary" "$TMP/ack-replica"
+start ack_primary "$TMP/ack-primary" redis-server --port "$ACP" --bind 127.0.0.1 --save "" --appendonly no --daemonize no
+ready ack_primary 10 pong "$ACP"
+start ack_replica "$TMP/ack-replica" redis-server --port "$ACR" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+  --replicaof 127.0.0.1 "$ACP"
+ready ack_replica 30 bash -c "redis-cli -p $ACR INFO replication | grep -q master_link_status:up"
+ACK_ORIGIN=redis://127.0.0.1:$ACP
+ack_worker() { # NAME PORT INSPECTOR-PORT ACKS
+  start "$1" "$ROOT" wrangler dev -c wrangler.toml -c wrangler.pages.toml --port "$2" --ip 127.0.0.1 --inspector-port "$3" \
+    --persist-to "$TMP/$1-state" --var "ORIGIN_URL:$ACK_ORIGIN" --var "IDENTITY_SECRET:$SECRET" \
+    --var RATE_LIMIT_PER_SEC:0 --var "OPERATOR_TOKEN:$OPERATOR_TOKEN" \
+    --var "ORIGIN_REPLICA_ACKS:$4" --var "ORIGIN_REPLICA_ACK_MS:$ACK_MS" --log-level error
+}
+ack_worker fg_acks0 "$A0P" "$A0I" 0
+ack_worker fg_acks1 "$A1P" "$A1I" 1
+ready fg_acks0 120 curl -fsS --max-time 2 "http://127.0.0.1:$A0P/api/health"
+ready fg_acks1 120 curl -fsS --max-time 2 "http://127.0.0.1:$A1P/api/health"
+MAIN_ORIGIN=${ORIGIN:-}
+ORIGIN=$ACK_ORIGIN # for create_event and load's origin counters
+NOW=$(date +%s)
+for r in $(seq "$ACK_ROUNDS"); do
+  for a in 0 1; do
+    create_event "bench-ack$a-$r" $(( NOW + 3600 )) $(( NOW + 86400 )) 1000000000 1 5 1
+    cli event start "bench-ack$a-$r" >/dev/null
+  done
+done
+ack_sink() { # ROUND ACKS
+  "$CLI" --origin "$ACK_ORIGIN" --replica-acks "$2" --replica-ack-ms "$ACK_MS" orders sink-bench \
+    --db "sqlite://$TMP/sink-ack$1-$2.db" --orders "$ACK_SINK_N" >"$RES/sink-ack$1-$2.json" 2>"$TMP/sink-ack$1-$2.log" \
+    || { cat "$TMP/sink-ack$1-$2.log" >&2; die "orders sink-bench (acks $2) failed"; }
+  printf '           %-22s %s\n' "sink-ack$1-$2" "$(cat "$RES/sink-ack$1-$2.json")"
+}
+for r in $(seq "$ACK_ROUNDS"); do
+  step "replicated acks, round $r of $ACK_ROUNDS: $ACK_N forwarded per worker, $C in flight; then the writer, $ACK_SINK_N orders each"
+  order="0 1"; [ $(( r % 2 )) = 0 ] && order="1 0"
+  for a in $order; do
+    port=$A0P; [ "$a" = 1 ] && port=$A1P
+    load "ack$r-$a" "http://127.0.0.1:$port" "bench-ack$a-$r" --users "$ACK_N" --requests "$ACK_N" --skus A
+  done
+  for a in $order; do ack_sink "$r" "$a"; done
+done
+ORIGIN=$MAIN_ORIGIN
+# Both must have sold every attempt (acks on: the replica acknowledged each).
+for a in 0 1; do
+  grep -q "\"placed\":$ACK_N[,}]" "$RES/ack1-$a.json" || die "acks $a: not every attempt was placed: $(cat "$RES/ack1-$a.json")"
+done
+for name in fg_acks0 fg_acks1 ack_replica ack_primary; do
+  stop_groups "${PID[$name]}"
+  unset "PID[$name]"
+done
+
 # ------------------------------------------------------------------ 7. sizes, machine, report
 gz() { gzip -9 -c "$1" | wc -c; }
 {
@@ -425,6 +502,10 @@ gz() { gzip -9 -c "$1" | wc -c; }
   echo "sim_budget=$SIM_BUDGET"
   echo "sim_seconds=$SIM_SECONDS"
   echo "sim_origin_sched=$SIM_ORIGIN_SCHED"
+  echo "ack_rounds=$ACK_ROUNDS"
+  echo "ack_requests=$ACK_N"
+  echo "ack_ms=$ACK_MS"
+  echo "ack_sink_orders=$ACK_SINK_N"
   echo "postgres=$("$PGBIN/postgres" --version | awk '{print $3}')"
   echo "edge_cache_ms=$(sed -n 's/^EDGE_CACHE_MS = "\(.*\)"/\1/p' wrangler.toml)"
   echo "wasm_raw=$(wc -c <build/index_bg.wasm)"
@@ -436,6 +517,11 @@ gz() { gzip -9 -c "$1" | wc -c; }
 } >"$RES/meta.env"
 
 step "writing $OUT"
+if [ "$ACKS_ONLY" = 1 ]; then
+  node "$ROOT/tests/bench/acks.mjs" "$RES" "$OUT"
+  step "done in $(( $(date +%s) - T0 )) s: $OUT"
+  exit 0
+fi
 node "$ROOT/tests/bench/report.mjs" "$RES" "$OUT" "$RES/chart.json"
 
 if [ "$SMOKE" = 0 ]; then

@@ -110,6 +110,7 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         h.get("idempotency-key")?,
     );
     let (entry, remote_ip) = (h.get(ENTRY_HEADER)?, h.get("cf-connecting-ip")?);
+    let signature = h.get(flashgate_core::shop::SIGNATURE_HEADER)?;
     let path = req.path();
     let url = req.inner().url();
     let api = ApiRequest {
@@ -122,6 +123,7 @@ async fn handle_api(mut req: Request, env: &Env) -> Result<Response> {
         idempotency_key: key.as_deref(),
         entry: entry.as_deref(),
         remote_ip: remote_ip.as_deref(),
+        signature: signature.as_deref(),
         body: &body,
         declared_len: declared,
         roll: js_sys::Math::random(),

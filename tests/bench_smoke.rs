@@ -1,6 +1,7 @@
 //! Keeps the benchmark harness from rotting: runs `.ci/bench.sh --smoke` (tiny counts, but the
 //! real pieces: redis-server, `wrangler dev` with the built worker, `flashgate load`, MONITOR,
-//! redis-benchmark, `flashgate simulate` and the report writer) into a temporary file, and
+//! redis-benchmark, `flashgate simulate`, a primary with a replica for the replicated
+//! acknowledgements, and the report writer) into a temporary file, and
 //! checks that every table of the report is there with numbers in it. At these counts the
 //! numbers mean nothing, so only what holds at any load is asserted about them: the harness
 //! saw each forwarded attempt reach the origin, and neither the crowd nor the simulated fleet
@@ -142,6 +143,18 @@ fn bench_harness_smoke() {
         "simulator, 10 isolates, admission on: sold / stock, oversold"
     )[1]
     .ends_with(", 0"));
+
+    // Replicated acknowledgements: both settings placed every attempt, with numbers.
+    let acks = section(&md, "## 8. ");
+    for setting in ["`ORIGIN_REPLICA_ACKS=0`", "`ORIGIN_REPLICA_ACKS=1`"] {
+        let r = row(acks, setting);
+        assert!(r[1].starts_with("placed 100.0 %"), "{setting}: {r:?}");
+        assert!(
+            number(&r[2]) > 0.0 && number(&r[4]) >= number(&r[3]),
+            "{setting}: {r:?}"
+        );
+        assert!(number(&r[6]) > 0.0, "the writer: {r:?}");
+    }
 
     let wasm = row(section(&md, "## 6. "), "flashgate (build/index_bg.wasm)");
     assert!(

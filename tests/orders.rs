@@ -458,3 +458,284 @@ async fn a_thousand_pay_cancel_expire_races_and_the_database_agree() {
         "stock and the database agree"
     );
 }
+
+const SHOP_KEY: &str = "test-shop-api-token-0123";
+
+/// A shop API request, signed with `key` at Unix second `t` (`nonce` fresh per request).
+async fn shop_call(sale: &Sale, key: &str, t: i64, nonce: &str, path: &str) -> Answer {
+    let sig = flashgate_core::shop::sign(key.as_bytes(), t, nonce, "POST", path, b"");
+    shop_raw(sale, Some(&sig), path).await
+}
+
+async fn shop_raw(sale: &Sale, sig: Option<&str>, path: &str) -> Answer {
+    let mut b = sale.http.post(sale.worker.url(path));
+    if let Some(s) = sig {
+        b = b.header("flashgate-signature", s);
+    }
+    let resp = b.send().await.unwrap();
+    Answer {
+        request: format!("POST {path}"),
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.json().await.unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// `user`'s orders through the worker (`GET /api/events/{event}/orders`).
+async fn my_orders(sale: &Sale, user: &str) -> Answer {
+    sale.send(&Req {
+        method: "GET",
+        path: format!("/api/events/{}/orders", sale.event),
+        auth: Some(format!("Bearer {}", token(user))),
+        ctype: None,
+        key: None,
+        body: Vec::new(),
+    })
+    .await
+}
+
+/// The shopper's orders and the shop's payment API through the worker: a shopper sees their
+/// own orders (one origin command), the shop pays and cancels with signed requests, every
+/// bad credential is refused with 401 at no origin cost, and pay/cancel are idempotent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_pays_and_cancels_through_the_api_and_the_shopper_sees_it() {
+    let sale = Sale::start(
+        spec("shop", &[("A", 5), ("B", 5)], -1000, (1, 5, 1)),
+        &[
+            ("SHOP_API_TOKEN", SHOP_KEY),
+            (
+                "CHECKOUT_URL",
+                "https://shop.example/checkout?order={id}&ref={ref}",
+            ),
+        ],
+    )
+    .await;
+    let a = sale.buy("ann", "key-ann-a", &["A"]).await;
+    let b = sale.buy("ann", "key-ann-b", &["B"]).await;
+    assert_eq!((a.status, b.status), (201, 201), "{} {}", a.body, b.body);
+    let (id_a, id_b) = (
+        a.body["order"]["id"].as_str().unwrap().to_string(),
+        b.body["order"]["id"].as_str().unwrap().to_string(),
+    );
+
+    // The shopper's orders: one origin command, their own only, not cached by anyone.
+    let (mine, d) = sale
+        .commands_during(async || my_orders(&sale, "ann").await)
+        .await;
+    assert_eq!(mine.status, 200, "{}", mine.body);
+    assert_eq!(
+        d,
+        BTreeMap::from([("hgetall".to_string(), 1)]),
+        "one origin command"
+    );
+    assert_eq!(mine.headers["cache-control"], "private, no-store");
+    let orders = mine.body["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 2);
+    assert_eq!(orders[0]["id"], id_b.as_str(), "newest first");
+    assert_eq!(orders[1]["idempotency_key"], "key-ann-a");
+    assert_eq!(orders[1]["state"], "pending");
+    assert_eq!(orders[1]["pay_by"], a.body["order"]["pay_by"]);
+    assert_eq!(orders[1]["lines"][0]["sku"], "A");
+    let link = orders[1]["checkout_url"].as_str().unwrap();
+    let r = flashgate_core::shop::order_ref(SHOP_KEY.as_bytes(), "shop", &id_a, "ann");
+    assert_eq!(
+        link,
+        format!("https://shop.example/checkout?order={id_a}&ref={r}")
+    );
+    let theirs = my_orders(&sale, "bob").await;
+    assert_eq!(theirs.body["orders"], serde_json::json!([]));
+    let anonymous = sale
+        .send(&Req {
+            auth: None,
+            ..Req::purchase("shop", "x", "key-x-0000", &["A"])
+        })
+        .await;
+    assert_eq!(anonymous.status, 401);
+
+    // Bad credentials: 401, and the origin hears nothing.
+    let now = now_ms() / 1000;
+    let pay_a = format!("/api/events/shop/orders/{id_a}/pay");
+    let used = flashgate_core::shop::sign(
+        SHOP_KEY.as_bytes(),
+        now,
+        "nonce-used-1",
+        "POST",
+        &pay_a,
+        b"",
+    );
+    let for_cancel = flashgate_core::shop::sign(
+        SHOP_KEY.as_bytes(),
+        now,
+        "nonce-other-path",
+        "POST",
+        &pay_a.replace("/pay", "/cancel"),
+        b"",
+    );
+    let (refused, d) = sale
+        .commands_during(async || {
+            vec![
+                shop_raw(&sale, None, &pay_a).await,
+                shop_call(&sale, "not-the-shop-api-token", now, "nonce-wrong1", &pay_a).await,
+                shop_call(&sale, SHOP_KEY, now - 3600, "nonce-stale1", &pay_a).await,
+                shop_raw(&sale, Some(&for_cancel), &pay_a).await,
+            ]
+        })
+        .await;
+    for r in &refused {
+        assert_eq!(
+            (r.status, r.code()),
+            (401, Some("unauthenticated")),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        d,
+        BTreeMap::new(),
+        "refused credentials cost no origin command"
+    );
+
+    // Pay: done, then idempotent; a replayed signature is refused at no origin cost.
+    let paid = shop_raw(&sale, Some(&used), &pay_a).await;
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    assert_eq!(
+        paid.body,
+        serde_json::json!({"order": id_a, "state": "paid", "changed": true})
+    );
+    let (replayed, d) = sale
+        .commands_during(async || shop_raw(&sale, Some(&used), &pay_a).await)
+        .await;
+    assert_eq!(
+        (replayed.status, replayed.code()),
+        (401, Some("unauthenticated"))
+    );
+    assert_eq!(d, BTreeMap::new());
+    let again = shop_call(&sale, SHOP_KEY, now, "nonce-again1", &pay_a).await;
+    assert_eq!(
+        (again.status, again.body["changed"].as_bool()),
+        (200, Some(false))
+    );
+    let cancel_a = format!("/api/events/shop/orders/{id_a}/cancel");
+    let no = shop_call(&sale, SHOP_KEY, now, "nonce-cancel-paid", &cancel_a).await;
+    assert_eq!(
+        (no.status, no.code()),
+        (409, Some("order_paid")),
+        "{}",
+        no.body
+    );
+
+    // Cancel: done, then idempotent; paying a cancelled order is refused.
+    let cancel_b = format!("/api/events/shop/orders/{id_b}/cancel");
+    let c = shop_call(&sale, SHOP_KEY, now, "nonce-cancel-b1", &cancel_b).await;
+    assert_eq!(
+        c.body,
+        serde_json::json!({"order": id_b, "state": "cancelled", "changed": true})
+    );
+    let c2 = shop_call(&sale, SHOP_KEY, now, "nonce-cancel-b2", &cancel_b).await;
+    assert_eq!(
+        (c2.status, c2.body["changed"].as_bool()),
+        (200, Some(false))
+    );
+    let pay_b = format!("/api/events/shop/orders/{id_b}/pay");
+    let late = shop_call(&sale, SHOP_KEY, now, "nonce-pay-b-01", &pay_b).await;
+    assert_eq!((late.status, late.code()), (410, Some("order_cancelled")));
+    let none = shop_call(
+        &sale,
+        SHOP_KEY,
+        now,
+        "nonce-none-001",
+        "/api/events/shop/orders/o_nope/pay",
+    )
+    .await;
+    assert_eq!((none.status, none.code()), (404, Some("unknown_order")));
+
+    // The shopper sees both ends.
+    let mine = my_orders(&sale, "ann").await;
+    let states: Vec<(&str, &str)> = mine.body["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["id"].as_str().unwrap(), o["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [(id_b.as_str(), "cancelled"), (id_a.as_str(), "paid")]
+    );
+    assert!(
+        mine.body["orders"][1].get("checkout_url").is_none(),
+        "paid: no link"
+    );
+}
+
+/// A purchase whose answer was lost, retried after the item sold out through another
+/// isolate that learnt the sell-out, is refused `sold_out` at that edge; the documented
+/// client flow (docs/api.md: on a refusal after an unknown outcome, look the key up in the
+/// shopper's orders) ends with the placed order, not "sold out".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_answer_finds_its_order() {
+    let sale = Sale::start(spec("lost", &[("A", 2)], -1000, (1, 1, 1)), &[]).await;
+    let other = Worker::start(&[("ORIGIN_URL", &sale.redis.url())]);
+    // The other isolate learns the sale first (its snapshot shows stock).
+    let warm = other
+        .send(
+            &sale.http,
+            &Req::purchase("lost", "zed", "key-zed-0001", &["A"]),
+        )
+        .await;
+    assert_eq!(warm.status, 201, "{}", warm.body);
+    // Ann's attempt is placed through the first isolate; its answer is dropped on the way.
+    let _lost = sale.buy("ann", "key-ann-lost", &["A"]).await;
+    // The item is now sold out; the other isolate learns it from a refusal.
+    let late = other
+        .send(
+            &sale.http,
+            &Req::purchase("lost", "bob", "key-bob-0001", &["A"]),
+        )
+        .await;
+    assert_eq!(late.code(), Some("sold_out"));
+    // Ann's retry reaches the other isolate.
+    let retry = other
+        .send(
+            &sale.http,
+            &Req::purchase("lost", "ann", "key-ann-lost", &["A"]),
+        )
+        .await;
+    let found = match (retry.status, retry.code()) {
+        (201, _) => retry.body["order"].clone(),
+        (_, Some("sold_out" | "item_limit_reached" | "total_limit_reached")) => {
+            // The client flow: the outcome was unknown, so look the key up before saying so.
+            let mine = other
+                .send(
+                    &sale.http,
+                    &Req {
+                        method: "GET",
+                        path: "/api/events/lost/orders".into(),
+                        auth: Some(format!("Bearer {}", token("ann"))),
+                        ctype: None,
+                        key: None,
+                        body: Vec::new(),
+                    },
+                )
+                .await;
+            let orders = mine.body["orders"].as_array().unwrap().clone();
+            orders
+                .into_iter()
+                .find(|o| o["idempotency_key"] == "key-ann-lost")
+                .expect("the placed order is in the shopper's orders")
+        }
+        other => panic!("unexpected answer {other:?}: {}", retry.body),
+    };
+    eprintln!("the retry was answered {} {:?}", retry.status, retry.code());
+    assert_eq!(found["idempotency_key"], "key-ann-lost");
+    assert_eq!(found["lines"][0]["sku"], "A");
+    let sold = sale
+        .origin
+        .call(&Cmd::new(["HGET", &EventKeys::new("lost").meta, "sold:A"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sold.as_int(),
+        Some(2),
+        "one unit each for zed and ann, none twice"
+    );
+}

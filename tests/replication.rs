@@ -165,3 +165,67 @@ async fn an_order_and_its_payment_are_answered_only_once_a_replica_holds_them() 
     };
     assert_eq!(paid, Settled::AlreadyPaid, "the primary kept the payment");
 }
+
+/// The order writer with `--replica-acks 1` writes only entries a replica holds: with the
+/// replica stalled, its read fails (saying so) and nothing reaches the database; once the
+/// replica has the entries, a later run claims them (they idled) and writes each once.
+#[tokio::test]
+async fn the_writer_writes_only_orders_a_replica_holds() {
+    let sale = Sale::start(spec("repw", &[("A", 10)], -1000, (1, 3, 1)), &[]).await;
+    let replica = Replica::of(&sale.redis);
+    let db = common::db::Db::sqlite();
+    let url = sale.redis.url();
+    let sink = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flashgate"))
+            .args([
+                "--origin",
+                &url,
+                "--replica-acks",
+                "1",
+                "--replica-ack-ms",
+                "200",
+            ])
+            .args([
+                "orders", "sink", "--once", "--event", "repw", "--db", &db.url,
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The tables and the group, while the replica is in touch.
+    let out = sink(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    replica.stall(true);
+    // Without acks at the worker, the shopper gets a 201 the replica does not hold.
+    let a = sale.buy("w1", "key-w1-0001", &["A"]).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let out = sink(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the read was refused");
+    assert!(
+        err.contains("the delivery was acknowledged by 0 of 1 replicas within 200 ms"),
+        "{err}"
+    );
+    let pool = db.pool().await;
+    assert!(
+        common::db::orders(&pool).await.is_empty(),
+        "nothing written"
+    );
+
+    replica.stall(false);
+    assert!(eventually(Duration::from_secs(10), || replica.sold("repw") == "1"));
+    let out = sink(&["--claim-idle-ms", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = common::db::orders(&pool).await;
+    let id = a.body["order"]["id"].as_str().unwrap();
+    assert_eq!(rows.keys().collect::<Vec<_>>(), [id], "written once");
+}

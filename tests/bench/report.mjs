@@ -7,9 +7,11 @@
 // reports) with .stats0.json/.stats1.json (the worker's GET /api/stats before and after) for
 // runs against flashgate; crowd-1/crowd-2 likewise and crowd-status.json; rb<round>-<seed|purchase|callsonly|seedso|purchaseso>.rps
 // (redis-benchmark requests/s); rb-<seed|purchase>-sold; sink-<db>.json; sim-<isolates>-<off|on>.json
-// (`flashgate simulate --json` reports).
+// (`flashgate simulate --json` reports); ack<round>-<0|1>.json and sink-ack<round>-<0|1>.json
+// (section 8, tests/bench/acks.mjs).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { acks } from './acks.mjs';
 
 const [dir, outPath, chartPath] = process.argv.slice(2);
 if (!dir || !outPath || !chartPath) {
@@ -210,6 +212,9 @@ const simTop = Math.max(0, ...simIsolates);
 const simOn = sim.find((s) => s.n === simTop && s.adm === 'on');
 const simOff = sim.find((s) => s.n === simTop && s.adm === 'off');
 
+// ------------------------------------------------------------------ 8. replicated acknowledgements
+const ackSection = acks(dir, meta);
+
 // ------------------------------------------------------------------ the document
 const roundsNote = rounds > 1 ? `median of ${rounds} interleaved rounds` : 'one round';
 const noBaseline = 'n/a (smoke run: no baseline)';
@@ -249,6 +254,7 @@ const summary = [
       [`${at}: last purchase of the item forwarded after the sellout`, simOn.r.last_forward_after_sellout_ms === null ? 'none' : `${int(simOn.r.last_forward_after_sellout_ms)} ms after (${plural(simOn.r.isolates_forwarding_after_sellout, 'isolate')} forwarded ${int(simOn.r.forwarded_after_sellout)})`, `≤ ${int(simOn.forwardLimit)} ms`, goal(g.forwarding)],
     ];
   })() : []),
+  ...(ackSection ? ackSection.summary : []),
   ['worker wasm (build/index_bg.wasm)', `${kib(num('wasm_raw'))} raw, ${kib(num('wasm_gzip'))} gzip`, '—', ''],
 ];
 md.push(`## Summary
@@ -365,6 +371,8 @@ ${table(['run', 'origin attempts', 'origin p99 ms', 'origin p50 ms', 'sold', 'is
   s.r.per_second.map((x) => (x.forwarding_isolates_after_sellout === null ? '–' : int(x.forwarding_isolates_after_sellout))).join(' / '),
 ]))}`);
 }
+
+if (ackSection) md.push(ackSection.md);
 
 if (!smoke) md.push(`## Chart
 

@@ -246,55 +246,84 @@ impl Redis {
     }
 }
 
-/// A 3-master Redis Cluster on loopback.
+/// A 3-master Redis Cluster on loopback, optionally with replicas ([`Cluster::start_replicated`]).
 pub struct Cluster {
+    /// The primaries as created (a failover does not change this list).
     pub ports: Vec<u16>,
-    procs: Vec<Proc>,
+    /// The replicas as created, and any added later ([`Cluster::add_replica`]).
+    pub replicas: Vec<u16>,
+    procs: HashMap<u16, Proc>,
+    dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::start_with(0, &[])
+    }
+
+    /// 3 primaries, each with one replica (in touch when this returns), the failure detection
+    /// bounded by `node_timeout_ms`; full syncs start at once (no diskless-sync delay).
+    pub fn start_replicated(node_timeout_ms: u64) -> Cluster {
+        let t = node_timeout_ms.to_string();
+        Cluster::start_with(
+            1,
+            &[
+                "--cluster-node-timeout",
+                &t,
+                "--repl-diskless-sync-delay",
+                "0",
+            ],
+        )
+    }
+
+    fn spawn_node(dir: &std::path::Path, port: u16, extra: &[String]) -> Proc {
+        Proc::spawn(
+            "redis-server (cluster)",
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                ])
+                .args(extra)
+                .arg("--dir")
+                .arg(dir)
+                .stdout(Stdio::null()),
+        )
+    }
+
+    /// 3 primaries with `replicas` replicas each; `extra` arguments for every node.
+    pub fn start_with(replicas: usize, extra: &[&str]) -> Cluster {
         let dir = tmpdir("cluster");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let procs = ports
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let all: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
+        let procs: HashMap<u16, Proc> = all
             .iter()
-            .map(|p| {
-                Proc::spawn(
-                    "redis-server (cluster)",
-                    Command::new("redis-server")
-                        .args([
-                            "--port",
-                            &p.to_string(),
-                            "--bind",
-                            "127.0.0.1",
-                            "--save",
-                            "",
-                            "--appendonly",
-                            "no",
-                        ])
-                        .args([
-                            "--cluster-enabled",
-                            "yes",
-                            "--cluster-config-file",
-                            &format!("nodes-{p}.conf"),
-                        ])
-                        .arg("--dir")
-                        .arg(&dir)
-                        .stdout(Stdio::null()),
-                )
-            })
+            .map(|p| (*p, Cluster::spawn_node(&dir, *p, &extra)))
             .collect();
-        for p in &ports {
+        for p in &all {
             wait_for("cluster node", Duration::from_secs(10), || {
                 redis_cli(*p, &["PING"]).trim() == "PONG"
             });
         }
-        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let nodes: Vec<String> = all.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli --cluster create");
         assert!(
@@ -302,12 +331,116 @@ impl Cluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        for p in &ports {
+        for p in &all {
             wait_for("cluster_state:ok", Duration::from_secs(20), || {
                 redis_cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             });
         }
-        Cluster { ports, procs }
+        // redis-cli chooses which nodes replicate which: read it back.
+        let (mut ports, mut reps) = (vec![], vec![]);
+        for p in &all {
+            if redis_cli(*p, &["ROLE"]).starts_with("master") {
+                ports.push(*p);
+            } else {
+                reps.push(*p);
+            }
+        }
+        assert_eq!(ports.len(), 3, "3 primaries among {all:?}");
+        let cl = Cluster {
+            ports,
+            replicas: reps,
+            procs,
+            dir,
+            extra,
+        };
+        for r in &cl.replicas {
+            cl.wait_in_sync(*r);
+        }
+        // Every node knows every replica (gossip spreads it after `create` returns).
+        for p in &all {
+            wait_for("replicas known", Duration::from_secs(20), || {
+                redis_cli(*p, &["CLUSTER", "NODES"])
+                    .lines()
+                    .filter(|l| {
+                        l.split_whitespace()
+                            .nth(2)
+                            .is_some_and(|f| f.contains("slave"))
+                    })
+                    .count()
+                    == cl.replicas.len()
+            });
+        }
+        cl
+    }
+
+    /// Waits until replica `r`'s link to its primary is up and it has all the primary wrote.
+    pub fn wait_in_sync(&self, r: u16) {
+        let field = |port: u16, name: &str| -> Option<String> {
+            redis_cli(port, &["INFO", "replication"])
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name).map(str::to_string))
+        };
+        wait_for("replica in sync", Duration::from_secs(30), || {
+            let (Some(up), Some(host_port)) = (
+                field(r, "master_link_status:"),
+                field(r, "master_port:").and_then(|p| p.parse::<u16>().ok()),
+            ) else {
+                return false;
+            };
+            up == "up" && field(host_port, "master_repl_offset:") == field(r, "slave_repl_offset:")
+        });
+    }
+
+    /// `redis-cli -p <port> <args>`: its output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        redis_cli(port, args)
+    }
+
+    /// Sends `sig` (`STOP`, `CONT`, `KILL`) to the node on `port`.
+    pub fn signal(&self, port: u16, sig: &str) {
+        let pid = self.procs[&port].pid();
+        let ok = Command::new("kill")
+            .args(["-s", sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -s {sig} {pid}");
+    }
+
+    /// The node id of the node on `port` (CLUSTER MYID).
+    pub fn id_of(&self, port: u16) -> String {
+        redis_cli(port, &["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    /// The replica of primary `p`, as `p` sees the cluster (the first, if several).
+    pub fn replica_of(&self, p: u16) -> u16 {
+        let id = self.id_of(p);
+        redis_cli(p, &["CLUSTER", "NODES"])
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(3) == Some(&id.as_str()) && !f[2].contains("fail"))
+                    .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no replica of :{p}"))
+    }
+
+    /// Starts a new empty node, joins it to the cluster and makes it a replica of the primary
+    /// on `of`; answers its port once it holds everything `of` wrote.
+    pub fn add_replica(&mut self, of: u16) -> u16 {
+        let port = free_port();
+        let proc = Cluster::spawn_node(&self.dir, port, &self.extra);
+        self.procs.insert(port, proc);
+        wait_for("new cluster node", Duration::from_secs(10), || {
+            redis_cli(port, &["PING"]).trim() == "PONG"
+        });
+        redis_cli(port, &["CLUSTER", "MEET", "127.0.0.1", &of.to_string()]);
+        let id = self.id_of(of);
+        wait_for("CLUSTER REPLICATE", Duration::from_secs(20), || {
+            redis_cli(port, &["CLUSTER", "REPLICATE", &id]).trim() == "OK"
+        });
+        self.replicas.push(port);
+        self.wait_in_sync(port);
+        port
     }
 
     pub fn seed_url(&self) -> String {

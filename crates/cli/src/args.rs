@@ -33,7 +33,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, default_value_t = 5000)]
     pub(crate) timeout_ms: u64,
     /// Replicas that must acknowledge each order change (payment, expiry) before it counts
-    /// (WAIT after the script); 0: do not wait. As the worker's ORIGIN_REPLICA_ACKS.
+    /// (WAIT after the script), and that must hold the entries the order writer reads before
+    /// it writes them; 0: do not wait. As the worker's ORIGIN_REPLICA_ACKS.
     #[arg(
         long,
         global = true,

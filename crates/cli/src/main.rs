@@ -148,7 +148,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Orders(OrdersCmd::SinkBench(a)) => {
             let pw = cli.origin_password.clone();
-            flashgate_sink::cli::bench_main(a, &cli.origin, pw, cli.timeout_ms).await?
+            flashgate_sink::cli::bench_main(a, acks, &cli.origin, pw, cli.timeout_ms).await?
         }
         Command::Token { user, ttl, secret } => {
             if !flashgate_core::model::valid_id(&user) {

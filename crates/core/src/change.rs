@@ -11,7 +11,7 @@
 //!   from such a status to one that holds none.
 
 use crate::model::parse_rfc3339_ms;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A stream entry id, `<ms>-<seq>`. Ordered as Redis orders them.
@@ -144,7 +144,7 @@ impl Kind {
 }
 
 /// One line of an order document.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct LineDoc {
     pub sku: String,
     pub qty: i64,

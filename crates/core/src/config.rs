@@ -19,6 +19,8 @@
 //! | `TURNSTILE_SECRET` | secret | none | Turnstile secret key: when set, `POST …/entry` requires a Turnstile token checked with siteverify, and purchases require an entry ticket |
 //! | `TURNSTILE_SITE_KEY` | var | none | Turnstile site key the sale page renders the widget with (only with `TURNSTILE_SECRET`) |
 //! | `TURNSTILE_VERIFY_URL` | var | Cloudflare's siteverify | where siteverify is (`http(s)://`); tests point it at a stand-in |
+//! | `SHOP_API_TOKEN` | secret | none | HMAC key (at least 16 bytes) the shop's payment service signs `POST …/orders/{id}/pay` and `…/cancel` with (`crates/core/src/shop.rs`); the shop API is off without it |
+//! | `CHECKOUT_URL` | var | none | the shop's checkout link for a pending order, `{id}` → the order id, `{ref}` → its signed reference (needs `SHOP_API_TOKEN`); shown in the shopper's orders |
 //! | `LOG_SAMPLE_RATE` | var | 0.01 | share of edge refusals logged; placed orders, 5xx and origin errors are always logged |
 
 use crate::edge::EdgeConfig;
@@ -101,6 +103,10 @@ pub struct Config {
     pub admission: bool,
     /// Turnstile at entry (`TURNSTILE_SECRET`); off when `None`.
     pub turnstile: Option<TurnstileConfig>,
+    /// The shop API's key (`SHOP_API_TOKEN`); the shop API is off when `None`.
+    pub shop_api_token: Option<Vec<u8>>,
+    /// The checkout link template (`CHECKOUT_URL`).
+    pub checkout_url: Option<String>,
 }
 
 impl Config {
@@ -172,6 +178,7 @@ impl Config {
             Some(other) => return Err(format!("DEV_SIGNIN must be true or false, not {other:?}")),
         };
         let turnstile = turnstile(&get)?;
+        let (shop_api_token, checkout_url) = shop(&get)?;
         Ok(Config {
             origin,
             identity_secret: secret.into_bytes(),
@@ -187,8 +194,33 @@ impl Config {
             log_sample_rate,
             admission,
             turnstile,
+            shop_api_token,
+            checkout_url,
         })
     }
+}
+
+type ShopSettings = (Option<Vec<u8>>, Option<String>);
+
+fn shop(get: &impl Fn(&str) -> Option<String>) -> Result<ShopSettings, String> {
+    let token = get("SHOP_API_TOKEN");
+    if token.as_ref().is_some_and(|t| t.len() < MIN_SECRET_LEN) {
+        return Err(format!(
+            "SHOP_API_TOKEN must be at least {MIN_SECRET_LEN} bytes"
+        ));
+    }
+    let checkout = get("CHECKOUT_URL");
+    if let Some(url) = &checkout {
+        if !(url.starts_with("https://") || url.starts_with("http://")) || !url.contains("{id}") {
+            return Err(
+                "CHECKOUT_URL must be an http(s):// link with {id} where the order id goes".into(),
+            );
+        }
+        if url.contains("{ref}") && token.is_none() {
+            return Err("CHECKOUT_URL uses {ref}, which is signed with SHOP_API_TOKEN: set it (wrangler secret put SHOP_API_TOKEN)".into());
+        }
+    }
+    Ok((token.map(String::into_bytes), checkout))
 }
 
 fn turnstile(get: &impl Fn(&str) -> Option<String>) -> Result<Option<TurnstileConfig>, String> {
@@ -309,6 +341,39 @@ mod tests {
         assert!(cfg(&[BASE[0], BASE[1], ("ORIGIN_REPLICA_ACK_MS", "5")])
             .unwrap_err()
             .starts_with("ORIGIN_REPLICA_ACK_MS"));
+    }
+
+    #[test]
+    fn shop_settings() {
+        let c = cfg(&BASE).unwrap();
+        assert_eq!(
+            (c.shop_api_token, c.checkout_url),
+            (None, None),
+            "off by default"
+        );
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = BASE.to_vec();
+            all.extend_from_slice(extra);
+            cfg(&all)
+        };
+        let c = with(&[
+            ("SHOP_API_TOKEN", "shop-secret-0123456789"),
+            ("CHECKOUT_URL", "https://shop.example/pay?o={id}&r={ref}"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.shop_api_token.as_deref(),
+            Some(&b"shop-secret-0123456789"[..])
+        );
+        assert!(with(&[("SHOP_API_TOKEN", "short")]).is_err());
+        assert!(
+            with(&[("CHECKOUT_URL", "https://shop.example/pay")]).is_err(),
+            "no {{id}}"
+        );
+        assert!(with(&[("CHECKOUT_URL", "shop.example/{id}")]).is_err());
+        let unsigned = with(&[("CHECKOUT_URL", "https://shop.example/pay?o={id}&r={ref}")]);
+        assert!(unsigned.unwrap_err().contains("SHOP_API_TOKEN"));
+        assert!(with(&[("CHECKOUT_URL", "https://shop.example/pay?o={id}")]).is_ok());
     }
 
     #[test]

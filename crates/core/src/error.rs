@@ -36,6 +36,8 @@ pub enum Code {
     SoldOut,
     OrderExpired,
     OrderCancelled,
+    UnknownOrder,
+    OrderPaid,
     ItemLimitReached,
     TotalLimitReached,
     OrderQtyLimit,
@@ -67,9 +69,9 @@ impl Code {
             | Code::TurnstileFailed
             | Code::ItemLimitReached
             | Code::TotalLimitReached => 403,
-            Code::NotFound | Code::UnknownEvent => 404,
+            Code::NotFound | Code::UnknownEvent | Code::UnknownOrder => 404,
             Code::MethodNotAllowed => 405,
-            Code::NotStarted | Code::Paused => 409,
+            Code::NotStarted | Code::Paused | Code::OrderPaid => 409,
             Code::Ended | Code::SoldOut | Code::OrderExpired | Code::OrderCancelled => 410,
             Code::BodyTooLarge => 413,
             Code::UnsupportedMediaType => 415,
@@ -88,6 +90,8 @@ pub enum Caching {
     NoStore,
     /// Public for this many seconds.
     Public(u32),
+    /// One user's answer: `private, no-store`, so that no shared cache keeps it either.
+    Private,
 }
 
 /// An HTTP answer as plain data; the wasm shell turns it into a `worker::Response`.
@@ -115,6 +119,7 @@ impl ApiReply {
         let value = match c {
             Caching::NoStore => "no-store".to_string(),
             Caching::Public(secs) => format!("public, max-age={secs}"),
+            Caching::Private => "private, no-store".to_string(),
         };
         self.headers.retain(|(k, _)| *k != "cache-control");
         self.headers.push(("cache-control", value));
@@ -354,7 +359,7 @@ mod tests {
     fn codes_are_stable_and_unique() {
         let names: std::collections::BTreeSet<_> = Code::iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), <Code as strum::EnumCount>::COUNT);
-        assert_eq!(names.len(), 28);
+        assert_eq!(names.len(), 30);
         assert_eq!(
             Code::IdempotencyKeyReused.as_str(),
             "idempotency_key_reused"

@@ -81,8 +81,9 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     Ok(stop)
 }
 
-/// The origin for the sink: its command timeout outlasts a blocking read. `acks`: the
-/// replicas its expiry sweep's writes must reach (`--replica-acks`).
+/// The origin for the sink: its command timeout outlasts a blocking read. `acks`
+/// (`--replica-acks`): the replicas its expiry sweep's writes must reach, and that must hold
+/// the entries it reads before it applies them (`stream`).
 pub fn origin(
     acks: Option<flashgate_core::origin::Acks>,
     url: &str,
@@ -172,13 +173,15 @@ async fn requeue(store: &Store, events: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `acks`: as for the sink (`--replica-acks`), so the bench measures their cost.
 pub async fn bench_main(
     a: SinkBenchArgs,
+    acks: Option<flashgate_core::origin::Acks>,
     origin_url: &str,
     password: Option<String>,
     timeout_ms: u64,
 ) -> Result<(), String> {
-    let origin = origin(None, origin_url, password, timeout_ms)?;
+    let origin = origin(acks, origin_url, password, timeout_ms)?;
     let report = bench::run(&origin, &a.db, a.orders, a.batch as usize)
         .await
         .map_err(|e| e.to_string())?;

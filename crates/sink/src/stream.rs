@@ -204,6 +204,34 @@ impl<'o, O: Origin> EventStream<'o, O> {
             })
     }
 
+    /// A command that delivers entries (XREADGROUP, XAUTOCLAIM, XCLAIM). With the origin's
+    /// replica acks (`--replica-acks N`) it is followed by WAIT on the same connection (one
+    /// round trip): the delivery propagates, so WAIT covers every write before it, the
+    /// entries' XADDs included. Entries fewer than N replicas hold are not applied (a failover
+    /// could lose them, and the shopper was told 503): the read fails as "may have run", and
+    /// the entries, now pending for this consumer, are delivered again by a claim once idle
+    /// for `--claim-idle-ms`.
+    async fn deliver(
+        &self,
+        doing: &str,
+        args: Vec<String>,
+        delivered: impl Fn(&Value) -> bool,
+    ) -> Result<Value, SinkError> {
+        let Some(acks) = self.origin.replica_acks() else {
+            return self.call(doing, args).await;
+        };
+        let err = |source| SinkError::Origin {
+            doing: format!("{doing} {}", self.key),
+            source,
+        };
+        let cmd = Cmd { args, route: None }.routed(&self.key);
+        let (v, acked) = self.origin.call_then_wait(&cmd, acks).await.map_err(err)?;
+        if delivered(&v) {
+            acks.check("the delivery", acked).map_err(err)?;
+        }
+        Ok(v)
+    }
+
     fn args(&self, parts: &[&str]) -> Vec<String> {
         parts.iter().map(|s| s.to_string()).collect()
     }
@@ -242,7 +270,9 @@ impl<'o, O: Origin> EventStream<'o, O> {
             args.extend(["BLOCK".to_string(), ms.max(1).to_string()]);
         }
         args.extend(self.args(&["STREAMS", &self.key, ">"]));
-        let v = self.call("read the stream", args).await?;
+        let v = self
+            .deliver("read the stream", args, |v| !matches!(v, Value::Nil))
+            .await?;
         parse_readgroup(&v).ok_or_else(|| bad("read the stream", &v))
     }
 
@@ -269,7 +299,11 @@ impl<'o, O: Origin> EventStream<'o, O> {
             "COUNT",
             &count,
         ]);
-        let v = self.call("claim idle entries of", args).await?;
+        let v = self
+            .deliver("claim idle entries of", args, |v| {
+                parse_autoclaim(v).is_some_and(|(_, ds)| !ds.is_empty())
+            })
+            .await?;
         let (next, mut ds) = parse_autoclaim(&v).ok_or_else(|| bad("claim idle entries", &v))?;
         self.fill_counts(&mut ds).await?;
         Ok((next, ds))
@@ -279,7 +313,11 @@ impl<'o, O: Origin> EventStream<'o, O> {
     pub async fn claim(&self, ids: &[StreamId]) -> Result<Vec<Delivery>, SinkError> {
         let mut args = self.args(&["XCLAIM", &self.key, GROUP, &self.consumer, "0"]);
         args.extend(ids.iter().map(StreamId::to_string));
-        let v = self.call("claim entries of", args).await?;
+        let v = self
+            .deliver("claim entries of", args, |v| {
+                v.as_array().is_some_and(|a| !a.is_empty())
+            })
+            .await?;
         let mut ds = parse_entries(&v).ok_or_else(|| bad("claim entries", &v))?;
         self.fill_counts(&mut ds).await?;
         Ok(ds)

@@ -16,9 +16,11 @@ mod entry;
 mod event;
 mod health;
 mod live;
+mod mine;
 mod purchase;
 mod reply;
 mod session;
+mod shop;
 mod snapshot;
 mod stats;
 
@@ -30,10 +32,12 @@ pub use event::event_json;
 pub use live::{live_body, LiveBody};
 pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};
 
+use crate::bounded::Bounded;
 use crate::config::Config;
-use crate::edge::EdgeState;
+use crate::edge::{EdgeState, MAX_TRACKED};
 use crate::error::{ApiError, ApiReply};
 use crate::origin::{Origin, OriginError};
+use crate::script::SettleVerb;
 use serde::Serialize;
 use std::cell::RefCell;
 
@@ -71,6 +75,8 @@ pub struct ApiRequest<'a> {
     pub entry: Option<&'a str>,
     /// The client's address (`CF-Connecting-IP`), passed to siteverify as `remoteip`.
     pub remote_ip: Option<&'a str>,
+    /// The `Flashgate-Signature` header of a shop API request ([`crate::shop`]).
+    pub signature: Option<&'a str>,
     pub body: &'a [u8],
     /// `Content-Length` as sent; the shell does not read bodies declared over the cap.
     pub declared_len: Option<usize>,
@@ -186,6 +192,8 @@ enum Route<'a> {
     Health,
     Event(&'a str),
     Orders(&'a str),
+    /// The shop API: pay or cancel one order.
+    Settle(&'a str, &'a str, SettleVerb),
     Entry(&'a str),
     Live(&'a str),
     Stats,
@@ -203,6 +211,12 @@ fn route(path: &str) -> Route<'_> {
         ["", "api", "dev", "session"] => Route::DevSession,
         ["", "api", "events", id] => Route::Event(id),
         ["", "api", "events", id, "orders"] => Route::Orders(id),
+        ["", "api", "events", id, "orders", order, "pay"] => {
+            Route::Settle(id, order, SettleVerb::Pay)
+        }
+        ["", "api", "events", id, "orders", order, "cancel"] => {
+            Route::Settle(id, order, SettleVerb::Cancel)
+        }
         ["", "api", "events", id, "entry"] => Route::Entry(id),
         ["", "api", "events", id, "live"] => Route::Live(id),
         _ => Route::NotFound,
@@ -212,12 +226,18 @@ fn route(path: &str) -> Route<'_> {
 pub struct Gate {
     pub config: Config,
     pub state: RefCell<EdgeState>,
+    /// Shop API signatures this isolate accepted (MAC → timestamp), to refuse their replay.
+    shop_seen: RefCell<Bounded<String, i64>>,
 }
 
 impl Gate {
     pub fn new(config: Config) -> Gate {
         let state = RefCell::new(EdgeState::new(config.edge));
-        Gate { config, state }
+        Gate {
+            config,
+            state,
+            shop_seen: RefCell::new(Bounded::new(MAX_TRACKED)),
+        }
     }
 
     /// Handles one `/api/*` request with no siteverify client (Turnstile, if configured,
@@ -256,6 +276,12 @@ impl Gate {
             (Route::Orders(id), "POST") => {
                 purchase::handle_purchase(self, origin, limiter, id, req, now_ms).await
             }
+            (Route::Orders(id), "GET") => {
+                Handled::plain(mine::handle_my_orders(self, origin, id, req, now_ms).await)
+            }
+            (Route::Settle(id, order, verb), "POST") => Handled::plain(
+                shop::handle_settle(self, origin, (id, order, verb), req, now_ms).await,
+            ),
             (Route::Entry(id), "POST") => {
                 entry::handle_entry(self, origin, verifier, id, req, now_ms).await
             }
@@ -273,7 +299,7 @@ impl Gate {
                 Handled::plain(Err(ApiError::method_not_allowed("GET")))
             }
             (Route::Orders(id), _) => purchase::refuse_method(self, id, req.roll),
-            (Route::DevSession | Route::Entry(_), _) => {
+            (Route::DevSession | Route::Entry(_) | Route::Settle(..), _) => {
                 Handled::plain(Err(ApiError::method_not_allowed("POST")))
             }
             (Route::Session, _) => Handled::plain(Err(ApiError::method_not_allowed("GET, DELETE"))),
@@ -291,6 +317,15 @@ mod tests {
         assert_eq!(route("/api/events/demo"), Route::Event("demo"));
         assert_eq!(route("/api/events/demo/"), Route::Event("demo"));
         assert_eq!(route("/api/events/demo/orders"), Route::Orders("demo"));
+        assert_eq!(
+            route("/api/events/demo/orders/o_1/pay"),
+            Route::Settle("demo", "o_1", SettleVerb::Pay)
+        );
+        assert_eq!(
+            route("/api/events/demo/orders/o_1/cancel"),
+            Route::Settle("demo", "o_1", SettleVerb::Cancel)
+        );
+        assert_eq!(route("/api/events/demo/orders/o_1/refund"), Route::NotFound);
         assert_eq!(route("/api/events/demo/live"), Route::Live("demo"));
         assert_eq!(route("/api/events/demo/entry"), Route::Entry("demo"));
         assert_eq!(route("/api/events/a/b/c"), Route::NotFound);

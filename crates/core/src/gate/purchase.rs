@@ -123,7 +123,7 @@ fn sampled(gate: &Gate, mut h: Handled, cause: Option<Box<OriginError>>, roll: f
 
 /// A wrong method on the orders route still counts as a decision at the edge.
 pub(super) fn refuse_method(gate: &Gate, event: &str, req_roll: f64) -> Handled {
-    let e = ApiError::method_not_allowed("POST");
+    let e = ApiError::method_not_allowed("GET, POST");
     let decision = Decision::Refused(e.code);
     let d = decided(gate, event, None, 0, e.to_reply(), decision, Decided::Edge);
     sampled(gate, d, None, req_roll)
@@ -1020,7 +1020,7 @@ mod tests {
             ),
             (
                 ApiRequest {
-                    method: "GET",
+                    method: "PUT",
                     ..base.clone()
                 },
                 405,

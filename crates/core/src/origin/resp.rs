@@ -9,6 +9,12 @@
 //! - A connection that failed mid-command is dropped, never reused (its reply stream is lost).
 //! - MOVED updates the slot map and retries on the owner; ASK retries once with ASKING and does
 //!   not. At most [`MAX_REDIRECTS`] hops.
+//! - A node that cannot be reached, or that fails or goes silent mid-command, loses every slot
+//!   the map gave it, so the next command for those slots goes to the seed, whose MOVED names
+//!   the slot's owner now. That is how a failover is followed: a dead primary's slots are asked
+//!   again, and the seed answers with the promoted replica (once the cluster has promoted one).
+//!   The seed itself must be reachable (a cluster's configuration endpoint, or a node other
+//!   than the ones expected to fail).
 
 use super::{Acks, Cmd, Origin, OriginError, ServerError, Value};
 use crate::keys::slot;
@@ -311,15 +317,20 @@ impl<C: Connector> RespOrigin<C> {
     }
 
     /// `cmd` (and `then` after it on the same connection), following cluster redirects.
+    /// `at` is set to the node each hop goes to (the caller forgets it when the call fails).
     async fn call_routed(
         &self,
         cmd: &Cmd,
         then: Option<&[String]>,
         sent: &AtomicBool,
+        at: &Mutex<Option<Node>>,
     ) -> Result<(Value, Option<ServerReply>), OriginError> {
         let mut node = self.node_for(cmd);
         let mut asking = false;
         for _ in 0..=MAX_REDIRECTS {
+            if let Ok(mut a) = at.lock() {
+                *a = Some(node.clone());
+            }
             match self.on_node(&node, &cmd.args, then, asking, sent).await? {
                 (Ok(v), next) => return Ok((v, next)),
                 (Err(e), _) => match e.redirect() {
@@ -342,6 +353,14 @@ impl<C: Connector> RespOrigin<C> {
             }
         }
         Err(OriginError::not_sent("too many cluster redirects"))
+    }
+
+    /// Drops every slot the map gives `node` (it failed, or went silent): the next command for
+    /// them asks the seed again, which redirects to whoever owns them now.
+    fn forget(&self, node: &Node) {
+        if let Ok(mut s) = self.slots.lock() {
+            s.retain(|_, n| n != node);
+        }
     }
 }
 
@@ -367,9 +386,11 @@ impl<C: Connector> RespOrigin<C> {
         extra_ms: u64,
     ) -> Result<(Value, Option<ServerReply>), OriginError> {
         let sent = AtomicBool::new(false);
-        let work = std::pin::pin!(self.call_routed(cmd, then, &sent));
+        let at = Mutex::new(None);
+        let work = std::pin::pin!(self.call_routed(cmd, then, &sent, &at));
         let limit = self.config.timeout_ms + extra_ms;
         let timer = std::pin::pin!(self.connector.sleep(limit));
+        let failed_at = || at.lock().ok().and_then(|mut a| a.take());
         match select(work, timer).await {
             Either::Left((r, _)) => {
                 if r.as_ref()
@@ -377,10 +398,16 @@ impl<C: Connector> RespOrigin<C> {
                 {
                     // The connection may be mid-reply; never reuse it.
                     self.conns.lock().await.clear();
+                    if let Some(n) = failed_at() {
+                        self.forget(&n);
+                    }
                 }
                 r
             }
             Either::Right(((), _)) => {
+                if let Some(n) = failed_at() {
+                    self.forget(&n);
+                }
                 // The request's connection is out of the map until it completes, so it is
                 // never reused mid-reply (and the map's lock may still be held here).
                 let msg = format!("no reply within {limit} ms");
