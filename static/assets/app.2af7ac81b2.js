@@ -275,8 +275,9 @@ function itemView(item, ev, intent) {
   if (phase === 'entering') return view('entering', 'Entering…', true);
   if (phase === 'unavailable' || phase === 'error') return view(phase, 'Retry', false);
   if (phase === 'item_limit') return view('item-limit', 'Daily limit reached', true);
-  if (phase === 'purchased' && intent.cap && intent.today >= intent.cap) {
-    return view('purchased', `Bought: ${intent.today} of ${intent.cap} today`, true);
+  const bought = boughtToday(item.sku, ev, intent);
+  if ((phase === 'purchased' || phase === 'idle') && bought >= ev.caps.per_item_per_day) {
+    return view('purchased', `Bought: ${bought} of ${ev.caps.per_item_per_day} today`, true);
   }
   if (app.totalLimitReached) {
     return view('total-limit', 'Sale limit reached', true, intent.note || `You have bought the most this sale allows (${ev.caps.total} items).`);
@@ -286,13 +287,34 @@ function itemView(item, ev, intent) {
   return phase === 'purchased' ? view('purchased', 'Buy again', false) : view('live', 'Buy', false);
 }
 
+// The sale's calendar day (its utc_offset) of a time: caps count per such day.
+function eventDay(ev, ms) {
+  const m = /^([+-])(\d\d):(\d\d)$/.exec(ev.utc_offset ?? '');
+  const offset = m ? (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) * 60 * SECOND : 0;
+  return Math.floor((ms + offset) / (86400 * SECOND));
+}
+
+// Units of `sku` this shopper holds from today (pending or paid orders: a cancel or an expiry
+// gives the cap back): from "Your orders", and from the last 201's counters until the list
+// has caught up with that order.
+function boughtToday(sku, ev, intent) {
+  const today = eventDay(ev, serverNow());
+  const list = app.orders.list ?? [];
+  const fromList = list
+    .filter((o) => (o.state === 'pending' || o.state === 'paid') && eventDay(ev, Date.parse(o.created_at)) === today)
+    .reduce((n, o) => n + o.lines.filter((l) => l.sku === sku).reduce((m, l) => m + l.qty, 0), 0);
+  const fresh = intent.day === today && intent.orderId && !list.some((o) => o.id === intent.orderId);
+  return fresh ? Math.max(fromList, intent.today ?? 0) : fromList;
+}
+
 // ---------------------------------------------------------------- buying
 // key: the Idempotency-Key, kept until a final answer; uncertain: an attempt with this key got
 // no known outcome (so it may have been placed); lookupKey: a key whose order could not be
-// looked up yet (each orders answer is checked for it); today/cap: the item's daily count.
+// looked up yet (each orders answer is checked for it); today/day: the item's count on that
+// sale day, from the 201 (until "Your orders" lists the order).
 function freshIntent() {
   return { phase: 'idle', note: '', key: null, orderId: null, retryAt: 0, timer: 0,
-    uncertain: false, lookupKey: null, today: null, cap: null };
+    uncertain: false, lookupKey: null, today: null, day: null };
 }
 
 function buy(sku) {
@@ -351,7 +373,8 @@ function foundOrder(sku, intent, order, refusal) {
   }
   const cap = app.event.caps.per_item_per_day;
   const units = order.lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.qty, 0);
-  Object.assign(intent, { cap, today: refusal.code === 'item_limit_reached' ? cap : Math.min(cap, units) });
+  Object.assign(intent, { day: eventDay(app.event, serverNow()),
+    today: refusal.code === 'item_limit_reached' ? cap : Math.min(cap, units) });
   if (refusal.code === 'total_limit_reached') app.totalLimitReached = true;
   return { phase: 'purchased', final: true, refresh: true, note: placedNote(order) };
 }
@@ -389,7 +412,7 @@ function outcome(res, intent, sku) {
     const { order, counters } = res.data;
     intent.orderId = order.id;
     const mine = counters?.items?.find((c) => c.sku === sku);
-    Object.assign(intent, { today: mine?.today ?? null, cap: mine?.cap ?? null, lookupKey: null });
+    Object.assign(intent, { today: mine?.today ?? null, day: eventDay(app.event, serverNow()), lookupKey: null });
     if (counters?.total_cap && counters.total >= counters.total_cap) app.totalLimitReached = true;
     return { phase: 'purchased', final: true, refresh: true, orders: true, note: placedNote(order) };
   }
