@@ -25,6 +25,7 @@ const fixture = (id, items) => ({
 });
 
 const pathOf = (r) => new URL(r.url()).pathname;
+const PHONE = { viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 
 async function signIn(page, user) {
   await page.getByTestId('signin-user').fill(user);
@@ -114,6 +115,7 @@ describe('the journey: orders, the shop pays and cancels, a retry finds its orde
     await expectText(alice, `order-state-${aliceOrder}`, /^Paid$/, 10_000);
     const seenAfter = Date.now() - paidAt;
     await expectText(alice, 'orders-news', new RegExp(`Order ${aliceOrder} is paid`));
+    await expectText(alice, 'status-KB', new RegExp(`^Paid\\. Order ID: ${aliceOrder}\\.$`));
     assert.equal(await alice.getByTestId(`order-pay-${aliceOrder}`).isVisible(), false, 'no Pay now for a paid order');
     assert.equal(await alice.getByTestId(`order-due-${aliceOrder}`).isVisible(), false, 'no countdown for a paid order');
     console.log(`# paid order shown as paid on the open page after ${seenAfter} ms`);
@@ -126,8 +128,23 @@ describe('the journey: orders, the shop pays and cancels, a retry finds its orde
     await stack.screenshot(alice, 'journey-02-paid');
   });
 
+  test('3b nothing pending: no polling; coming back to the page (visibilitychange) shows an order placed elsewhere', async () => {
+    const gets = [];
+    alice.on('request', (r) => { if (pathOf(r) === ORDERS && r.method() === 'GET') gets.push(Date.now()); });
+    await sleep(6000);
+    assert.equal(gets.length, 0, 'no orders polling while no order awaits payment');
+    const elsewhere = await stack.buy('alice', 'MS', { event: EVENT });   // another device
+    assert.equal(elsewhere.status, 201, await elsewhere.clone().text());
+    const { order } = await elsewhere.json();
+    await alice.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+    await expectText(alice, `order-state-${order.id}`, /^Awaiting payment$/, 5000);
+    assert.equal(gets.length, 1);
+    const first = await alice.getByTestId('orders-list').locator('li').first().getAttribute('data-testid');
+    assert.equal(first, `order-${order.id}`, 'newest first');
+  });
+
   test('4 a second order is cancelled through the API; another shopper buys its unit again within 2 s', async () => {
-    const bob = await stack.page();
+    const bob = await stack.page(PHONE);
     await bob.goto(PAGE);
     await signIn(bob, 'bob');
     const answer = bob.waitForResponse(isPurchase);
@@ -136,6 +153,9 @@ describe('the journey: orders, the shop pays and cancels, a retry finds its orde
     assert.equal(response.status(), 201, await response.text());
     const { order } = await response.json();
     await expectText(bob, `order-state-${order.id}`, /^Awaiting payment$/);
+    const width = await bob.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 360, `no sideways scrolling at 360 px with an order shown (content is ${width} px wide)`);
+    await stack.screenshot(bob, 'journey-03-pending-phone');
 
     const soldOut = await stack.buy('carol', 'KB', { event: EVENT });
     assert.equal(soldOut.status, 410, 'the last unit is bob\'s');
@@ -157,6 +177,7 @@ describe('the journey: orders, the shop pays and cancels, a retry finds its orde
 
     await expectText(bob, `order-state-${order.id}`, /^Cancelled$/, 10_000);
     await expectText(bob, 'orders-news', /was cancelled/);
+    await expectText(bob, 'status-KB', new RegExp(`^Your order ${order.id} was cancelled\\.$`));
     assert.equal(await bob.getByTestId(`order-pay-${order.id}`).isVisible(), false);
     const again = await stack.shopCall(SHOP_TOKEN, EVENT, order.id, 'cancel');
     assert.deepEqual(await again.json(), { order: order.id, state: 'cancelled', changed: false });

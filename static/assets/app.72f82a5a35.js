@@ -27,6 +27,11 @@ const ORDER_NEWS = {
   cancelled: (id) => `Order ${id} was cancelled; its items went back on sale.`,
   expired: (id) => `Order ${id} was not paid in time and has expired.`,
 };
+const CARD_NOTES = {
+  paid: (id) => `Paid. Order ID: ${id}.`,
+  cancelled: (id) => `Your order ${id} was cancelled.`,
+  expired: (id) => `Your order ${id} was not paid in time and has expired.`,
+};
 const SECOND = 1000;
 const PURCHASE_TIMEOUT = 15 * SECOND;   // then the outcome is unknown: Retry reuses the key
 const ORDERS_POLL = 4 * SECOND;         // while a pending order is shown
@@ -314,7 +319,7 @@ function boughtToday(sku, ev, intent) {
 // sale day, from the 201 (until "Your orders" lists the order).
 function freshIntent() {
   return { phase: 'idle', note: '', key: null, orderId: null, retryAt: 0, timer: 0,
-    uncertain: false, lookupKey: null, today: null, day: null };
+    uncertain: false, lookupKey: null, today: null, day: null, shown: null };
 }
 
 function buy(sku) {
@@ -366,7 +371,7 @@ async function checkOrders(sku, intent, key, refusal) {
 // towards today's cap (a lower bound: other orders of today may count too; a cap refusal says
 // the cap is reached).
 function foundOrder(sku, intent, order, refusal) {
-  intent.orderId = order.id;
+  Object.assign(intent, { orderId: order.id, shown: null });
   intent.lookupKey = null;
   if (order.state === 'cancelled' || order.state === 'expired') {
     return { phase: 'idle', final: true, refresh: true, note: `Your order ${order.id} was ${order.state === 'cancelled' ? 'cancelled' : 'not paid in time and has expired'}.` };
@@ -410,7 +415,7 @@ function settle(sku, intent, result) {
 function outcome(res, intent, sku) {
   if (res.status === 201 && res.data?.order) {
     const { order, counters } = res.data;
-    intent.orderId = order.id;
+    Object.assign(intent, { orderId: order.id, shown: null });
     const mine = counters?.items?.find((c) => c.sku === sku);
     Object.assign(intent, { today: mine?.today ?? null, day: eventDay(app.event, serverNow()), lookupKey: null });
     if (counters?.total_cap && counters.total >= counters.total_cap) app.totalLimitReached = true;
@@ -676,6 +681,15 @@ function applyOrders(list) {
     if (order) {
       const result = foundOrder(sku, intent, order, { code: intent.phase === 'item_limit' ? 'item_limit_reached' : '' });
       Object.assign(intent, { phase: result.phase, note: result.note });
+    }
+  }
+  // A card that reports an order follows its state (the shop paid or cancelled it, it expired).
+  for (const { intent } of app.cards.values()) {
+    const order = intent.orderId && list.find((x) => x.id === intent.orderId);
+    if (order && order.state !== 'pending' && intent.shown !== order.state) {
+      intent.shown = order.state;
+      intent.note = CARD_NOTES[order.state](order.id);
+      if (intent.phase === 'purchased' && order.state !== 'paid') intent.phase = 'idle';
     }
   }
   // Only state changes are announced (the countdowns are not in a live region).
