@@ -202,6 +202,56 @@ impl Limiter for BindingLimiter {
     }
 }
 
+/// Why a bounded POST got no answer: the request could not be built (nothing was sent), the
+/// fetch failed or its body could not be read (it may have arrived), or the time ran out.
+enum PostFailed {
+    Build(String),
+    Send(String),
+    Read(String),
+    Timeout(u64),
+}
+
+/// POSTs `body` to `url` with `headers` over `fetch`, aborted after `timeout_ms`: the status
+/// and the body's text.
+async fn post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+    timeout_ms: u64,
+) -> std::result::Result<(u16, String), PostFailed> {
+    let h = Headers::new();
+    for (k, v) in headers {
+        h.set(k, v).map_err(|e| PostFailed::Build(e.to_string()))?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(h)
+        .with_body(Some(body.into()));
+    let request =
+        Request::new_with_init(url, &init).map_err(|e| PostFailed::Build(e.to_string()))?;
+    let abort = AbortController::default();
+    let signal = abort.signal();
+    let work = std::pin::pin!(async {
+        let mut resp = Fetch::Request(request)
+            .send_with_signal(&signal)
+            .await
+            .map_err(|e| PostFailed::Send(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| PostFailed::Read(e.to_string()))?;
+        Ok((resp.status_code(), text))
+    });
+    let timer = std::pin::pin!(Delay::from(Duration::from_millis(timeout_ms)));
+    match select(work, timer).await {
+        Either::Left((r, _)) => r,
+        Either::Right(((), _)) => {
+            abort.abort();
+            Err(PostFailed::Timeout(timeout_ms))
+        }
+    }
+}
+
 /// How long one siteverify call may take before it counts as unanswered.
 const SITEVERIFY_TIMEOUT_MS: u64 = 3000;
 
@@ -215,33 +265,17 @@ impl Siteverify for FetchSiteverify {
         content_type: &str,
         body: String,
     ) -> std::result::Result<(u16, String), String> {
-        let headers = Headers::new();
-        headers
-            .set("content-type", content_type)
-            .map_err(|e| e.to_string())?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(body.into()));
-        let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
-        let abort = AbortController::default();
-        let signal = abort.signal();
-        let work = std::pin::pin!(async {
-            let mut resp = Fetch::Request(request)
-                .send_with_signal(&signal)
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = resp.text().await.map_err(|e| e.to_string())?;
-            Ok((resp.status_code(), text))
-        });
-        let timer = std::pin::pin!(Delay::from(Duration::from_millis(SITEVERIFY_TIMEOUT_MS)));
-        match select(work, timer).await {
-            Either::Left((r, _)) => r,
-            Either::Right(((), _)) => {
-                abort.abort();
-                Err(format!("no answer within {SITEVERIFY_TIMEOUT_MS} ms"))
-            }
-        }
+        let r = post(
+            url,
+            &[("content-type", content_type)],
+            body,
+            SITEVERIFY_TIMEOUT_MS,
+        )
+        .await;
+        r.map_err(|e| match e {
+            PostFailed::Build(m) | PostFailed::Send(m) | PostFailed::Read(m) => m,
+            PostFailed::Timeout(ms) => format!("no answer within {ms} ms"),
+        })
     }
 
     /// `crypto.randomUUID()`.
@@ -301,41 +335,20 @@ struct HttpOrigin(HttpConfig);
 impl Origin for HttpOrigin {
     async fn call(&self, cmd: &Cmd) -> std::result::Result<Value, OriginError> {
         let r = self.0.request(cmd);
-        let headers = Headers::new();
-        for (k, v) in &r.headers {
-            headers.set(k, v).map_err(|e| {
-                OriginError::not_sent("request headers").caused_by_msg(e.to_string())
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, text) = post(&r.url, &headers, r.body, self.0.timeout_ms)
+            .await
+            .map_err(|e| match e {
+                PostFailed::Build(m) => OriginError::not_sent("request").caused_by_msg(m),
+                PostFailed::Send(m) => OriginError::may_have_run("fetch").caused_by_msg(m),
+                PostFailed::Read(m) => {
+                    OriginError::may_have_run("reading the reply").caused_by_msg(m)
+                }
+                PostFailed::Timeout(ms) => {
+                    OriginError::may_have_run(format!("no reply within {ms} ms"))
+                }
             })?;
-        }
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(r.body.into()));
-        let request = Request::new_with_init(&r.url, &init)
-            .map_err(|e| OriginError::not_sent("request").caused_by_msg(e.to_string()))?;
-        let abort = AbortController::default();
-        let signal = abort.signal();
-        let work = std::pin::pin!(async {
-            let mut resp = Fetch::Request(request)
-                .send_with_signal(&signal)
-                .await
-                .map_err(|e| OriginError::may_have_run("fetch").caused_by_msg(e.to_string()))?;
-            let text = resp.text().await.map_err(|e| {
-                OriginError::may_have_run("reading the reply").caused_by_msg(e.to_string())
-            })?;
-            decode_response(self.0.dialect, resp.status_code(), &text)
-        });
-        let timer = std::pin::pin!(Delay::from(Duration::from_millis(self.0.timeout_ms)));
-        match select(work, timer).await {
-            Either::Left((r, _)) => r,
-            Either::Right(((), _)) => {
-                abort.abort();
-                Err(OriginError::may_have_run(format!(
-                    "no reply within {} ms",
-                    self.0.timeout_ms
-                )))
-            }
-        }
+        decode_response(self.0.dialect, status, &text)
     }
 
     fn sleep(&self, ms: u64) -> impl std::future::Future<Output = ()> {

@@ -53,7 +53,14 @@ async fn page_health_and_unknown_paths() {
         ("GET", "/api/nope", 404, "not_found"),
         ("POST", "/api/health/x", 404, "not_found"),
         ("DELETE", "/api/health", 405, "method_not_allowed"),
-        ("GET", "/api/events/demo/orders", 405, "method_not_allowed"),
+        ("PUT", "/api/events/demo/orders", 405, "method_not_allowed"),
+        ("GET", "/api/events/demo/orders", 401, "unauthenticated"),
+        (
+            "GET",
+            "/api/events/demo/orders/o_1/pay",
+            405,
+            "method_not_allowed",
+        ),
     ] {
         let resp = c
             .request(method.parse().unwrap(), w.url(path))
@@ -165,6 +172,8 @@ fn openapi_lists_every_route_and_code() {
         "/api/events/{event}",
         "/api/events/{event}/entry",
         "/api/events/{event}/orders",
+        "/api/events/{event}/orders/{id}/pay",
+        "/api/events/{event}/orders/{id}/cancel",
         "/api/events/{event}/live",
         "/api/session",
         "/api/dev/session",

@@ -3,6 +3,8 @@
 //! event with the CA trusted, and fails closed, naming the cause, without it, on an expired
 //! certificate and on a certificate for another host name.
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -290,4 +292,97 @@ fn rediss_verified_and_failing_closed() {
 
     drop((good, expired, other));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The worker under `wrangler dev` opens `rediss://` with the Workers socket's own TLS,
+/// verified by workerd. workerd trusts the CA bundle named by `SSL_CERT_FILE` (or
+/// `NODE_EXTRA_CA_CERTS`) in wrangler's environment, so the test CA can be trusted locally:
+/// with it, the worker reaches the origin and places an order over TLS; without it, and with
+/// the CA but a certificate for another host or an expired one, it fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_speaks_tls_to_the_origin_and_fails_closed() {
+    let dir = tmpdir();
+    make_ca(&dir);
+    make_cert(&dir, "good", "ip", "20200101000000Z", "20991231000000Z");
+    make_cert(&dir, "expired", "ip", "20200101000000Z", "20200102000000Z");
+    make_cert(&dir, "other", "other", "20200101000000Z", "20991231000000Z");
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let good = TlsRedis::start(&dir, "good");
+    let out = flashgate(
+        &good.url(),
+        Some(Path::new(ca)),
+        &[
+            "event",
+            "create",
+            "--id",
+            "tls-w",
+            "--starts-in=-1",
+            "--item",
+            "A:Alpha:100:EUR:5",
+        ],
+    );
+    succeeds(&out);
+    // Trust only the test CA, in both places workerd and wrangler look.
+    let trust = [("SSL_CERT_FILE", ca), ("NODE_EXTRA_CA_CERTS", ca)];
+    let untrusted = [
+        ("SSL_CERT_FILE", "/dev/null"),
+        ("NODE_EXTRA_CA_CERTS", "/dev/null"),
+    ];
+    let health = |w: &common::Worker| {
+        let url = w.url("/api/health");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let trusted = common::Worker::start_in_env(None, &[("ORIGIN_URL", &good.url())], &trust);
+    let (status, body) = health(&trusted).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["origin"]["ok"], true, "{body}");
+    let http = common::http();
+    let placed = trusted
+        .send(
+            &http,
+            &common::Req::purchase("tls-w", "ann", "key-ann-tls1", &["A"]),
+        )
+        .await;
+    assert_eq!(
+        placed.status, 201,
+        "an order placed over TLS: {}",
+        placed.body
+    );
+    drop(trusted);
+
+    let (expired, other) = (
+        TlsRedis::start(&dir, "expired"),
+        TlsRedis::start(&dir, "other"),
+    );
+    for (why, url, env) in [
+        ("an unknown issuer", good.url(), &untrusted),
+        ("an expired certificate", expired.url(), &trust),
+        ("another host's certificate", other.url(), &trust),
+    ] {
+        let w = common::Worker::start_in_env(None, &[("ORIGIN_URL", &url)], env);
+        let (status, body) = health(&w).await;
+        eprintln!("{why}: {status} {body}");
+        assert_eq!(status, 503, "{why}: fails closed: {body}");
+        assert_eq!(body["origin"]["ok"], false, "{why}");
+        let refused = w
+            .send(
+                &http,
+                &common::Req::purchase("tls-w", "bob", "key-bob-tls1", &["A"]),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (503, Some("origin_unavailable")),
+            "{why}: {}",
+            refused.body
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

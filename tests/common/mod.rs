@@ -535,6 +535,16 @@ impl Worker {
 
     /// Starts the worker from another wrangler config (`-c`), e.g. one with more bindings.
     pub fn start_with(config: Option<&std::path::Path>, vars: &[(&str, &str)]) -> Worker {
+        Worker::start_in_env(config, vars, &[])
+    }
+
+    /// [`Worker::start_with`], with `env` set in wrangler's own environment (e.g. the CA
+    /// bundle workerd trusts for outbound TLS).
+    pub fn start_in_env(
+        config: Option<&std::path::Path>,
+        vars: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let port = free_port();
         let persist = tmpdir("wrangler");
         let log = persist.join("wrangler.log");
@@ -577,6 +587,7 @@ impl Worker {
         for (k, v) in all {
             cmd.arg("--var").arg(format!("{k}:{v}"));
         }
+        cmd.envs(env.iter().copied());
         let proc = Proc::spawn("wrangler dev", &mut cmd);
         let w = Worker {
             port,

@@ -48,8 +48,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
 use std::time::Duration;
 
-/// One migration folder per backend: the same first migration, then what each needs (SQLite
-/// cannot change a CHECK in place). A migration, once released, is never edited: sqlx checks
+/// One migration folder per backend: the same first migration (postgres/ links to sqlite/'s),
+/// then what each needs (SQLite cannot change a CHECK in place). A migration, once released, is never edited: sqlx checks
 /// the applied ones' checksums.
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
