@@ -371,17 +371,16 @@ async function checkOrders(sku, intent, key, refusal) {
 // towards today's cap (a lower bound: other orders of today may count too; a cap refusal says
 // the cap is reached).
 function foundOrder(sku, intent, order, refusal) {
-  Object.assign(intent, { orderId: order.id, shown: null });
-  intent.lookupKey = null;
-  if (order.state === 'cancelled' || order.state === 'expired') {
-    return { phase: 'idle', final: true, refresh: true, note: `Your order ${order.id} was ${order.state === 'cancelled' ? 'cancelled' : 'not paid in time and has expired'}.` };
-  }
+  const ended = order.state === 'cancelled' || order.state === 'expired';
+  Object.assign(intent, { orderId: order.id, shown: order.state === 'pending' ? null : order.state, lookupKey: null });
+  if (ended) return { phase: 'idle', final: true, refresh: true, note: CARD_NOTES[order.state](order.id) };
   const cap = app.event.caps.per_item_per_day;
   const units = order.lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.qty, 0);
   Object.assign(intent, { day: eventDay(app.event, serverNow()),
     today: refusal.code === 'item_limit_reached' ? cap : Math.min(cap, units) });
   if (refusal.code === 'total_limit_reached') app.totalLimitReached = true;
-  return { phase: 'purchased', final: true, refresh: true, note: placedNote(order) };
+  return { phase: 'purchased', final: true, refresh: true,
+    note: order.state === 'paid' ? CARD_NOTES.paid(order.id) : placedNote(order) };
 }
 
 function placedNote(order) {
