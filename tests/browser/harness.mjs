@@ -2,7 +2,7 @@
 // stops exactly the processes it started, also when a test fails or node exits early.
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
@@ -119,27 +119,39 @@ export class Stack {
     mkdirSync(ARTIFACTS, { recursive: true });
     this.redisPort = await freePort();
     await this.startRedis();
+    ({ child: this.worker, port: this.workerPort } = await this.startWorker('wrangler-state'));
+    this.browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+  }
+
+  /** Another `wrangler dev` on the same origin with the same settings (its own isolates, so its
+   * own edge memory): resolves to its base URL; stopped by down(). */
+  async addWorker() {
+    const { child, port } = await this.startWorker(`wrangler-state-${(this.extra ??= []).length + 2}`);
+    this.extra.push(child);
+    return `http://127.0.0.1:${port}`;
+  }
+
+  async startWorker(stateDir) {
     // Ports are picked by closing a listener, so another process may take one first: a
     // wrangler that exits on "Address already in use" is started again on fresh ports.
     for (let attempt = 1; ; attempt++) {
-      this.workerPort = await freePort();
+      const port = await freePort();
       const inspectorPort = await freePort();
-      this.worker = start('wrangler', 'wrangler', ['dev', '-c', 'wrangler.toml', '-c', 'wrangler.pages.toml',
-        '--port', String(this.workerPort), '--ip', '127.0.0.1', '--inspector-port', String(inspectorPort),
-        '--persist-to', join(this.tmp, 'wrangler-state'),
+      const child = start('wrangler', 'wrangler', ['dev', '-c', 'wrangler.toml', '-c', 'wrangler.pages.toml',
+        '--port', String(port), '--ip', '127.0.0.1', '--inspector-port', String(inspectorPort),
+        '--persist-to', join(this.tmp, stateDir),
         '--var', `ORIGIN_URL:${this.origin}`, '--var', `IDENTITY_SECRET:${this.identitySecret}`,
         '--var', 'DEV_SIGNIN:true', '--var', `OPERATOR_TOKEN:${this.operatorToken}`,
         ...Object.entries(this.vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
         '--log-level', 'warn']);
       try {
-        await waitFor('wrangler dev', this.worker, async () => (await fetch(`${this.baseURL}/api/health`, { signal: AbortSignal.timeout(2000) })).ok, 60_000);
-        break;
+        await waitFor('wrangler dev', child, async () => (await fetch(`http://127.0.0.1:${port}/api/health`, { signal: AbortSignal.timeout(2000) })).ok, 60_000);
+        return { child, port };
       } catch (e) {
-        await stop(this.worker);
+        await stop(child);
         if (attempt >= 3 || !String(e.message).includes('Address already in use')) throw e;
       }
     }
-    this.browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
   }
 
   async startRedis() {
@@ -152,6 +164,7 @@ export class Stack {
 
   async down() {
     await this.browser?.close().catch(() => {});
+    for (const child of this.extra ?? []) await stop(child, 'SIGTERM');
     await stop(this.worker, 'SIGTERM');
     await stop(this.redis, 'SIGTERM');
     rmSync(this.tmp, { recursive: true, force: true });
@@ -192,8 +205,33 @@ export class Stack {
 
   /** Server output so far, for failure messages. */
   logs() {
-    return [...(this.worker?.log ?? []), ...(this.redis?.log ?? [])].join('\n');
+    return [...(this.worker?.log ?? []), ...(this.extra ?? []).flatMap((c) => c.log), ...(this.redis?.log ?? [])].join('\n');
   }
+
+  /** A purchase through the API as `user` (a fresh Idempotency-Key unless given): the response. */
+  async buy(user, sku, { event, key = randomBytes(9).toString('base64url'), baseURL = this.baseURL } = {}) {
+    const token = await ((this.tokens ??= new Map()).get(user) ?? this.mintToken(user));
+    this.tokens.set(user, token);
+    return fetch(`${baseURL}/api/events/${event}/orders`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'Idempotency-Key': key },
+      body: JSON.stringify({ items: [{ sku, qty: 1 }] }),
+    });
+  }
+
+  /** The shop's payment API: POST /api/events/{event}/orders/{id}/{action} (pay, cancel), signed
+   * with `shopToken` the way the worker checks it (crates/core/src/shop.rs). */
+  shopCall(shopToken, event, orderId, action, { t = Math.floor(Date.now() / 1000), nonce = randomBytes(12).toString('base64url'), signature } = {}) {
+    const path = `/api/events/${event}/orders/${orderId}/${action}`;
+    const headers = { 'Flashgate-Signature': signature ?? shopSignature(shopToken, 'POST', path, '', t, nonce) };
+    return fetch(`${this.baseURL}${path}`, { method: 'POST', headers });
+  }
+}
+
+/** `Flashgate-Signature: t=…,n=…,v1=<hex HMAC-SHA256(token, "<t>.<nonce>.<METHOD>.<path>.<body>")>`. */
+export function shopSignature(token, method, path, body, t, nonce) {
+  const v1 = createHmac('sha256', token).update(`${t}.${nonce}.${method}.${path}.${body}`).digest('hex');
+  return `t=${t},n=${nonce},v1=${v1}`;
 }
 
 // ---------------------------------------------------------------- waiting in tests

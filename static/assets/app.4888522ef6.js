@@ -3,6 +3,9 @@
 // in the sale with POST /api/events/{id}/entry (behind a Turnstile check when the sale names a
 // site key), and places orders with POST /api/events/{id}/orders, one Idempotency-Key per
 // purchase intent, carrying the entry ticket (header Flashgate-Entry; the HttpOnly cookie too).
+// A signed-in shopper's orders come from GET /api/events/{id}/orders ("Your orders": state,
+// pay-by countdown, "Pay now"); a retry whose first attempt had no known outcome looks its key
+// up there before it reports a refusal (the first attempt may have been placed).
 
 const EVENT_ID = new URLSearchParams(location.search).get('event') || 'demo';
 const EVENT_URL = `/api/events/${encodeURIComponent(EVENT_ID)}`;
@@ -15,9 +18,26 @@ const STATE_NEWS = {
 // Refusals that prove no order was placed; anything unknown keeps the key so a retry cannot double-buy.
 const FINAL_ERRORS = new Set(['invalid_request', 'invalid_json', 'unknown_event', 'unknown_item',
   'order_qty_limit', 'idempotency_key_reused']);
+// Refusals that a retry of an attempt with an unknown outcome checks against the shopper's
+// orders first: the lost first attempt may have taken the last unit, or the cap.
+const LOOKUP_ERRORS = new Set(['sold_out', 'item_limit_reached', 'total_limit_reached']);
+const ORDER_LABELS = { pending: 'Awaiting payment', paid: 'Paid', expired: 'Expired', cancelled: 'Cancelled' };
+const ORDER_NEWS = {
+  paid: (id) => `Order ${id} is paid. Thank you!`,
+  cancelled: (id) => `Order ${id} was cancelled; its items went back on sale.`,
+  expired: (id) => `Order ${id} was not paid in time and has expired.`,
+};
+const CARD_NOTES = {
+  paid: (id) => `Paid. Order ID: ${id}.`,
+  cancelled: (id) => `Your order ${id} was cancelled.`,
+  expired: (id) => `Your order ${id} was not paid in time and has expired.`,
+};
 const SECOND = 1000;
+const PURCHASE_TIMEOUT = 15 * SECOND;   // then the outcome is unknown: Retry reuses the key
+const ORDERS_POLL = 4 * SECOND;         // while a pending order is shown
 const TURNSTILE_SCRIPT = 'https://challenges.cloudflare.com/turnstile/v0/api.js?render=explicit';
 const dateRange = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const clockTime = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
 
 const app = {
   event: null,          // last good event body
@@ -32,6 +52,8 @@ const app = {
   startTimer: 0,
   // The shopper's entry: phase 'none' | 'check' (waiting for Turnstile) | 'entering' | 'in' | 'retry' | 'closed'.
   entry: { phase: 'none', user: null, ticket: null, early: false, problem: '', timer: 0, widget: null, waiting: [] },
+  // The shopper's orders: list = null until the first answer; rows: id → row elements.
+  orders: { user: null, list: null, loading: null, next: null, timer: 0, failed: false, rows: new Map() },
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -71,8 +93,9 @@ function retryAfterMs(value) {
   return Number.isFinite(ms) ? Math.max(0, ms) : null;
 }
 
-async function api(path, { method = 'GET', body, headers = {} } = {}) {
+async function api(path, { method = 'GET', body, headers = {}, timeoutMs } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json', ...headers } };
+  if (timeoutMs && AbortSignal.timeout) init.signal = AbortSignal.timeout(timeoutMs);
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -155,6 +178,7 @@ function applyEvent(ev) {
   setText($('sale-caps'), `Limits: ${perDay} of each item per day, ${total} items in total, ${perOrder} per order.`);
   for (const item of ev.items) describeItem(app.cards.get(item.sku) ?? addCard(item.sku), item);
   armStartTimer(ev);
+  if (app.orders.list) renderOrders();   // item names for the order lines
   maybeEnter();
   renderEntry();
   render();
@@ -215,6 +239,7 @@ function render() {
   badge.dataset.state = ev.state;
   setText(byTestId('countdown'), countdownText(ev));
   for (const item of ev.items) renderCard(app.cards.get(item.sku), item, ev);
+  renderOrderClocks();
 }
 
 function countdownText(ev) {
@@ -255,6 +280,10 @@ function itemView(item, ev, intent) {
   if (phase === 'entering') return view('entering', 'Entering…', true);
   if (phase === 'unavailable' || phase === 'error') return view(phase, 'Retry', false);
   if (phase === 'item_limit') return view('item-limit', 'Daily limit reached', true);
+  const bought = boughtToday(item.sku, ev, intent);
+  if ((phase === 'purchased' || phase === 'idle') && bought >= ev.caps.per_item_per_day) {
+    return view('purchased', `Bought: ${bought} of ${ev.caps.per_item_per_day} today`, true);
+  }
   if (app.totalLimitReached) {
     return view('total-limit', 'Sale limit reached', true, intent.note || `You have bought the most this sale allows (${ev.caps.total} items).`);
   }
@@ -263,9 +292,34 @@ function itemView(item, ev, intent) {
   return phase === 'purchased' ? view('purchased', 'Buy again', false) : view('live', 'Buy', false);
 }
 
+// The sale's calendar day (its utc_offset) of a time: caps count per such day.
+function eventDay(ev, ms) {
+  const m = /^([+-])(\d\d):(\d\d)$/.exec(ev.utc_offset ?? '');
+  const offset = m ? (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) * 60 * SECOND : 0;
+  return Math.floor((ms + offset) / (86400 * SECOND));
+}
+
+// Units of `sku` this shopper holds from today (pending or paid orders: a cancel or an expiry
+// gives the cap back): from "Your orders", and from the last 201's counters until the list
+// has caught up with that order.
+function boughtToday(sku, ev, intent) {
+  const today = eventDay(ev, serverNow());
+  const list = app.orders.list ?? [];
+  const fromList = list
+    .filter((o) => (o.state === 'pending' || o.state === 'paid') && eventDay(ev, Date.parse(o.created_at)) === today)
+    .reduce((n, o) => n + o.lines.filter((l) => l.sku === sku).reduce((m, l) => m + l.qty, 0), 0);
+  const fresh = intent.day === today && intent.orderId && !list.some((o) => o.id === intent.orderId);
+  return fresh ? Math.max(fromList, intent.today ?? 0) : fromList;
+}
+
 // ---------------------------------------------------------------- buying
+// key: the Idempotency-Key, kept until a final answer; uncertain: an attempt with this key got
+// no known outcome (so it may have been placed); lookupKey: a key whose order could not be
+// looked up yet (each orders answer is checked for it); today/day: the item's count on that
+// sale day, from the 201 (until "Your orders" lists the order).
 function freshIntent() {
-  return { phase: 'idle', note: '', key: null, orderId: null, retryAt: 0, timer: 0 };
+  return { phase: 'idle', note: '', key: null, orderId: null, retryAt: 0, timer: 0,
+    uncertain: false, lookupKey: null, today: null, day: null, shown: null };
 }
 
 function buy(sku) {
@@ -282,8 +336,56 @@ async function placeOrder(sku) {
   render();
   const headers = { 'Idempotency-Key': intent.key };
   if (app.entry.ticket && app.entry.user === app.user) headers['Flashgate-Entry'] = app.entry.ticket;
-  const res = await api(`${EVENT_URL}/orders`, { method: 'POST', headers, body: { items: [{ sku, qty: 1 }] } });
-  settle(sku, intent, outcome(res, intent));
+  const key = intent.key;
+  const user = app.user;
+  const res = await api(`${EVENT_URL}/orders`, { method: 'POST', headers, body: { items: [{ sku, qty: 1 }] }, timeoutMs: PURCHASE_TIMEOUT });
+  let result = outcome(res, intent, sku);
+  if (intent.uncertain && LOOKUP_ERRORS.has(errorCode(res))) result = await checkOrders(sku, intent, key, result);
+  if (user !== app.user || app.cards.get(sku).intent !== intent) return;   // signed out or switched meanwhile
+  if (unknownOutcome(res)) intent.uncertain = true;
+  else if (result.final) intent.uncertain = false;
+  settle(sku, intent, result);
+}
+
+// No answer, or one that does not say whether the order was placed (it may have run at the
+// origin): the next attempt with the same key must not trust a refusal blindly.
+function unknownOutcome(res) {
+  const code = errorCode(res);
+  return res.status === 0 || (res.status >= 500 && code !== 'busy');
+}
+
+// A refusal of a retry whose earlier attempt had no known outcome: the shopper's orders say
+// whether that attempt was placed. Found: the order as placed. Not found: the refusal. The
+// orders could not be read: the refusal, with a caveat; later orders answers are still checked.
+async function checkOrders(sku, intent, key, refusal) {
+  const list = await loadOrders();
+  if (!list) {
+    intent.lookupKey = key;
+    return { ...refusal, note: `${refusal.note} We could not yet check whether your earlier attempt went through; “Your orders” below will show it if it did.` };
+  }
+  const order = list.find((o) => o.idempotency_key === key);
+  return order ? foundOrder(sku, intent, order, refusal) : refusal;
+}
+
+// What a card shows for an order found by its key after a refusal. Its units of the item count
+// towards today's cap (a lower bound: other orders of today may count too; a cap refusal says
+// the cap is reached).
+function foundOrder(sku, intent, order, refusal) {
+  const ended = order.state === 'cancelled' || order.state === 'expired';
+  Object.assign(intent, { orderId: order.id, shown: order.state === 'pending' ? null : order.state, lookupKey: null });
+  if (ended) return { phase: 'idle', final: true, refresh: true, note: CARD_NOTES[order.state](order.id) };
+  const cap = app.event.caps.per_item_per_day;
+  const units = order.lines.filter((l) => l.sku === sku).reduce((n, l) => n + l.qty, 0);
+  Object.assign(intent, { day: eventDay(app.event, serverNow()),
+    today: refusal.code === 'item_limit_reached' ? cap : Math.min(cap, units) });
+  if (refusal.code === 'total_limit_reached') app.totalLimitReached = true;
+  return { phase: 'purchased', final: true, refresh: true,
+    note: order.state === 'paid' ? CARD_NOTES.paid(order.id) : placedNote(order) };
+}
+
+function placedNote(order) {
+  const due = order.pay_by ? ` Please pay by ${clockTime.format(new Date(order.pay_by))}.` : '';
+  return `Purchased! Order ID: ${order.id}.${due}`;
 }
 
 function settle(sku, intent, result) {
@@ -304,16 +406,22 @@ function settle(sku, intent, result) {
   if (result.totalLimit) app.totalLimitReached = true;
   if (result.signin) promptSignin();
   if (result.refresh) refreshSoon();
+  if (result.orders) loadOrders();
   render();
 }
 
 // Maps one order answer to the item's next phase and message.
-function outcome(res, intent) {
+function outcome(res, intent, sku) {
   if (res.status === 201 && res.data?.order) {
-    intent.orderId = res.data.order.id;
-    return { phase: 'purchased', final: true, refresh: true, note: `Purchased! Order ID: ${intent.orderId}` };
+    const { order, counters } = res.data;
+    Object.assign(intent, { orderId: order.id, shown: null });
+    const mine = counters?.items?.find((c) => c.sku === sku);
+    Object.assign(intent, { today: mine?.today ?? null, day: eventDay(app.event, serverNow()), lookupKey: null });
+    if (counters?.total_cap && counters.total >= counters.total_cap) app.totalLimitReached = true;
+    return { phase: 'purchased', final: true, refresh: true, orders: true, note: placedNote(order) };
   }
   const code = errorCode(res);
+  const refusal = (result) => ({ code, ...result });
   const caps = app.event.caps;
   const yours = intent.orderId ? ` Your order: ${intent.orderId}` : '';
   switch (code) {
@@ -340,12 +448,12 @@ function outcome(res, intent) {
     case 'network':
       return { phase: 'unavailable', note: 'Could not reach the store. Check your connection and press Retry; you will not be charged twice.' };
     case 'item_limit_reached':
-      return { phase: 'item_limit', final: true, resetIn: res.retryAfter,
-        note: `You have reached today's limit for this item (${caps.per_item_per_day} per day). Try again tomorrow.${yours}` };
+      return refusal({ phase: 'item_limit', final: true, resetIn: res.retryAfter,
+        note: `You have reached today's limit for this item (${caps.per_item_per_day} per day). Try again tomorrow.${yours}` });
     case 'total_limit_reached':
-      return { phase: 'idle', final: true, totalLimit: true, note: `You have reached this sale's limit of ${caps.total} items.${yours}` };
+      return refusal({ phase: 'idle', final: true, totalLimit: true, note: `You have reached this sale's limit of ${caps.total} items.${yours}` });
     case 'sold_out':
-      return { phase: 'sold_out', final: true, refresh: true, note: `Sorry, this item just sold out.${yours}` };
+      return refusal({ phase: 'sold_out', final: true, refresh: true, note: `Sorry, this item just sold out.${yours}` });
     case 'unauthenticated':
       return { phase: 'signin', final: true, signin: true, note: 'Please sign in to buy.' };
     case 'not_started':
@@ -499,6 +607,181 @@ function renderEntry() {
   setText(byTestId('entry-status'), app.user ? text : '');
 }
 
+// ---------------------------------------------------------------- the shopper's orders
+// GET /api/events/{id}/orders: one origin command, never cached. Loaded on sign-in, after a
+// purchase, when the page becomes visible again, and every few seconds while an order awaits
+// payment (so a payment or a cancel made by the shop shows up). Loads never overlap: a load
+// asked for during another starts after it, so it sees everything done before it was asked.
+function loadOrders() {
+  const o = app.orders;
+  if (!app.user) return Promise.resolve(null);
+  o.next ??= (o.loading ?? Promise.resolve()).then(() => {
+    o.next = null;
+    o.loading = fetchOrders().finally(() => { o.loading = null; });
+    return o.loading;
+  });
+  return o.next;
+}
+
+// Resolves to the list, or null when it could not be read.
+async function fetchOrders() {
+  const o = app.orders;
+  const user = app.user;
+  if (!user) return null;
+  clearTimeout(o.timer);
+  const sent = Date.now();
+  const res = await api(`${EVENT_URL}/orders`, { timeoutMs: 10 * SECOND });
+  if (user !== app.user) return null;
+  if (res.ok && Array.isArray(res.data?.orders)) {
+    if (res.data.server_time) noteClock(res.data.server_time, sent, Date.now());
+    applyOrders(res.data.orders);
+  } else if (res.status === 401) {
+    promptSignin();
+    return null;
+  } else {
+    o.failed = true;
+    renderOrders();
+  }
+  scheduleOrders(res);
+  return res.ok ? o.list : null;
+}
+
+function scheduleOrders(res) {
+  const o = app.orders;
+  clearTimeout(o.timer);
+  if (document.hidden || !app.user) return;
+  if (!res.ok) o.timer = setTimeout(loadOrders, (res.retryAfter ?? 5 * SECOND) + jitter(2 * SECOND));
+  else if (o.list.some((order) => order.state === 'pending')) o.timer = setTimeout(loadOrders, ORDERS_POLL + jitter(SECOND));
+}
+
+function resetOrders(user) {
+  const o = app.orders;
+  clearTimeout(o.timer);
+  for (const row of o.rows.values()) row.root.remove();
+  Object.assign(o, { user, list: null, failed: false, rows: new Map() });
+  setText(byTestId('orders-news'), '');
+  renderOrders();
+  if (user) loadOrders();
+}
+
+function applyOrders(list) {
+  const o = app.orders;
+  const before = new Map((o.list ?? []).map((order) => [order.id, order.state]));
+  const news = [];
+  for (const order of list) {
+    const was = before.get(order.id);
+    if (was && was !== order.state && ORDER_NEWS[order.state]) news.push(ORDER_NEWS[order.state](order.id));
+  }
+  o.list = list;
+  o.failed = false;
+  // A refusal that could not be checked against the orders earlier: check it now.
+  for (const [sku, { intent }] of app.cards) {
+    const order = intent.lookupKey && list.find((x) => x.idempotency_key === intent.lookupKey);
+    if (order) {
+      const result = foundOrder(sku, intent, order, { code: intent.phase === 'item_limit' ? 'item_limit_reached' : '' });
+      Object.assign(intent, { phase: result.phase, note: result.note });
+    }
+  }
+  // A card that reports an order follows its state (the shop paid or cancelled it, it expired).
+  for (const { intent } of app.cards.values()) {
+    const order = intent.orderId && list.find((x) => x.id === intent.orderId);
+    if (order && order.state !== 'pending' && intent.shown !== order.state) {
+      intent.shown = order.state;
+      intent.note = CARD_NOTES[order.state](order.id);
+      if (intent.phase === 'purchased' && order.state !== 'paid') intent.phase = 'idle';
+    }
+  }
+  // Only state changes are announced (the countdowns are not in a live region).
+  if (news.length) setText(byTestId('orders-news'), news.join(' '));
+  renderOrders();
+  render();
+}
+
+function renderOrders() {
+  const o = app.orders;
+  const panel = $('orders');
+  panel.hidden = !app.user;
+  if (!app.user) return;
+  const list = o.list ?? [];
+  const note = o.list === null ? (o.failed ? 'Could not load your orders. Retrying…' : 'Loading your orders…')
+    : o.failed ? 'Could not refresh your orders. Retrying…'
+      : list.length ? '' : 'No orders yet.';
+  setText(byTestId('orders-note'), note);
+  const keep = new Set(list.map((order) => order.id));
+  for (const [id, row] of o.rows) {
+    if (!keep.has(id)) {
+      row.root.remove();
+      o.rows.delete(id);
+    }
+  }
+  const ul = $('orders-list');
+  list.forEach((order, i) => {   // newest first, as listed; rows in place stay (and keep focus)
+    const row = o.rows.get(order.id) ?? addOrderRow(order.id);
+    describeOrder(row, order);
+    if (ul.children[i] !== row.root) ul.insertBefore(row.root, ul.children[i] ?? null);
+  });
+  renderOrderClocks();
+}
+
+function addOrderRow(id) {
+  const root = $('order-template').content.firstElementChild.cloneNode(true);
+  const part = (selector, testid) => {
+    const el = root.querySelector(selector);
+    el.dataset.testid = `${testid}-${id}`;
+    return el;
+  };
+  const row = {
+    root,
+    id: part('.order-id', 'order-id'),
+    state: part('.order-state', 'order-state'),
+    lines: part('.order-lines', 'order-lines'),
+    due: part('.order-due', 'order-due'),
+    pay: part('.pay', 'order-pay'),
+    order: null,
+  };
+  root.dataset.testid = `order-${id}`;
+  setText(row.id, `Order ${id}`);
+  app.orders.rows.set(id, row);
+  return row;
+}
+
+function describeOrder(row, order) {
+  row.order = order;
+  row.root.dataset.state = order.state;
+  setText(row.state, ORDER_LABELS[order.state] ?? order.state);
+  const names = new Map((app.event?.items ?? []).map((i) => [i.sku, i.name]));
+  setText(row.lines, order.lines.map((l) => `${l.qty} × ${names.get(l.sku) ?? l.sku} (${money({ amount: l.unit_price, currency: l.currency })})`).join(', '));
+  const payable = order.state === 'pending' && typeof order.checkout_url === 'string' && /^https?:/i.test(order.checkout_url);
+  row.pay.hidden = !payable;
+  if (payable && row.pay.getAttribute('href') !== order.checkout_url) row.pay.href = order.checkout_url;
+  if (payable) row.pay.setAttribute('aria-label', `Pay now for order ${order.id}`);
+}
+
+// The pay-by countdowns, on every render tick. Not a live region: a screen reader hears the
+// state changes (orders-news), not every second.
+function renderOrderClocks() {
+  let due = false;
+  for (const row of app.orders.rows.values()) {
+    const { order } = row;
+    let text = '';
+    if (order.state === 'pending' && order.pay_by) {
+      const left = Date.parse(order.pay_by) - serverNow();
+      text = left > 0 ? `Pay within ${duration(left)} (by ${clockTime.format(new Date(order.pay_by))})` : 'Payment time is up…';
+      if (left <= 0) due = true;
+    } else if (order.state === 'pending') {
+      text = 'Awaiting payment';
+    }
+    setText(row.due, text);
+    row.due.hidden = !text;
+  }
+  // A pay-by just passed: ask again soon (the sweep turns the order to expired).
+  const o = app.orders;
+  if (due && !o.loading && !o.next && !document.hidden && Date.now() - (o.dueAsked ?? 0) > 5 * SECOND) {
+    o.dueAsked = Date.now();
+    loadOrders();
+  }
+}
+
 // ---------------------------------------------------------------- session
 async function loadSession() {
   const res = await api('/api/session');
@@ -523,9 +806,11 @@ function setUser(user) {
   }
   if (user !== app.entry.user) resetEntry();
   app.user = user;
+  // Said once, here (a live region, so signing in is announced); not repeated in the banner.
   setText(byTestId('whoami'), user ? `Signed in as ${user}` : 'Not signed in. Sign in to buy.');
   $('signout').hidden = !user;
   $('signin').hidden = Boolean(user) || !app.signinAvailable;
+  if (user !== app.orders.user) resetOrders(user);
   maybeEnter();
   renderEntry();
   render();
@@ -547,7 +832,7 @@ async function signIn(event) {
   submit.disabled = false;
   if (res.ok) {
     setUser(res.data.user ?? user);
-    say(`Signed in as ${app.user}.`);
+    if (!app.eventProblem) say('');
     return;
   }
   if (res.status === 404) {
@@ -567,8 +852,13 @@ async function signOut() {
 $('signin').addEventListener('submit', signIn);
 $('signout').addEventListener('click', signOut);
 document.addEventListener('visibilitychange', () => {
-  if (document.hidden) clearTimeout(app.pollTimer);
-  else schedulePoll(jitter(SECOND / 2));
+  if (document.hidden) {
+    clearTimeout(app.pollTimer);
+    clearTimeout(app.orders.timer);
+  } else {
+    schedulePoll(jitter(SECOND / 2));
+    loadOrders();
+  }
 });
 setInterval(render, SECOND / 4);
 loadSession();
