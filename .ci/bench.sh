@@ -137,13 +137,16 @@ ready() {
 iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
 
 # event_file ID STARTS_AT(unix s) ENDS_AT STOCK CAP_ITEM CAP_TOTAL CAP_QTY [SKUS...]
+# The edge and origin sections measure the cost of one attempt at each step, so their events
+# use `fairness = attempt` (every attempt reaches the step measured); the line has its own
+# section (simulate, both fairness settings).
 event_file() {
   local id=$1 starts=$2 ends=$3 stock=$4 ci=$5 ct=$6 cq=$7; shift 7
   local skus=("${@:-A}") items="" s
   for s in "${skus[@]}"; do
     items+="${items:+,}{\"sku\":\"$s\",\"name\":\"Item $s\",\"price\":1999,\"currency\":\"USD\",\"stock\":$stock}"
   done
-  printf '{"id":"%s","name":"bench %s","utc_offset":"+00:00","starts_at":"%s","ends_at":"%s","caps":{"per_item_per_day":%s,"total":%s,"per_order_qty":%s},"items":[%s]}\n' \
+  printf '{"id":"%s","name":"bench %s","fairness":"attempt","utc_offset":"+00:00","starts_at":"%s","ends_at":"%s","caps":{"per_item_per_day":%s,"total":%s,"per_order_qty":%s},"items":[%s]}\n' \
     "$id" "$id" "$(iso "$starts")" "$(iso "$ends")" "$ci" "$ct" "$cq" "$items" >"$TMP/$id.json"
   echo "$TMP/$id.json"
 }
