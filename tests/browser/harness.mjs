@@ -180,9 +180,13 @@ export class Stack {
     return run('/usr/bin/redis-cli', ['-p', String(this.redisPort), ...args]);
   }
 
+  /**
+   * Creates `event` (an event spec). Its `fairness` defaults to `attempt` here, so that a
+   * test's purchases are decided at once; the line's own tests say `fairness: 'line'`.
+   */
   async createEvent(event) {
     const file = join(this.tmp, `${event.id}.json`);
-    writeFileSync(file, JSON.stringify(event, null, 2));
+    writeFileSync(file, JSON.stringify({ fairness: 'attempt', ...event }, null, 2));
     return this.cli('event', 'create', '--file', file);
   }
 

@@ -44,7 +44,7 @@ describe('entry and the line', { timeout: 240_000 }, () => {
 
   before(async () => {
     await stack.up();
-    await stack.createEvent(fixture(EVENT));
+    await stack.createEvent({ ...fixture(EVENT), fairness: 'line' });
   }, { timeout: 120_000 });
 
   after(() => stack.down());
@@ -136,7 +136,7 @@ describe('entry with Turnstile', { timeout: 240_000 }, () => {
       TURNSTILE_VERIFY_URL: `http://127.0.0.1:${siteverify.address().port}/turnstile/v0/siteverify`,
     });
     await stack.up();
-    await stack.createEvent(fixture(EVENT));
+    await stack.createEvent({ ...fixture(EVENT), fairness: 'line' });
   }, { timeout: 120_000 });
 
   after(async () => {
