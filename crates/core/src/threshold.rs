@@ -221,6 +221,21 @@ impl Entrants {
         self.0.values().sum()
     }
 
+    /// Entrants of window `rank` 0 (before the start) and of the later windows.
+    pub fn early_late(&self) -> (f64, f64) {
+        let early = self.0.get(&0).copied().unwrap_or(0.0);
+        (early, self.total() - early)
+    }
+
+    /// The entrants counted below position `t` (a window's entrants spread evenly over it):
+    /// the shoppers a threshold at `t` has admitted. Unlike [`Entrants::between`], an empty
+    /// window counts nobody.
+    pub fn below(&self, t: f64) -> f64 {
+        (self.0.iter())
+            .map(|(&rank, &n)| n * (t - rank as f64).clamp(0.0, 1.0))
+            .sum()
+    }
+
     /// Shoppers between positions `a` and `b` (`a ≤ b`).
     pub fn between(&self, a: f64, b: f64) -> f64 {
         let (mut x, mut sum) = (a.max(0.0), 0.0);
@@ -524,6 +539,19 @@ mod tests {
             .collect();
         assert_eq!(Entrants::from_fields(&counts).0[&0], 100.0);
         assert!(LineState::from_fields(&HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn entrants_below_a_threshold_and_early_or_late() {
+        let e = crowd(&[(0, 100.0), (1, 40.0), (3, 20.0)]);
+        assert_eq!(e.early_late(), (100.0, 60.0));
+        assert_eq!(e.below(0.0), 0.0);
+        assert_eq!(e.below(0.5), 50.0);
+        assert_eq!(e.below(1.25), 110.0);
+        assert_eq!(e.below(3.0), 140.0, "the empty window 2 counts nobody");
+        assert_eq!(e.below(3.5), 150.0);
+        assert_eq!(e.below(99.0), e.total());
+        assert_eq!(Entrants::default().early_late(), (0.0, 0.0));
     }
 
     #[test]
