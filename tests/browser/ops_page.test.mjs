@@ -135,8 +135,9 @@ describe('operator page', { timeout: 300_000 }, () => {
     let order;
     await eventually(async () => {
       const r = await stack.buy('canceller', 'KB', { event: EVENT, key: 'ops-cancel-1' });
-      assert.equal(r.status, 201, await r.text());
-      order = (await r.json()).order;
+      const body = await r.json();
+      assert.equal(r.status, 201, JSON.stringify(body));
+      order = body.order;
     }, 15_000);
     const said = await stack.cli('orders', 'cancel', order.id, '--event', EVENT);
     assert.match(said, /is cancelled; 1 units went back on sale/);
