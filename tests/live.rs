@@ -200,22 +200,22 @@ async fn the_live_view_of_a_sale() {
     );
     assert_eq!(b["orders"]["pending"], status["orders_pending"]);
     // The line (fairness = line, the default): the sale had started, so the 60 shoppers
-    // entered late; entrants are the sampled users' sightings × SAMPLE; never more admitted
-    // than entered; the same figures as `event status --json`.
+    // entered late (without a ticket, each attempt enters in its second); entrants are the
+    // sampled users' sightings, one per user and window, × SAMPLE; never more admitted than
+    // entered; the same figures as `event status --json`.
     let line = &b["line"];
     let sampled = (0..60)
         .filter(|i| flashgate_core::threshold::sampled(EVENT, &format!("u{i}")))
         .count() as u64;
     let entered = line["entered"].as_u64().unwrap();
+    let sample = flashgate_core::threshold::SAMPLE;
     assert!(line["threshold"].is_number(), "the line advanced: {line}");
     assert_eq!(
         (line["early"].as_u64(), line["late"].as_u64()),
         (Some(0), Some(entered))
     );
-    assert!(
-        entered > 0 && entered <= sampled * flashgate_core::threshold::SAMPLE,
-        "{line}"
-    );
+    assert_eq!(entered % sample, 0, "{line}");
+    assert!(entered >= sample * sampled.min(1), "{line}");
     assert!(line["admitted"].as_u64().unwrap() <= entered, "{line}");
     assert_eq!(line["entered"], status["line"]["entered"]);
     // 25 placed, 1 paid, 1 expired in the stream; no order writer yet.
@@ -269,8 +269,8 @@ async fn the_live_view_of_a_sale() {
     }
     assert_eq!(
         d.get("hgetall"),
-        Some(&(3 + 300 + 60 + 600)),
-        "meta and the buckets"
+        Some(&(3 * 2 + 300 + 60 + 600)),
+        "meta, the line and the buckets"
     );
 
     // `flashgate event status --watch --json`: the same view, one JSON document a second.
