@@ -1,7 +1,8 @@
 //! The operator's live view, `GET /api/events/{event}/live`, through the real worker and a
 //! real redis-server: operator only; per item the same figures as `flashgate event status
 //! --json`; the fleet's per-second counts after a crowd; orders pending, paid and expired;
-//! the order writer's lag; exactly one EVALSHA per call; and `event status --watch --json`.
+//! the order writer's lag; the line's progress and entrants; exactly one EVALSHA per call;
+//! and `event status --watch --json`.
 
 mod common;
 
@@ -198,6 +199,25 @@ async fn the_live_view_of_a_sale() {
         serde_json::json!({"pending": 23, "paid": 1, "expired": 1, "cancelled": 0})
     );
     assert_eq!(b["orders"]["pending"], status["orders_pending"]);
+    // The line (fairness = line, the default): the sale had started, so the 60 shoppers
+    // entered late (without a ticket, each attempt enters in its second); entrants are the
+    // sampled users' sightings, one per user and window, × SAMPLE; never more admitted than
+    // entered; the same figures as `event status --json`.
+    let line = &b["line"];
+    let sampled = (0..60)
+        .filter(|i| flashgate_core::threshold::sampled(EVENT, &format!("u{i}")))
+        .count() as u64;
+    let entered = line["entered"].as_u64().unwrap();
+    let sample = flashgate_core::threshold::SAMPLE;
+    assert!(line["threshold"].is_number(), "the line advanced: {line}");
+    assert_eq!(
+        (line["early"].as_u64(), line["late"].as_u64()),
+        (Some(0), Some(entered))
+    );
+    assert!(entered.is_multiple_of(sample), "{line}");
+    assert!(entered >= sample * sampled.min(1), "{line}");
+    assert!(line["admitted"].as_u64().unwrap() <= entered, "{line}");
+    assert_eq!(line["entered"], status["line"]["entered"]);
     // 25 placed, 1 paid, 1 expired in the stream; no order writer yet.
     assert_eq!(
         (b["stream_len"].as_u64(), &b["writer"]),
@@ -249,8 +269,8 @@ async fn the_live_view_of_a_sale() {
     }
     assert_eq!(
         d.get("hgetall"),
-        Some(&(3 + 300 + 60 + 600)),
-        "meta and the buckets"
+        Some(&(3 * 2 + 300 + 60 + 600)),
+        "meta, the line and the buckets"
     );
 
     // `flashgate event status --watch --json`: the same view, one JSON document a second.

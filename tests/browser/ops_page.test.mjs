@@ -1,7 +1,7 @@
 // Real-browser tests of the operator's page (/ops/) against the real worker (`wrangler dev`),
 // a real redis-server origin, the operator CLI and `flashgate load` crowds: the token, the
 // live charts during a sale, their numbers against `flashgate event status --json`, the
-// sell-out, and no polling while the tab is hidden.
+// line's progress, a cancelled order, the sell-out, and no polling while the tab is hidden.
 // Run: node --test --test-concurrency=1 tests/browser/ops_page.test.mjs
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -113,7 +113,38 @@ describe('operator page', { timeout: 300_000 }, () => {
     await eventually(async () => assert.equal(await number(ops, 'orders-pending'), status.orders_pending), 2500);
     assert.equal(await number(ops, 'writer-stream'), status.stream_len);
     await expectText(ops, 'writer-note', /No order writer has started yet/);
+
+    // The sale has a line (fairness = line, the default): admitted of entered, as the CLI
+    // counts it once the fleet has reported its sightings.
+    assert.ok(status.line, `a line in event status --json: ${JSON.stringify(status)}`);
+    assert.ok(await ops.getByTestId('tile-line').isVisible(), 'the line tile is shown');
+    await expectText(ops, 'kpi-line-sub', /^entered · [\d,]+ early · [\d,]+ late · /);
+    await eventually(async () => {
+      await shopperPoll();
+      const { line } = JSON.parse(await stack.cli('event', 'status', EVENT, '--json'));
+      assert.ok(line.entered > 0 && line.admitted <= line.entered, JSON.stringify(line));
+      const [admitted, entered] = (await text(ops, 'kpi-line')).replace(/,/g, '').split(' of ').map(Number);
+      assert.equal(entered, line.entered, 'entered as the CLI counts it');
+      assert.ok(admitted > 0 && admitted <= entered, `${admitted} of ${entered}`);
+    }, 5000);
     await stack.screenshot(ops, 'ops-03-numbers');
+  });
+
+  test('03b a cancelled order shows next to paid and expired', async () => {
+    assert.equal(await number(ops, 'orders-cancelled'), 0);
+    let order;
+    await eventually(async () => {
+      const r = await stack.buy('canceller', 'KB', { event: EVENT, key: 'ops-cancel-1' });
+      const body = await r.json();
+      assert.equal(r.status, 201, JSON.stringify(body));
+      order = body.order;
+    }, 15_000);
+    const said = await stack.cli('orders', 'cancel', order.id, '--event', EVENT);
+    assert.match(said, /is cancelled; 1 units went back on sale/);
+    await expectText(ops, 'orders-cancelled', /^1$/, 3000);
+    await expectText(ops, 'kpi-pending-sub', / · 0 expired · 1 cancelled$/);
+    assert.equal(await number(ops, 'orders-paid'), 0);
+    assert.equal(await number(ops, 'orders-expired'), 0);
   });
 
   test('04 the page shows the sell-out', async () => {

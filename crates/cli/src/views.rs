@@ -3,7 +3,7 @@
 //! `GET /api/events/{event}/live`), rendered from what flashgate-core's operations read.
 
 use flashgate_core::fleet::FleetFigures;
-use flashgate_core::gate::live_body;
+use flashgate_core::gate::{line_body, live_body, LineBody};
 use flashgate_core::model::{format_ms, now_ms, EventSpec};
 use flashgate_core::origin::Origin;
 use flashgate_core::script::{read_live, LiveView, LiveWindow, Snapshot};
@@ -41,14 +41,46 @@ pub fn status_table(s: &Snapshot, now_ms: i64) -> String {
         "\norders awaiting payment: {}\norder changes not yet written to the database: {}\n",
         s.pending, s.stream_len
     );
+    if let Some(l) = line_body(s, now_ms) {
+        out += &format!("line: {}\n", line_text(&l));
+    }
     out
+}
+
+/// A count with thousands separators: 3,100.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The line in words: "1,240 of 3,100 entered admitted (2,000 early, 1,100 late), 400/s".
+pub fn line_text(l: &LineBody) -> String {
+    let how = match (l.threshold, l.open) {
+        (None, _) => "; drawn at the start".to_string(),
+        (Some(_), true) => ", open: admitted as they arrive".to_string(),
+        (Some(_), false) => format!(", {}/s", thousands(l.rate.round() as u64)),
+    };
+    format!(
+        "{} of {} entered admitted ({} early, {} late){how}",
+        thousands(l.admitted),
+        thousands(l.entered),
+        thousands(l.early),
+        thousands(l.late)
+    )
 }
 
 pub fn status_json(s: &Snapshot, now_ms: i64) -> serde_json::Value {
     let items: Vec<_> = s.meta.items.iter().zip(&s.items)
         .map(|(i, v)| serde_json::json!({ "sku": i.sku, "stock": v.stock, "sold": v.sold, "remaining": v.remaining() }))
         .collect();
-    serde_json::json!({ "id": s.meta.id, "name": s.meta.name, "state": s.state(now_ms).as_str(), "flag": s.meta.flag.as_str(), "items": items, "orders_pending": s.pending, "stream_len": s.stream_len })
+    serde_json::json!({ "id": s.meta.id, "name": s.meta.name, "state": s.state(now_ms).as_str(), "flag": s.meta.flag.as_str(), "items": items, "orders_pending": s.pending, "stream_len": s.stream_len, "line": line_body(s, now_ms) })
 }
 
 /// The live view of `id` over the last `minutes` at `now`, and how long the read took (ms).
@@ -165,6 +197,9 @@ pub fn live_table(v: &LiveView, now: i64, read_ms: i64) -> String {
             s.stream_len
         ),
     };
+    if let Some(l) = line_body(s, now) {
+        out += &format!("line           {}\n", line_text(&l));
+    }
 
     let last = v.seconds.last().cloned().unwrap_or_default();
     let mut total = FleetFigures::default();
@@ -246,6 +281,7 @@ B                             5          5   sold out
 
 orders         3 pending, 2 paid, 1 expired, 4 cancelled
 order writer   0 not yet read, 2 being written (9 in the stream)
+line           1,420 of 1,440 entered admitted (1,200 early, 240 late), 100/s
 
 fleet                 last second     last 2 s
 attempts                        4           16
@@ -274,5 +310,55 @@ busy                            1            0
         assert!(screen.contains("order writer   none has started; 9 order changes wait"));
         assert!(screen.contains("origin share                    -            -"));
         assert!(screen.contains("(none reported)"));
+    }
+
+    #[test]
+    fn the_line_in_words() {
+        use flashgate_core::model::Fairness;
+        use flashgate_core::script::{live_reply_with_line, parse_live};
+        let l = LineBody {
+            threshold: Some(12.5),
+            admitted: 1240,
+            entered: 3100,
+            early: 2000,
+            late: 1100,
+            rate: 399.6,
+            open: false,
+        };
+        assert_eq!(
+            line_text(&l),
+            "1,240 of 3,100 entered admitted (2,000 early, 1,100 late), 400/s"
+        );
+        let open = LineBody { open: true, ..l };
+        assert!(line_text(&open).ends_with("late), open: admitted as they arrive"));
+        let before = LineBody {
+            threshold: None,
+            admitted: 0,
+            ..l
+        };
+        assert!(line_text(&before).starts_with("0 of 3,100"));
+        assert!(line_text(&before).ends_with("; drawn at the start"));
+        assert_eq!(
+            [0, 7, 999, 1000, 1_234_567].map(thousands),
+            ["0", "7", "999", "1,000", "1,234,567"]
+        );
+
+        // The status table and JSON: a line event shows its line, an attempt event none.
+        let w = LiveWindow {
+            first: 7,
+            seconds: 1,
+        };
+        let v = parse_live(&live_reply_with_line([0, 0, 0], &[&[]], &[("n:0", "3")]), w)
+            .unwrap()
+            .unwrap();
+        let mut s = v.snapshot;
+        let now = 1_798_761_610_250;
+        assert!(status_table(&s, now).ends_with(
+            "\nline: 0 of 12 entered admitted (12 early, 0 late); drawn at the start\n"
+        ));
+        assert_eq!(status_json(&s, now)["line"]["entered"], 12);
+        s.meta.fairness = Fairness::Attempt;
+        assert!(!status_table(&s, now).contains("line:"));
+        assert_eq!(status_json(&s, now)["line"], serde_json::Value::Null);
     }
 }

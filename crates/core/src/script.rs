@@ -495,13 +495,15 @@ impl LiveWindow {
         }
     }
 
-    /// KEYS and ARGV for live.lua: the event's keys, then one fleet bucket per second.
+    /// KEYS and ARGV for live.lua: the event's keys (the line's last), then one fleet bucket
+    /// per second.
     pub fn call(&self, k: &EventKeys) -> (Vec<String>, Vec<String>) {
         let mut keys = vec![
             k.meta.clone(),
             k.orders.clone(),
             k.pending.clone(),
             k.stream.clone(),
+            k.line(),
         ];
         keys.extend((0..i64::from(self.seconds)).map(|i| k.fleet(self.first + i)));
         (keys, vec![SINK_GROUP.to_string()])
@@ -520,8 +522,9 @@ pub struct WriterLag {
 /// The operator's live view of an event (live.lua): what view.lua reads, and more.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveView {
-    /// The event, its items, the stream's length and the orders pending. Its `fleet` is
-    /// `None`: the window's figures are in `seconds`.
+    /// The event, its items, the stream's length, the orders pending, and the line (its
+    /// threshold and entrants; no seed). Its `fleet` is `None`: the window's figures are in
+    /// `seconds`.
     pub snapshot: Snapshot,
     /// Orders paid since the event was created (settle.lua's `n:paid`).
     pub paid: u64,
@@ -542,8 +545,9 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
         return Ok(None);
     }
     let bad = || OriginError::may_have_run(format!("live.lua gave an unexpected reply: {v:?}"));
-    let a = v.as_array().filter(|a| a.len() == 5).ok_or_else(bad)?;
+    let a = v.as_array().filter(|a| a.len() == 6).ok_or_else(bad)?;
     let fields = pairs(&a[0]).ok_or_else(bad)?;
+    let line = pairs(&a[5]).ok_or_else(bad)?;
     let meta = EventMeta::from_fields(&fields).map_err(|e| {
         OriginError::may_have_run("live.lua read a bad event hash").caused_by_msg(e)
     })?;
@@ -593,8 +597,8 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
                 .unwrap_or(0),
             fleet_now: FleetFigures::default(),
             seed: None,
-            line: None,
-            entrants: Entrants::default(),
+            line: LineState::from_fields(&line),
+            entrants: Entrants::from_fields(&line),
             claimed: false,
         },
         paid: count(o[1]),
@@ -763,9 +767,42 @@ pub fn track_call(k: &EventKeys, upto: &str, orders: &[Placed]) -> (Vec<String>,
 
 /// live.lua's reply for a test event `e` (A: 10 in stock, 4 sold; B: 5, all sold), 3
 /// pending, 2 paid, 1 expired, 4 cancelled, 9 stream entries, `writer` as {group, lag, pending}, and
-/// `buckets` as one flat name/count list per second.
+/// `buckets` as one flat name/count list per second; its line hash is [`SAMPLE_LINE`].
 #[cfg(any(test, feature = "test-support"))]
 pub fn live_reply(writer: [i64; 3], buckets: &[&[(&str, i64)]]) -> Value {
+    live_reply_with_line(writer, buckets, SAMPLE_LINE)
+}
+
+/// The line hash of [`live_reply`]: a state made at 2027-01-01T00:00:10Z with the threshold
+/// at 3.4, moving 0.4 a second at 100 shoppers a second; 300 sampled early entrants (1,200
+/// shoppers), 50 in window 1 (200), 10 in window 3 (40).
+#[cfg(any(test, feature = "test-support"))]
+pub const SAMPLE_LINE: &[(&str, &str)] = &[
+    ("tick", "7195046440"),
+    ("claimed", "7195046441"),
+    ("at", "1798761610000"),
+    ("pos", "3.400000000000"),
+    ("speed", "0.400000000000"),
+    ("rate", "100.000"),
+    ("gain", "1.2000"),
+    ("marks", "3.4 3.0 2.5 2.0 1.0"),
+    ("open", "0"),
+    ("pos0", "0.100000000000"),
+    ("origin_recent", "120 110 90"),
+    ("counted_sec", "1798761609"),
+    ("n:0", "300"),
+    ("n:1", "50"),
+    ("n:3", "10"),
+];
+
+/// [`live_reply`] with the line hash `line` (name, value pairs; none for an event without
+/// a line).
+#[cfg(any(test, feature = "test-support"))]
+pub fn live_reply_with_line(
+    writer: [i64; 3],
+    buckets: &[&[(&str, i64)]],
+    line: &[(&str, &str)],
+) -> Value {
     let spec: crate::model::EventSpec = serde_json::from_value(serde_json::json!({
         "id": "e", "name": "E", "starts_at": "2027-01-01T00:00:00Z",
         "ends_at": "2027-02-01T00:00:00Z", "origin_budget": 300,
@@ -797,6 +834,11 @@ pub fn live_reply(writer: [i64; 3], buckets: &[&[(&str, i64)]]) -> Value {
         ints(&[3, 2, 1, 4]),
         ints(&[9, writer[0], writer[1], writer[2]]),
         Value::Array(buckets.iter().map(|b| flat(b)).collect()),
+        Value::Array(
+            line.iter()
+                .flat_map(|&(k, v)| [Value::Str(k.into()), Value::Str(v.into())])
+                .collect(),
+        ),
     ])
 }
 
@@ -1092,15 +1134,15 @@ mod tests {
                 "fg:{demo}:orders",
                 "fg:{demo}:pending",
                 "fg:{demo}:stream",
+                "fg:{demo}:line",
                 "fg:{demo}:fleet:1799999940",
-                "fg:{demo}:fleet:1799999941"
             ]
         );
-        assert_eq!(k.len(), 4 + 60);
+        assert_eq!(k.len(), 5 + 60);
         assert_eq!(k.last().unwrap(), "fg:{demo}:fleet:1799999999");
         assert_eq!(a, ["sink"]);
         let widest = LiveWindow::last_minutes(0, LIVE_MAX_MINUTES).call(&EventKeys::new("d"));
-        assert_eq!(widest.0.len(), 4 + 600, "every bucket the origin keeps");
+        assert_eq!(widest.0.len(), 5 + 600, "every bucket the origin keeps");
     }
 
     #[test]
@@ -1141,6 +1183,28 @@ mod tests {
         assert_eq!(l.seconds[1].second, 101);
         assert_eq!(l.seconds[1].get("edge:sold_out"), 9);
         assert_eq!(l.seconds[1].isolates(), 2);
+        let line = s.line.expect("the line's state");
+        assert_eq!(
+            (line.at_ms, line.pos, line.speed),
+            (1_798_761_610_000, 3.4, 0.4)
+        );
+        assert_eq!(
+            (line.rate, line.marks[4], line.origin_recent),
+            (100.0, 1.0, [120, 110, 90])
+        );
+        assert_eq!(
+            s.entrants.0,
+            std::collections::BTreeMap::from([(0, 1200.0), (1, 200.0), (3, 40.0)])
+        );
+
+        // An event without a line (or before anyone entered): no state, no entrants.
+        let bare = live_reply_with_line([1, 7, 2], &[&[], &[]], &[]);
+        let b = parse_live(&bare, w).unwrap().unwrap();
+        assert_eq!((b.snapshot.line, b.snapshot.entrants.total()), (None, 0.0));
+        // Entrants counted before the line's first advance: no state yet.
+        let early = live_reply_with_line([1, 7, 2], &[&[], &[]], &[("n:0", "5")]);
+        let e = parse_live(&early, w).unwrap().unwrap();
+        assert_eq!((e.snapshot.line, e.snapshot.entrants.total()), (None, 20.0));
 
         // No consumer group yet; a group whose lag the server cannot tell.
         let none = live_reply([0, 0, 0], &[&[], &[]]);

@@ -56,6 +56,14 @@ pub const MAX_GAIN: f64 = 4.0;
 /// The most sightings one isolate reports with one refresh.
 pub const MAX_SIGHTINGS: usize = 400;
 
+/// The window rank of an arrival at `now` in a sale that has started: at least 1, as a sale
+/// the operator started before `starts_at` (`event start`) takes late entries from then on
+/// (`entry::window_at`), all in window 1 until `starts_at` ([`Window::rank`] clamps). The line
+/// only advances, and admits, in a started sale.
+pub fn arrived_rank(now_ms: i64, starts_at_ms: i64) -> u64 {
+    (Window::at(now_ms, starts_at_ms).rank(starts_at_ms.div_euclid(1000))).max(1)
+}
+
 /// A place as a point on the line.
 pub fn position(key: PlaceKey) -> f64 {
     key.rank as f64 + key.fraction()
@@ -112,8 +120,7 @@ impl LineState {
             // Arrivals up to a second after the state, no later: a surge after that waits for
             // the next advance.
             let until = now_ms.min(self.at_ms + 1000);
-            let here = Window::at(until, starts_at_ms).rank(starts_at_ms.div_euclid(1000));
-            t.max(here as f64 + 1.0)
+            t.max(arrived_rank(until, starts_at_ms) as f64 + 1.0)
         } else {
             t
         }
@@ -221,6 +228,21 @@ impl Entrants {
         self.0.values().sum()
     }
 
+    /// Entrants of window `rank` 0 (before the start) and of the later windows.
+    pub fn early_late(&self) -> (f64, f64) {
+        let early = self.0.get(&0).copied().unwrap_or(0.0);
+        (early, self.total() - early)
+    }
+
+    /// The entrants counted below position `t` (a window's entrants spread evenly over it):
+    /// the shoppers a threshold at `t` has admitted. Unlike [`Entrants::between`], an empty
+    /// window counts nobody.
+    pub fn below(&self, t: f64) -> f64 {
+        (self.0.iter())
+            .map(|(&rank, &n)| n * (t - rank as f64).clamp(0.0, 1.0))
+            .sum()
+    }
+
     /// Shoppers between positions `a` and `b` (`a ≤ b`).
     pub fn between(&self, a: f64, b: f64) -> f64 {
         let (mut x, mut sum) = (a.max(0.0), 0.0);
@@ -276,12 +298,11 @@ pub fn allowed(budget: u32, remaining: u64) -> f64 {
 /// The next state of the line at `now` (the first when `prev` is `None`).
 pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let now = i.now_ms;
-    let start_sec = i.starts_at_ms.div_euclid(1000);
     let sec_ms = now.div_euclid(1000) * 1000;
     // Nobody is admitted before they arrived: the line stops at the end of this second's window.
-    let here = Window::at(now, i.starts_at_ms).rank(start_sec);
+    let here = arrived_rank(now, i.starts_at_ms);
     // This second's window is entered only once enough of the fleet has reported from it.
-    let counted = i.coverage >= MIN_COVERAGE || here == 0;
+    let counted = i.coverage >= MIN_COVERAGE;
     let limit = here as f64 + if counted { 1.0 } else { 0.0 };
     let pos = prev.map_or(0.0, |p| p.threshold_at(now));
     // The threshold at the start of this second and the three before.
@@ -524,6 +545,39 @@ mod tests {
             .collect();
         assert_eq!(Entrants::from_fields(&counts).0[&0], 100.0);
         assert!(LineState::from_fields(&HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn a_sale_started_early_admits_its_arrivals() {
+        // `event start` an hour before `starts_at`: the arrivals since are late entries
+        // (`entry::window_at`), all in window 1 (`Window::rank` clamps), not early ones. The
+        // line must reach into window 1, or nobody who arrived is ever admitted.
+        let early_start = START - 3_600_000;
+        let e = crowd(&[(1, 40.0)]);
+        let mut s = advance(None, &inputs(&e, early_start + 10, None));
+        for t in 1..8 {
+            s = advance(
+                Some(&s),
+                &inputs(&e, early_start + 10 + t * ADVANCE_MS, None),
+            );
+        }
+        assert!(s.pos > 1.5, "the line is stuck at {}", s.pos);
+        assert!(s.reach() <= 2.0, "and not past window 1: {}", s.reach());
+        let open = LineState { open: true, ..s };
+        assert!(open.admits_below(early_start + 2000, START) >= 2.0);
+    }
+
+    #[test]
+    fn entrants_below_a_threshold_and_early_or_late() {
+        let e = crowd(&[(0, 100.0), (1, 40.0), (3, 20.0)]);
+        assert_eq!(e.early_late(), (100.0, 60.0));
+        assert_eq!(e.below(0.0), 0.0);
+        assert_eq!(e.below(0.5), 50.0);
+        assert_eq!(e.below(1.25), 110.0);
+        assert_eq!(e.below(3.0), 140.0, "the empty window 2 counts nobody");
+        assert_eq!(e.below(3.5), 150.0);
+        assert_eq!(e.below(99.0), e.total());
+        assert_eq!(Entrants::default().early_late(), (0.0, 0.0));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use flashgate_core::change::{parse_change, StreamId};
 use flashgate_core::fleet::{parse_counts, FleetFigures};
+use flashgate_core::gate::line_body;
 use flashgate_core::line::{mint_ticket, verify_ticket, Ticket, TicketError, Window};
 use flashgate_core::model::{Caps, EventMeta, ItemInfo, Price, State};
 use flashgate_core::order::{check_idempotency_key, fingerprint, parse_order, Line, MAX_QTY};
@@ -29,6 +30,7 @@ use flashgate_core::script::{
     OrderEnd, Outcome, PlacedCounters, Settled,
 };
 use flashgate_core::stream::{parse_entries, parse_id, Delivery};
+use flashgate_core::threshold::{LineState, SAMPLE};
 use flashgate_core::token::{mint, verify, Identity};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -954,6 +956,34 @@ fn counts_reply(c: &BTreeMap<String, u64>) -> Value {
     )
 }
 
+/// A line hash: whether the event has a line, the state line.lua wrote (if any), the sampled
+/// entrants per window rank, and a moment to read it at.
+fn line_hash() -> impl Strategy<Value = (bool, Option<LineState>, BTreeMap<u64, u32>, i64)> {
+    let state = (
+        SECOND * 1000 - 10_000..SECOND * 1000 + 10_000,
+        (0.0f64..5000.0, 0.0f64..500.0, 0.0f64..10_000.0),
+        any::<bool>(),
+    )
+        .prop_map(|(at_ms, (pos, speed, rate), open)| LineState {
+            at_ms,
+            pos,
+            speed,
+            rate,
+            gain: 1.0,
+            marks: [pos; 5],
+            open,
+            pos0: 0.0,
+            origin_recent: [0; 3],
+            counted_sec: at_ms / 1000 - 1,
+        });
+    (
+        any::<bool>(),
+        prop::option::of(state),
+        prop::collection::btree_map(0u64..5000, 0u32..1_000_000, 0..6),
+        SECOND * 1000 - 20_000..SECOND * 1000 + 20_000,
+    )
+}
+
 /// An event, each item's stock and sold, and the counts view.lua and live.lua read.
 type EventRead = (EventMeta, Vec<(u32, u32)>, [u64; 2]);
 
@@ -1025,17 +1055,33 @@ fn live_replies() {
             (any::<bool>(), any::<i64>(), 0u64..=i64::MAX as u64),
             prop::collection::vec(counts(), 4),
             (value(), tree_edits()),
+            line_hash(),
         ),
         |(
-            (m, amounts, [len, pending]),
+            (mut m, amounts, [len, pending]),
             (first, seconds),
             [paid, expired, cancelled],
             writer,
             buckets,
             (v, e),
+            (fair, state, entrants, now),
         )| {
             let w = LiveWindow { first, seconds };
             let buckets = &buckets[..seconds as usize];
+            if fair {
+                m.fairness = flashgate_core::model::Fairness::Line;
+            }
+            let mut line: Vec<(String, String)> = state
+                .iter()
+                .flat_map(LineState::to_fields)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            line.extend(
+                entrants
+                    .iter()
+                    .map(|(r, n)| (format!("n:{r}"), n.to_string())),
+            );
+            line.push(("claimed".into(), "12".into()));
             let mut fields = meta_pairs(&m);
             let mut sold = Vec::new();
             for (it, (stock, s)) in m.items.iter().zip(&amounts) {
@@ -1059,8 +1105,35 @@ fn live_replies() {
                     Value::Int(wpending as i64),
                 ]),
                 Value::Array(buckets.iter().map(counts_reply).collect()),
+                flat(&line),
             ]);
             let live = parse_live(&reply, w).unwrap().unwrap();
+            // The line: its state as line.lua wrote it, the sampled entrants scaled up.
+            let got = live.snapshot.line;
+            prop_assert_eq!(got.is_some(), state.is_some());
+            if let (Some(g), Some(s)) = (got, state) {
+                prop_assert_eq!(
+                    (g.at_ms, g.open, g.counted_sec),
+                    (s.at_ms, s.open, s.counted_sec)
+                );
+                prop_assert!((g.pos - s.pos).abs() < 1e-6 && (g.speed - s.speed).abs() < 1e-6);
+            }
+            let want: BTreeMap<u64, f64> = entrants
+                .iter()
+                .map(|(&r, &n)| (r, f64::from(n) * SAMPLE as f64))
+                .collect();
+            prop_assert_eq!(&live.snapshot.entrants.0, &want);
+            // The operator's summary: only for a line; never more admitted than entered.
+            let body = line_body(&live.snapshot, now);
+            prop_assert_eq!(body.is_some(), fair);
+            if let Some(b) = body {
+                prop_assert!(b.admitted <= b.entered, "{:?}", b);
+                prop_assert_eq!(b.early + b.late, b.entered);
+                prop_assert_eq!(b.threshold.is_some(), state.is_some());
+                if state.is_none() {
+                    prop_assert_eq!(b.admitted, 0);
+                }
+            }
             prop_assert_eq!(&live.snapshot.meta, &m);
             let got: Vec<_> = live
                 .snapshot

@@ -5,16 +5,17 @@
 //!
 //! Per item it gives stock, sold and remaining; per whole second of the window the fleet's
 //! counts (what the isolates reported that second, see `fleet`); orders pending, paid and
-//! expired; and how far the order writer is behind the order stream.
+//! expired; how far the order writer is behind the order stream; and, for a
+//! `fairness = line` event, how far the line has advanced and how many shoppers have entered.
 
 use super::event::{event_json, EventBody};
 use super::stats::operator_only;
 use super::{ApiRequest, Gate};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::fleet::FleetFigures;
-use crate::model::valid_id;
+use crate::model::{valid_id, Fairness};
 use crate::origin::Origin;
-use crate::script::{read_live, LiveView, LiveWindow, WriterLag, LIVE_MAX_MINUTES};
+use crate::script::{read_live, LiveView, LiveWindow, Snapshot, WriterLag, LIVE_MAX_MINUTES};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -39,6 +40,47 @@ pub struct LiveBody<'a> {
     pub writer: Option<WriterLag>,
     /// One entry per whole second of the window, oldest first.
     pub seconds: Vec<SecondBody<'a>>,
+    /// The line of a `fairness = line` event ([`LineBody`]); `null` for `fairness = attempt`.
+    pub line: Option<LineBody>,
+}
+
+/// How far the line has advanced, and who has entered it. Entrants are counted from a sample
+/// of one user in [`crate::threshold::SAMPLE`] (each sighting × that), so they are estimates.
+#[derive(Serialize, Debug, PartialEq, Clone, Copy)]
+pub struct LineBody {
+    /// The threshold as isolates apply it now, as a position on the line (window rank +
+    /// fraction: below 1 the early entrants); `null` before its first advance (the start).
+    pub threshold: Option<f64>,
+    /// Shoppers admitted so far: the entrants below the threshold.
+    pub admitted: u64,
+    /// Shoppers who have entered: `early` (before the start) plus `late`.
+    pub entered: u64,
+    pub early: u64,
+    pub late: u64,
+    /// Shoppers the line admits a second now (0 before its first advance).
+    pub rate: f64,
+    /// The line has caught up: shoppers are admitted as they arrive.
+    pub open: bool,
+}
+
+/// The line of `s` at `now`: `None` unless the event's fairness is `line`.
+pub fn line_body(s: &Snapshot, now: i64) -> Option<LineBody> {
+    if s.meta.fairness != Fairness::Line {
+        return None;
+    }
+    let e = &s.entrants;
+    let (early, late) = e.early_late();
+    let threshold = s.line.map(|l| l.admits_below(now, s.meta.starts_at));
+    let round = |x: f64, to: f64| (x * to).round() / to;
+    Some(LineBody {
+        threshold: threshold.map(|t| round(t, 1000.0)),
+        admitted: threshold.map_or(0.0, |t| e.below(t)).round() as u64,
+        entered: (early + late).round() as u64,
+        early: early.round() as u64,
+        late: late.round() as u64,
+        rate: s.line.map_or(0.0, |l| round(l.rate, 10.0)),
+        open: s.line.is_some_and(|l| l.open),
+    })
 }
 
 /// What an item has sold.
@@ -132,6 +174,7 @@ pub fn live_body(v: &LiveView, now: i64, read_ms: i64) -> LiveBody<'_> {
         stream_len: s.stream_len,
         writer: v.writer,
         seconds: v.seconds.iter().map(SecondBody::of).collect(),
+        line: line_body(s, now),
     }
 }
 
@@ -275,7 +318,9 @@ mod tests {
                     "second": 1_798_761_609, "isolates": 1, "attempts": 4, "candidates": 0,
                     "forwarded": 1, "shed": 0, "placed": 0,
                     "decisions": {"edge:sold_out": 3, "origin:sold_out": 1}
-                }]
+                }],
+                "line": {"threshold": 3.5, "admitted": 1420, "entered": 1440, "early": 1200,
+                         "late": 240, "rate": 100.0, "open": false}
             })
         );
         // No writer yet, and a second nobody reported in.
@@ -292,6 +337,54 @@ mod tests {
             body["seconds"],
             json!([{"second": 7, "isolates": 0, "attempts": 0, "candidates": 0,
                 "forwarded": 0, "shed": 0, "placed": 0, "decisions": {}}])
+        );
+    }
+
+    #[test]
+    fn the_line_in_the_live_body() {
+        use crate::script::{live_reply_with_line, SAMPLE_LINE};
+        let w = LiveWindow {
+            first: 7,
+            seconds: 1,
+        };
+        let body = |line: &[(&str, &str)], now: i64| {
+            let v = parse_live(&live_reply_with_line([0, 0, 0], &[&[]], line), w)
+                .unwrap()
+                .unwrap();
+            serde_json::to_value(live_body(&v, now, 0)).unwrap()["line"].clone()
+        };
+        // Shoppers entered before the start; the line has not advanced yet.
+        assert_eq!(
+            body(&[("n:0", "25")], NOW),
+            json!({"threshold": null, "admitted": 0, "entered": 100, "early": 100, "late": 0,
+                   "rate": 0.0, "open": false})
+        );
+        // The threshold extrapolates (at most HORIZON_MS) from the state's moment: at 3.8
+        // half of window 3 is still to come; from 4.2 on everyone counted is in.
+        let at = |ms: i64| body(SAMPLE_LINE, 1_798_761_610_000 + ms);
+        assert_eq!(at(0)["threshold"], 3.4);
+        assert_eq!(
+            (at(0)["admitted"].clone(), at(1000)["admitted"].clone()),
+            (json!(1416), json!(1432))
+        );
+        assert_eq!(
+            (at(2000)["threshold"].clone(), at(2000)["admitted"].clone()),
+            (json!(4.2), json!(1440))
+        );
+        assert_eq!(at(9000), at(2000), "no further than the horizon");
+        // An open line admits everyone who has arrived.
+        let open: Vec<_> = SAMPLE_LINE
+            .iter()
+            .map(|&(k, v)| (k, if k == "open" { "1" } else { v }))
+            .collect();
+        assert_eq!(body(&open, NOW)["admitted"], 1440);
+        assert_eq!(body(&open, NOW)["open"], true);
+        // `fairness = attempt`: no line.
+        let mut v = sample_live();
+        v.snapshot.meta.fairness = Fairness::Attempt;
+        assert_eq!(
+            serde_json::to_value(live_body(&v, NOW, 0)).unwrap()["line"],
+            Json::Null
         );
     }
 
@@ -322,7 +415,7 @@ mod tests {
             ["EVALSHA ".to_string() + &crate::script::LIVE.sha1]
         );
         let sent = o.log.borrow()[0].args.clone();
-        assert_eq!(sent[2], "304", "4 event keys and 300 buckets");
+        assert_eq!(sent[2], "305", "5 event keys and 300 buckets");
         assert_eq!(sent.last().unwrap(), "sink");
         assert_eq!(sent[sent.len() - 2], "fg:{e}:fleet:1798761609");
         let b: Json = serde_json::from_str(&ok.reply.body).unwrap();

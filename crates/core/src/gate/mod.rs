@@ -29,7 +29,7 @@ pub use entry::{
     window_at, NoSiteverify, Siteverify, ENTRY_COOKIE, ENTRY_HEADER, TICKET_GRACE_SECS,
 };
 pub use event::event_json;
-pub use live::{live_body, LiveBody};
+pub use live::{line_body, live_body, LineBody, LiveBody};
 pub use session::{DEV_SESSION_SECS, SESSION_COOKIE};
 
 use crate::bounded::Bounded;

@@ -94,8 +94,8 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
     // What any isolate could use with this state, an open line's arrivals included.
     let mut reach = next.reach();
     if next.open {
-        let w = crate::line::Window::at(now + HORIZON_MS, s.meta.starts_at);
-        reach = reach.max(w.rank(s.meta.starts_at.div_euclid(1000)) as f64 + 1.0);
+        let here = threshold::arrived_rank(now + HORIZON_MS, s.meta.starts_at);
+        reach = reach.max(here as f64 + 1.0);
     }
     let (keys, args) = line_call(
         &EventKeys::new(&s.meta.id),

@@ -1,18 +1,21 @@
--- flashgate live.lua, version 3: the operator's live view of an event in one read.
+-- flashgate live.lua, version 4: the operator's live view of an event in one read.
 --
--- KEYS (one hash tag): 1 meta  2 orders  3 pending  4 stream
---   5 .. #KEYS fleet:<second>, one per second of the window, oldest first
+-- KEYS (one hash tag): 1 meta  2 orders  3 pending  4 stream  5 line
+--   6 .. #KEYS fleet:<second>, one per second of the window, oldest first
 -- ARGV: 1 the order writer's consumer group (`sink`)
 -- Reply: 0 when the event does not exist, else
 --   {meta fields, sold, {pending, paid, expired, cancelled}, {stream length, group, lag, group pending},
---    {fleet fields of KEYS[5], fleet fields of KEYS[6], ...}}
+--    {fleet fields of KEYS[6], fleet fields of KEYS[7], ...}, line fields}
 -- where meta fields and each fleet bucket are flat arrays of name, value; sold is sku, units
 -- (meta's `sold:<sku>`) for every `stock:<sku>` of meta; pending counts the orders track.lua
 -- has recorded; paid, expired and cancelled are settle.lua's `n:paid` / `n:expired` /
 -- `n:cancelled` counters (orders)
 -- on the orders hash; group is 1 when the stream has the consumer group (then lag is
 -- its entries not yet delivered, -1 when the server cannot tell, and group pending its
--- entries delivered but not acknowledged), else 0, 0, 0. All counts are integers.
+-- entries delivered but not acknowledged), else 0, 0, 0. All counts are integers. Line
+-- fields are the line hash as view.lua reads it (line.lua's state, `n:<rank>` sampled
+-- entrants per window, `claimed`): empty for a `fairness = attempt` event or before anyone
+-- entered.
 -- Only reads. It issues no EXISTS (view.lua's calls are counted by cmdstat_exists).
 local meta = redis.call('HGETALL', KEYS[1])
 if #meta == 0 then return 0 end
@@ -50,5 +53,5 @@ if t == 'stream' then
 end
 
 local fleet = {}
-for i = 5, #KEYS do fleet[#fleet + 1] = redis.call('HGETALL', KEYS[i]) end
-return {meta, sold, orders, writer, fleet}
+for i = 6, #KEYS do fleet[#fleet + 1] = redis.call('HGETALL', KEYS[i]) end
+return {meta, sold, orders, writer, fleet, redis.call('HGETALL', KEYS[5])}

@@ -263,13 +263,24 @@ function renderTiles(body, seconds) {
   const errors = last.decisions['origin:origin_unavailable'] ?? 0;
   tile('forwarded', fmt(last.forwarded), `budget ${fmt(body.origin_budget)}/s · shed ${fmt(last.shed)}${errors ? ` · ${fmt(errors)} origin errors` : ''}`,
     errors ? 'bad' : last.forwarded > body.origin_budget ? 'warn' : null);
-  tile('pending', fmt(body.orders.pending), `${fmt(body.orders.paid)} paid · ${fmt(body.orders.expired)} expired`);
+  tile('pending', fmt(body.orders.pending), `${fmt(body.orders.paid)} paid · ${fmt(body.orders.expired)} expired · ${fmt(body.orders.cancelled)} cancelled`);
+  renderLine(body.line);
   const w = body.writer;
   if (!w) tile('writer', 'none', 'no order writer has started', body.stream_len ? 'warn' : null);
   else {
     const behind = (w.lag ?? 0) + w.pending;
     tile('writer', w.lag == null ? `≥ ${fmt(w.pending)}` : fmt(behind), `${fmt(w.lag)} unread · ${fmt(w.pending)} being written`, behind > 1000 ? 'warn' : null);
   }
+}
+
+/** The line of a `fairness = line` event (null otherwise): shoppers admitted of those who
+ * entered, early and late, and how fast it moves. */
+function renderLine(line) {
+  show(byTestId('tile-line'), Boolean(line));
+  if (!line) return;
+  const pace = line.threshold == null ? 'drawn at the start' : line.open ? 'open: admitted as they arrive' : `${fmt(Math.round(line.rate))}/s`;
+  tile('line', `${fmt(line.admitted)} of ${fmt(line.entered)}`,
+    `entered · ${fmt(line.early)} early · ${fmt(line.late)} late · ${pace}`);
 }
 
 /** Units of `sku` sold (net of expiries) over the last minute of this page's samples, or
@@ -323,6 +334,7 @@ function renderOrders(body) {
   setText(byTestId('orders-pending'), fmt(body.orders.pending));
   setText(byTestId('orders-paid'), fmt(body.orders.paid));
   setText(byTestId('orders-expired'), fmt(body.orders.expired));
+  setText(byTestId('orders-cancelled'), fmt(body.orders.cancelled));
   const w = body.writer;
   setText(byTestId('writer-lag'), w ? (w.lag == null ? 'unknown' : fmt(w.lag)) : '–');
   setText(byTestId('writer-pending'), w ? fmt(w.pending) : '–');
