@@ -720,6 +720,7 @@ async fn origin_orders(o: &NativeOrigin, event: &str) -> BTreeMap<String, (Strin
         let status = match hget(format!("s:{key}")).await.as_deref() {
             Some("p") => "paid",
             Some("x") => "expired",
+            Some("c") => "cancelled",
             Some(_) => "pending",
             None => panic!("order {id}: its buyer's hash has no state"),
         };
@@ -953,6 +954,7 @@ struct Churn {
     placed: usize,
     paid_by_payers: usize,
     pay_lost_to_expiry: usize,
+    cancelled_by_shop: usize,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -1001,8 +1003,8 @@ async fn churn(db: &Db, run: usize) {
         })
         .collect();
     let seen = RefCell::new(Churn::default());
-    // (order id, when a payer tries to pay it)
-    let to_pay: RefCell<Vec<(String, i64)>> = RefCell::new(Vec::new());
+    // (order id, when the shop pays or cancels it, and which)
+    let to_pay: RefCell<Vec<(String, i64, SettleVerb)>> = RefCell::new(Vec::new());
     let t0 = Instant::now();
     let (buyer_o, payer_o, sweeper_o) =
         (rig.redis.origin(), rig.redis.origin(), rig.redis.origin());
@@ -1018,10 +1020,16 @@ async fn churn(db: &Db, run: usize) {
             let key = format!("key-{run}-{n:08}");
             if let Some(id) = buy(&buyer_o, &event, &user, &key, sku, now, pay_by).await {
                 seen.borrow_mut().placed += 1;
-                // Two in five are paid, at their deadline give or take 100 ms.
-                if n % 5 < 2 {
+                // Two in five are paid, and one in five is cancelled (its units come back
+                // before the deadline), at their deadline give or take 100 ms.
+                if n % 5 < 3 {
                     let at = pay_by - 100 + (n * 31 % 200) as i64;
-                    to_pay.borrow_mut().push((id, at));
+                    let verb = if n % 5 == 2 {
+                        SettleVerb::Cancel
+                    } else {
+                        SettleVerb::Pay
+                    };
+                    to_pay.borrow_mut().push((id, at, verb));
                 }
             }
             tokio::time::sleep(Duration::from_millis(4)).await;
@@ -1029,18 +1037,21 @@ async fn churn(db: &Db, run: usize) {
     };
     let payers = async {
         while t0.elapsed() < BUSY + Duration::from_secs(2) {
-            let due: Vec<(String, i64)> = {
+            let due: Vec<(String, i64, SettleVerb)> = {
                 let mut q = to_pay.borrow_mut();
                 let now = now_ms();
-                let (due, later) = q.drain(..).partition(|(_, at)| *at <= now);
+                let (due, later) = q.drain(..).partition(|(_, at, _)| *at <= now);
                 *q = later;
                 due
             };
-            for (id, _) in due {
-                match settle(&payer_o, &event, &id, SettleVerb::Pay, now_ms()).await {
-                    Ok(Settled::Done { .. }) => seen.borrow_mut().paid_by_payers += 1,
-                    Ok(Settled::AlreadyExpired) => seen.borrow_mut().pay_lost_to_expiry += 1,
-                    other => panic!("paying {id}: {other:?}"),
+            for (id, _, verb) in due {
+                match (verb, settle(&payer_o, &event, &id, verb, now_ms()).await) {
+                    (SettleVerb::Pay, Ok(Settled::Done { .. })) => {
+                        seen.borrow_mut().paid_by_payers += 1
+                    }
+                    (_, Ok(Settled::Done { .. })) => seen.borrow_mut().cancelled_by_shop += 1,
+                    (_, Ok(Settled::AlreadyExpired)) => seen.borrow_mut().pay_lost_to_expiry += 1,
+                    (verb, other) => panic!("{verb:?} of {id}: {other:?}"),
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1112,10 +1123,11 @@ async fn churn(db: &Db, run: usize) {
     let dbo = db_orders(&pool).await;
     let seen = seen.into_inner();
     let quarantined = count(&pool, "SELECT COUNT(*) FROM fg_quarantine").await;
-    let (mut paid, mut expired) = (0, 0);
+    let (mut paid, mut expired, mut cancelled) = (0, 0, 0);
     for (status, _) in origin.values() {
         paid += usize::from(status == "paid");
         expired += usize::from(status == "expired");
+        cancelled += usize::from(status == "cancelled");
     }
     let resales: usize = STOCK
         .iter()
@@ -1128,9 +1140,9 @@ async fn churn(db: &Db, run: usize) {
         })
         .sum();
     eprintln!(
-        "churn {run} [{}]: entries {} (placed {}, paid {paid}, expired {expired}), kills {}, stops {}, entries claimed {claims}, deferred {deferrals}, re-sales {resales}, payments lost to the sweep {}, quarantined {quarantined}",
+        "churn {run} [{}]: entries {} (placed {}, paid {paid}, expired {expired}, cancelled {cancelled}), kills {}, stops {}, entries claimed {claims}, deferred {deferrals}, re-sales {resales}, payments lost to the sweep {}, quarantined {quarantined}",
         if db.url.starts_with("sqlite") { "sqlite" } else { "postgres" },
-        origin.len() + paid + expired,
+        origin.len() + paid + expired + cancelled,
         origin.len(),
         seen.kills,
         seen.stops,
@@ -1164,7 +1176,14 @@ async fn churn(db: &Db, run: usize) {
     assert_eq!(rig.pending().await, 0);
     // The run did what it is for.
     assert!(seen.kills >= 3 && seen.stops >= 3, "{seen:?}");
-    assert!(resales > 0 && expired > 0 && paid > 0, "{seen:?}");
+    assert!(
+        resales > 0 && expired > 0 && paid > 0 && cancelled > 0,
+        "{seen:?}"
+    );
+    assert_eq!(
+        cancelled, seen.cancelled_by_shop,
+        "every cancel the shop won holds"
+    );
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
