@@ -25,12 +25,12 @@
 //! both: neither can stand in for the other.
 
 use crate::model::valid_id;
+use crate::token::mac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use sha2::{Digest, Sha256};
 
-type HmacSha256 = Hmac<Sha256>;
 const TICKET_VERSION: &str = "e1";
 
 /// An event's draw seed: 32 random bytes, made when the event is created, secret until the start.
@@ -62,7 +62,8 @@ impl Seed {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -182,12 +183,6 @@ impl TicketError {
             TicketError::Expired => "the entry ticket has expired",
         }
     }
-}
-
-fn mac(secret: &[u8], signed: &str) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    m.update(signed.as_bytes());
-    m
 }
 
 /// Mints an entry ticket. `event` and `user` must be valid ids.

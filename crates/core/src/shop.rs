@@ -22,6 +22,7 @@
 //! "ref.<event>.<order id>.<user>")>`: the shop's checkout page checks that an order id came
 //! from flashgate for that user before it takes a payment.
 
+use crate::line::hex;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -77,10 +78,6 @@ fn signed_payload(t: i64, nonce: &str, method: &str, path: &str, body: &[u8]) ->
     let mut p = format!("{t}.{nonce}.{method}.{path}.").into_bytes();
     p.extend_from_slice(body);
     p
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -61,7 +61,7 @@ pub const MAX_SIGHTINGS: usize = 400;
 /// (`entry::window_at`), all in window 1 until `starts_at` ([`Window::rank`] clamps). The line
 /// only advances, and admits, in a started sale.
 pub fn arrived_rank(now_ms: i64, starts_at_ms: i64) -> u64 {
-    (Window::at(now_ms, starts_at_ms).rank(starts_at_ms.div_euclid(1000))).max(1)
+    Window::Arrived(now_ms.div_euclid(1000)).rank(starts_at_ms.div_euclid(1000))
 }
 
 /// A place as a point on the line.
@@ -516,7 +516,8 @@ mod tests {
             let now = START + tick * ADVANCE_MS;
             assert!((s.threshold_at(now) - last) >= 0.0);
             let n = advance(Some(&s), &inputs(&e, now, Some(400)));
-            assert!((n.pos - s.threshold_at(now)).abs() < 1e-9 || n.pos < s.threshold_at(now));
+            // Continuous: the new state starts where the old one had got to.
+            assert!((n.pos - s.threshold_at(now)).abs() < 1e-9, "tick {tick}");
             assert!(n.pos >= last);
             last = n.pos;
             s = n;
@@ -531,7 +532,14 @@ mod tests {
     #[test]
     fn state_round_trips_through_the_line_hash() {
         let e = crowd(&[(0, 10.0)]);
-        let s = advance(None, &inputs(&e, START, None));
+        let s = LineState {
+            open: true,
+            origin_recent: [412, 389, 7],
+            counted_sec: START / 1000 - 1,
+            marks: [0.75, 0.5, 0.25, 0.125, 0.0],
+            pos0: 0.0625,
+            ..advance(None, &inputs(&e, START, None))
+        };
         let f: HashMap<String, String> = s
             .to_fields()
             .into_iter()
@@ -539,7 +547,17 @@ mod tests {
             .collect();
         let back = LineState::from_fields(&f).unwrap();
         assert_eq!(back.at_ms, s.at_ms);
-        assert!((back.speed - s.speed).abs() < 1e-9);
+        let near = |a: f64, b: f64, tol: f64| (a - b).abs() < tol;
+        assert!(near(back.pos, s.pos, 1e-9) && near(back.speed, s.speed, 1e-9));
+        assert!(near(back.rate, s.rate, 1e-3) && near(back.gain, s.gain, 1e-4));
+        assert!(near(back.pos0, s.pos0, 1e-9));
+        for (a, b) in back.marks.iter().zip(&s.marks) {
+            assert!(near(*a, *b, 1e-9));
+        }
+        assert_eq!(
+            (back.open, back.origin_recent, back.counted_sec),
+            (s.open, s.origin_recent, s.counted_sec)
+        );
         let counts: HashMap<String, String> = [("n:0".to_string(), "25".to_string())]
             .into_iter()
             .collect();

@@ -47,7 +47,8 @@ impl TokenError {
     }
 }
 
-fn mac(secret: &[u8], signed: &str) -> HmacSha256 {
+/// HMAC-SHA256 keyed with `secret` over `signed` (identity tokens, entry tickets).
+pub(crate) fn mac(secret: &[u8], signed: &str) -> HmacSha256 {
     let mut m = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
     m.update(signed.as_bytes());
     m

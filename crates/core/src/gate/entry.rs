@@ -232,13 +232,7 @@ async fn enter<O: Origin, V: Siteverify>(
 }
 
 fn parse_body(gate: &Gate, req: &ApiRequest<'_>) -> Result<EntryBody, ApiError> {
-    let max = gate.config.max_body_bytes;
-    if req.declared_len.unwrap_or(0).max(req.body.len()) > max {
-        return Err(ApiError::new(
-            Code::BodyTooLarge,
-            format!("the body may be at most {max} bytes"),
-        ));
-    }
+    gate.check_body_len(req)?;
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(EntryBody::default());
     }

@@ -240,6 +240,18 @@ impl Gate {
         }
     }
 
+    /// Refuses a body (as declared or as read) over `MAX_BODY_BYTES`.
+    fn check_body_len(&self, req: &ApiRequest<'_>) -> Result<(), ApiError> {
+        let max = self.config.max_body_bytes;
+        if req.declared_len.unwrap_or(0).max(req.body.len()) > max {
+            return Err(ApiError::new(
+                crate::error::Code::BodyTooLarge,
+                format!("the body may be at most {max} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Handles one `/api/*` request with no siteverify client (Turnstile, if configured,
     /// fails closed): [`Gate::serve`] with [`NoSiteverify`].
     pub async fn handle<O: Origin, L: Limiter>(

@@ -234,13 +234,7 @@ fn check_request<'a>(
             "send Content-Type: application/json",
         )));
     }
-    let max = gate.config.max_body_bytes;
-    if req.declared_len.unwrap_or(0).max(req.body.len()) > max {
-        return Err(Refusal::edge(ApiError::new(
-            Code::BodyTooLarge,
-            format!("the body may be at most {max} bytes"),
-        )));
-    }
+    gate.check_body_len(req).map_err(Refusal::edge)?;
     if !valid_id(event) {
         return Err(Refusal::edge(ApiError::invalid_id("event id")));
     }
@@ -1213,7 +1207,10 @@ mod tests {
         let retry: u64 = h.reply.header("retry-after").unwrap().parse().unwrap();
         assert_eq!(retry, (want as f64 / 200.0).floor().clamp(1.0, 5.0) as u64);
         // The same user without a ticket enters late: further back still, never ahead.
-        assert_eq!(code(&at(back, None)), "busy");
+        let late = at(back, None);
+        assert_eq!(code(&late), "busy");
+        let b: Json = serde_json::from_str(&late.reply.body).unwrap();
+        assert!(b["error"]["place"].as_u64().unwrap() > place, "{b}");
         // Another user's ticket is refused at the edge.
         assert_eq!(code(&at(first, Some(&t))), "bad_ticket");
         assert_eq!(o.log.borrow().len(), 1, "the view only");

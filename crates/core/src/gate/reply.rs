@@ -91,10 +91,15 @@ pub(super) fn replay_reply(
     total_now: Option<u32>,
     caps: Option<Caps>,
 ) -> Result<ApiReply, ApiError> {
-    let stored = RawValue::from_string(order_json.to_string()).map_err(|_| ApiError::internal())?;
-    let lines: StoredLines = serde_json::from_str(order_json).map_err(|_| ApiError::internal())?;
-    let counters = match (placed, caps) {
-        (Some(p), Some(caps)) if p.today.len() == lines.lines.len() => Counters {
+    let bad = |_| ApiError::internal();
+    let stored: &RawValue = serde_json::from_str(order_json).map_err(bad)?;
+    // The skus are read only when the original counters are there to pair them with.
+    let lines = match (placed, caps) {
+        (Some(_), Some(_)) => Some(serde_json::from_str::<StoredLines>(order_json).map_err(bad)?),
+        _ => None,
+    };
+    let counters = match (placed, caps, &lines) {
+        (Some(p), Some(caps), Some(lines)) if p.today.len() == lines.lines.len() => Counters {
             total: Some(p.total),
             total_cap: Some(caps.total),
             items: (lines.lines.iter())
@@ -113,7 +118,7 @@ pub(super) fn replay_reply(
         },
     };
     let body = PlacedBody {
-        order: &*stored,
+        order: stored,
         counters,
         replayed: true,
     };
