@@ -271,6 +271,8 @@ async fn turnstile_at_entry_and_tickets_at_purchase() {
         a.body
     );
     let bob_later = a.body["ticket"].as_str().unwrap().to_string();
+    // Carol's own ticket, but for another sale: refused for the sale alone.
+    let carol_later = ticket_for("carol", "later", SECRET.as_bytes());
 
     // A 5xx is retried once with the same idempotency key, and then passes.
     let before = stand.seen().len();
@@ -306,6 +308,7 @@ async fn turnstile_at_entry_and_tickets_at_purchase() {
                     (&forged, true),
                     (&alice_ticket, false),
                     (&bob_later, true),
+                    (&carol_later, false),
                 ] {
                     buy(&sale, "carol", &format!("key-bad-{i}"), Some(t), cookie)
                         .await

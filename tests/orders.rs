@@ -399,7 +399,7 @@ async fn a_thousand_pay_cancel_expire_races_and_the_database_agree() {
         .collect::<Vec<_>>()
         .await;
     // Past the 1 s window, a payment, a cancel and an expiry of each order race on three
-    // connections, sent in a rotating order so that each gets to go first.
+    // connections, the verbs rotating over the connections.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (mut paid, mut cancelled, mut expired) = (0i64, 0i64, 0i64);
     let conns = [o, o2, o3];
@@ -421,6 +421,10 @@ async fn a_thousand_pay_cancel_expire_races_and_the_database_agree() {
     }
     eprintln!("1000 races: {paid} paid, {cancelled} cancelled, {expired} expired");
     assert_eq!(paid + cancelled + expired, 1000);
+    assert!(
+        paid > 0 && cancelled > 0 && expired > 0,
+        "each verb wins some races"
+    );
     let k = EventKeys::new("race");
     let sold = o
         .call(&Cmd::new(["HGET", &k.meta, "sold:A"]))

@@ -121,9 +121,17 @@ pub async fn settle<O: Origin>(
         .await
         .map_err(|e| e.to_string())?;
     let settled = parse_settled(&v).map_err(|e| e.to_string())?;
-    // A payment or expiry is done only once enough replicas hold it; a settle that changed
-    // nothing needs none.
-    if let (Settled::Done { .. }, Some((acks, n))) = (&settled, acked) {
+    // A payment, expiry or cancel is done only once enough replicas hold it; so is the
+    // answer that it already happened (a retry after an unconfirmed change reads it from the
+    // primary, which may not have replicated it yet).
+    let reports_a_change = matches!(
+        settled,
+        Settled::Done { .. }
+            | Settled::AlreadyPaid
+            | Settled::AlreadyExpired
+            | Settled::AlreadyCancelled
+    );
+    if let (true, Some((acks, n))) = (reports_a_change, acked) {
         acks.check(&format!("settling order {order_id}"), n)
             .map_err(|e| format!("{e}; run it again: it is idempotent"))?;
     }
