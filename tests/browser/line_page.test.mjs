@@ -1,26 +1,30 @@
 // The sale page's entry and line, in a real browser against the real worker (`wrangler dev`)
-// and a real redis-server: a shopper enters before the start ("You're in. The line is drawn
-// when the sale opens."), waits in line after it (the place and wait from 503 `busy`
-// answers, retried with the same Idempotency-Key and the entry ticket), then buys. With a
-// Turnstile site key the page shows the check and enters only once it passes (the widget is a
-// stand-in served in place of Cloudflare's script, and siteverify a stand-in on a local port).
+// and a real redis-server: shoppers enter before the start ("You're in. The line is drawn when
+// the sale opens."), a crowd that entered too stands ahead of the one who buys, and after the
+// start she waits in the real line (the place and wait from the worker's 503 `busy` answers,
+// retried with the same Idempotency-Key and the entry ticket), then buys. With a Turnstile
+// site key the page shows the check and enters only once it passes (the widget is a stand-in
+// served in place of Cloudflare's script, and siteverify a stand-in on a local port).
 // Run: node --test --test-concurrency=1 tests/browser/
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { eventually, expectText, rfc3339, Stack, text } from './harness.mjs';
 
-const fixture = (id) => ({
+const fixture = (id, { startsIn = 3600_000, stock = 5 } = {}) => ({
   id,
   name: 'Line test sale',
   utc_offset: '+00:00',
-  starts_at: rfc3339(Date.now() + 3600_000),
+  starts_at: rfc3339(Date.now() + startsIn),
   ends_at: rfc3339(Date.now() + 4 * 3600_000),
   caps: { per_item_per_day: 1, total: 5, per_order_qty: 1 },
-  items: [{ sku: 'KB', name: 'Keyboard', price: 4999, currency: 'USD', stock: 5 }],
+  items: [{ sku: 'KB', name: 'Keyboard', price: 4999, currency: 'USD', stock }],
 });
 
 const path = (r) => new URL(r.url()).pathname;
+const sha256 = (bytes) => createHash('sha256').update(bytes).digest();
 
 async function signIn(page, user) {
   await page.getByTestId('signin-user').fill(user);
@@ -35,69 +39,198 @@ function record(page, pathname) {
   return sent;
 }
 
+/** Where `user` falls among the shoppers who entered before the start, in [0, 1): the draw of
+ * crates/core/src/line.rs (`draw`: SHA-256 of seed ‖ event ‖ 0 ‖ user, its first 8 bytes
+ * big-endian) over 2^64. Anyone can compute it once the seed is revealed. */
+function earlyPlace(seedHex, event, user) {
+  const d = sha256(Buffer.concat([Buffer.from(seedHex, 'hex'), Buffer.from(event), Buffer.from([0]), Buffer.from(user)]));
+  return Number(d.readBigUInt64BE(0)) / 2 ** 64;
+}
+
+/**
+ * `n` shoppers enter `event` before its start over the API, and each tries to buy once: the
+ * attempt is refused `not_started`, but the worker has sighted the shopper in the early window
+ * (the line counts its entrants from the attempts it sees). None of them comes back.
+ */
+async function earlyCrowd(stack, event, n, concurrency = 16) {
+  let next = 0;
+  const one = async (user) => {
+    const auth = { Authorization: `Bearer ${stack.signToken(user)}`, 'Content-Type': 'application/json' };
+    const e = await fetch(`${stack.baseURL}/api/events/${event}/entry`, { method: 'POST', headers: auth, body: '{}' });
+    assert.equal(e.status, 200, `${user} enters: ${await e.clone().text()}`);
+    const { ticket, early } = await e.json();
+    assert.equal(early, true, `${user} enters before the start`);
+    const b = await fetch(`${stack.baseURL}/api/events/${event}/orders`, {
+      method: 'POST',
+      headers: { ...auth, 'Idempotency-Key': randomBytes(9).toString('base64url'), 'Flashgate-Entry': ticket },
+      body: JSON.stringify({ items: [{ sku: 'KB', qty: 1 }] }),
+    });
+    const body = await b.json();
+    assert.deepEqual([b.status, body.error?.code], [409, 'not_started'], JSON.stringify(body));
+  };
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) await one(`crowd-${next++}`);
+  }));
+}
+
+/** What the page shows for a busy answer's place and wait (static/assets/app.*.js `lineNote`). */
+function lineText({ place, wait_s: wait }) {
+  const who = place === 0 ? 'You are next' : `About ${place} shopper${place === 1 ? '' : 's'} ahead of you`;
+  const when = wait < 120 ? `${Math.max(1, wait)} s` : `${Math.round(wait / 60)} min`;
+  return new RegExp(`^${who}; about ${when}\\. .*retry automatically`);
+}
+
+/** One answer to a purchase attempt of `page`: its status, Retry-After and body, and, for a busy
+ * answer with a place, whether the page showed that place and wait (`true`) or what it showed. */
+async function answer(page, response) {
+  const a = { status: response.status(), retryAfter: response.headers()['retry-after'], body: await response.json().catch(() => null) };
+  const e = a.body?.error;
+  if (a.status === 503 && e?.code === 'busy' && e.place != null) {
+    // The page retries after Retry-After (at least a second): the note stays up that long.
+    a.shown = await eventually(async () => assert.match(await text(page, 'status-KB'), lineText(e)), 900)
+      .then(() => true, async () => text(page, 'status-KB'));
+  }
+  return a;
+}
+
 describe('entry and the line', { timeout: 240_000 }, () => {
   const EVENT = 'line';
   const PAGE = `/?event=${EVENT}`;
   const ORDERS = `/api/events/${EVENT}/orders`;
   const ENTRY = `/api/events/${EVENT}/entry`;
+  // The crowd that enters before the start and never comes back. The line admits about
+  // `threshold::allowed(budget, units left)` = min(40, 2 × 20) = 40 shoppers a second of those
+  // it counted, so the whole crowd is through in about 20 s: the longest the buyer can wait.
+  const CROWD = 800;
+  const BUDGET = 40;
+  const STOCK = 20;
+  // Shoppers who open the page before the start. After it, the one drawn furthest back in the
+  // early window is the one who buys, so that a good share of the crowd is ahead of her
+  // whatever the seed.
+  const SHOPPERS = ['dana', 'erin', 'finn', 'gail', 'hugo', 'ines'];
   const stack = new Stack();
 
   before(async () => {
     await stack.up();
-    await stack.createEvent({ ...fixture(EVENT), fairness: 'line' });
+    // Less than two minutes to the start, so the pages poll the event every 2 to 3 s and see
+    // the operator's `event start` quickly; the test starts the sale well before `starts_at`.
+    await stack.createEvent({ ...fixture(EVENT, { startsIn: 110_000, stock: STOCK }), fairness: 'line', origin_budget: BUDGET });
   }, { timeout: 120_000 });
 
   after(() => stack.down());
 
-  test('entry before the start, the line after it, then the purchase', async () => {
-    const dana = await stack.page();
-    const cloudflare = [];
-    dana.on('request', (r) => { if (r.url().includes('challenges.cloudflare.com')) cloudflare.push(r.url()); });
-    const orders = record(dana, ORDERS);
-    await dana.goto(PAGE);
-    await expectText(dana, 'event-state', /^Upcoming$/i);
-    const entered = dana.waitForResponse((r) => path(r) === ENTRY);
-    await signIn(dana, 'dana');
-    const entry = await entered;
-    assert.equal(entry.status(), 200, await entry.text());
-    const { ticket, early } = await entry.json();
-    assert.equal(early, true);
-    const cookie = (await entry.allHeaders())['set-cookie'];
-    assert.match(cookie, /^fg_entry=e1\.line\.dana\.0\.\d+\.[\w-]+; Path=\/api\/events\/line; HttpOnly; Secure; SameSite=Strict; Max-Age=\d+$/);
-    await expectText(dana, 'entry-status', /^You're in\. The line is drawn when the sale opens\.$/);
-    assert.equal(await dana.getByTestId('entry-check').isVisible(), false, 'no check without a site key');
-    await stack.screenshot(dana, 'line-01-entered-early');
+  test('entry before the start, the line after it, then the purchase', async (t) => {
+    const shoppers = [];
+    for (const user of SHOPPERS) {
+      const page = await stack.page();
+      const cloudflare = [];
+      page.on('request', (r) => { if (r.url().includes('challenges.cloudflare.com')) cloudflare.push(r.url()); });
+      const orders = record(page, ORDERS);
+      await page.goto(PAGE);
+      await expectText(page, 'event-state', /^Upcoming$/i);
+      const entered = page.waitForResponse((r) => path(r) === ENTRY);
+      await signIn(page, user);
+      const entry = await entered;
+      assert.equal(entry.status(), 200, await entry.text());
+      const { ticket, early } = await entry.json();
+      assert.equal(early, true);
+      const cookie = (await entry.allHeaders())['set-cookie'];
+      assert.match(cookie, new RegExp(`^fg_entry=e1\\.line\\.${user}\\.0\\.\\d+\\.[\\w-]+; Path=/api/events/line; HttpOnly; Secure; SameSite=Strict; Max-Age=\\d+$`));
+      await expectText(page, 'entry-status', /^You're in\. The line is drawn when the sale opens\.$/);
+      assert.equal(await page.getByTestId('entry-check').isVisible(), false, 'no check without a site key');
+      shoppers.push({ user, page, ticket, orders, cloudflare });
+    }
+    await stack.screenshot(shoppers[0].page, 'line-01-entered-early');
+    const { commitment } = await (await fetch(`${stack.baseURL}/api/events/${EVENT}`)).json();
 
-    // The sale opens; the worker answers busy twice (stubbed: the place and the wait), then
-    // lets the real purchase through.
-    let busy = 0;
-    const places = [[42, 7], [3, 1]];
-    await dana.route(`**${ORDERS}`, (route) => {
-      if (route.request().method() !== 'POST' || busy >= places.length) return route.continue();   // GET is "Your orders"
-      const [place, wait] = places[busy++];
-      return route.fulfill({
-        status: 503,
-        headers: { 'Retry-After': '1', 'Content-Type': 'application/json' },
-        body: JSON.stringify({ error: { code: 'busy', message: 'the sale is very busy', retry_after: 1, place, wait_s: wait } }),
-      });
-    });
+    // The crowd enters and is counted at the origin (sampled sightings, which each isolate
+    // reports with its next snapshot refresh; an event read makes one).
+    await earlyCrowd(stack, EVENT, CROWD);
+    await eventually(async () => {
+      await fetch(`${stack.baseURL}/api/events/${EVENT}`);
+      const { line } = JSON.parse(await stack.cli('event', 'status', EVENT, '--json'));
+      assert.ok(line.early >= 0.7 * CROWD && line.early <= 1.3 * CROWD && line.late === 0, JSON.stringify(line));
+    }, 20_000);
+
+    // The sale opens: the seed is revealed, and with it everyone's place.
     await stack.cli('event', 'start', EVENT);
-    await expectText(dana, 'event-state', /^Live$/i, 12_000);
-    await expectText(dana, 'entry-status', /^You're in: your place was drawn/);
-    const placed = dana.waitForResponse((r) => path(r) === ORDERS && r.status() === 201, { timeout: 20_000 });
-    await dana.getByTestId('buy-KB').click();
-    await expectText(dana, 'status-KB', /^About 42 shoppers ahead of you; about 7 s\. .*retry automatically/);
-    assert.match(await dana.getByTestId('buy-KB').innerText(), /^In line, retrying in [1-2] s$/);
-    await stack.screenshot(dana, 'line-02-in-line');
-    await expectText(dana, 'status-KB', /^About 3 shoppers ahead of you; about 1 s\./, 5_000);
-    const { order } = await (await placed).json();
-    await expectText(dana, 'status-KB', new RegExp(`Order ID: ${order.id}`));
-    assert.equal(orders.length, 3, 'two busy answers, then the purchase');
-    assert.ok(orders.every((h) => h['idempotency-key'] === orders[0]['idempotency-key']), 'one key throughout');
-    assert.ok(orders.every((h) => h['flashgate-entry'] === ticket), 'every attempt carries the entry ticket');
-    assert.deepEqual(cloudflare, [], 'nothing loaded from Cloudflare without a site key');
-    assert.deepEqual(dana.errors, [], 'no uncaught page errors');
-    await stack.screenshot(dana, 'line-03-purchased');
+    let seed;
+    await eventually(async () => {
+      ({ seed } = await (await fetch(`${stack.baseURL}/api/events/${EVENT}`)).json());
+      assert.match(seed ?? '', /^[0-9a-f]{64}$/);
+    });
+    assert.equal(sha256(Buffer.from(seed, 'hex')).toString('hex'), commitment, 'the seed is the one committed to');
+    for (const s of shoppers) s.place = earlyPlace(seed, EVENT, s.user);
+    const dana = shoppers.reduce((a, b) => (b.place > a.place ? b : a));
+    for (const s of shoppers.filter((s) => s !== dana)) {
+      assert.deepEqual([s.orders, s.page.errors], [[], []], `${s.user} sent no purchase, and no page errors`);
+      await s.page.context().close();
+    }
+    // The crowd's pages still read the event (as open pages do): each read that finds the
+    // isolate's snapshot older than EDGE_CACHE_MS refreshes it, and refreshes advance the line.
+    const reading = new AbortController();
+    const reads = (async () => {
+      while (!reading.signal.aborted) {
+        await fetch(`${stack.baseURL}/api/events/${EVENT}`, { signal: reading.signal }).then((r) => r.arrayBuffer()).catch(() => {});
+        await sleep(250);
+      }
+    })();
+
+    try {
+      const { page } = dana;
+      await expectText(page, 'event-state', /^Live$/i, 12_000);
+      await expectText(page, 'entry-status', /^You're in: your place was drawn/);
+      const answers = [];
+      page.on('response', (r) => {
+        if (path(r) === ORDERS && r.request().method() === 'POST') answers.push(answer(page, r));
+      });
+      const placed = page.waitForResponse((r) => path(r) === ORDERS && r.status() === 201, { timeout: 60_000 });
+      const clicked = Date.now();
+      await page.getByTestId('buy-KB').click();
+      await expectText(page, 'status-KB', /^About \d+ shoppers? ahead of you; about \d+ s\. .*retry automatically/, 10_000);
+      assert.match(await page.getByTestId('buy-KB').innerText(), /^In line, retrying in [1-6] s$/);
+      await stack.screenshot(page, 'line-02-in-line');
+      const { order } = await (await placed).json();
+      const waited = Date.now() - clicked;
+      await expectText(page, 'status-KB', new RegExp(`Order ID: ${order.id}`));
+
+      // The real answers: busy (each with its Retry-After) until the line reached her place,
+      // then the order. The page showed each place and wait, and the place came down.
+      const seen = await Promise.all(answers);
+      const last = seen.pop();
+      assert.equal(last.status, 201);
+      assert.ok(seen.length >= 1, 'she waited in line');
+      for (const a of seen) {
+        assert.deepEqual([a.status, a.body?.error?.code], [503, 'busy'], JSON.stringify(a.body));
+        assert.equal(a.retryAfter, String(a.body.error.retry_after));
+      }
+      const inLine = seen.filter((a) => a.body.error.place != null).map((a) => ({ ...a.body.error, shown: a.shown }));
+      const trail = JSON.stringify(inLine.map(({ place, wait_s, remaining, shown }) => ({ place, wait_s, remaining, shown })));
+      assert.ok(inLine.length >= 1 && inLine[0].place > 0, `shoppers ahead of her at first: ${trail}`);
+      assert.ok(inLine.every((e) => e.shown === true), `the page showed every place and wait: ${trail}`);
+      assert.ok(inLine.every((e) => Number.isInteger(e.wait_s) && e.remaining === STOCK), trail);
+      assert.ok(inLine[0].place <= 1.3 * CROWD, `no more ahead than entered: ${trail}`);
+      assert.ok(inLine.every((e, i) => i === 0 || e.place <= inLine[i - 1].place), `the place only comes down: ${trail}`);
+      assert.ok(inLine.length === 1 || inLine.at(-1).place < inLine[0].place, trail);
+      t.diagnostic(`${dana.user} drawn at ${dana.place.toFixed(3)} of the early window; ${seen.length} busy answers, places ${inLine.map((e) => e.place).join(' → ')}; admitted after ${(waited / 1000).toFixed(1)} s`);
+
+      const { orders, ticket, cloudflare } = dana;
+      assert.equal(orders.length, seen.length + 1, 'the busy answers, then the purchase');
+      assert.ok(orders.every((h) => h['idempotency-key'] === orders[0]['idempotency-key']), 'one key throughout');
+      assert.ok(orders.every((h) => h['flashgate-entry'] === ticket), 'every attempt carries the entry ticket');
+      assert.deepEqual(cloudflare, [], 'nothing loaded from Cloudflare without a site key');
+      assert.deepEqual(page.errors, [], 'no uncaught page errors');
+      await stack.screenshot(page, 'line-03-purchased');
+
+      // At the origin: the line has passed her place, so it admitted at least the share of the
+      // early crowd drawn ahead of her.
+      const { line } = JSON.parse(await stack.cli('event', 'status', EVENT, '--json'));
+      assert.ok(line.threshold >= dana.place - 0.001, `${JSON.stringify(line)} against ${dana.place}`);
+      assert.ok(line.admitted >= Math.floor(dana.place * line.early) - 1, `${JSON.stringify(line)} against ${dana.place}`);
+    } finally {
+      reading.abort();
+      await reads;
+    }
 
     // A shopper who opens the page after the start enters late.
     const eve = await stack.page();
