@@ -80,6 +80,7 @@ deploy-check: $(WORKER)
 unit:
 	cargo test --workspace --lib --bins
 	cargo test -p flashgate-core --test fuzz
+	node --test 'tests/bench/*.test.mjs'
 
 integration: $(WORKER) cli
 	cargo test -p flashgate-cli --test '*' --no-fail-fast -- --test-threads=2

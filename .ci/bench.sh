@@ -404,7 +404,8 @@ done
 # 6b. the line (issue 18). A long sale: budget 400/s, stock 3,000, 100,000 intents from 50,000
 # patient users (--patience-s 60), fairness = attempt and line side by side: origin attempts per
 # second against the budget, units sold. Fairness: 1,000 isolates, 10 % hammerers, 50 % early
-# entrants (half 10 min, half 10 s before the start): each group's win ratio.
+# entrants (half 10 min, half 10 s before the start): each group's win ratio. tests/bench/line.mjs
+# writes sections 7b and 7c of the report, and the console line of each run.
 if [ "$SMOKE" = 1 ]; then
   LONG_ARGS=(--isolates 10 --users 2000 --attempts 4000 --stock 200 --budget 50 --seconds 8)
   FAIR_ARGS=(--isolates 10 --users 2000 --attempts 4000 --stock 200 --budget 50 --seconds 8)
@@ -419,13 +420,8 @@ for fair in attempt line; do
     if [ "$kind" = long ]; then args=("${LONG_ARGS[@]}"); else args=("${FAIR_ARGS[@]}" --hammer-share 0.1 --early-share 0.5); fi
     "$CLI" --origin "redis://127.0.0.1:$SP" simulate "${args[@]}" --fairness "$fair" --json \
       >"$RES/$run.json" 2>"$TMP/$run.log" || { cat "$TMP/$run.log" >&2; die "flashgate simulate ($run) failed"; }
-    node -e '
-      const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-      const upto = r.per_second.filter((s) => r.sellout_ms == null || s.t * 1000 <= r.sellout_ms);
-      const per = upto.map((s) => s.origin_attempts);
-      const groups = r.fairness.groups.map((g) => `${g.name} ${g.win_ratio == null ? "-" : g.win_ratio.toFixed(2)}`).join(", ");
-      console.log(`           ${process.argv[2].padEnd(18)} origin attempts/s ${per.join(" ")} (budget ${r.budget}), sold ${r.sold}/${r.stock}, sellout ${r.sellout_ms} ms; win ratios: ${groups}`);
-    ' "$RES/$run.json" "$run"
+    # Origin attempts per second to the sell-out, the seconds in the goal's band, win ratios.
+    node "$ROOT/tests/bench/line.mjs" "$RES/$run.json" "$run"
   done
 done
 

@@ -144,6 +144,24 @@ fn bench_harness_smoke() {
     )[1]
     .ends_with(", 0"));
 
+    // The line: both long sales ran and never oversold; the mixed crowd has its hammerers.
+    let long = section(&md, "## 7b. ");
+    let sold = row(long, "units sold / stock (oversold)");
+    for cell in &sold[1..] {
+        let (s, stock) = cell.split_once(" / ").expect("sold / stock (oversold)");
+        assert!(
+            number(s) <= number(stock) && cell.ends_with("(0)"),
+            "never oversold: {sold:?}"
+        );
+    }
+    assert_eq!(sold.len(), 3, "attempt and line: {sold:?}");
+    let hammer = row(section(&md, "## 7c. "), "hammer");
+    assert!(number(&hammer[1]) > 0.0, "hammerers: {hammer:?}");
+    assert!(
+        number(&hammer[2]) > 0.0 && number(&hammer[5]) > 0.0,
+        "hammerers' attempts, attempt and line: {hammer:?}"
+    );
+
     // Replicated acknowledgements: both settings placed every attempt, with numbers.
     let acks = section(&md, "## 8. ");
     for setting in ["`ORIGIN_REPLICA_ACKS=0`", "`ORIGIN_REPLICA_ACKS=1`"] {

@@ -7,11 +7,13 @@
 // reports) with .stats0.json/.stats1.json (the worker's GET /api/stats before and after) for
 // runs against flashgate; crowd-1/crowd-2 likewise and crowd-status.json; rb<round>-<seed|purchase|callsonly|seedso|purchaseso>.rps
 // (redis-benchmark requests/s); rb-<seed|purchase>-sold; sink-<db>.json; sim-<isolates>-<off|on>.json
-// (`flashgate simulate --json` reports); ack<round>-<0|1>.json and sink-ack<round>-<0|1>.json
+// (`flashgate simulate --json` reports); sim-<long|fair>-<attempt|line>.json (the line, sections
+// 7b and 7c, tests/bench/line.mjs); ack<round>-<0|1>.json and sink-ack<round>-<0|1>.json
 // (section 8, tests/bench/acks.mjs).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { acks } from './acks.mjs';
+import { line } from './line.mjs';
 
 const [dir, outPath, chartPath] = process.argv.slice(2);
 if (!dir || !outPath || !chartPath) {
@@ -212,6 +214,10 @@ const simTop = Math.max(0, ...simIsolates);
 const simOn = sim.find((s) => s.n === simTop && s.adm === 'on');
 const simOff = sim.find((s) => s.n === simTop && s.adm === 'off');
 
+// ------------------------------------------------------------------ 7b, 7c. the line
+// A long sale and a mixed crowd, fairness = attempt and line; null in a results directory without them.
+const lineSection = line(dir);
+
 // ------------------------------------------------------------------ 8. replicated acknowledgements
 const ackSection = acks(dir, meta);
 
@@ -254,6 +260,7 @@ const summary = [
       [`${at}: last purchase of the item forwarded after the sellout`, simOn.r.last_forward_after_sellout_ms === null ? 'none' : `${int(simOn.r.last_forward_after_sellout_ms)} ms after (${plural(simOn.r.isolates_forwarding_after_sellout, 'isolate')} forwarded ${int(simOn.r.forwarded_after_sellout)})`, `≤ ${int(simOn.forwardLimit)} ms`, goal(g.forwarding)],
     ];
   })() : []),
+  ...(lineSection ? lineSection.summary : []),
   ...(ackSection ? ackSection.summary : []),
   ['worker wasm (build/index_bg.wasm)', `${kib(num('wasm_raw'))} raw, ${kib(num('wasm_gzip'))} gzip`, '—', ''],
 ];
@@ -371,6 +378,8 @@ ${table(['run', 'origin attempts', 'origin p99 ms', 'origin p50 ms', 'sold', 'is
   s.r.per_second.map((x) => (x.forwarding_isolates_after_sellout === null ? '–' : int(x.forwarding_isolates_after_sellout))).join(' / '),
 ]))}`);
 }
+
+if (lineSection) md.push(...lineSection.md);
 
 if (ackSection) md.push(ackSection.md);
 
