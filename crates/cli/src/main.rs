@@ -13,6 +13,9 @@ use flashgate_core::model::{format_ms, now_ms};
 use flashgate_core::{net, ops, orders};
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Every origin connection of this process (the order writer's and the simulator's too)

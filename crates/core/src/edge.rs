@@ -597,9 +597,11 @@ mod tests {
             fleet: None,
             cancels: 0,
             fleet_now: Default::default(),
+            origin_before: [None; 2],
             seed: None,
             line: None,
             entrants: Default::default(),
+            sampled_intents: (0, 0),
             claimed: false,
         }
     }

@@ -51,8 +51,10 @@ pub const BURST_SECS: f64 = 0.2;
 pub struct Counts {
     named: BTreeMap<&'static str, u64>,
     decisions: BTreeMap<(Decided, Decision), u64>,
-    /// Sampled users seen per window rank (`threshold::sampled`), for the line's entrants.
+    /// Sampled users seen per window rank (`threshold::sampled`), for the line's entrants,
+    /// and their purchases (`user:key`), for the intents per entrant.
     sightings: BTreeSet<(u64, String)>,
+    intents: BTreeSet<(u64, String)>,
 }
 
 impl Counts {
@@ -68,14 +70,18 @@ impl Counts {
 
     /// A sampled user seen in the window of `rank` (reported at most
     /// `threshold::MAX_SIGHTINGS` at a time; the rest wait for the next report).
-    pub fn sight(&mut self, rank: u64, user: &str) {
+    pub fn sight(&mut self, rank: u64, user: &str, key: &str) {
         if self.sightings.len() < 4 * crate::threshold::MAX_SIGHTINGS {
             self.sightings.insert((rank, user.to_string()));
+        }
+        if self.intents.len() < 4 * crate::threshold::MAX_SIGHTINGS {
+            self.intents.insert((rank, format!("{user}:{key}")));
         }
     }
 
     pub fn merge(&mut self, other: Counts) {
         self.sightings.extend(other.sightings);
+        self.intents.extend(other.intents);
         for (k, v) in other.named {
             self.add(k, v);
         }
@@ -98,7 +104,8 @@ impl Counts {
     }
 
     /// view.lua's report arguments: `name count ...`, with `reports 1` first, then the
-    /// sightings as `@<rank>:<user> 1` (at most `threshold::MAX_SIGHTINGS`).
+    /// sightings as `@<rank>:<user> 1` and `#<rank>:<user>:<key> 1` (at most
+    /// `threshold::MAX_SIGHTINGS` of each).
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec!["reports".to_string(), "1".to_string()];
         for (k, v) in self.by_name() {
@@ -107,6 +114,10 @@ impl Counts {
         }
         for (rank, user) in self.sightings.iter().take(crate::threshold::MAX_SIGHTINGS) {
             a.push(format!("@{rank}:{user}"));
+            a.push("1".to_string());
+        }
+        for (rank, intent) in self.intents.iter().take(crate::threshold::MAX_SIGHTINGS) {
+            a.push(format!("#{rank}:{intent}"));
             a.push("1".to_string());
         }
         a

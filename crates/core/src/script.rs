@@ -315,11 +315,16 @@ pub struct Snapshot {
     pub cancels: u64,
     /// The fleet's figures of the second the snapshot was read in, so far.
     pub fleet_now: FleetFigures,
+    /// The purchase attempts the origin counted in the two whole seconds before, the latest
+    /// first (line events only: purchase.lua counts them).
+    pub origin_before: [Option<u64>; 2],
     /// The draw's seed: `None` before the start (and for events created before the line).
     pub seed: Option<Seed>,
     /// The line's threshold (`None` before its first advance) and entrants per window.
     pub line: Option<LineState>,
     pub entrants: Entrants,
+    /// The sampled entrants and their purchases (`threshold::sampled_intents`).
+    pub sampled_intents: (u64, u64),
     /// This read claimed the line's advance tick: the reader advances the line.
     pub claimed: bool,
 }
@@ -382,6 +387,11 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
         })
         .collect();
     let count = |i: usize| a[i].as_int().unwrap_or(0).max(0) as u64;
+    // The attempts the origin counted (purchase.lua, line events) in seconds - 1 and - 2.
+    let origin_before = [5, 6].map(|i| {
+        let counts = parse_counts(a[i].as_array()?);
+        counts.get("origin").copied()
+    });
     let fleet = [5, 6].into_iter().find_map(|i| {
         let counts = parse_counts(a[i].as_array()?);
         (counts.get("reports").copied().unwrap_or(0) > 0).then_some((i, counts))
@@ -404,27 +414,21 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
             second,
             counts: now_counts,
         },
+        origin_before,
         seed: at(7).as_str().and_then(Seed::from_hex),
         line: LineState::from_fields(&line),
         entrants: Entrants::from_fields(&line),
+        sampled_intents: crate::threshold::sampled_intents(&line),
         claimed: at(9).as_int() == Some(1),
     }))
 }
 
-/// The fleet's figures of Unix second `sec` from a view.lua reply's buckets, if the snapshot
-/// carries them.
-pub fn origin_count(snap: &Snapshot, sec: i64) -> Option<u64> {
-    snap.fleet
-        .as_ref()
-        .filter(|f| f.second == sec)
-        .map(|f| f.get("origin"))
-}
-
-/// KEYS and ARGV for line.lua: the state the claimer of `tick` computed.
+/// KEYS and ARGV for line.lua: the state the claimer of `tick` computed from the state made at
+/// `base_ms` (`None`: from none, the first advance).
 pub fn line_call(
     k: &EventKeys,
     tick: i64,
-    state: &LineState,
+    (state, base_ms): (&LineState, Option<i64>),
     reach: f64,
 ) -> (Vec<String>, Vec<String>) {
     let sec = state.at_ms.div_euclid(1000);
@@ -434,6 +438,7 @@ pub fn line_call(
         sec.to_string(),
         format!("{reach:.12}"),
         (sec - HISTORY_SECS).to_string(),
+        base_ms.unwrap_or(0).to_string(),
     ];
     for (f, v) in state.to_fields() {
         args.push(f.to_string());
@@ -591,6 +596,7 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
             stream_len: count(wr[0]),
             pending: count(o[0]),
             fleet: None,
+            origin_before: [None; 2],
             cancels: fields
                 .get("cancels")
                 .and_then(|c| c.parse().ok())
@@ -599,6 +605,7 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
             seed: None,
             line: LineState::from_fields(&line),
             entrants: Entrants::from_fields(&line),
+            sampled_intents: crate::threshold::sampled_intents(&line),
             claimed: false,
         },
         paid: count(o[1]),
@@ -785,11 +792,13 @@ pub const SAMPLE_LINE: &[(&str, &str)] = &[
     ("speed", "0.400000000000"),
     ("rate", "100.000"),
     ("gain", "1.2000"),
-    ("marks", "3.4 3.0 2.5 2.0 1.0"),
     ("open", "0"),
-    ("pos0", "0.100000000000"),
-    ("origin_recent", "120 110 90"),
+    ("origin_sum", "320"),
     ("counted_sec", "1798761609"),
+    (
+        "past",
+        "1798761610000:3.400000000000:330 1798761609750:3.300000000000:300",
+    ),
     ("n:0", "300"),
     ("n:1", "50"),
     ("n:3", "10"),
@@ -1189,8 +1198,16 @@ mod tests {
             (1_798_761_610_000, 3.4, 0.4)
         );
         assert_eq!(
-            (line.rate, line.marks[4], line.origin_recent),
-            (100.0, 1.0, [120, 110, 90])
+            (line.rate, line.past[1], line.origin_sum),
+            (
+                100.0,
+                crate::threshold::Mark {
+                    at_ms: 1_798_761_609_750,
+                    pos: 3.3,
+                    origin: 300
+                },
+                320
+            )
         );
         assert_eq!(
             s.entrants.0,

@@ -359,8 +359,8 @@ mod tests {
             json!({"threshold": null, "admitted": 0, "entered": 100, "early": 100, "late": 0,
                    "rate": 0.0, "open": false})
         );
-        // The threshold extrapolates (at most HORIZON_MS) from the state's moment: at 3.8
-        // half of window 3 is still to come; from 4.2 on everyone counted is in.
+        // The threshold extrapolates (at most HORIZON_MS, 1.5 s) from the state's moment: at
+        // 3.8 half of window 3 is still to come; at 4.0 (the horizon) everyone counted is in.
         let at = |ms: i64| body(SAMPLE_LINE, 1_798_761_610_000 + ms);
         assert_eq!(at(0)["threshold"], 3.4);
         assert_eq!(
@@ -368,10 +368,10 @@ mod tests {
             (json!(1416), json!(1432))
         );
         assert_eq!(
-            (at(2000)["threshold"].clone(), at(2000)["admitted"].clone()),
-            (json!(4.2), json!(1440))
+            (at(1500)["threshold"].clone(), at(1500)["admitted"].clone()),
+            (json!(4.0), json!(1440))
         );
-        assert_eq!(at(9000), at(2000), "no further than the horizon");
+        assert_eq!(at(9000), at(1500), "no further than the horizon");
         // An open line admits everyone who has arrived.
         let open: Vec<_> = SAMPLE_LINE
             .iter()

@@ -43,6 +43,9 @@ use std::rc::Rc;
 /// estimated wait, and at least this often, so that a line that speeds up finds them there.
 const MAX_LINE_RETRY_SECS: f64 = 5.0;
 
+/// The longest lag (from the line passing a place to the shopper's attempt) counted.
+const MAX_LAG_MS: i64 = threshold::MAX_LAG_MS as i64;
+
 /// Retry-After for a refusal by the outside limiter, whose period the gate does not know.
 const LIMITER_RETRY_SECS: u64 = 10;
 
@@ -375,14 +378,15 @@ fn check_snapshot(
     Ok(priced)
 }
 
-/// Counts a sampled shopper into their window's entrants (`threshold::sampled`).
+/// Counts a sampled shopper into their window's entrants (`threshold::sampled`), and their
+/// purchase (its Idempotency-Key) into the window's intents.
 fn sight(gate: &Gate, a: &Attempt<'_>, snap: &Snapshot, window: Window) {
     if snap.meta.fairness == Fairness::Line && threshold::sampled(a.event, &a.user) {
         let rank = window.rank(snap.meta.starts_at.div_euclid(1000));
         gate.state
             .borrow_mut()
             .event_counts(a.event)
-            .sight(rank, &a.user);
+            .sight(rank, &a.user, a.key);
     }
 }
 
@@ -423,6 +427,11 @@ fn admit(
                 return Err(shed(&mut st, a, ApiError::busy(1)));
             };
             if place < state.admits_below(now, start) {
+                // How long after the line passed them they came: the controller's lag.
+                let crossed = state.crossed_at(place, now).unwrap_or(now - MAX_LAG_MS);
+                let counts = st.event_counts(a.event);
+                counts.add("line_in", 1);
+                counts.add("line_lag_ms", (now - crossed).clamp(0, MAX_LAG_MS) as u64);
                 return Ok(());
             }
             let (ahead, wait) = threshold::ahead(state, &snap.entrants, place, now);
@@ -1134,11 +1143,12 @@ mod tests {
             speed: 0.0,
             rate: 100.0,
             gain: 1.0,
-            marks: [0.5; 5],
+            learnt: false,
+            lag_ms: 500.0,
             open: false,
-            pos0: 0.0,
-            origin_recent: [0; 3],
+            origin_sum: 0,
             counted_sec: 0,
+            past: Default::default(),
         };
         let mut line: Vec<(String, String)> = state
             .to_fields()

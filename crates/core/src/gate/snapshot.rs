@@ -5,7 +5,7 @@ use super::Gate;
 use crate::edge::SnapshotPlan;
 use crate::keys::EventKeys;
 use crate::origin::{Origin, OriginError};
-use crate::script::{line_call, origin_count, parse_view, view_call, Snapshot, LINE, VIEW};
+use crate::script::{line_call, parse_view, view_call, Snapshot, LINE, VIEW};
 use crate::threshold::{self, Inputs, ADVANCE_MS, HORIZON_MS};
 use std::rc::Rc;
 
@@ -70,7 +70,6 @@ impl Gate {
 /// left alone: the next tick's claimer advances from the state the origin holds, and every
 /// isolate keeps extrapolating the last one meanwhile.
 async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snapshot {
-    let sec = now.div_euclid(1000);
     let remaining = s.items.iter().map(|i| u64::from(i.remaining())).sum();
     let fleet_isolates = s.fleet.as_ref().map_or(0, |f| f.isolates());
     let coverage = if fleet_isolates == 0 {
@@ -86,9 +85,14 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
             budget: s.meta.origin_budget,
             remaining,
             entrants: &s.entrants,
-            origin_last_second: origin_count(&s, sec - 1),
+            origin_before: s.origin_before,
             origin_this_second: Some(s.fleet_now.get("origin")),
             coverage,
+            per_entrant: threshold::intents_per_entrant(s.sampled_intents),
+            lag_ms: s.fleet.as_ref().and_then(|f| {
+                let n = f.get("line_in");
+                (n >= threshold::MIN_LAG_SAMPLE).then(|| f.get("line_lag_ms") as f64 / n as f64)
+            }),
         },
     );
     // What any isolate could use with this state, an open line's arrivals included.
@@ -100,7 +104,7 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
     let (keys, args) = line_call(
         &EventKeys::new(&s.meta.id),
         now.div_euclid(ADVANCE_MS),
-        &next,
+        (&next, s.line.map(|l| l.at_ms)),
         reach,
     );
     let wrote = LINE.eval(origin, &keys, &args).await;

@@ -1,4 +1,4 @@
--- flashgate view.lua, version 5: one consistent read of an event for the edge cache and the CLI,
+-- flashgate view.lua, version 6: one consistent read of an event for the edge cache and the CLI,
 -- the fleet's figures (an isolate that refreshes reports its counts since its last report), and
 -- the line (the draw's seed from the start on, the threshold, entrants per window).
 --
@@ -8,7 +8,8 @@
 -- ARGV: 1 TTL of a fleet bucket in seconds  2 now (Unix ms)  3 the advance tick to claim
 --   (now / ADVANCE_MS; 0 claims nothing), then name count ... (the report; none from the CLI).
 --   A report name `@<rank>:<user>` is a sampled sighting of a user in a window: counted once
---   per user and window (line:seen), into the line hash's `n:<rank>`.
+--   per user and window (line:seen), into the line hash's `n:<rank>`; `#<rank>:<user>:<key>`
+--   one of their purchases (Idempotency-Key), counted once into `k:<rank>`.
 -- Reply: 0 when the event does not exist, else
 --   {meta fields, stock fields, sold fields, stream length, pending orders,
 --    fleet fields of second - 1, fleet fields of second - 2,
@@ -49,10 +50,16 @@ end
 local reported = false
 for i = 4, #ARGV - 1, 2 do
   local name = ARGV[i]
-  if string.sub(name, 1, 1) == '@' then
+  local mark = string.sub(name, 1, 1)
+  if mark == '@' then
     local rank = string.match(name, '^@(%d+):')
     if rank and redis.call('HSETNX', KEYS[9], string.sub(name, 2), '1') == 1 then
       redis.call('HINCRBY', KEYS[8], 'n:' .. rank, 1)
+    end
+  elseif mark == '#' then
+    local rank = string.match(name, '^#(%d+):')
+    if rank and redis.call('HSETNX', KEYS[9], name, '1') == 1 then
+      redis.call('HINCRBY', KEYS[8], 'k:' .. rank, 1)
     end
   else
     redis.call('HINCRBY', KEYS[4], name, ARGV[i + 1])
