@@ -452,6 +452,45 @@ impl EdgeState {
         }
     }
 
+    /// The user's counters as far as this isolate trusts them at `now`, to sign for the user's
+    /// other tabs (`usermark`).
+    pub fn user_mark(
+        &self,
+        event: &str,
+        user: &str,
+        now: i64,
+    ) -> Option<crate::usermark::UserMark> {
+        let cancels = self.cancels(event);
+        let m = (self.marks.get(&(event.to_string(), user.to_string())))
+            .filter(|m| m.until.is_none_or(|u| now < u) && m.cancels == cancels)?;
+        let mut today: Vec<(String, u32)> = m.today.iter().map(|(s, n)| (s.clone(), *n)).collect();
+        today.sort();
+        Some(crate::usermark::UserMark {
+            event: event.to_string(),
+            user: user.to_string(),
+            day: m.day,
+            until: m.until,
+            cancels: m.cancels,
+            total: m.total,
+            today,
+        })
+    }
+
+    /// Learns the user's counters from a mark another isolate signed (`usermark`), if it is
+    /// still to be trusted at `now` with the event's cancel count `cancels`.
+    pub fn learn_mark(&mut self, m: &crate::usermark::UserMark, cancels: u64, now: i64) {
+        if m.cancels != cancels || m.until.is_some_and(|u| now >= u) {
+            return;
+        }
+        let today: Vec<(&str, u32)> = m.today.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        let at = CountsAt {
+            now,
+            day: m.day,
+            due: m.until,
+        };
+        self.learn_counts(&m.event, &m.user, at, Some(m.total), &today);
+    }
+
     /// The user's total as far as this isolate knows.
     pub fn known_total(&self, event: &str, user: &str, now: i64) -> Option<u32> {
         let cancels = self.cancels(event);

@@ -42,3 +42,4 @@ pub mod stream;
 pub mod threshold;
 pub mod token;
 pub mod turnstile;
+pub mod usermark;

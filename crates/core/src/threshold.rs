@@ -171,7 +171,10 @@ impl LineState {
     /// The remembered advance made by `t_ms` (the newest such), or the oldest remembered.
     fn mark_at(&self, t_ms: i64) -> Option<&Mark> {
         let mut known = self.past.iter().filter(|m| m.at_ms > 0);
-        known.clone().find(|m| m.at_ms <= t_ms).or(known.next_back())
+        known
+            .clone()
+            .find(|m| m.at_ms <= t_ms)
+            .or(known.next_back())
     }
 
     /// When the threshold passed `place`, by this state and the advances it remembers (at

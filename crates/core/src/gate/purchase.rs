@@ -25,6 +25,7 @@
 
 use super::entry::{entry_ticket, entry_window};
 use super::reply::{cap_error, ended_unpaid, placed_reply, replay_reply, state_check};
+use super::session::cookie;
 use super::{
     ApiRequest, Decided, Decision, DecisionLog, DecisionRecord, Gate, Handled, Limiter, Refusal,
 };
@@ -37,6 +38,7 @@ use crate::order::{self, Line, Order, OrderLine};
 use crate::origin::{Origin, OriginError};
 use crate::script::{Outcome, PurchaseCall, Snapshot, PURCHASE};
 use crate::threshold;
+use crate::usermark::{self, UserMark, MARK_COOKIE};
 use std::rc::Rc;
 
 /// The longest Retry-After of a shopper waiting in line: they come back at about half their
@@ -59,6 +61,8 @@ struct Attempt<'a> {
     fingerprint: String,
     /// The verified entry ticket; `None` for a late entry.
     ticket: Option<crate::line::Ticket>,
+    /// The user's counters another isolate signed (`fg_mark`), if valid and theirs.
+    mark: Option<UserMark>,
 }
 
 /// What step 6 sends: the order's JSON, its deadline, and whether the key is fresh to this
@@ -206,6 +210,10 @@ async fn purchase<O: Origin, L: Limiter>(
         Err(known) => known,
     };
     let trust_edge = matches!(known, Known::Fresh);
+    // What the user's other tabs learnt: their counters, as another isolate signed them.
+    if let Some(m) = &a.mark {
+        gate.state.borrow_mut().learn_mark(m, snap.cancels, now);
+    }
     let order_lines = check_snapshot(gate, a, &snap, trust_edge, now)?;
     admit(gate, a, &snap, window, (roll, now))?;
     let pay_by = now + snap.meta.pay_within_ms;
@@ -219,7 +227,20 @@ async fn purchase<O: Origin, L: Limiter>(
     };
     let outcome = forward(gate, origin, a, &call, now).await?;
     record(gate, a, &snap, &call, &outcome, now);
-    render(a, &snap, outcome, &order, now)
+    let answer = render(a, &snap, outcome, &order, now)?;
+    Ok(sign_mark(gate, a, answer, now))
+}
+
+/// A placed order's answer carries the user's counters, signed, for their other tabs
+/// (`usermark`): another isolate then refuses their over-cap attempts at the edge.
+fn sign_mark(gate: &Gate, a: &Attempt<'_>, mut answer: Answer, now: i64) -> Answer {
+    if answer.decision == Decision::Placed {
+        if let Some(m) = gate.state.borrow().user_mark(a.event, &a.user, now) {
+            let c = usermark::set_cookie(&gate.config.identity_secret, &m, now);
+            answer.reply = answer.reply.with_header("set-cookie", c);
+        }
+    }
+    answer
 }
 
 /// Step 1: everything that needs neither the origin nor the isolate's memory.
@@ -245,6 +266,9 @@ fn check_request<'a>(
     let ticket = entry_ticket(gate, req, event, &id.user, now)?;
     let key = order::check_idempotency_key(req.idempotency_key).map_err(Refusal::edge)?;
     let lines = order::parse_order(req.body).map_err(Refusal::edge)?;
+    let mark = cookie(req.cookie, MARK_COOKIE)
+        .and_then(|v| usermark::verify(&gate.config.identity_secret, v, now))
+        .filter(|m| m.event == event && m.user == id.user);
     Ok(Attempt {
         event,
         user: id.user,
@@ -252,6 +276,7 @@ fn check_request<'a>(
         fingerprint: order::fingerprint(&lines),
         lines,
         ticket,
+        mark,
     })
 }
 
@@ -757,6 +782,71 @@ mod tests {
             "item_limit_reached",
             "and the cap is known at the edge"
         );
+    }
+
+    /// One attempt of `user`'s with the cookie header `cookie`.
+    fn order_with_cookie(g: &Gate, o: &FakeOrigin, user: &str, key: &str, cookie: &str) -> Handled {
+        let auth = bearer(user);
+        let req = ApiRequest {
+            cookie: Some(cookie),
+            ..order_req(&auth, key)
+        };
+        g.handle(o, &NoLimiter, &req, NOW, &|| NOW)
+            .now_or_never()
+            .expect("the fake never waits")
+    }
+
+    #[test]
+    fn another_tab_over_the_cap_is_refused_at_another_isolate_by_the_signed_mark() {
+        // Tab one buys through isolate A: the 201 carries the user's counters, signed.
+        let (a, o) = (gate(), FakeOrigin::default());
+        o.push(Ok(view(10))).push(Ok(placed(9)));
+        let first = order(&a, &o, "u", "key-00001");
+        assert_eq!(first.reply.status, 201);
+        let set = first
+            .reply
+            .header("set-cookie")
+            .expect("the mark")
+            .to_string();
+        assert!(
+            set.starts_with("fg_mark=u1.e.u.") && set.contains("; Path=/api/events/e; HttpOnly"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        // Tab two's attempt reaches isolate B, which has only read the event: refused at the
+        // edge on the cap (1 a day), no purchase sent.
+        let (b, ob) = (gate(), FakeOrigin::default());
+        ob.push(Ok(view(9)));
+        let second = order_with_cookie(&b, &ob, "u", "key-00002", &format!("x=1; {cookie}"));
+        assert_eq!(code(&second), "item_limit_reached");
+        assert_eq!(ob.log.borrow().len(), 1, "the view read only");
+        // Another user's, a forged or an altered mark is ignored: the origin decides.
+        for (user, c) in [
+            ("w", cookie.clone()),
+            ("u", cookie.replace(".1.A:1.", ".1.A:2.")),
+            ("u", cookie.replace("fg_mark=u1.e.u.", "fg_mark=u1.e.w.")),
+        ] {
+            let (g, og) = (gate(), FakeOrigin::default());
+            og.push(Ok(view(9))).push(Ok(placed(8)));
+            let h = order_with_cookie(&g, &og, user, "key-00003", &c);
+            assert_eq!(h.reply.status, 201, "{user} {c}");
+            assert_eq!(og.log.borrow().len(), 2, "forwarded: {c}");
+        }
+        // A mark past the deadline of the user's pending order (its units may be back) is
+        // not trusted either.
+        let (g, og) = (gate(), FakeOrigin::default());
+        og.push(Ok(view(9))).push(Ok(placed(8)));
+        let auth = bearer("u");
+        let late = NOW + 900_000;
+        let req = ApiRequest {
+            cookie: Some(&cookie),
+            ..order_req(&auth, "key-00004")
+        };
+        let h = g
+            .handle(&og, &NoLimiter, &req, late, &|| late)
+            .now_or_never()
+            .unwrap();
+        assert_eq!(h.reply.status, 201);
     }
 
     /// A stored order document: order `id`, for one A (what [`order_req`] asks for).

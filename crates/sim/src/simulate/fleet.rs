@@ -104,6 +104,9 @@ struct Fleet {
     /// Each user's entry ticket once entered (early users before the start, the others at
     /// their first attempt), as the page holds it.
     tickets: RefCell<Vec<Option<Rc<str>>>>,
+    /// Each user's `fg_mark` cookie (`name=value`) once an order of theirs was placed: every
+    /// tab of the browser sends it, as the page's do.
+    marks: RefCell<Vec<Option<Rc<str>>>>,
 }
 
 impl Fleet {
@@ -178,15 +181,16 @@ impl Fleet {
                     .push(late.max(0) as u64 * 1000);
             }
             let ticket = self.ticket(a.user, now);
+            let mark = self.marks.borrow()[a.user as usize].clone();
             let req = ApiRequest {
                 method: "POST",
                 path: &self.path,
                 query: None,
                 authorization: Some(auth),
-                cookie: None,
                 content_type: Some("application/json"),
                 idempotency_key: Some(&key),
                 entry: Some(&ticket),
+                cookie: mark.as_deref(),
                 body: self.orders.body.as_bytes(),
                 declared_len: None,
                 roll: self.rng.borrow_mut().f64(),
@@ -197,6 +201,10 @@ impl Fleet {
             let handled =
                 Box::pin(self.gates[isolate].handle(&origin, &NoLimiter, &req, now, &now_ms)).await;
             let r = handled.reply;
+            if let Some(c) = r.header("set-cookie").filter(|c| c.starts_with("fg_mark=")) {
+                let pair = c.split(';').next().unwrap_or(c);
+                self.marks.borrow_mut()[a.user as usize] = Some(Rc::from(pair));
+            }
             let got = outcome(r.status, r.body.as_bytes());
             *self
                 .log
@@ -354,6 +362,7 @@ async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
             ..CrowdLog::default()
         }),
         tickets: RefCell::new(vec![None; orders.authorization.len()]),
+        marks: RefCell::new(vec![None; orders.authorization.len()]),
         orders,
         bar,
     });
