@@ -45,8 +45,8 @@ pub const HISTORY_SECS: i64 = 6 * 3600;
 pub const SAMPLE: u64 = 4;
 /// The share of the fleet that must have reported since a window closed before the line enters
 /// it: until then nobody knows how many arrived in it, and a line that guesses too few runs
-/// through them at many times its rate.
-pub const MIN_COVERAGE: f64 = 0.8;
+/// through them at many times its rate. (The rest is estimated: `counted_entrants`.)
+pub const MIN_COVERAGE: f64 = 0.5;
 /// Bounds of the attempts an admitted shopper sends the origin, as learnt: shoppers who left
 /// send none (the line then runs faster), several tabs and several intents send more.
 pub const MIN_GAIN: f64 = 0.25;
@@ -422,8 +422,8 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let now = i.now_ms;
     let sec = now.div_euclid(1000);
     // Nobody is admitted before they arrived, nor before their window is counted: the line
-    // stops at the start of this second's window, or of the last one until most of the fleet
-    // has reported since it closed.
+    // stops at the start of this second's window, or of the last one until MIN_COVERAGE of the
+    // fleet has reported since it closed.
     let here = arrived_rank(now, i.starts_at_ms);
     // (The early window, counted over the minutes before the start, is open from the start.
     // A sale the operator started before `starts_at` has all its arrivals in window 1 until
