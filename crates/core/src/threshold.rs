@@ -442,9 +442,10 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     } else {
         allowed(i.budget, i.remaining)
     };
-    // Until the origin has counted enough, each admitted shopper is assumed to send the
-    // purchases the sampled entrants made.
-    let prior = i.per_entrant.unwrap_or(1.0).clamp(1.0, MAX_GAIN);
+    // Until the origin has counted enough, each admitted shopper is assumed to send one
+    // purchase and half of their other tabs' (the rest come after the first tab's 201 and are
+    // refused at the edge by its mark: `usermark`).
+    let prior = (1.0 + (i.per_entrant.unwrap_or(1.0) - 1.0) / 2.0).clamp(1.0, MAX_GAIN);
     let (origin_sum, counted_sec) = origin_counted(prev, i, sec);
     let origin = origin_sum + i.origin_this_second.unwrap_or(0);
     let Some(p) = prev else {
@@ -768,10 +769,12 @@ mod tests {
 
     #[test]
     fn the_line_starts_from_the_purchases_each_entrant_made() {
-        // Every shopper has two tabs open: the sampled entrants made two purchases each, so
-        // the line admits half as many shoppers from the first second on.
+        // Every shopper has three tabs open: the sampled entrants made three purchases each,
+        // of which the origin sees two (the last tab comes after the first's 201 and is
+        // refused at the edge by its mark), so the line admits half as many shoppers from the
+        // first second on.
         let e = crowd(&[(0, 40_000.0)]);
-        let seen = plant_late(&e, (2.0, Some(2.0)), (400, 8), 0);
+        let seen = plant_late(&e, (2.0, Some(3.0)), (400, 8), 0);
         assert!(
             seen.iter().all(|n| (320.0..=480.0).contains(n)),
             "{seen:.0?}"
@@ -790,7 +793,9 @@ mod tests {
         // them for shoppers who left.
         let e = crowd(&[(0, 40_000.0)]);
         for per_shopper in [1.0, 1.8] {
-            let seen = plant_late(&e, (per_shopper, Some(per_shopper)), (400, 12), 1000);
+            // Tabs sampled such that the origin sees `per_shopper` of them (see above).
+            let tabs = 2.0 * per_shopper - 1.0;
+            let seen = plant_late(&e, (per_shopper, Some(tabs)), (400, 12), 1000);
             // Nothing comes in the first second; within 0.7-1.3 from the next, learnt by the
             // sixth.
             for (sec, n) in seen.iter().enumerate().skip(1) {

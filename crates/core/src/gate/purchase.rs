@@ -744,10 +744,7 @@ mod tests {
     }
 
     fn order(g: &Gate, o: &FakeOrigin, user: &str, key: &str) -> Handled {
-        let auth = bearer(user);
-        g.handle(o, &NoLimiter, &order_req(&auth, key), NOW, &|| NOW)
-            .now_or_never()
-            .expect("the fake never waits")
+        order_with_cookie(g, o, user, key, "")
     }
 
     pub(super) fn code(h: &Handled) -> String {
