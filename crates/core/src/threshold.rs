@@ -72,8 +72,10 @@ pub const MAX_LAG_MS: f64 = 4000.0;
 /// How much of the gap between the attempts due in the next second and the target the line
 /// makes up at once.
 pub const CATCH_UP: f64 = 0.5;
-/// The most the within-second brake slows the line.
+/// The most the within-second brake slows the line, and how far ahead of its pro rata share of
+/// the budget the origin's count may be before it brakes.
 pub const MIN_PACE: f64 = 0.5;
+pub const BRAKE_MARGIN: f64 = 1.1;
 /// Advances remembered ([`Mark`]): the last, then one in each [`MARK_SPACING_MS`] before it,
 /// enough for the longest lag.
 pub const PAST: usize = 16;
@@ -518,14 +520,16 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let due = gain * kernel.returned(&admissions, now + 1000, 1000);
     let steady = target * kernel.steady_share();
     let mut rate = (target + CATCH_UP * (steady - due)).max(0.0) / gain;
-    // Within the second: the origin's count so far against the budget's pro rata share
-    // brakes the line at once.
+    // Within the second: the origin's count so far beyond the budget's pro rata share (and
+    // a margin for the ordinary unevenness of arrivals, or the line would brake at random
+    // and fall short of its budget on average) brakes the line at once.
     let into = (now - sec * 1000) as f64 / 1000.0;
     if let Some(c) = i
         .origin_this_second
         .filter(|_| into >= 0.25 && target > 0.0)
     {
-        rate *= (target * into / (c as f64).max(1.0)).clamp(MIN_PACE, 1.0);
+        let allowed_so_far = BRAKE_MARGIN * target * into;
+        rate *= (allowed_so_far / (c as f64).max(1.0)).clamp(MIN_PACE, 1.0);
     }
     if target == 0.0 {
         rate = 0.0;
