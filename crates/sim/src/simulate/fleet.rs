@@ -242,28 +242,31 @@ impl Fleet {
         }
     }
 
-    /// The early entrants are in line before the start: each one's page sends an attempt
+    /// The early entrants are in line before the start: each of their pages (one per intent)
+    /// sends an attempt
     /// (answered `not_started` at the edge) at a moment of its own in the last seconds before
     /// the start, so the fleet counts the early window's entrants before the line is drawn.
     async fn enter_early(self: &Rc<Self>) {
         let end = self.orders.t0_ms - 200;
         let from = now_ms();
-        let early: Vec<u64> = (0..self.orders.groups.len() as u64)
-            .filter(|&u| self.orders.early[u as usize])
-            .collect();
-        let mut at: Vec<(i64, u64)> = early
-            .iter()
-            .map(|&u| {
+        // Every tab of an early user: each of their intents, with its own Idempotency-Key.
+        let mut at: Vec<(i64, u64, u64)> = (self.orders.arrivals.iter())
+            .filter(|a| self.orders.early[a.user as usize])
+            .map(|a| {
                 let r = self.rng.borrow_mut().f64();
-                (from + ((end - from).max(0) as f64 * r) as i64, u)
+                (
+                    from + ((end - from).max(0) as f64 * r) as i64,
+                    a.user,
+                    a.intent,
+                )
             })
             .collect();
         at.sort_unstable();
-        for (t, u) in at {
+        for (t, u, intent) in at {
             sleep_until_ms(t).await;
             let now = now_ms();
             let ticket = self.ticket(u, now);
-            let key = format!("{}-entry-{u}", self.orders.run);
+            let key = format!("{}-{intent}", self.orders.run);
             let req = ApiRequest {
                 method: "POST",
                 path: &self.path,
