@@ -210,14 +210,20 @@ impl EdgeState {
                 refreshing_since: None,
             });
         let age = now - e.fetched_at;
+        // A snapshot read before the start is not used after it: the start changes what the
+        // edge decides (the flag, and a line's seed, revealed from then on).
+        let crossed = (e.snapshot.as_ref().and_then(Option::as_ref))
+            .is_some_and(|s| e.fetched_at < s.meta.starts_at && now >= s.meta.starts_at);
         if let Some(s) = &e.snapshot {
-            if age < c.cache_ms {
+            if age < c.cache_ms && !crossed {
                 return SnapshotPlan::Use(s.clone());
             }
         }
         if e.refreshing_since.is_some_and(|t| now - t < c.lease_ms) {
             return match &e.snapshot {
-                Some(s) if age < c.cache_ms + c.lease_ms => SnapshotPlan::Use(s.clone()),
+                Some(s) if age < c.cache_ms + c.lease_ms && !crossed => {
+                    SnapshotPlan::Use(s.clone())
+                }
                 _ => SnapshotPlan::Wait,
             };
         }
@@ -659,6 +665,37 @@ mod tests {
         for &t in at {
             assert_eq!(kind(s.plan("e", t)), want, "{why} (at {t})");
         }
+    }
+
+    #[test]
+    fn a_snapshot_read_before_the_start_is_not_used_after_it() {
+        // The sale starts at 600: the snapshot read at 0 says "not started" (and, for a line,
+        // has no seed yet). From 600 on it is refreshed, and not used meanwhile.
+        let mut s = EdgeState::new(cfg());
+        let before = Snapshot {
+            meta: EventMeta {
+                starts_at: 600,
+                ..snap().meta
+            },
+            ..snap()
+        };
+        expect(&mut s, &[0], "refresh", "cold");
+        s.store("e", Some(Some(Rc::new(before.clone()))), 0);
+        expect(&mut s, &[1, 599], "use", "before the start");
+        expect(&mut s, &[600], "refresh", "the start");
+        expect(
+            &mut s,
+            &[601, 900],
+            "wait",
+            "not the pre-start one meanwhile",
+        );
+        s.store("e", Some(Some(Rc::new(before))), 650);
+        expect(
+            &mut s,
+            &[651, 1649],
+            "use",
+            "read after the start: cached as usual",
+        );
     }
 
     #[test]
