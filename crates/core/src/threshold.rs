@@ -383,7 +383,10 @@ pub fn allowed(budget: u32, remaining: u64) -> f64 {
 /// are not fully counted yet. Of this second's window the fleet has reported the arrivals of
 /// the `coverage` share of isolates that reported in it, up to their report: about `into`
 /// of the second; the crowd still coming is assumed to arrive as fast. Of the last window,
-/// the isolates that have not reported since it ended owe about half their second.
+/// the isolates that have not reported since it ended are assumed to owe as much as those
+/// that have reported (a crowd that has just arrived was unreported the whole second): the
+/// line errs towards a window too full, which feedback corrects, not one too empty, which
+/// it runs through at several times its rate.
 fn counted_entrants(i: &Inputs<'_>, here: u64) -> Entrants {
     let mut entrants = i.entrants.clone();
     let cov = i.coverage.clamp(0.1, 1.0);
@@ -393,7 +396,7 @@ fn counted_entrants(i: &Inputs<'_>, here: u64) -> Entrants {
             *n /= cov * into;
         }
         if let Some(n) = entrants.0.get_mut(&(here - 1)).filter(|_| here >= 2) {
-            *n /= 0.5 + 0.5 * cov;
+            *n /= cov;
         }
     }
     entrants
@@ -500,7 +503,11 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     } else {
         (prior, false)
     };
-    if let Some(back) = p.mark_at(now - 1000).filter(|m| now - m.at_ms >= 500) {
+    // Only against a lag the fleet has measured: until a second with enough forwarded
+    // shoppers has been reported, their absence at the origin says nothing (they may all be
+    // on their way).
+    let measured = i.lag_ms.is_some();
+    if let Some(back) = (p.mark_at(now - 1000)).filter(|m| measured && now - m.at_ms >= 500) {
         let expected = kernel.returned(&admissions, now, now - back.at_ms);
         if expected >= MIN_LEARNT {
             let seen = origin.saturating_sub(back.origin) as f64;
@@ -519,7 +526,9 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     // steady line has half of its second's worth due; the line makes up the difference.
     let due = gain * kernel.returned(&admissions, now + 1000, 1000);
     let steady = target * kernel.steady_share();
-    let mut rate = (target + CATCH_UP * (steady - due)).max(0.0) / gain;
+    // Until the gain is learnt, the shoppers on their way are a guess too: no catching up.
+    let catch_up = if learnt { CATCH_UP } else { 0.0 };
+    let mut rate = (target + catch_up * (steady - due)).max(0.0) / gain;
     // Within the second: the origin's count so far beyond the budget's pro rata share (and
     // a margin for the ordinary unevenness of arrivals, or the line would brake at random
     // and fall short of its budget on average) brakes the line at once.
