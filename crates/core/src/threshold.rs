@@ -189,9 +189,10 @@ impl LineState {
             let t = self.at_ms + ((place - self.pos) / self.speed * 1000.0) as i64;
             return Some(t.min(now_ms));
         }
-        let known: Vec<&Mark> = self.past.iter().filter(|m| m.at_ms > 0).collect();
-        known.windows(2).find_map(|w| {
-            let (newer, older) = (w[0], w[1]);
+        // Consecutive remembered advances, newest first (no allocation: this runs for every
+        // forwarded shopper).
+        let known = || self.past.iter().filter(|m| m.at_ms > 0);
+        known().zip(known().skip(1)).find_map(|(newer, older)| {
             (older.pos <= place && place < newer.pos).then(|| {
                 let share = (place - older.pos) / (newer.pos - older.pos);
                 older.at_ms + (share * (newer.at_ms - older.at_ms) as f64) as i64
@@ -952,6 +953,49 @@ mod tests {
             .collect();
         assert_eq!(Entrants::from_fields(&counts).0[&0], 100.0);
         assert!(LineState::from_fields(&HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn when_the_threshold_passed_a_place() {
+        let e = crowd(&[(0, 10.0)]);
+        let mut past = [Mark::default(); PAST];
+        past[0] = Mark {
+            at_ms: START + 1000,
+            pos: 2.0,
+            origin: 0,
+        };
+        past[1] = Mark {
+            at_ms: START + 500,
+            pos: 1.0,
+            origin: 0,
+        };
+        let s = LineState {
+            at_ms: START + 1000,
+            pos: 2.0,
+            speed: 1.0,
+            past,
+            ..advance(None, &inputs(&e, START, None))
+        };
+        assert_eq!(
+            s.crossed_at(1.5, START + 2000),
+            Some(START + 750),
+            "between advances"
+        );
+        assert_eq!(
+            s.crossed_at(2.5, START + 2000),
+            Some(START + 1500),
+            "by the speed"
+        );
+        assert_eq!(
+            s.crossed_at(2.9, START + 1200),
+            Some(START + 1200),
+            "not after now"
+        );
+        assert_eq!(
+            s.crossed_at(0.5, START + 2000),
+            None,
+            "before anything remembered"
+        );
     }
 
     #[test]
