@@ -14,7 +14,8 @@ use flashgate_core::model::{now_ms, Fairness};
 use flashgate_core::net::NativeOrigin;
 use flashgate_core::order::{self, Line, Order};
 use flashgate_core::origin::{Cmd, Origin};
-use flashgate_core::script::{PurchaseCall, PURCHASE};
+use flashgate_core::script::{parse_view, view_call, PurchaseCall, PURCHASE, VIEW};
+use flashgate_core::threshold::ADVANCE_MS;
 use serde_json::Value as Json;
 
 fn gate(redis: &Redis) -> Gate {
@@ -180,4 +181,57 @@ async fn verify_draw_catches_an_order_placed_out_of_turn() {
 
 fn s_start(s: &flashgate_core::model::EventSpec) -> i64 {
     flashgate_core::model::parse_rfc3339_ms(&s.starts_at).unwrap() / 1000
+}
+
+/// view.lua as the edge calls it at `now` with `report`: whether it claimed the tick.
+async fn view_at(o: &NativeOrigin, event: &str, now: i64, report: &[&str]) -> bool {
+    let report: Vec<String> = report.iter().map(|s| s.to_string()).collect();
+    let (keys, args) = view_call(&EventKeys::new(event), now, &report);
+    let v = VIEW.eval(o, &keys, &args).await.unwrap();
+    parse_view(&v, now.div_euclid(1000))
+        .unwrap()
+        .unwrap()
+        .claimed
+}
+
+async fn line_field(o: &NativeOrigin, event: &str, field: &str) -> Option<String> {
+    let cmd = Cmd::new([
+        "HGET".to_string(),
+        EventKeys::new(event).line(),
+        field.into(),
+    ]);
+    o.call(&cmd).await.unwrap().as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn view_sums_the_time_watched_and_hands_out_a_tick_only_once_the_last_is_written() {
+    let redis = Redis::start();
+    let o = redis.origin();
+    let s = spec("ticks", &[("A", 10)], -1000, (1, 1, 1));
+    flashgate_core::ops::create(&o, &s, true).await.unwrap();
+    let t = now_ms().div_euclid(ADVANCE_MS) * ADVANCE_MS + 10 * ADVANCE_MS;
+
+    // Two isolates report the time they watched window 1: the origin sums it.
+    assert!(view_at(&o, "ticks", t, &["reports", "1", "~1", "400"]).await);
+    assert_eq!(line_field(&o, "ticks", "x:1").await.as_deref(), Some("400"));
+    // The next tick is not handed out while the last claim's state is unwritten ...
+    let next = t + ADVANCE_MS;
+    assert!(!view_at(&o, "ticks", next, &["reports", "1", "~1", "600"]).await);
+    assert_eq!(
+        line_field(&o, "ticks", "x:1").await.as_deref(),
+        Some("1000")
+    );
+    // ... and is once line.lua has written it.
+    let tick = t.div_euclid(ADVANCE_MS);
+    let write = Cmd::new([
+        "HSET".to_string(),
+        EventKeys::new("ticks").line(),
+        "tick".into(),
+        tick.to_string(),
+    ]);
+    o.call(&write).await.unwrap();
+    assert!(view_at(&o, "ticks", next, &["reports", "1"]).await);
+    // A claim whose state never comes is given up after four ticks.
+    assert!(!view_at(&o, "ticks", next + 3 * ADVANCE_MS, &["reports", "1"]).await);
+    assert!(view_at(&o, "ticks", next + 4 * ADVANCE_MS, &["reports", "1"]).await);
 }

@@ -55,7 +55,30 @@ struct CachedEvent {
     snapshot: Option<Option<Rc<Snapshot>>>,
     fetched_at: i64,
     refreshing_since: Option<i64>,
+    /// Since when this isolate has watched the event's arrivals unreported: the exposure its
+    /// next report carries (`take_report`); and whether it has reported yet.
+    watched_since: i64,
+    reported: bool,
 }
+
+/// The windows (ranks) of a started sale watched from `from` to `to` (Unix ms), and for how
+/// long each: at most the last [`MAX_WATCH_MS`].
+fn watched(from: i64, to: i64, starts_at: i64) -> Vec<(u64, u64)> {
+    let mut t = from.max(starts_at).max(to - MAX_WATCH_MS);
+    let mut out = Vec::new();
+    while t < to {
+        let end = ((t.div_euclid(1000) + 1) * 1000).min(to);
+        out.push((
+            crate::threshold::arrived_rank(t, starts_at),
+            (end - t) as u64,
+        ));
+        t = end;
+    }
+    out
+}
+
+/// The longest time one report's exposure covers.
+const MAX_WATCH_MS: i64 = 10_000;
 
 /// What to do for an event lookup.
 #[derive(Debug, PartialEq)]
@@ -208,14 +231,24 @@ impl EdgeState {
                 snapshot: None,
                 fetched_at: i64::MIN / 2,
                 refreshing_since: None,
+                watched_since: now,
+                reported: false,
             });
         let age = now - e.fetched_at;
         // A snapshot read before the start is not used after it: the start changes what the
         // edge decides (the flag, and a line's seed, revealed from then on).
         let crossed = (e.snapshot.as_ref().and_then(Option::as_ref))
             .is_some_and(|s| e.fetched_at < s.meta.starts_at && now >= s.meta.starts_at);
+        // While the line waits for a window to be counted, an isolate that has seen some of
+        // its shoppers reports them every line tick rather than once a refresh interval.
+        // (A started line sale whose line has not advanced yet waits too.)
+        let counting = (e.snapshot.as_ref().and_then(Option::as_ref))
+            .filter(|s| s.seed.is_some() && s.meta.fairness == crate::model::Fairness::Line)
+            .is_some_and(|s| s.line.as_ref().is_none_or(|l| l.waiting))
+            && age >= crate::threshold::ADVANCE_MS
+            && self.reports.get(event).is_some_and(Counts::has_sightings);
         if let Some(s) = &e.snapshot {
-            if age < c.cache_ms && !crossed {
+            if age < c.cache_ms && !crossed && !counting {
                 return SnapshotPlan::Use(s.clone());
             }
         }
@@ -246,12 +279,16 @@ impl EdgeState {
         }
         match result {
             Some(snapshot) => {
+                let (watched_since, reported) = (self.events.get(event))
+                    .map_or((now, false), |e| (e.watched_since, e.reported));
                 self.events.insert(
                     event.to_string(),
                     CachedEvent {
                         snapshot: Some(snapshot),
                         fetched_at: now,
                         refreshing_since: None,
+                        watched_since,
+                        reported,
                     },
                 );
             }
@@ -564,10 +601,26 @@ impl EdgeState {
         (self.reports).entry_or_insert_with(event.to_string(), Counts::default)
     }
 
-    /// The counts to report with the next refresh (the caller gives them back with
-    /// [`EdgeState::restore_report`] if the report does not reach the origin).
-    pub fn take_report(&mut self, event: &str) -> Counts {
-        self.reports.remove(event).unwrap_or_default()
+    /// The counts to report with the next refresh at `now` (the caller gives them back with
+    /// [`EdgeState::restore_report`] if the report does not reach the origin). For a started
+    /// line sale they include the time watched since the last report, per window.
+    pub fn take_report(&mut self, event: &str, now: i64) -> Counts {
+        let mut counts = self.reports.remove(event).unwrap_or_default();
+        if let Some(e) = self.events.get_mut(event) {
+            // An isolate that reports more than once a second (a line waiting for its counts)
+            // is one isolate of the fleet, not several.
+            counts.again = e.reported && e.watched_since.div_euclid(1000) == now.div_euclid(1000);
+            e.reported = true;
+            let line_sale = (e.snapshot.as_ref().and_then(Option::as_ref))
+                .filter(|s| s.meta.fairness == crate::model::Fairness::Line);
+            if let Some(s) = line_sale {
+                for (rank, ms) in watched(e.watched_since, now, s.meta.starts_at) {
+                    counts.expose(rank, ms);
+                }
+            }
+            e.watched_since = now;
+        }
+        counts
     }
 
     pub fn restore_report(&mut self, event: &str, counts: Counts) {
@@ -647,6 +700,7 @@ mod tests {
             line: None,
             entrants: Default::default(),
             sampled_intents: (0, 0),
+            exposure: Default::default(),
             claimed: false,
         }
     }
@@ -735,6 +789,88 @@ mod tests {
             "wait",
             "the rest wait instead of reading too",
         );
+    }
+
+    /// A started line sale whose line waits at `waiting` (or has no state yet: `None`).
+    fn line_sale(starts_at: i64, waiting: Option<bool>) -> Snapshot {
+        let line = waiting.map(|w| crate::threshold::LineState {
+            waiting: w,
+            ..crate::threshold::LineState::from_fields(
+                &[
+                    ("at", "0"),
+                    ("pos", "1"),
+                    ("speed", "0"),
+                    ("rate", "1"),
+                    ("gain", "1"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            )
+            .unwrap()
+        });
+        Snapshot {
+            meta: EventMeta {
+                starts_at,
+                fairness: crate::model::Fairness::Line,
+                ..snap().meta
+            },
+            seed: Some(crate::line::Seed([7; 32])),
+            line,
+            ..snap()
+        }
+    }
+
+    #[test]
+    fn a_line_waiting_for_its_count_hears_from_isolates_every_tick() {
+        for waiting in [Some(true), None] {
+            let mut s = EdgeState::new(cfg());
+            expect(&mut s, &[0], "refresh", "cold");
+            s.store("e", Some(Some(Rc::new(line_sale(0, waiting)))), 0);
+            expect(&mut s, &[300], "use", "nothing seen yet: nothing to tell");
+            s.event_counts("e").sight(1, "u", "k");
+            expect(&mut s, &[100], "use", "within a tick of the last read");
+            expect(
+                &mut s,
+                &[300],
+                "refresh",
+                "{waiting:?}: a sighting to report",
+            );
+        }
+        // A line inside a counted window: once a refresh interval, sightings or not.
+        let mut s = EdgeState::new(cfg());
+        expect(&mut s, &[0], "refresh", "cold");
+        s.store("e", Some(Some(Rc::new(line_sale(0, Some(false))))), 0);
+        s.event_counts("e").sight(1, "u", "k");
+        expect(&mut s, &[300, 999], "use", "not waiting");
+    }
+
+    #[test]
+    fn reports_carry_the_time_watched_per_window_and_count_an_isolate_once_a_second() {
+        let mut s = EdgeState::new(cfg());
+        // The sale starts at 10,400 (window 1 is 10,400 to 11,000); the isolate's first
+        // request comes at 10,100.
+        expect(&mut s, &[10_100], "refresh", "cold");
+        s.store(
+            "e",
+            Some(Some(Rc::new(line_sale(10_400, Some(true))))),
+            10_100,
+        );
+        let first = s.take_report("e", 10_100).to_args();
+        assert_eq!(
+            first,
+            ["reports", "1"],
+            "nothing watched after the start yet"
+        );
+        let r = s.take_report("e", 11_250).to_args();
+        assert_eq!(r, ["reports", "1", "~1", "600", "~2", "250"]);
+        let again = s.take_report("e", 11_500).to_args();
+        assert_eq!(again, ["~2", "250"], "a second report in the same second");
+        // An attempt sale reports no exposure.
+        let mut a = EdgeState::new(cfg());
+        expect(&mut a, &[0], "refresh", "cold");
+        a.store("e", Some(Some(Rc::new(snap()))), 0);
+        assert_eq!(a.take_report("e", 2500).to_args(), ["reports", "1"]);
     }
 
     #[test]

@@ -55,6 +55,12 @@ pub struct Counts {
     /// and their purchases (`user:key`), for the intents per entrant.
     sightings: BTreeSet<(u64, String)>,
     intents: BTreeSet<(u64, String)>,
+    /// This isolate has reported already this second: the report does not count it again
+    /// among the isolates (`reports`).
+    pub again: bool,
+    /// Milliseconds of each window rank this report covers (the isolate watched for arrivals
+    /// throughout them): with the fleet's size, how much of a window its count has seen.
+    exposure: BTreeMap<u64, u64>,
 }
 
 impl Counts {
@@ -79,8 +85,21 @@ impl Counts {
         }
     }
 
+    /// Whether any sampled shopper was seen since the last report.
+    pub fn has_sightings(&self) -> bool {
+        !self.sightings.is_empty()
+    }
+
+    /// `ms` more of window `rank` watched.
+    pub fn expose(&mut self, rank: u64, ms: u64) {
+        *self.exposure.entry(rank).or_insert(0) += ms;
+    }
+
     pub fn merge(&mut self, other: Counts) {
         self.sightings.extend(other.sightings);
+        for (rank, ms) in other.exposure {
+            self.expose(rank, ms);
+        }
         self.intents.extend(other.intents);
         for (k, v) in other.named {
             self.add(k, v);
@@ -103,22 +122,38 @@ impl Counts {
         self.by_name().get(name).copied().unwrap_or(0)
     }
 
-    /// view.lua's report arguments: `name count ...`, with `reports 1` first, then the
+    /// view.lua's report arguments: `name count ...`, with `reports 1` first (unless
+    /// [`Counts::again`]), then the
     /// sightings as `@<rank>:<user> 1` and `#<rank>:<user>:<key> 1` (at most
-    /// `threshold::MAX_SIGHTINGS` of each).
+    /// `threshold::MAX_SIGHTINGS` of each; the rest are dropped), then the exposure as
+    /// `~<rank> <ms>`, of a rank whose sightings were cut only the share sent.
     pub fn to_args(&self) -> Vec<String> {
-        let mut a = vec!["reports".to_string(), "1".to_string()];
+        let mut a = vec![];
+        if !self.again {
+            a.extend(["reports".to_string(), "1".to_string()]);
+        }
         for (k, v) in self.by_name() {
             a.push(k);
             a.push(v.to_string());
         }
-        for (rank, user) in self.sightings.iter().take(crate::threshold::MAX_SIGHTINGS) {
+        let sent = || self.sightings.iter().take(crate::threshold::MAX_SIGHTINGS);
+        for (rank, user) in sent() {
             a.push(format!("@{rank}:{user}"));
             a.push("1".to_string());
         }
         for (rank, intent) in self.intents.iter().take(crate::threshold::MAX_SIGHTINGS) {
             a.push(format!("#{rank}:{intent}"));
             a.push("1".to_string());
+        }
+        for (&rank, &ms) in &self.exposure {
+            let of_rank = |(r, _): &&(u64, String)| *r == rank;
+            let seen = self.sightings.iter().filter(of_rank).count() as u64;
+            let sent = sent().filter(of_rank).count() as u64;
+            let ms = (ms * sent).checked_div(seen).unwrap_or(ms);
+            if ms > 0 {
+                a.push(format!("~{rank}"));
+                a.push(ms.to_string());
+            }
         }
         a
     }
@@ -455,5 +490,26 @@ mod tests {
                 "1"
             ]
         );
+    }
+
+    #[test]
+    fn exposure_is_reported_for_the_sightings_sent() {
+        let mut c = Counts::default();
+        c.expose(1, 300);
+        let mut later = Counts::default();
+        later.expose(1, 200);
+        later.expose(2, 50);
+        c.merge(later);
+        let args = c.to_args();
+        assert_eq!(args[args.len() - 4..], ["~1", "500", "~2", "50"]);
+        // Sightings beyond the most one report carries are dropped: the window's exposure is
+        // cut in proportion, so the count and the time it covers stay in step.
+        let mut full = Counts::default();
+        for u in 0..2 * crate::threshold::MAX_SIGHTINGS {
+            full.sight(3, &format!("u{u:05}"), "k");
+        }
+        full.expose(3, 1000);
+        let args = full.to_args();
+        assert_eq!(args[args.len() - 2..], ["~3", "500"]);
     }
 }

@@ -325,6 +325,8 @@ pub struct Snapshot {
     pub entrants: Entrants,
     /// The sampled entrants and their purchases (`threshold::sampled_intents`).
     pub sampled_intents: (u64, u64),
+    /// Milliseconds of each window the fleet watched (`threshold::exposure_from_fields`).
+    pub exposure: std::collections::BTreeMap<u64, u64>,
     /// This read claimed the line's advance tick: the reader advances the line.
     pub claimed: bool,
 }
@@ -419,6 +421,7 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
         line: LineState::from_fields(&line),
         entrants: Entrants::from_fields(&line),
         sampled_intents: crate::threshold::sampled_intents(&line),
+        exposure: crate::threshold::exposure_from_fields(&line),
         claimed: at(9).as_int() == Some(1),
     }))
 }
@@ -606,6 +609,7 @@ pub fn parse_live(v: &Value, w: LiveWindow) -> Result<Option<LiveView>, OriginEr
             line: LineState::from_fields(&line),
             entrants: Entrants::from_fields(&line),
             sampled_intents: crate::threshold::sampled_intents(&line),
+            exposure: crate::threshold::exposure_from_fields(&line),
             claimed: false,
         },
         paid: count(o[1]),

@@ -43,10 +43,11 @@ pub const HORIZON_MS: i64 = 1500;
 pub const HISTORY_SECS: i64 = 6 * 3600;
 /// One user in this many is sampled to count the entrants of each window.
 pub const SAMPLE: u64 = 4;
-/// The share of the fleet that must have reported since a window closed before the line enters
-/// it: until then nobody knows how many arrived in it, and a line that guesses too few runs
-/// through them at many times its rate. (The rest is estimated: `counted_entrants`.)
-pub const MIN_COVERAGE: f64 = 0.5;
+/// The share of a window's fleet time (isolates × the window's milliseconds) the reports must
+/// have covered before the line enters it: until then nobody knows how many arrived in it,
+/// and a line that guesses too few runs through them at many times its rate. (The rest is
+/// extrapolated: `counted_entrants`.)
+pub const KNOWN_SHARE: f64 = 0.5;
 /// Bounds of the attempts an admitted shopper sends the origin, as learnt: shoppers who left
 /// send none (the line then runs faster), several tabs and several intents send more.
 pub const MIN_GAIN: f64 = 0.25;
@@ -135,12 +136,17 @@ pub struct LineState {
     /// The line had caught up with the arrivals (few were waiting): shoppers are admitted as
     /// they arrive until the next advance.
     pub open: bool,
+    /// The line stands at a window it has not counted enough of yet: isolates that have seen
+    /// its shoppers report them every advance rather than every refresh interval.
+    pub waiting: bool,
     /// The attempts the origin counted since the line began, through Unix second
     /// `counted_sec` (whole seconds only).
     pub origin_sum: u64,
     pub counted_sec: i64,
     /// The last advances, the latest first (this one included).
     pub past: [Mark; PAST],
+    /// The windows still being counted at this advance ([`Filling`]).
+    pub filling: [Filling; FILLING],
 }
 
 impl LineState {
@@ -201,6 +207,10 @@ impl LineState {
     }
 
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        let filling: Vec<String> = (self.filling.iter())
+            .filter(|f| f.rank > 0)
+            .map(|f| format!("{}:{:.0}:{:.0}", f.rank, f.n, f.watched))
+            .collect();
         let past: Vec<String> = (self.past.iter())
             .filter(|m| m.at_ms > 0)
             .map(|m| format!("{}:{:.12}:{}", m.at_ms, m.pos, m.origin))
@@ -214,9 +224,11 @@ impl LineState {
             ("learnt", u8::from(self.learnt).to_string()),
             ("lag_ms", format!("{:.0}", self.lag_ms)),
             ("open", u8::from(self.open).to_string()),
+            ("waiting", u8::from(self.waiting).to_string()),
             ("origin_sum", self.origin_sum.to_string()),
             ("counted_sec", self.counted_sec.to_string()),
             ("past", past.join(" ")),
+            ("filling", filling.join(" ")),
         ]
     }
 
@@ -236,6 +248,19 @@ impl LineState {
         for (slot, m) in past.iter_mut().zip(marks) {
             *slot = m;
         }
+        let mut filling = [Filling::default(); FILLING];
+        let windows = (f.get("filling").map_or("", String::as_str).split(' ')).filter_map(|w| {
+            let mut p = w.split(':');
+            let finite = |x: &f64| x.is_finite();
+            Some(Filling {
+                rank: p.next()?.parse().ok()?,
+                n: p.next()?.parse().ok().filter(finite)?,
+                watched: p.next()?.parse().ok().filter(finite)?,
+            })
+        });
+        for (slot, w) in filling.iter_mut().zip(windows) {
+            *slot = w;
+        }
         Some(LineState {
             at_ms: f.get("at")?.parse().ok()?,
             pos: num("pos")?,
@@ -245,6 +270,7 @@ impl LineState {
             learnt: f.get("learnt").is_some_and(|v| v == "1"),
             lag_ms: num("lag_ms").unwrap_or(LAG_MS),
             open: f.get("open").is_some_and(|v| v == "1"),
+            waiting: f.get("waiting").is_some_and(|v| v == "1"),
             origin_sum: f
                 .get("origin_sum")
                 .and_then(|v| v.parse().ok())
@@ -254,6 +280,7 @@ impl LineState {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             past,
+            filling,
         })
     }
 }
@@ -348,9 +375,13 @@ pub struct Inputs<'a> {
     pub origin_before: [Option<u64>; 2],
     /// Purchase attempts the origin counted so far in the current second.
     pub origin_this_second: Option<u64>,
-    /// The share of the fleet that has reported since the current second began (0 to 1):
-    /// how much of the current window the entrants count has seen.
+    /// The share of the fleet that has reported since the current second began (0 to 1).
     pub coverage: f64,
+    /// Milliseconds of each window the fleet's reports have covered ([`exposure_from_fields`]),
+    /// and the isolates in the fleet: together, how much of each window the entrants count
+    /// has seen.
+    pub exposure: &'a BTreeMap<u64, u64>,
+    pub fleet: f64,
     /// How long after the threshold passed their place the shoppers the fleet forwarded
     /// lately came, on average (`None`: too few to tell).
     pub lag_ms: Option<f64>,
@@ -380,27 +411,91 @@ pub fn allowed(budget: u32, remaining: u64) -> f64 {
     f64::from(budget).min((STOCK_MULTIPLE * remaining as f64).max(MIN_ALLOWED))
 }
 
-/// The entrants as the controller counts them: the open windows (this second's and the last)
-/// are not fully counted yet. Of this second's window the fleet has reported the arrivals of
-/// the `coverage` share of isolates that reported in it, up to their report: about `into`
-/// of the second; the crowd still coming is assumed to arrive as fast. Of the last window,
-/// the isolates that have not reported since it ended are assumed to owe as much as those
-/// that have reported (a crowd that has just arrived was unreported the whole second): the
-/// line errs towards a window too full, which feedback corrects, not one too empty, which
-/// it runs through at several times its rate.
-fn counted_entrants(i: &Inputs<'_>, here: u64) -> Entrants {
-    let mut entrants = i.entrants.clone();
-    let cov = i.coverage.clamp(0.1, 1.0);
-    let into = (i.now_ms.rem_euclid(1000) as f64 / 1000.0).max(0.2);
-    if here >= 1 {
-        if let Some(n) = entrants.0.get_mut(&here) {
-            *n /= cov * into;
-        }
-        if let Some(n) = entrants.0.get_mut(&(here - 1)).filter(|_| here >= 2) {
-            *n /= cov;
-        }
+/// The milliseconds of each window the fleet watched, from the line hash's `x:<rank>` fields
+/// (view.lua adds every report's `~<rank>`).
+pub fn exposure_from_fields(f: &HashMap<String, String>) -> BTreeMap<u64, u64> {
+    (f.iter())
+        .filter_map(|(k, v)| Some((k.strip_prefix("x:")?.parse().ok()?, v.parse().ok()?)))
+        .collect()
+}
+
+/// How long window `rank` of a sale starting at `starts_at_ms` lasts: a second, the first
+/// only what is left of the start's second.
+fn window_ms(rank: u64, starts_at_ms: i64) -> f64 {
+    if rank == 1 {
+        (1000 - starts_at_ms.rem_euclid(1000)) as f64
+    } else {
+        1000.0
     }
-    entrants
+}
+
+/// A window still being counted, as an advance saw it: the entrants counted in it and the
+/// milliseconds of it the fleet had watched. `rank == 0`: none.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Filling {
+    pub rank: u64,
+    pub n: f64,
+    pub watched: f64,
+}
+
+/// Windows being counted that the state remembers (this second's and the last).
+pub const FILLING: usize = 2;
+/// The share of a window's fleet time that must have been watched between two looks at it
+/// before its arrival rate is measured from them.
+const RATE_SPAN: f64 = 0.05;
+
+/// The entrants as the controller counts them, the first window after the start it has not
+/// counted enough of ([`KNOWN_SHARE`]; `here + 1` when every window through this second's is
+/// known), and the windows still being counted, for the next advance.
+///
+/// A window's count is the sampled sightings the reports carried; they covered `watched` of
+/// its fleet time `full`. Of a window not fully watched, the arrivals in the rest are forecast
+/// at the rate measured since an earlier advance (`prev`), or, before there is one, at the
+/// average rate so far, with a margin as large as the share not watched. A crowd still growing (a surge, or the first second's crowd as a busy
+/// fleet sees it) is underestimated by the average and a line that guesses too few runs
+/// through them at several times its rate; a crowd front-loaded within its second is
+/// overestimated by either, and feedback corrects that. The early window, counted over the
+/// minutes before the start, is known.
+fn counted_entrants(
+    i: &Inputs<'_>,
+    here: u64,
+    prev: &[Filling],
+) -> (Entrants, u64, [Filling; FILLING]) {
+    let mut entrants = i.entrants.clone();
+    let fleet = i.fleet.max(1.0);
+    let mut unknown = here + 1;
+    let mut filling = Vec::new();
+    for rank in 1..=here {
+        let watched = i.exposure.get(&rank).copied().unwrap_or(0) as f64;
+        let full = fleet * window_ms(rank, i.starts_at_ms);
+        if watched >= full {
+            continue;
+        }
+        let n = entrants.0.get(&rank).copied().unwrap_or(0.0);
+        let before = (prev.iter()).find(|f| f.rank == rank && f.n <= n && f.watched < watched);
+        let measured = before.filter(|f| watched - f.watched >= RATE_SPAN * full);
+        if watched < KNOWN_SHARE * full {
+            unknown = unknown.min(rank);
+        } else {
+            let rate = measured.map_or(n / watched, |f| (n - f.n) / (watched - f.watched));
+            // The less of it was watched, the less the forecast is trusted: the share not
+            // watched is added again as a margin.
+            let margin = 2.0 - watched / full;
+            entrants
+                .0
+                .insert(rank, n + margin * rate * (full - watched));
+        }
+        // The earlier look stays the base until the rate can be measured against it.
+        filling.push(match before {
+            Some(f) if measured.is_none() => *f,
+            _ => Filling { rank, n, watched },
+        });
+    }
+    let mut keep = [Filling::default(); FILLING];
+    for (slot, f) in keep.iter_mut().zip(filling.iter().rev()) {
+        *slot = *f;
+    }
+    (entrants, unknown, keep)
 }
 
 /// The attempts the origin has counted since the line began, through whole second
@@ -427,21 +522,20 @@ fn origin_counted(prev: Option<&LineState>, i: &Inputs<'_>, sec: i64) -> (u64, i
 pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let now = i.now_ms;
     let sec = now.div_euclid(1000);
-    // Nobody is admitted before they arrived, nor before their window is counted: the line
-    // stops at the start of this second's window, or of the last one until MIN_COVERAGE of the
-    // fleet has reported since it closed.
+    // Nobody is admitted before they arrived (a threshold in this second's window admits only
+    // those of it who have come), nor before their window is counted: the line stops at the
+    // start of the first window not yet known.
     let here = arrived_rank(now, i.starts_at_ms);
-    // (The early window, counted over the minutes before the start, is open from the start.
-    // A sale the operator started before `starts_at` has all its arrivals in window 1 until
+    let (entrants, unknown, filling) =
+        counted_entrants(i, here, prev.map_or(&[][..], |p| &p.filling[..]));
+    // (A sale the operator started before `starts_at` has all its arrivals in window 1 until
     // then, a window that stays open: the line enters it once a fifth of the fleet reported.)
     let limit = if now < i.starts_at_ms {
         here as f64 + if i.coverage >= 0.2 { 1.0 } else { 0.0 }
-    } else if i.coverage >= MIN_COVERAGE || here == 1 {
-        here as f64
     } else {
-        here as f64 - 1.0
+        unknown as f64
     };
-    let entrants = counted_entrants(i, here);
+    let blocked = limit <= here as f64;
     let admitted = |pos: f64| entrants.below(pos);
     let target = if i.remaining == 0 {
         0.0
@@ -481,12 +575,19 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
             learnt: false,
             lag_ms: i.lag_ms.unwrap_or(LAG_MS),
             open: false,
+            waiting: blocked && target > 0.0 && pos >= limit,
             origin_sum,
             counted_sec,
             past,
+            filling,
         };
     };
-    let pos = p.threshold_at(now);
+    let mut pos = p.threshold_at(now);
+    // A line that waited at a window it had not counted takes the lead it starts with as it
+    // enters it: the shoppers it admits now are back only after their lag.
+    if p.waiting && p.pos < limit && target > 0.0 {
+        pos = entrants.advance_by(pos, target / p.gain * LEAD_SECS, limit);
+    }
     let lag_ms = i.lag_ms.map_or(p.lag_ms, |l| {
         0.5 * p.lag_ms + 0.5 * l.clamp(0.0, MAX_LAG_MS)
     });
@@ -584,6 +685,7 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
         // Open only in a sale that has run a while, with most of the fleet heard from this
         // second and few arriving: a crowd still on its way (the first seconds) never finds
         // the line open.
+        waiting: blocked && rate > 0.0 && pos >= limit,
         open: now - i.starts_at_ms >= OPEN_AFTER_MS
             && i.coverage >= 0.5
             && rate > 0.0
@@ -592,6 +694,7 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
         origin_sum,
         counted_sec,
         past,
+        filling,
     }
 }
 
@@ -663,6 +766,7 @@ mod tests {
     use super::*;
 
     const START: i64 = 1_800_000_000_000;
+    const NOT_WATCHED: &BTreeMap<u64, u64> = &BTreeMap::new();
 
     fn crowd(n: &[(u64, f64)]) -> Entrants {
         Entrants(n.iter().copied().collect())
@@ -678,6 +782,8 @@ mod tests {
             origin_before: [origin, origin],
             origin_this_second: None,
             coverage: 1.0,
+            exposure: NOT_WATCHED,
+            fleet: 1.0,
             lag_ms: None,
             per_entrant: None,
         }
@@ -733,6 +839,8 @@ mod tests {
             origin_before: before,
             origin_this_second: Some(this as u64),
             coverage: 1.0,
+            exposure: NOT_WATCHED,
+            fleet: 1.0,
             lag_ms: Some(500.0 + late_ms as f64),
             per_entrant: prior,
         };
@@ -832,23 +940,120 @@ mod tests {
         }
     }
 
+    /// Every window through rank `to` watched in full by a fleet of one, and `part` of the
+    /// next.
+    fn watched(to: u64, part: f64) -> BTreeMap<u64, u64> {
+        (1..=to)
+            .map(|r| (r, 1000))
+            .chain([(to + 1, (part * 1000.0) as u64)])
+            .collect()
+    }
+
     #[test]
     fn the_line_never_passes_the_current_second() {
         // Nobody waiting: the line runs to the end of this second's window and stops there.
         let e = crowd(&[]);
-        let s = advance(None, &inputs(&e, START + 2500, None));
-        assert!(s.reach() <= 4.0, "{}", s.reach());
+        let x = watched(3, 1.0);
+        let known = Inputs {
+            exposure: &x,
+            ..inputs(&e, START + 2500, None)
+        };
+        let s = advance(None, &known);
+        assert!(s.reach() <= 4.0 && s.reach() > 3.0, "{}", s.reach());
         let again = advance(Some(&s), &inputs(&e, START + 2750, None));
         assert!(again.pos <= 4.0 && again.pos >= s.pos);
-        // Before a fifth of the fleet has reported in this second, nobody knows how many
-        // arrived in it: the line waits at its start, and is not open.
+        // Before the fleet has watched a quarter of this second's window, nobody knows how many
+        // arrived in it: the line waits at its start, is not open, and says it is waiting.
+        let x = watched(2, 0.1);
         let blind = Inputs {
-            coverage: 0.01,
+            exposure: &x,
             ..inputs(&e, START + 2100, None)
         };
         let b = advance(None, &blind);
-        assert!(b.reach() <= 3.0 && !b.open, "{b:?}");
+        assert!(b.reach() <= 3.0 && !b.open && b.waiting, "{b:?}");
         assert!(b.admits_below(START + 2900, START) <= 3.0);
+        // An earlier window not watched enough stops it there, whatever came after.
+        let mut x = watched(3, 1.0);
+        x.insert(2, 200);
+        let gap = Inputs {
+            exposure: &x,
+            ..inputs(&e, START + 2500, None)
+        };
+        assert!(advance(None, &gap).reach() <= 2.0);
+    }
+
+    #[test]
+    fn a_window_still_being_counted_is_forecast_from_its_latest_rate() {
+        // A fleet of 10 isolates: window 1's fleet time is 10,000 ms.
+        let early = crowd(&[(1, 400.0)]);
+        let x = BTreeMap::from([(1, 4000)]);
+        let look = |e, x, now| Inputs {
+            exposure: x,
+            fleet: 10.0,
+            ..inputs(e, now, None)
+        };
+        // 40 % watched: not known yet; the line waits at its start, and remembers the look.
+        let (_, unknown, filling) = counted_entrants(&look(&early, &x, START + 400), 1, &[]);
+        assert_eq!(unknown, 1);
+        assert_eq!(
+            filling[0],
+            Filling {
+                rank: 1,
+                n: 400.0,
+                watched: 4000.0
+            }
+        );
+        // 60 % watched and 1,000 counted: 600 arrived in the last 2,000 ms watched, so the
+        // 4,000 left bring 1,200 more, and as much again times the 40 % not watched.
+        let later = crowd(&[(1, 1000.0)]);
+        let x = BTreeMap::from([(1, 6000)]);
+        let (e, unknown, next) = counted_entrants(&look(&later, &x, START + 600), 1, &filling);
+        assert_eq!(unknown, 2);
+        assert!((e.0[&1] - (1000.0 + 1.4 * 1200.0)).abs() < 1e-6, "{e:?}");
+        assert_eq!(
+            next[0],
+            Filling {
+                rank: 1,
+                n: 1000.0,
+                watched: 6000.0
+            }
+        );
+        // Without the earlier look, the average rate so far: 1,000 in 6,000 ms.
+        let (e, _, _) = counted_entrants(&look(&later, &x, START + 600), 1, &[]);
+        assert!((e.0[&1] - (1000.0 + 1.4 * 1000.0 / 6000.0 * 4000.0)).abs() < 1e-6);
+        // A look too close to the last (under 5 % of the fleet time since) keeps the older
+        // base, so the rate is measured over a span long enough to mean something.
+        let x2 = BTreeMap::from([(1, 6300)]);
+        let (_, _, kept) = counted_entrants(&look(&later, &x2, START + 650), 1, &next);
+        assert_eq!(kept[0], next[0]);
+        // Watched in full: the count as it is, and no more to remember of it (only of the
+        // next window, not watched yet).
+        let x = BTreeMap::from([(1, 10_000)]);
+        let (e, unknown, done) = counted_entrants(&look(&later, &x, START + 1100), 2, &next);
+        assert_eq!((e.0[&1], unknown), (1000.0, 2));
+        assert_eq!(done.map(|f| f.rank), [2, 0], "{done:?}");
+    }
+
+    #[test]
+    fn a_line_that_waited_enters_its_window_with_a_lead() {
+        let e = crowd(&[(1, 20_000.0)]);
+        let none = BTreeMap::new();
+        let blind = Inputs {
+            exposure: &none,
+            ..inputs(&e, START + 100, None)
+        };
+        let waiting = advance(None, &blind);
+        assert!(waiting.waiting && waiting.pos == 1.0, "{waiting:?}");
+        let x = BTreeMap::from([(1, 1000)]);
+        let known = Inputs {
+            exposure: &x,
+            ..inputs(&e, START + 1100, None)
+        };
+        let entered = advance(Some(&waiting), &known);
+        // Half a second of 400 shoppers a second, of 20,000: a hundredth of the window.
+        assert!((entered.pos - 1.01).abs() < 1e-9, "{entered:?}");
+        assert!(!entered.waiting);
+        assert!((entered.speed - 0.02).abs() < 1e-9, "{entered:?}");
     }
 
     #[test]
@@ -890,12 +1095,17 @@ mod tests {
     #[test]
     fn the_threshold_only_moves_forward_and_is_continuous() {
         let e = crowd(&[(0, 1000.0), (1, 5000.0), (2, 5000.0)]);
-        let mut s = advance(None, &inputs(&e, START, None));
+        let x = watched(2, 0.0);
+        let known = |now| Inputs {
+            exposure: &x,
+            ..inputs(&e, now, Some(400))
+        };
+        let mut s = advance(None, &known(START));
         let mut last = 0.0;
         for tick in 1..=24 {
             let now = START + tick * ADVANCE_MS;
             assert!((s.threshold_at(now) - last) >= 0.0);
-            let n = advance(Some(&s), &inputs(&e, now, Some(400)));
+            let n = advance(Some(&s), &known(now));
             // Continuous: the new state starts where the old one had got to.
             assert!((n.pos - s.threshold_at(now)).abs() < 1e-9, "tick {tick}");
             assert!(n.pos >= last);
@@ -928,6 +1138,14 @@ mod tests {
             origin_sum: 801,
             counted_sec: START / 1000 - 1,
             past,
+            filling: [
+                Filling {
+                    rank: 2,
+                    n: 1200.0,
+                    watched: 5000.0,
+                },
+                Filling::default(),
+            ],
             ..advance(None, &inputs(&e, START, None))
         };
         let f: HashMap<String, String> = s
@@ -945,9 +1163,10 @@ mod tests {
         }
         assert_eq!(back.past[2], Mark::default());
         assert_eq!(
-            (back.open, back.origin_sum, back.counted_sec),
-            (s.open, s.origin_sum, s.counted_sec)
+            (back.open, back.waiting, back.origin_sum, back.counted_sec),
+            (s.open, s.waiting, s.origin_sum, s.counted_sec)
         );
+        assert_eq!(back.filling, s.filling);
         let counts: HashMap<String, String> = [("n:0".to_string(), "25".to_string())]
             .into_iter()
             .collect();
@@ -974,6 +1193,7 @@ mod tests {
             pos: 2.0,
             speed: 1.0,
             past,
+            filling: Default::default(),
             ..advance(None, &inputs(&e, START, None))
         };
         assert_eq!(

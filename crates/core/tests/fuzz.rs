@@ -962,9 +962,9 @@ fn line_hash() -> impl Strategy<Value = (bool, Option<LineState>, BTreeMap<u64, 
     let state = (
         SECOND * 1000 - 10_000..SECOND * 1000 + 10_000,
         (0.0f64..5000.0, 0.0f64..500.0, 0.0f64..10_000.0),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
     )
-        .prop_map(|(at_ms, (pos, speed, rate), open)| LineState {
+        .prop_map(|(at_ms, (pos, speed, rate), (open, waiting))| LineState {
             at_ms,
             pos,
             speed,
@@ -973,9 +973,11 @@ fn line_hash() -> impl Strategy<Value = (bool, Option<LineState>, BTreeMap<u64, 
             learnt: false,
             lag_ms: 500.0,
             open,
+            waiting,
             origin_sum: 0,
             counted_sec: at_ms / 1000 - 1,
             past: Default::default(),
+            filling: Default::default(),
         });
     (
         any::<bool>(),

@@ -1115,7 +1115,7 @@ mod tests {
         // A roll under p is forwarded.
         o.push(Ok(placed(9)));
         assert_eq!(at("lucky", 0.0001).reply.status, 201);
-        let counts = g.state.borrow_mut().take_report("e");
+        let counts = g.state.borrow_mut().take_report("e", 0);
         assert_eq!(counts.get("shed"), 4);
         assert_eq!(counts.get("candidates"), 5);
         assert_eq!(counts.get("forwarded"), 1);
@@ -1233,9 +1233,11 @@ mod tests {
             learnt: false,
             lag_ms: 500.0,
             open: false,
+            waiting: false,
             origin_sum: 0,
             counted_sec: 0,
             past: Default::default(),
+            filling: Default::default(),
         };
         let mut line: Vec<(String, String)> = state
             .to_fields()
@@ -1482,7 +1484,7 @@ mod entry_tests {
         );
         // bob and carol: alice's entry went out with the second read's report, and the
         // re-issue is not counted.
-        assert_eq!(g.state.borrow_mut().take_report("e").get("entered"), 2);
+        assert_eq!(g.state.borrow_mut().take_report("e", 0).get("entered"), 2);
         assert!(
             v.sent.borrow().is_empty(),
             "no Turnstile without TURNSTILE_SECRET"

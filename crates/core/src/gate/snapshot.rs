@@ -41,7 +41,7 @@ impl Gate {
                     let report = {
                         let mut st = self.state.borrow_mut();
                         st.stats.view_reads += 1;
-                        st.take_report(event)
+                        st.take_report(event, now)
                     };
                     let (keys, args) = view_call(&EventKeys::new(event), now, &report.to_args());
                     let read = VIEW
@@ -77,6 +77,8 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
     } else {
         s.fleet_now.isolates() as f64 / fleet_isolates as f64
     };
+    // The fleet: the isolates that reported in the last second or, when more, in this one.
+    let fleet = fleet_isolates.max(s.fleet_now.isolates()) as f64;
     let next = threshold::advance(
         s.line.as_ref(),
         &Inputs {
@@ -88,11 +90,16 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
             origin_before: s.origin_before,
             origin_this_second: Some(s.fleet_now.get("origin")),
             coverage,
+            exposure: &s.exposure,
+            fleet,
             per_entrant: threshold::intents_per_entrant(s.sampled_intents),
-            lag_ms: s.fleet.as_ref().and_then(|f| {
-                let n = f.get("line_in");
-                (n >= threshold::MIN_LAG_SAMPLE).then(|| f.get("line_lag_ms") as f64 / n as f64)
-            }),
+            // The last second's reports and this one's so far: the lag is known as soon as
+            // enough forwarded shoppers were reported.
+            lag_ms: {
+                let sum = |k: &str| s.fleet.as_ref().map_or(0, |f| f.get(k)) + s.fleet_now.get(k);
+                let n = sum("line_in");
+                (n >= threshold::MIN_LAG_SAMPLE).then(|| sum("line_lag_ms") as f64 / n as f64)
+            },
         },
     );
     // What any isolate could use with this state, an open line's arrivals included.

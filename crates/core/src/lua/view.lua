@@ -1,4 +1,4 @@
--- flashgate view.lua, version 6: one consistent read of an event for the edge cache and the CLI,
+-- flashgate view.lua, version 7: one consistent read of an event for the edge cache and the CLI,
 -- the fleet's figures (an isolate that refreshes reports its counts since its last report), and
 -- the line (the draw's seed from the start on, the threshold, entrants per window).
 --
@@ -9,7 +9,8 @@
 --   (now / ADVANCE_MS; 0 claims nothing), then name count ... (the report; none from the CLI).
 --   A report name `@<rank>:<user>` is a sampled sighting of a user in a window: counted once
 --   per user and window (line:seen), into the line hash's `n:<rank>`; `#<rank>:<user>:<key>`
---   one of their purchases (Idempotency-Key), counted once into `k:<rank>`.
+--   one of their purchases (Idempotency-Key), counted once into `k:<rank>`; `~<rank>` the
+--   milliseconds of that window the isolate watched since its last report, added to `x:<rank>`.
 -- Reply: 0 when the event does not exist, else
 --   {meta fields, stock fields, sold fields, stream length, pending orders,
 --    fleet fields of second - 1, fleet fields of second - 2,
@@ -19,7 +20,9 @@
 -- from its `sold:<sku>`, 0 when absent; fleet buckets are hashes of counter → sum over the
 -- reports that second). Pending orders are those track.lua has recorded. The tick is claimed
 -- (the caller then advances the line with line.lua) only for a started `fairness = line` sale,
--- and only once: the line hash's `claimed` only grows.
+-- and only once: the line hash's `claimed` only grows. Nor while the last claim's state has not
+-- been written (line.lua's `tick`), for up to 4 ticks: its claimer would compute from the state
+-- before it, and line.lua would refuse the write.
 -- Writes only the fleet bucket, the line's sightings and `claimed`. Its first call is one of
 -- the two EXISTS in flashgate's scripts (line.lua has the other), so `INFO commandstats`
 -- counts view.lua and line.lua calls as cmdstat_exists (the simulator relies on it).
@@ -56,6 +59,10 @@ for i = 4, #ARGV - 1, 2 do
     if rank and redis.call('HSETNX', KEYS[9], string.sub(name, 2), '1') == 1 then
       redis.call('HINCRBY', KEYS[8], 'n:' .. rank, 1)
     end
+  elseif mark == '~' then
+    local rank = string.match(name, '^~(%d+)$')
+    local ms = tonumber(ARGV[i + 1])
+    if rank and ms then redis.call('HINCRBY', KEYS[8], 'x:' .. rank, math.floor(ms)) end
   elseif mark == '#' then
     local rank = string.match(name, '^#(%d+):')
     if rank and redis.call('HSETNX', KEYS[9], name, '1') == 1 then
@@ -75,7 +82,8 @@ local claimed = 0
 local tick = tonumber(ARGV[3]) or 0
 if tick > 0 and started and fairness == 'line' then
   local last = tonumber(redis.call('HGET', KEYS[8], 'claimed') or '0')
-  if tick > last then
+  local written = tonumber(redis.call('HGET', KEYS[8], 'tick') or '0')
+  if tick > last and (written >= last or tick - last >= 4) then
     redis.call('HSET', KEYS[8], 'claimed', ARGV[3])
     claimed = 1
   end
