@@ -241,10 +241,13 @@ impl EdgeState {
             .is_some_and(|s| e.fetched_at < s.meta.starts_at && now >= s.meta.starts_at);
         // While the line waits for a window to be counted, an isolate that has seen some of
         // its shoppers reports them every line tick rather than once a refresh interval.
-        // (A started line sale whose line has not advanced yet waits too.)
-        let counting = (e.snapshot.as_ref().and_then(Option::as_ref))
-            .filter(|s| s.seed.is_some() && s.meta.fairness == crate::model::Fairness::Line)
-            .is_some_and(|s| s.line.as_ref().is_none_or(|l| l.waiting))
+        // (A started line sale whose line has not advanced yet waits too. An operator who set
+        // a cache longer than the line's horizon has chosen fewer reads over a line that
+        // keeps up: that cache is kept.)
+        let counting = c.cache_ms <= crate::threshold::HORIZON_MS
+            && (e.snapshot.as_ref().and_then(Option::as_ref))
+                .filter(|s| s.seed.is_some() && s.meta.fairness == crate::model::Fairness::Line)
+                .is_some_and(|s| s.line.as_ref().is_none_or(|l| l.waiting))
             && age >= crate::threshold::ADVANCE_MS
             && self.reports.get(event).is_some_and(Counts::has_sightings);
         if let Some(s) = &e.snapshot {
@@ -618,7 +621,9 @@ impl EdgeState {
                     counts.expose(rank, ms);
                 }
             }
-            e.watched_since = now;
+            // (A report made at an earlier time than the last, by a request that came
+            // earlier, covers nothing new.)
+            e.watched_since = e.watched_since.max(now);
         }
         counts
     }
@@ -837,6 +842,15 @@ mod tests {
                 "{waiting:?}: a sighting to report",
             );
         }
+        // An operator's cache longer than the line's horizon is kept.
+        let mut s = EdgeState::new(EdgeConfig {
+            cache_ms: 60_000,
+            ..cfg()
+        });
+        expect(&mut s, &[0], "refresh", "cold");
+        s.store("e", Some(Some(Rc::new(line_sale(0, Some(true))))), 0);
+        s.event_counts("e").sight(1, "u", "k");
+        expect(&mut s, &[300, 59_999], "use", "a long cache");
         // A line inside a counted window: once a refresh interval, sightings or not.
         let mut s = EdgeState::new(cfg());
         expect(&mut s, &[0], "refresh", "cold");
@@ -864,6 +878,12 @@ mod tests {
         );
         let r = s.take_report("e", 11_250).to_args();
         assert_eq!(r, ["reports", "1", "~1", "600", "~2", "250"]);
+        let late = s.take_report("e", 11_100).to_args();
+        assert_eq!(
+            late,
+            [] as [&str; 0],
+            "a request from before the last report"
+        );
         let again = s.take_report("e", 11_500).to_args();
         assert_eq!(again, ["~2", "250"], "a second report in the same second");
         // An attempt sale reports no exposure.

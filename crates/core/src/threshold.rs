@@ -81,8 +81,11 @@ pub const BRAKE_MARGIN: f64 = 1.1;
 /// enough for the longest lag.
 pub const PAST: usize = 16;
 pub const MARK_SPACING_MS: i64 = 500;
-/// The most sightings one isolate reports with one refresh.
-pub const MAX_SIGHTINGS: usize = 400;
+/// The most sightings one isolate reports with one refresh (of each kind): enough for a lone
+/// isolate that sees a crowd of 20,000 users arrive within a line tick. Past it, a report's
+/// time watched is cut in proportion (`fleet::Counts::to_args`), and the window takes that
+/// much longer to be known.
+pub const MAX_SIGHTINGS: usize = 5000;
 
 /// The window rank of an arrival at `now` in a sale that has started: at least 1, as a sale
 /// the operator started before `starts_at` (`event start`) takes late entries from then on
@@ -628,9 +631,14 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     // steady line has half of its second's worth due; the line makes up the difference.
     let due = gain * kernel.returned(&admissions, now + 1000, 1000);
     let steady = target * kernel.steady_share();
-    // Until the gain is learnt, the shoppers on their way are a guess too: no catching up.
-    let catch_up = if learnt { CATCH_UP } else { 0.0 };
-    let mut rate = (target + catch_up * (steady - due)).max(0.0) / gain;
+    // Until the gain is learnt, the shoppers on their way are a guess too: the line does not
+    // hurry for those it thinks are missing, but does slow for a surplus on its way.
+    let gap = if learnt {
+        steady - due
+    } else {
+        (steady - due).min(0.0)
+    };
+    let mut rate = (target + CATCH_UP * gap).max(0.0) / gain;
     // Within the second: the origin's count so far beyond the budget's pro rata share (and
     // a margin for the ordinary unevenness of arrivals, or the line would brake at random
     // and fall short of its budget on average) brakes the line at once.

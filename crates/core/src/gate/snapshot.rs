@@ -24,6 +24,9 @@ impl Gate {
         let lease = self.config.edge.lease_ms.max(0) as u64;
         let mut waited = 0;
         loop {
+            // Time passes while a request waits for another's refresh: it plans, and may
+            // refresh (and report), at the time it has got to, not the time it came.
+            let now = now + waited as i64;
             let plan = self.state.borrow_mut().plan(event, now);
             match plan {
                 SnapshotPlan::Use(s) => return Ok(s),
