@@ -448,7 +448,7 @@ pub const FILLING: usize = 2;
 const RATE_SPAN: f64 = 0.05;
 
 /// The entrants as the controller counts them, the first window after the start it has not
-/// counted enough of ([`KNOWN_SHARE`]; `here + 1` when every window through this second's is
+/// counted enough of (of this second's and the last; older windows are final) ([`KNOWN_SHARE`]; `here + 1` when every window through this second's is
 /// known), and the windows still being counted, for the next advance.
 ///
 /// A window's count is the sampled sightings the reports carried; they covered `watched` of
@@ -468,7 +468,12 @@ fn counted_entrants(
     let fleet = i.fleet.max(1.0);
     let mut unknown = here + 1;
     let mut filling = Vec::new();
-    for rank in 1..=here {
+    // Only this second's window and the last are still being counted: a window closed a
+    // second or more ago has been reported by every isolate that refreshes once a second
+    // (the line's own requirement of `EDGE_CACHE_MS`), and its count is final. (The fleet
+    // now may also be larger than the one that watched it: a fleet that grows must not make
+    // an old window look unwatched.)
+    for rank in here.saturating_sub(1).max(1)..=here {
         let watched = i.exposure.get(&rank).copied().unwrap_or(0) as f64;
         let full = fleet * window_ms(rank, i.starts_at_ms);
         if watched >= full {
@@ -1040,6 +1045,22 @@ mod tests {
         let (e, unknown, done) = counted_entrants(&look(&later, &x, START + 1100), 2, &next);
         assert_eq!((e.0[&1], unknown), (1000.0, 2));
         assert_eq!(done.map(|f| f.rank), [2, 0], "{done:?}");
+    }
+
+    #[test]
+    fn a_window_closed_a_second_ago_is_final_however_the_fleet_grew() {
+        // Window 1 was watched by a fleet of 10; the fleet has grown to 30 since.
+        let e = crowd(&[(1, 5000.0), (2, 4000.0), (3, 100.0)]);
+        let x = BTreeMap::from([(1, 10_000), (2, 30_000), (3, 9_000)]);
+        let i = Inputs {
+            exposure: &x,
+            fleet: 30.0,
+            ..inputs(&e, START + 2500, None)
+        };
+        let (counted, unknown, _) = counted_entrants(&i, 3, &[]);
+        assert_eq!(counted.0[&1], 5000.0, "final: not forecast again");
+        assert_eq!(counted.0[&2], 4000.0, "watched in full by the fleet of 30");
+        assert_eq!(unknown, 3, "this second's window: 30 % watched");
     }
 
     #[test]
