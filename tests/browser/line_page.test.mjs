@@ -48,9 +48,9 @@ function earlyPlace(seedHex, event, user) {
 }
 
 /**
- * `n` shoppers enter `event` before its start over the API, and each tries to buy once: the
- * attempt is refused `not_started`, but the worker has sighted the shopper in the early window
- * (the line counts its entrants from the attempts it sees). None of them comes back.
+ * `n` shoppers enter `event` before its start over the API (the worker counts a sampled share
+ * of them into the early window as they enter), and each tries to buy once: the attempt is
+ * refused `not_started`. None of them comes back.
  */
 async function earlyCrowd(stack, event, n, concurrency = 16) {
   let next = 0;

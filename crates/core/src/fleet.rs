@@ -95,6 +95,13 @@ impl Counts {
         *self.exposure.entry(rank).or_insert(0) += ms;
     }
 
+    /// A sampled user who entered the window of `rank` (a ticket), before any purchase.
+    pub fn sight_entrant(&mut self, rank: u64, user: &str) {
+        if self.sightings.len() < 4 * crate::threshold::MAX_SIGHTINGS {
+            self.sightings.insert((rank, user.to_string()));
+        }
+    }
+
     pub fn merge(&mut self, other: Counts) {
         self.sightings.extend(other.sightings);
         for (rank, ms) in other.exposure {

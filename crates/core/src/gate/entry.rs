@@ -24,9 +24,10 @@ use super::session::cookie;
 use super::{ApiRequest, Decision, DecisionLog, Gate, Handled, Refusal};
 use crate::error::{ApiError, ApiReply, Code};
 use crate::line::{mint_ticket, verify_ticket, Ticket, Window};
-use crate::model::{format_ms, valid_id, State};
+use crate::model::{format_ms, valid_id, Fairness, State};
 use crate::origin::Origin;
 use crate::script::Snapshot;
+use crate::threshold;
 use crate::turnstile::{self, Unavailable, Verdict, VerifyRequest};
 use serde::{Deserialize, Serialize};
 
@@ -223,11 +224,16 @@ async fn enter<O: Origin, V: Siteverify>(
     };
     let ticket = mint_ticket(&gate.config.identity_secret, &t);
     // Reported with the fleet's figures (`entered` per second): tickets issued, re-issues
-    // of a held ticket aside.
-    gate.state
-        .borrow_mut()
-        .event_counts(event)
-        .add("entered", 1);
+    // of a held ticket aside. A sampled shopper of a line sale is counted into their window's
+    // entrants now, while the window is counted, not when they buy, perhaps seconds later
+    // (the page enters a shopper when it opens).
+    let mut st = gate.state.borrow_mut();
+    let counts = st.event_counts(event);
+    counts.add("entered", 1);
+    if snap.meta.fairness == Fairness::Line && threshold::sampled(event, &t.user) {
+        counts.sight_entrant(t.window.rank(snap.meta.starts_at.div_euclid(1000)), &t.user);
+    }
+    drop(st);
     Ok(entered(&t, &ticket, now))
 }
 

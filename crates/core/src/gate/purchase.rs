@@ -1211,7 +1211,7 @@ mod tests {
 
     /// view.lua's reply (version 5) for a live `fairness = line` event with item A: 1,000 early
     /// entrants, the line halfway through them and standing still, 100 shoppers a second.
-    fn line_view(seed: &crate::line::Seed) -> Value {
+    pub(super) fn line_view(seed: &crate::line::Seed) -> Value {
         let spec: EventSpec = serde_json::from_value(json!({"id":"e","name":"E","starts_at":"2027-01-01T00:00:00Z","ends_at":"2027-02-01T00:00:00Z",
             "items":[{"sku":"A","name":"A","price":100,"currency":"USD","stock":10}]}))
         .unwrap();
@@ -1328,7 +1328,9 @@ mod tests {
 mod entry_tests {
     //! Entry tickets: issued at entry, checked by the purchase pipeline before anything that
     //! costs an origin command; Turnstile at entry against a stand-in siteverify.
-    use super::tests::{bearer, code, gate_with, order_req, placed, view, view_scheduled};
+    use super::tests::{
+        bearer, code, gate_with, line_view, order_req, placed, view, view_scheduled,
+    };
     use super::*;
     use crate::gate::{NoLimiter, Siteverify, ENTRY_COOKIE};
     use crate::line::{mint_ticket, verify_ticket, Ticket, Window};
@@ -1489,6 +1491,27 @@ mod entry_tests {
             v.sent.borrow().is_empty(),
             "no Turnstile without TURNSTILE_SECRET"
         );
+    }
+
+    #[test]
+    fn a_sampled_entrant_is_counted_in_their_window_when_they_enter() {
+        let seed = crate::line::Seed([9; 32]);
+        let (g, o, v) = (gate_with(&[]), FakeOrigin::default(), Stand::default());
+        o.push(Ok(line_view(&seed)));
+        let users: Vec<String> = (0..200).map(|i| format!("u{i}")).collect();
+        let sampled = users.iter().find(|u| threshold::sampled("e", u)).unwrap();
+        let other = users.iter().find(|u| !threshold::sampled("e", u)).unwrap();
+        for u in [sampled, other] {
+            assert_eq!(enter(&g, &o, &v, u, "{}", NOW).reply.status, 200);
+        }
+        let rank = threshold::arrived_rank(NOW, STARTS);
+        let args = g.state.borrow_mut().take_report("e", NOW).to_args();
+        assert!(
+            args.contains(&format!("@{rank}:{sampled}")),
+            "{sampled} in window {rank}: {args:?}"
+        );
+        assert!(!args.iter().any(|a| a.ends_with(&format!(":{other}"))));
+        assert!(!args.iter().any(|a| a.starts_with('#')), "no purchase yet");
     }
 
     #[test]
