@@ -77,9 +77,7 @@ impl Counts {
     /// A sampled user seen in the window of `rank` (reported at most
     /// `threshold::MAX_SIGHTINGS` at a time; the rest wait for the next report).
     pub fn sight(&mut self, rank: u64, user: &str, key: &str) {
-        if self.sightings.len() < 4 * crate::threshold::MAX_SIGHTINGS {
-            self.sightings.insert((rank, user.to_string()));
-        }
+        self.sight_entrant(rank, user);
         if self.intents.len() < 4 * crate::threshold::MAX_SIGHTINGS {
             self.intents.insert((rank, format!("{user}:{key}")));
         }
@@ -152,11 +150,16 @@ impl Counts {
             a.push(format!("#{rank}:{intent}"));
             a.push("1".to_string());
         }
+        // Sightings kept and sent per rank, in one pass each (sent is a prefix of kept).
+        let per_rank = |it: &mut dyn Iterator<Item = &(u64, String)>| {
+            let mut n = BTreeMap::<u64, u64>::new();
+            it.for_each(|(r, _)| *n.entry(*r).or_insert(0) += 1);
+            n
+        };
+        let (seen, sent) = (per_rank(&mut self.sightings.iter()), per_rank(&mut sent()));
         for (&rank, &ms) in &self.exposure {
-            let of_rank = |(r, _): &&(u64, String)| *r == rank;
-            let seen = self.sightings.iter().filter(of_rank).count() as u64;
-            let sent = sent().filter(of_rank).count() as u64;
-            let ms = (ms * sent).checked_div(seen).unwrap_or(ms);
+            let count = |m: &BTreeMap<u64, u64>| m.get(&rank).copied().unwrap_or(0);
+            let ms = (ms * count(&sent)).checked_div(count(&seen)).unwrap_or(ms);
             if ms > 0 {
                 a.push(format!("~{rank}"));
                 a.push(ms.to_string());
