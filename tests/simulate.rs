@@ -189,3 +189,41 @@ fn a_mixed_crowd_is_reported_by_group() {
     );
     assert_eq!(r["patience"]["mean_s"].as_f64(), Some(30.0));
 }
+
+#[test]
+fn a_slowed_sale_runs_on_the_sales_clock() {
+    // --time-scale 3: each second of the sale lasts three of the wall clock's, and every
+    // figure is in the sale's time.
+    let redis = common::Redis::start();
+    let began = std::time::Instant::now();
+    let r = simulate(
+        &redis,
+        &[
+            "--isolates",
+            "10",
+            "--users",
+            "200",
+            "--attempts",
+            "300",
+            "--stock",
+            "40",
+            "--budget",
+            "100",
+            "--seconds",
+            "3",
+            "--time-scale",
+            "3",
+        ],
+    );
+    let took = began.elapsed().as_secs_f64();
+    assert_eq!(r["time_scale"].as_f64(), Some(3.0), "{r}");
+    assert_eq!((num(&r, "sold"), num(&r, "oversold")), (40, 0), "{r}");
+    // The sale's three seconds took at least nine of the wall clock's.
+    assert!(took >= 9.0, "ran for {took:.1} s");
+    let secs = r["per_second"].as_array().expect("per_second");
+    assert_eq!(secs.len(), 3, "three seconds of the sale's clock: {r}");
+    let ms = r["sellout_ms"].as_i64().expect("it sold out");
+    assert!((0..3000).contains(&ms), "{ms} ms on the sale's clock");
+    // Its first attempts kept to their plan on the sale's clock.
+    assert!(r["late_p50_ms"].as_f64().is_some_and(|v| v < 100.0), "{r}");
+}

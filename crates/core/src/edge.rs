@@ -1,12 +1,14 @@
 //! What one isolate remembers between requests, as plain data with time passed in.
 //!
 //! Invariants:
-//! - An event snapshot is used while younger than `cache_ms`. When it is older, exactly one
+//! - An event snapshot is used while younger than its TTL: `cache_ms` less up to a quarter,
+//!   drawn per read ([`fresh_for`]), so that isolates woken together do not refresh together
+//!   for ever. When it is older, exactly one
 //!   request (the refresher) reads the origin; others keep using the old snapshot until the
 //!   refresher's lease (`lease_ms`, the origin timeout) runs out, or, when there is no snapshot
 //!   young enough (a cold or long-idle isolate), wait for the refresher. So N requests in one
-//!   `cache_ms` window cost at most one origin read per isolate, and a snapshot is never used
-//!   when older than `cache_ms + lease_ms`.
+//!   TTL cost at most one origin read per isolate (at most 4/3 a `cache_ms`), and a snapshot
+//!   is never used when older than `cache_ms + lease_ms`.
 //! - Idempotency keys this isolate saw placed are answered here as replays; keys whose attempt
 //!   may have run (the origin went silent) skip every edge rejection, so their retry always
 //!   reaches the origin, which replays or decides. A retry never gets a wrong "no".
@@ -54,11 +56,28 @@ struct CachedEvent {
     /// Shared with the requests that use it: a request takes a reference, not a copy.
     snapshot: Option<Option<Rc<Snapshot>>>,
     fetched_at: i64,
+    /// How long this snapshot is used ([`fresh_for`]).
+    ttl_ms: i64,
     refreshing_since: Option<i64>,
     /// Since when this isolate has watched the event's arrivals unreported: the exposure its
     /// next report carries (`take_report`); and whether it has reported yet.
     watched_since: i64,
     reported: bool,
+}
+
+/// How long a snapshot read at `fetched_at` is used: `cache_ms` less up to a quarter of it,
+/// drawn from the moment of the read. Isolates that a surge woke together would otherwise
+/// refresh together every `cache_ms`, and the line ticks in the rest of each second would
+/// find nobody to claim them; with the jitter their reads drift apart within a few refreshes.
+/// (An isolate reads at most a third more often.)
+pub fn fresh_for(cache_ms: i64, fetched_at: i64) -> i64 {
+    // SplitMix64's finaliser: moments a millisecond apart land far apart.
+    let mut z = (fetched_at as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let spread = (cache_ms / 4).max(0) as u64 + 1;
+    cache_ms - (z % spread) as i64
 }
 
 /// The windows (ranks) of a started sale watched from `from` to `to` (Unix ms), and for how
@@ -230,6 +249,7 @@ impl EdgeState {
             .entry_or_insert_with(event.to_string(), || CachedEvent {
                 snapshot: None,
                 fetched_at: i64::MIN / 2,
+                ttl_ms: 0,
                 refreshing_since: None,
                 watched_since: now,
                 reported: false,
@@ -251,7 +271,7 @@ impl EdgeState {
             && age >= crate::threshold::ADVANCE_MS
             && self.reports.get(event).is_some_and(Counts::has_sightings);
         if let Some(s) = &e.snapshot {
-            if age < c.cache_ms && !crossed && !counting {
+            if age < e.ttl_ms && !crossed && !counting {
                 return SnapshotPlan::Use(s.clone());
             }
         }
@@ -289,6 +309,7 @@ impl EdgeState {
                     CachedEvent {
                         snapshot: Some(snapshot),
                         fetched_at: now,
+                        ttl_ms: fresh_for(self.config.cache_ms, now),
                         refreshing_since: None,
                         watched_since,
                         reported,
@@ -749,12 +770,14 @@ mod tests {
             "not the pre-start one meanwhile",
         );
         s.store("e", Some(Some(Rc::new(before))), 650);
+        let ttl = fresh_for(1000, 650);
         expect(
             &mut s,
-            &[651, 1649],
+            &[651, 650 + ttl - 1],
             "use",
             "read after the start: cached as usual",
         );
+        expect(&mut s, &[650 + ttl], "refresh", "then refreshed");
     }
 
     #[test]
@@ -763,12 +786,20 @@ mod tests {
         expect(&mut s, &[0], "refresh", "cold: one request refreshes");
         expect(&mut s, &[1], "wait", "cold: others wait for the refresher");
         s.store("e", Some(Some(Rc::new(snap()))), 0);
-        expect(&mut s, &[1, 500, 999], "use", "fresh");
-        expect(&mut s, &[1000], "refresh", "first stale request refreshes");
-        expect(&mut s, &[1001, 1200, 1499], "use", "others use the old one");
+        // Kept for the refresh interval less its jitter.
+        let ttl = fresh_for(1000, 0);
+        assert!((750..1000).contains(&ttl), "{ttl}");
+        expect(&mut s, &[1, 500, ttl - 1], "use", "fresh");
+        expect(&mut s, &[ttl], "refresh", "first stale request refreshes");
         expect(
             &mut s,
-            &[1500],
+            &[ttl + 1, ttl + 499],
+            "use",
+            "others use the old one",
+        );
+        expect(
+            &mut s,
+            &[ttl + 500],
             "refresh",
             "lease expired: someone else refreshes",
         );
@@ -850,13 +881,14 @@ mod tests {
         expect(&mut s, &[0], "refresh", "cold");
         s.store("e", Some(Some(Rc::new(line_sale(0, Some(true))))), 0);
         s.event_counts("e").sight(1, "u", "k");
-        expect(&mut s, &[300, 59_999], "use", "a long cache");
+        let ttl = fresh_for(60_000, 0);
+        expect(&mut s, &[300, ttl - 1], "use", "a long cache");
         // A line inside a counted window: once a refresh interval, sightings or not.
         let mut s = EdgeState::new(cfg());
         expect(&mut s, &[0], "refresh", "cold");
         s.store("e", Some(Some(Rc::new(line_sale(0, Some(false))))), 0);
         s.event_counts("e").sight(1, "u", "k");
-        expect(&mut s, &[300, 999], "use", "not waiting");
+        expect(&mut s, &[300, fresh_for(1000, 0) - 1], "use", "not waiting");
     }
 
     #[test]
@@ -1057,5 +1089,21 @@ mod tests {
             "2/s refills one token in 500 ms"
         );
         assert_eq!(s.take_token("u", 500), Err(1));
+    }
+
+    #[test]
+    fn snapshots_are_kept_for_the_refresh_interval_less_a_jitter_drawn_per_read() {
+        let ttls: Vec<i64> = (0..1000)
+            .map(|t| fresh_for(1000, 1_800_000_000_000 + t))
+            .collect();
+        assert!(ttls.iter().all(|&t| (750..=1000).contains(&t)), "{ttls:?}");
+        // Reads a millisecond apart are kept for different times, spread over the quarter.
+        let distinct: std::collections::HashSet<_> = ttls.iter().collect();
+        assert!(distinct.len() > 150, "{} distinct", distinct.len());
+        let mean = ttls.iter().sum::<i64>() as f64 / ttls.len() as f64;
+        assert!((850.0..=900.0).contains(&mean), "mean {mean}");
+        // The same read, the same TTL; a cache of 0 stays 0.
+        assert_eq!(fresh_for(1000, 42), fresh_for(1000, 42));
+        assert_eq!(fresh_for(0, 42), 0);
     }
 }

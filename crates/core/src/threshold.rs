@@ -59,9 +59,8 @@ pub const FAST_LEARNING_MS: i64 = 1500;
 pub const FAST_SMOOTHING: f64 = 0.6;
 /// The gain is learnt once this many shoppers were admitted in the second observed.
 pub const MIN_LEARNT: f64 = 100.0;
-/// The attempts of the shoppers admitted at one moment reach the origin spread over this
-/// long: their Retry-After near the front of the line is 1 s, and they may come back at any
-/// moment of it.
+/// The attempts of the shoppers admitted at one moment reach the origin spread over at most
+/// this long: a Retry-After of 1 s brings them back at any moment of it (`Return::after`).
 pub const RETURN_MS: i64 = 1000;
 /// How long after the threshold passed their place admitted shoppers reach the origin on
 /// average, until the fleet has measured it (`Inputs::lag_ms`): half a Retry-After of 1 s.
@@ -712,23 +711,28 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
 }
 
 /// When the attempts of shoppers admitted at one moment reach the origin: spread evenly over
-/// [`RETURN_MS`], from `from_ms` after their admission.
+/// `width_ms`, from `from_ms` after their admission.
 #[derive(Clone, Copy, Debug)]
 struct Return {
     from_ms: f64,
+    width_ms: f64,
 }
 
 impl Return {
-    /// The spread centred on an average lag of `lag_ms`.
+    /// The spread centred on an average lag of `lag_ms`: [`RETURN_MS`] wide, or narrower for a
+    /// short lag (shoppers told to come back when their place is due come within a line tick
+    /// or two of it, not over a whole second), never before the admission.
     fn after(lag_ms: f64) -> Return {
+        let width_ms = (2.0 * lag_ms).clamp(ADVANCE_MS as f64, RETURN_MS as f64);
         Return {
-            from_ms: (lag_ms - RETURN_MS as f64 / 2.0).max(0.0),
+            from_ms: (lag_ms - width_ms / 2.0).max(0.0),
+            width_ms,
         }
     }
 
     /// The share of a shopper admitted `age_ms` ago whose attempt has been sent.
     fn sent_by(&self, age_ms: f64) -> f64 {
-        ((age_ms - self.from_ms) / RETURN_MS as f64).clamp(0.0, 1.0)
+        ((age_ms - self.from_ms) / self.width_ms).clamp(0.0, 1.0)
     }
 
     /// The attempts that the shoppers admitted by `admissions` (cumulative counts at moments,

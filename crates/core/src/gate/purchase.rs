@@ -44,6 +44,11 @@ use std::rc::Rc;
 /// The longest Retry-After of a shopper waiting in line: they come back at about half their
 /// estimated wait, and at least this often, so that a line that speeds up finds them there.
 const MAX_LINE_RETRY_SECS: f64 = 5.0;
+/// A shopper whose place is due within [`SOON_MS`] (or whose window the line has not counted
+/// yet) is told, in the body's `retry_ms`, to come back when it is due, but no sooner than
+/// this: with two tabs that stays within the per-user rate limit of 5 a second.
+const MIN_LINE_RETRY_MS: f64 = 400.0;
+const SOON_MS: f64 = 2000.0;
 
 /// The longest lag (from the line passing a place to the shopper's attempt) counted.
 const MAX_LAG_MS: i64 = threshold::MAX_LAG_MS as i64;
@@ -449,7 +454,8 @@ fn admit(
             let place = threshold::position(key);
             let Some(state) = &snap.line else {
                 // The line has not advanced yet (its first tick is being claimed).
-                return Err(shed(&mut st, a, ApiError::busy(1)));
+                let busy = ApiError::busy(1).with("retry_ms", line_retry_ms(0.0, roll));
+                return Err(shed(&mut st, a, busy));
             };
             if place < state.admits_below(now, start) {
                 // How long after the line passed them they came: the controller's lag.
@@ -477,9 +483,27 @@ fn admit(
                     },
                 )
                 .with("remaining", remaining)
+                .with("retry_ms", line_retry_ms(wait, roll))
         }
     };
     Err(shed(&mut st, a, busy))
+}
+
+/// When a shopper in line should come back, in ms, for an estimated wait of `wait_s`: when
+/// their place is due if that is soon (at least [`MIN_LINE_RETRY_MS`], jittered by up to an
+/// advance of the line), else at Retry-After (half the wait). A shopper told to wait a whole
+/// second or more for a place due sooner comes late, and the origin idles meanwhile: the
+/// sale's first second, when nobody's window has been counted yet, is the worst case.
+fn line_retry_ms(wait_s: f64, roll: f64) -> u64 {
+    let jitter = (roll * 7919.0).fract() * threshold::ADVANCE_MS as f64;
+    let wait_ms = wait_s * 1000.0;
+    if wait_ms.is_finite() && wait_ms < SOON_MS {
+        (wait_ms.clamp(MIN_LINE_RETRY_MS, 1000.0) + jitter) as u64
+    } else if wait_s.is_finite() {
+        ((wait_s / 2.0).floor().clamp(1.0, MAX_LINE_RETRY_SECS) * 1000.0) as u64
+    } else {
+        (MAX_LINE_RETRY_SECS * 1000.0) as u64
+    }
 }
 
 /// Counts a shed candidate.
@@ -1305,6 +1329,8 @@ mod tests {
         assert_eq!(b["error"]["remaining"].as_u64(), Some(10));
         let retry: u64 = h.reply.header("retry-after").unwrap().parse().unwrap();
         assert_eq!(retry, (want as f64 / 200.0).floor().clamp(1.0, 5.0) as u64);
+        // A wait of seconds: retry_ms is the Retry-After.
+        assert_eq!(b["error"]["retry_ms"].as_u64(), Some(retry * 1000), "{b}");
         // The same user without a ticket enters late: further back still, never ahead.
         let late = at(back, None);
         assert_eq!(code(&late), "busy");
@@ -1738,5 +1764,29 @@ mod entry_tests {
             1,
             "entries cost the one snapshot read"
         );
+    }
+
+    #[test]
+    fn a_shopper_due_soon_is_told_to_come_back_when_due_not_a_second_later() {
+        let tick = threshold::ADVANCE_MS as u64;
+        // Due in 700 ms: back then, plus up to a tick of jitter.
+        for roll in [0.0, 0.3, 0.999] {
+            let ms = line_retry_ms(0.7, roll);
+            assert!((700..700 + tick).contains(&ms), "{ms}");
+        }
+        // Due at once (or the window is not counted yet): the 400 ms floor.
+        assert!((400..400 + tick).contains(&line_retry_ms(0.0, 0.5)));
+        // Due in 1.5 s: a second at most, so a line that speeds up finds them there.
+        assert!((1000..1000 + tick).contains(&line_retry_ms(1.5, 0.5)));
+        // Jitter differs between shoppers.
+        let spread: std::collections::HashSet<u64> = (0..50)
+            .map(|i| line_retry_ms(0.0, i as f64 / 50.0))
+            .collect();
+        assert!(spread.len() > 10, "{spread:?}");
+        // Seconds away: the Retry-After (half the wait, 1 to 5 s).
+        assert_eq!(line_retry_ms(2.5, 0.5), 1000);
+        assert_eq!(line_retry_ms(7.0, 0.5), 3000);
+        assert_eq!(line_retry_ms(60.0, 0.5), 5000);
+        assert_eq!(line_retry_ms(f64::INFINITY, 0.5), 5000);
     }
 }

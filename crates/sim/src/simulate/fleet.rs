@@ -14,20 +14,18 @@
 //! `end_ms`.
 
 use super::measure::Forward;
-use super::meter::sleep_until_ms;
 use super::origin::{IsolateOrigin, Pool, Tap};
 use super::plan::{after, pick_isolate, Arrival, Busy, Group, Next, Skew, SECRET};
+use super::time::{self, now_ms, sleep_until_ms};
 use crate::load::outcome;
 use flashgate_core::config::Config;
 use flashgate_core::gate::{ApiRequest, Gate, NoLimiter};
 use flashgate_core::line::{mint_ticket, Ticket, Window};
-use flashgate_core::model::now_ms;
 use flashgate_core::net::connect;
 use indicatif::ProgressBar;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// How long after its snapshot is due for a refresh an isolate's page polls again.
@@ -234,7 +232,7 @@ impl Fleet {
                     return self.end("gave_up".into());
                 }
                 Next::Retry { after_ms } => {
-                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    time::sleep(after_ms).await;
                     let n = self.gates.len();
                     isolate = pick_isolate(&mut self.rng.borrow_mut(), n, self.orders.skew);
                 }
@@ -335,7 +333,7 @@ impl Fleet {
             sleep_until_ms(at).await;
             running.spawn_local(self.clone().intent(a));
         }
-        let wait = Duration::from_millis((end - now_ms()).max(0) as u64);
+        let wait = time::span((end - now_ms()).max(0) as f64);
         let _ = tokio::time::timeout(wait, async { while running.join_next().await.is_some() {} })
             .await;
         // Cut off what is still running, and wait until it has let go of the fleet.

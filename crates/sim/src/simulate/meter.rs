@@ -14,7 +14,6 @@ use super::measure::{CommandReading, Ping, Sold};
 use super::probe::{raise_priority, BlockingConn, Clock, Priority};
 use crate::load::parse_commandstats;
 use flashgate_core::keys::EventKeys;
-use flashgate_core::model::now_ms;
 use flashgate_core::origin::resp::RespConfig;
 use flashgate_core::origin::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,14 +42,6 @@ pub struct Measured {
     pub sold: Vec<Sold>,
     /// The scheduling the probe's thread got.
     pub priority: Priority,
-}
-
-/// Sleeps until Unix time `ms` (for tasks on a tokio runtime).
-pub async fn sleep_until_ms(ms: i64) {
-    let wait = ms - now_ms();
-    if wait > 0 {
-        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-    }
 }
 
 /// The probe's loop: ticks every [`PING_MS`] from its start (a tick it overran is skipped,
@@ -272,7 +263,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_instruments_keep_their_own_time_on_their_own_threads() {
         // The sale started 900 ms ago: the sampler reads edge 0 at once and edge 1 at +100 ms.
-        let t0 = now_ms() - 900;
+        let t0 = flashgate_core::model::now_ms() - 900;
         let m = Meter::start(&fake_origin(), "e", "A", t0, 5).unwrap();
         // This runtime's only thread is blocked meanwhile: the instruments must not need it.
         std::thread::sleep(Duration::from_millis(150));

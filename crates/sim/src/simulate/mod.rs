@@ -44,6 +44,7 @@ mod plan;
 mod probe;
 mod report;
 mod run;
+pub mod time;
 
 pub use measure::{per_second, sellout_ms, Forward, Second};
 pub use plan::{arrivals, next, Arrival, Crowd, Next, MAX_RETRIES};

@@ -15,8 +15,8 @@
 //! isolate called its origin (its decision to forward) and whether a connection sent it.
 
 use super::measure::Forward;
+use super::time::{self, now_ms};
 use flashgate_core::keys::EventKeys;
-use flashgate_core::model::now_ms;
 use flashgate_core::net::NativeOrigin;
 use flashgate_core::origin::{Cmd, Origin, OriginError, Value};
 use flashgate_core::script::PURCHASE;
@@ -93,7 +93,8 @@ impl Pool {
             .map_err(|e| format!("cannot start the origin pool's thread: {e}"))?;
         Ok(Pool {
             jobs: Some(tx),
-            timeout: Duration::from_millis(timeout_ms),
+            // The sale's time: a slowed sale waits as long for its origin in its own time.
+            timeout: time::span(timeout_ms as f64),
             thread: Some(thread),
         })
     }
@@ -198,7 +199,7 @@ impl Origin for IsolateOrigin<'_> {
     }
 
     fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
-        tokio::time::sleep(Duration::from_millis(ms))
+        time::sleep(ms)
     }
 }
 

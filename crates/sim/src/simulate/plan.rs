@@ -150,6 +150,8 @@ pub struct Busy {
     /// Shoppers ahead, and units left, when the answer says.
     pub place: Option<u64>,
     pub remaining: Option<u64>,
+    /// When to come back, in ms, when the answer says (`retry_ms`, finer than Retry-After).
+    pub retry_ms: Option<u64>,
 }
 
 impl Busy {
@@ -160,6 +162,7 @@ impl Busy {
         Busy {
             place: n("place"),
             remaining: n("remaining"),
+            retry_ms: n("retry_ms"),
         }
     }
     /// The place shown is hopeless: far more shoppers ahead than units left.
@@ -190,9 +193,10 @@ pub fn after(
     if let Some(ms) = hammer_ms {
         return Next::Retry { after_ms: ms };
     }
-    match next(status, retry_after, 1) {
-        Next::Retry { after_ms } => Next::Retry { after_ms },
-        other => other,
+    // The page comes back when the answer says, to the millisecond when it says so.
+    match (next(status, retry_after, 1), busy.retry_ms) {
+        (Next::Retry { .. }, Some(ms)) => Next::Retry { after_ms: ms },
+        (other, _) => other,
     }
 }
 
@@ -381,9 +385,19 @@ mod tests {
         assert_eq!(hammer, Next::Retry { after_ms: 200 });
         assert_eq!(after(201, None, b, None, (0, Some(1)), 1), Next::Done);
         // A place far behind the units left is hopeless.
+        // A `retry_ms` in the answer is finer than Retry-After, and wins.
+        let soon = Busy {
+            retry_ms: Some(450),
+            ..b
+        };
+        assert_eq!(
+            after(503, Some("1"), soon, None, (1000, Some(60_000)), 2),
+            Next::Retry { after_ms: 450 }
+        );
         let far = Busy {
             place: Some(5000),
             remaining: Some(100),
+            retry_ms: None,
         };
         assert_eq!(
             after(503, Some("1"), far, None, (0, Some(60_000)), 1),

@@ -12,7 +12,7 @@
 //! the origin, not the queue of runnable threads. The codec is the worker's own
 //! ([`encode_command`], [`decode_reply`]), the same bytes any client sends.
 
-use flashgate_core::model::now_ms;
+use super::time;
 use flashgate_core::origin::resp::{
     decode_reply, encode_command, RespConfig, ServerReply, MAX_REPLY_BYTES,
 };
@@ -77,25 +77,29 @@ pub fn raise_priority() -> Priority {
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     anchor: Instant,
-    /// `t0_ms` in microseconds after `anchor` (negative when the start was before it).
+    /// `t0_ms` in microseconds of the sale's time after `anchor` (negative when the start was
+    /// before it).
     t0_us: i64,
+    /// Wall-clock time per unit of the sale's ([`time`]).
+    scale: f64,
 }
 
 impl Clock {
     pub fn new(t0_ms: i64) -> Clock {
         Clock {
             anchor: Instant::now(),
-            t0_us: (t0_ms - now_ms()) * 1000,
+            t0_us: (t0_ms - time::now_ms()) * 1000,
+            scale: time::slow().scale,
         }
     }
 
-    /// Microseconds after the start at `at`.
+    /// Microseconds after the start at `at`, in the sale's time.
     pub fn us_at(&self, at: Instant) -> i64 {
         let since = match at.checked_duration_since(self.anchor) {
             Some(d) => d.as_micros() as i64,
             None => -((self.anchor - at).as_micros() as i64),
         };
-        since - self.t0_us
+        (since as f64 / self.scale) as i64 - self.t0_us
     }
 
     /// Milliseconds after the start at `at` (rounded down).
@@ -105,7 +109,7 @@ impl Clock {
 
     /// The instant `ms` milliseconds after the start.
     pub fn instant(&self, ms: i64) -> Instant {
-        let us = self.t0_us + ms * 1000;
+        let us = ((self.t0_us + ms * 1000) as f64 * self.scale) as i64;
         if us >= 0 {
             self.anchor + Duration::from_micros(us as u64)
         } else {
@@ -201,6 +205,7 @@ pub(crate) fn read_command(r: &mut impl std::io::BufRead) -> Option<Vec<String>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flashgate_core::model::now_ms;
     use flashgate_core::origin::Value;
 
     #[cfg(target_os = "linux")]

@@ -56,6 +56,9 @@ pub struct Report {
     /// How late first attempts reached their isolates against the plan (see `measure`).
     pub late_p50_ms: f64,
     pub late_p99_ms: f64,
+    /// `--time-scale`: how many times slower than the wall clock the sale ran (every figure
+    /// is in the sale's time).
+    pub time_scale: f64,
     pub warmup_ms: i64,
     /// Isolates that had read their snapshot before the start.
     pub warmed_isolates: usize,
@@ -208,6 +211,14 @@ pub fn render_table(r: &Report) -> String {
                 "p50 {:.0} ms, p99 {:.0} ms behind the plan",
                 r.late_p50_ms, r.late_p99_ms
             ),
+        ),
+        (
+            "sale's clock",
+            if r.time_scale == 1.0 {
+                "the wall clock".to_string()
+            } else {
+                format!("{}× slower than the wall clock", r.time_scale)
+            },
         ),
         ("intents ended", joined(&r.intents)),
         (

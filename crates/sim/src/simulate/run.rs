@@ -5,13 +5,13 @@
 
 use super::fleet::{self, Orders};
 use super::measure::{self, pct, Readings};
-use super::meter::{sleep_until_ms, Meter, PING_MS};
+use super::meter::{Meter, PING_MS};
 use super::plan::{arrivals, enters_early, group_of, sale_spec, Crowd, Mix, Skew, SECRET};
 use super::report::{group_rows, render_table, FairnessReport, Patience, Report};
+use super::time::{self, now_ms, sleep_until_ms};
 use crate::load::order_body;
 use flashgate_core::config::Config;
 use flashgate_core::keys::EventKeys;
-use flashgate_core::model::now_ms;
 use flashgate_core::model::{format_ms, Fairness, DEFAULT_ORIGIN_BUDGET};
 use flashgate_core::net::{connect, NativeOrigin};
 use flashgate_core::ops;
@@ -71,6 +71,11 @@ pub struct SimulateArgs {
     /// Mean of the exponential arrival curve, in ms after the start.
     #[arg(long, default_value_t = 300)]
     pub arrival_ms: u64,
+    /// Run the sale this many times slower than the wall clock (`simulate::time`): the fleet
+    /// is one thread, and a crowd that arrives faster than it can decide is decided late
+    /// (`late_p99_ms`). Every figure is in the sale's time; 1: real time.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
     /// Seed of the crowd's randomness.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -116,6 +121,9 @@ fn check(a: &SimulateArgs) -> Result<(), String> {
     within("--seconds", a.seconds, 1, 3600)?;
     within("--connections", a.connections as u64, 1, 4096)?;
     within("--arrival-ms", a.arrival_ms, 0, 3_600_000)?;
+    if !(1.0..=100.0).contains(&a.time_scale) {
+        return Err("--time-scale must be 1 to 100".into());
+    }
     if a.stock == Some(0) {
         return Err("--stock must be at least 1".into());
     }
@@ -251,6 +259,7 @@ fn progress(attempts: u64) -> ProgressBar {
 pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Result<(), String> {
     let began = std::time::Instant::now();
     check(&a)?;
+    time::set_scale(a.time_scale);
     let config = isolate_config(&a, origin, password.as_deref())?;
     let admin = connect(origin, password.clone(), 5000)?;
     admin
@@ -411,6 +420,7 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         probe_priority: m.priority,
         late_p50_ms: late.0,
         late_p99_ms: late.1,
+        time_scale: time::slow().scale,
         warmup_ms: log.warmup_ms,
         warmed_isolates: log.warmed,
         per_second,

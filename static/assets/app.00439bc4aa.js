@@ -430,8 +430,11 @@ function outcome(res, intent, sku) {
         note: 'Lots of shoppers right now. We will retry automatically and keep your place.' };
     case 'busy':
       // Not admitted yet: the shopper's place in line and the wait, from the answer; same key,
-      // after Retry-After (already jittered).
-      return { phase: 'in_line', retryIn: (res.retryAfter ?? SECOND) + jitter(SECOND / 4), note: lineNote(res.data?.error) };
+      // after the answer's retry_ms (already jittered: when the place is due, if soon), or
+      // after Retry-After.
+      return { phase: 'in_line', note: lineNote(res.data?.error),
+        retryIn: Number.isFinite(res.data?.error?.retry_ms) ? res.data.error.retry_ms
+          : (res.retryAfter ?? SECOND) + jitter(SECOND / 4) };
     case 'entry_required':
     case 'bad_ticket':
       // No (good) entry ticket: enter, then retry with the same key (twice at most in a row).
