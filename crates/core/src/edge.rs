@@ -70,14 +70,32 @@ struct CachedEvent {
 /// refresh together every `cache_ms`, and the line ticks in the rest of each second would
 /// find nobody to claim them; with the jitter their reads drift apart within a few refreshes.
 /// (An isolate reads at most a third more often.)
-pub fn fresh_for(cache_ms: i64, fetched_at: i64) -> i64 {
+///
+/// The first snapshot after the fleet read every line tick ([`reads_every_tick`]: the line
+/// waited for a window's count, as at the start of the sale) is kept for anything from a
+/// tick to `cache_ms` (`after_ticks`): the whole fleet read at the same ticks then, and would
+/// otherwise leave the ticks of the next second unclaimed.
+pub fn fresh_for(cache_ms: i64, fetched_at: i64, after_ticks: bool) -> i64 {
     // SplitMix64's finaliser: moments a millisecond apart land far apart.
     let mut z = (fetched_at as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    let spread = (cache_ms / 4).max(0) as u64 + 1;
-    cache_ms - (z % spread) as i64
+    let spread = if after_ticks {
+        cache_ms - crate::threshold::ADVANCE_MS
+    } else {
+        cache_ms / 4
+    };
+    cache_ms - (z % (spread.max(0) as u64 + 1)) as i64
+}
+
+/// Whether an isolate holding `s` reads the origin every line tick while it has sightings to
+/// report: a started line sale whose line waits for a window to be counted, or has not
+/// advanced yet.
+fn reads_every_tick(s: &Snapshot) -> bool {
+    s.seed.is_some()
+        && s.meta.fairness == crate::model::Fairness::Line
+        && s.line.as_ref().is_none_or(|l| l.waiting)
 }
 
 /// The windows (ranks) of a started sale watched from `from` to `to` (Unix ms), and for how
@@ -265,9 +283,7 @@ impl EdgeState {
         // a cache longer than the line's horizon has chosen fewer reads over a line that
         // keeps up: that cache is kept.)
         let counting = c.cache_ms <= crate::threshold::HORIZON_MS
-            && (e.snapshot.as_ref().and_then(Option::as_ref))
-                .filter(|s| s.seed.is_some() && s.meta.fairness == crate::model::Fairness::Line)
-                .is_some_and(|s| s.line.as_ref().is_none_or(|l| l.waiting))
+            && (e.snapshot.as_ref().and_then(Option::as_ref)).is_some_and(|s| reads_every_tick(s))
             && age >= crate::threshold::ADVANCE_MS
             && self.reports.get(event).is_some_and(Counts::has_sightings);
         if let Some(s) = &e.snapshot {
@@ -304,12 +320,15 @@ impl EdgeState {
             Some(snapshot) => {
                 let (watched_since, reported) = (self.events.get(event))
                     .map_or((now, false), |e| (e.watched_since, e.reported));
+                let ticking = |s: Option<&Rc<Snapshot>>| s.is_some_and(|s| reads_every_tick(s));
+                let old = (self.events.get(event)).and_then(|e| e.snapshot.clone().flatten());
+                let after_ticks = ticking(old.as_ref()) && !ticking(snapshot.as_ref());
                 self.events.insert(
                     event.to_string(),
                     CachedEvent {
                         snapshot: Some(snapshot),
                         fetched_at: now,
-                        ttl_ms: fresh_for(self.config.cache_ms, now),
+                        ttl_ms: fresh_for(self.config.cache_ms, now, after_ticks),
                         refreshing_since: None,
                         watched_since,
                         reported,
@@ -770,7 +789,7 @@ mod tests {
             "not the pre-start one meanwhile",
         );
         s.store("e", Some(Some(Rc::new(before))), 650);
-        let ttl = fresh_for(1000, 650);
+        let ttl = fresh_for(1000, 650, false);
         expect(
             &mut s,
             &[651, 650 + ttl - 1],
@@ -787,7 +806,7 @@ mod tests {
         expect(&mut s, &[1], "wait", "cold: others wait for the refresher");
         s.store("e", Some(Some(Rc::new(snap()))), 0);
         // Kept for the refresh interval less its jitter.
-        let ttl = fresh_for(1000, 0);
+        let ttl = fresh_for(1000, 0, false);
         assert!((750..1000).contains(&ttl), "{ttl}");
         expect(&mut s, &[1, 500, ttl - 1], "use", "fresh");
         expect(&mut s, &[ttl], "refresh", "first stale request refreshes");
@@ -881,14 +900,19 @@ mod tests {
         expect(&mut s, &[0], "refresh", "cold");
         s.store("e", Some(Some(Rc::new(line_sale(0, Some(true))))), 0);
         s.event_counts("e").sight(1, "u", "k");
-        let ttl = fresh_for(60_000, 0);
+        let ttl = fresh_for(60_000, 0, false);
         expect(&mut s, &[300, ttl - 1], "use", "a long cache");
         // A line inside a counted window: once a refresh interval, sightings or not.
         let mut s = EdgeState::new(cfg());
         expect(&mut s, &[0], "refresh", "cold");
         s.store("e", Some(Some(Rc::new(line_sale(0, Some(false))))), 0);
         s.event_counts("e").sight(1, "u", "k");
-        expect(&mut s, &[300, fresh_for(1000, 0) - 1], "use", "not waiting");
+        expect(
+            &mut s,
+            &[300, fresh_for(1000, 0, false) - 1],
+            "use",
+            "not waiting",
+        );
     }
 
     #[test]
@@ -1094,7 +1118,7 @@ mod tests {
     #[test]
     fn snapshots_are_kept_for_the_refresh_interval_less_a_jitter_drawn_per_read() {
         let ttls: Vec<i64> = (0..1000)
-            .map(|t| fresh_for(1000, 1_800_000_000_000 + t))
+            .map(|t| fresh_for(1000, 1_800_000_000_000 + t, false))
             .collect();
         assert!(ttls.iter().all(|&t| (750..=1000).contains(&t)), "{ttls:?}");
         // Reads a millisecond apart are kept for different times, spread over the quarter.
@@ -1103,7 +1127,37 @@ mod tests {
         let mean = ttls.iter().sum::<i64>() as f64 / ttls.len() as f64;
         assert!((850.0..=900.0).contains(&mean), "mean {mean}");
         // The same read, the same TTL; a cache of 0 stays 0.
-        assert_eq!(fresh_for(1000, 42), fresh_for(1000, 42));
-        assert_eq!(fresh_for(0, 42), 0);
+        assert_eq!(fresh_for(1000, 42, false), fresh_for(1000, 42, false));
+        assert_eq!(fresh_for(0, 42, false), 0);
+    }
+
+    #[test]
+    fn the_first_snapshot_after_the_fleet_read_every_tick_is_kept_for_a_tick_to_a_refresh() {
+        // Over many moments: anything from a tick (250 ms) to the refresh interval.
+        let ttls: Vec<i64> = (0..1000).map(|t| fresh_for(1000, t * 7, true)).collect();
+        assert!(ttls.iter().all(|&t| (250..=1000).contains(&t)), "{ttls:?}");
+        let (lo, hi) = (ttls.iter().min().unwrap(), ttls.iter().max().unwrap());
+        assert!(*lo < 300 && *hi > 950, "{lo}..{hi}");
+        // An isolate whose line waited (it read every tick) learns the line has entered.
+        let mut s = EdgeState::new(cfg());
+        expect(&mut s, &[0], "refresh", "cold");
+        s.store("e", Some(Some(Rc::new(line_sale(0, Some(true))))), 0);
+        s.event_counts("e").sight(1, "u", "k");
+        expect(&mut s, &[250], "refresh", "waiting: every tick");
+        s.store("e", Some(Some(Rc::new(line_sale(0, Some(false))))), 250);
+        let ttl = fresh_for(1000, 250, true);
+        assert_ne!(ttl, fresh_for(1000, 250, false), "drawn wider");
+        expect(
+            &mut s,
+            &[251, 250 + ttl - 1],
+            "use",
+            "kept for its drawn TTL",
+        );
+        expect(&mut s, &[250 + ttl], "refresh", "then refreshed");
+        // Its next snapshot (the line still entered) is kept as usual.
+        s.store("e", Some(Some(Rc::new(line_sale(0, Some(false))))), 2000);
+        let usual = fresh_for(1000, 2000, false);
+        expect(&mut s, &[2000 + usual - 1], "use", "usual TTL");
+        expect(&mut s, &[2000 + usual], "refresh", "usual TTL");
     }
 }

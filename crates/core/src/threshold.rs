@@ -387,8 +387,8 @@ pub struct Inputs<'a> {
     /// How long after the threshold passed their place the shoppers the fleet forwarded
     /// lately came, on average (`None`: too few to tell).
     pub lag_ms: Option<f64>,
-    /// Purchases (Idempotency-Keys) per entrant, as sampled ([`intents_per_entrant`]): the
-    /// gain until the origin has counted enough to learn it.
+    /// Purchases (Idempotency-Keys) per entrant that may reach the origin, as sampled
+    /// ([`intents_per_entrant`]): the gain until the origin has counted enough to learn it.
     pub per_entrant: Option<f64>,
 }
 
@@ -403,9 +403,13 @@ pub fn sampled_intents(f: &HashMap<String, String>) -> (u64, u64) {
     (sum("n:"), sum("k:"))
 }
 
-/// Purchases per entrant from [`sampled_intents`], once a few dozen entrants were sampled.
-pub fn intents_per_entrant((entrants, intents): (u64, u64)) -> Option<f64> {
-    (entrants >= 25 && intents > 0).then(|| intents as f64 / entrants as f64)
+/// Purchases per entrant from [`sampled_intents`], once a few dozen entrants were sampled, at
+/// most the units one user may buy in the sale (`per_user`, the total cap): an admitted
+/// shopper's purchases beyond their cap are refused at the edge by the mark their first 201
+/// set (`usermark`), so they never reach the origin.
+pub fn intents_per_entrant((entrants, intents): (u64, u64), per_user: u32) -> Option<f64> {
+    (entrants >= 25 && intents > 0)
+        .then(|| (intents as f64 / entrants as f64).min(f64::from(per_user.max(1))))
 }
 
 /// Attempts a second the origin should see: the budget, or a small multiple of the stock left.
@@ -550,9 +554,10 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
         allowed(i.budget, i.remaining)
     };
     // Until the origin has counted enough, each admitted shopper is assumed to send one
-    // purchase and half of their other tabs' (the rest come after the first tab's 201 and are
-    // refused at the edge by its mark: `usermark`).
-    let prior = (1.0 + (i.per_entrant.unwrap_or(1.0) - 1.0) / 2.0).clamp(1.0, MAX_GAIN);
+    // attempt per purchase that may reach the origin. (Tabs that fire before the first one's
+    // 201 comes back are not counted: the jittered `retry_ms` spreads a shopper's tabs over a
+    // line tick, a round trip is a few ms. Feedback learns what they add.)
+    let prior = i.per_entrant.unwrap_or(1.0).clamp(1.0, MAX_GAIN);
     let (origin_sum, counted_sec) = origin_counted(prev, i, sec);
     let origin = origin_sum + i.origin_this_second.unwrap_or(0);
     let Some(p) = prev else {
@@ -908,12 +913,19 @@ mod tests {
 
     #[test]
     fn the_line_starts_from_the_purchases_each_entrant_made() {
-        // Every shopper has three tabs open: the sampled entrants made three purchases each,
-        // of which the origin sees two (the last tab comes after the first's 201 and is
-        // refused at the edge by its mark), so the line admits half as many shoppers from the
-        // first second on.
+        // Every shopper has three tabs open and may buy two units: the sampled entrants made
+        // three purchases each, of which the origin sees two (the third is refused at the edge
+        // by the mark), so the line admits half as many shoppers from the first second on.
+        assert_eq!(intents_per_entrant((100, 300), 2), Some(2.0));
+        assert_eq!(intents_per_entrant((100, 300), 5), Some(3.0));
+        assert_eq!(
+            intents_per_entrant((100, 300), 0),
+            Some(1.0),
+            "no cap below one"
+        );
+        assert_eq!(intents_per_entrant((10, 30), 5), None, "too few sampled");
         let e = crowd(&[(0, 40_000.0)]);
-        let seen = plant_late(&e, (2.0, Some(3.0)), (400, 8), 0);
+        let seen = plant_late(&e, (2.0, intents_per_entrant((100, 300), 2)), (400, 8), 0);
         assert!(
             seen.iter().all(|n| (320.0..=480.0).contains(n)),
             "{seen:.0?}"
@@ -932,9 +944,8 @@ mod tests {
         // them for shoppers who left.
         let e = crowd(&[(0, 40_000.0)]);
         for per_shopper in [1.0, 1.8] {
-            // Tabs sampled such that the origin sees `per_shopper` of them (see above).
-            let tabs = 2.0 * per_shopper - 1.0;
-            let seen = plant_late(&e, (per_shopper, Some(tabs)), (400, 12), 1000);
+            // Purchases sampled such that the origin sees `per_shopper` of them (see above).
+            let seen = plant_late(&e, (per_shopper, Some(per_shopper)), (400, 12), 1000);
             // Nothing comes in the first second; within 0.7-1.3 from the next, learnt by the
             // sixth.
             for (sec, n) in seen.iter().enumerate().skip(1) {

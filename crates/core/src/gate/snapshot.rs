@@ -95,7 +95,7 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
             coverage,
             exposure: &s.exposure,
             fleet,
-            per_entrant: threshold::intents_per_entrant(s.sampled_intents),
+            per_entrant: threshold::intents_per_entrant(s.sampled_intents, s.meta.caps.total),
             // The last second's reports and this one's so far: the lag is known as soon as
             // enough forwarded shoppers were reported.
             lag_ms: {
