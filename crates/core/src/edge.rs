@@ -318,11 +318,13 @@ impl EdgeState {
         }
         match result {
             Some(snapshot) => {
-                let (watched_since, reported) = (self.events.get(event))
-                    .map_or((now, false), |e| (e.watched_since, e.reported));
                 let ticking = |s: Option<&Rc<Snapshot>>| s.is_some_and(|s| reads_every_tick(s));
-                let old = (self.events.get(event)).and_then(|e| e.snapshot.clone().flatten());
-                let after_ticks = ticking(old.as_ref()) && !ticking(snapshot.as_ref());
+                let (watched_since, reported, was_ticking) =
+                    (self.events.get(event)).map_or((now, false, false), |e| {
+                        let old = e.snapshot.as_ref().and_then(Option::as_ref);
+                        (e.watched_since, e.reported, ticking(old))
+                    });
+                let after_ticks = was_ticking && !ticking(snapshot.as_ref());
                 self.events.insert(
                     event.to_string(),
                     CachedEvent {

@@ -444,10 +444,7 @@ fn admit(
     };
     let busy = match line {
         None if st.admit(a.event, roll, now) => return Ok(()),
-        None => {
-            let jitter = (roll * 7919.0).fract();
-            ApiError::busy(1 + (jitter * 3.0) as u64)
-        }
+        None => ApiError::busy(1 + (jitter(roll) * 3.0) as u64),
         Some(seed) => {
             let start = snap.meta.starts_at;
             let key = line::place_key(seed, a.event, &a.user, window, start.div_euclid(1000));
@@ -467,12 +464,7 @@ fn admit(
             }
             let (ahead, wait) = threshold::ahead(state, &snap.entrants, place, now);
             let remaining: u32 = snap.items.iter().map(|i| i.remaining()).sum();
-            let retry = if wait.is_finite() {
-                (wait / 2.0).floor().clamp(1.0, MAX_LINE_RETRY_SECS) as u64
-            } else {
-                MAX_LINE_RETRY_SECS as u64
-            };
-            ApiError::busy(retry)
+            ApiError::busy(line_retry_after(wait))
                 .with("place", ahead)
                 .with(
                     "wait_s",
@@ -495,15 +487,29 @@ fn admit(
 /// second or more for a place due sooner comes late, and the origin idles meanwhile: the
 /// sale's first second, when nobody's window has been counted yet, is the worst case.
 fn line_retry_ms(wait_s: f64, roll: f64) -> u64 {
-    let jitter = (roll * 7919.0).fract() * threshold::ADVANCE_MS as f64;
     let wait_ms = wait_s * 1000.0;
     if wait_ms.is_finite() && wait_ms < SOON_MS {
+        let jitter = jitter(roll) * threshold::ADVANCE_MS as f64;
         (wait_ms.clamp(MIN_LINE_RETRY_MS, 1000.0) + jitter) as u64
-    } else if wait_s.is_finite() {
-        ((wait_s / 2.0).floor().clamp(1.0, MAX_LINE_RETRY_SECS) * 1000.0) as u64
     } else {
-        (MAX_LINE_RETRY_SECS * 1000.0) as u64
+        line_retry_after(wait_s) * 1000
     }
+}
+
+/// The Retry-After (s) of a shopper in line with an estimated wait of `wait_s`: half the
+/// wait, 1 to [`MAX_LINE_RETRY_SECS`].
+fn line_retry_after(wait_s: f64) -> u64 {
+    if wait_s.is_finite() {
+        (wait_s / 2.0).floor().clamp(1.0, MAX_LINE_RETRY_SECS) as u64
+    } else {
+        MAX_LINE_RETRY_SECS as u64
+    }
+}
+
+/// A second uniform draw in 0..1 from the attempt's roll, so that shed attempts do not come
+/// back together.
+fn jitter(roll: f64) -> f64 {
+    (roll * 7919.0).fract()
 }
 
 /// Counts a shed candidate.
