@@ -691,19 +691,32 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
         origin,
     };
     // Older advances: the last state's, then the newest of each MARK_SPACING_MS before it,
-    // as far back as the lag needs.
+    // as far back as the lag needs, and the oldest of those: the shoppers admitted before
+    // the oldest mark kept are missing from the admissions the gain is learnt against, while
+    // their attempts are in the origin's count. (The line's start, its lead a millisecond
+    // later and its next advance fall in one half second; keeping only the last of them made
+    // a crowd waiting at the start look like 1.8 attempts a shopper after its first second:
+    // seconds 1 and 2 then got 0.69–0.91 and 0.29–0.64 of the budget in `flashgate simulate`.)
     let keep_ms = (lag_ms + RETURN_MS as f64) as i64 + 1500;
+    let recent = |m: &&Mark| m.at_ms > 0 && m.at_ms < now && now - m.at_ms <= keep_ms;
     let mut bucket = None;
-    let older = (p.past.iter()).filter(|m| {
-        let b = m.at_ms.div_euclid(MARK_SPACING_MS);
-        let keep = m.at_ms > 0 && m.at_ms < now && now - m.at_ms <= keep_ms && bucket != Some(b);
-        if keep {
+    let mut older: Vec<Mark> = (p.past.iter().filter(recent))
+        .filter(|m| {
+            let b = m.at_ms.div_euclid(MARK_SPACING_MS);
+            let keep = bucket != Some(b);
             bucket = Some(b);
+            keep
+        })
+        .copied()
+        .collect();
+    if let Some(&oldest) = p.past.iter().rfind(recent) {
+        if older.last() != Some(&oldest) {
+            older.truncate(PAST - 2);
+            older.push(oldest);
         }
-        keep
-    });
+    }
     for (slot, m) in past[1..].iter_mut().zip(older) {
-        *slot = *m;
+        *slot = m;
     }
     LineState {
         at_ms: now,
@@ -963,6 +976,35 @@ mod tests {
             ..first
         };
         assert_eq!(advance(Some(&learnt), &measured).lag_ms, 350.0);
+    }
+
+    #[test]
+    fn the_gain_counts_the_shoppers_admitted_at_the_start() {
+        // A crowd of 25,008 waiting at the start (`flashgate simulate`, half the crowd early, at
+        // 1,000 isolates): the line starts with its lead, advances every quarter second, and
+        // every shopper it admits buys once, most of them within the second. After that
+        // second the gain learnt is about one, not the 1.32 learnt when the start's marks
+        // were forgotten (the line then ran at 270 shoppers a second for a second).
+        let e = crowd(&[(0, 25_008.0)]);
+        let mut s = advance(None, &inputs(&e, START + 1, None));
+        for (at, origin) in [(251, 115), (536, 237), (751, 374)] {
+            let i = Inputs {
+                origin_this_second: Some(origin),
+                ..inputs(&e, START + at, None)
+            };
+            s = advance(Some(&s), &i);
+        }
+        let admitted = e.below(s.threshold_at(START + 1001));
+        assert!((470.0..500.0).contains(&admitted), "{admitted}");
+        let after = Inputs {
+            origin_before: [Some(468), None],
+            origin_this_second: Some(0),
+            lag_ms: Some(242.0),
+            ..inputs(&e, START + 1001, None)
+        };
+        let next = advance(Some(&s), &after);
+        assert!(next.learnt);
+        assert!((0.95..=1.15).contains(&next.gain), "{next:?}");
     }
 
     #[test]
