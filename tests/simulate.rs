@@ -221,7 +221,12 @@ fn a_slowed_sale_runs_on_the_sales_clock() {
     // The sale's three seconds took at least nine of the wall clock's.
     assert!(took >= 9.0, "ran for {took:.1} s");
     let secs = r["per_second"].as_array().expect("per_second");
-    assert_eq!(secs.len(), 3, "three seconds of the sale's clock: {r}");
+    // A row a second of the sale's clock up to the fleet's end (it ends once every shopper is
+    // done, as soon as the second after the sell-out): at most three, not the wall clock's nine.
+    assert!(
+        (1..=3).contains(&secs.len()),
+        "seconds of the sale's clock: {r}"
+    );
     let ms = r["sellout_ms"].as_i64().expect("it sold out");
     assert!((0..3000).contains(&ms), "{ms} ms on the sale's clock");
     // Its first attempts kept to their plan on the sale's clock.

@@ -75,21 +75,32 @@ export function ruler(band, suffix = '') {
  * before the sell-out, or any second of a run that never sold out), `sellout` (the sell-out
  * fell inside it) or `after`. A whole second meets the goal when its origin attempts are within
  * BUDGET_BAND × budget; the sell-out second held less than a second of sale, so only the upper
- * bound applies to it; the seconds after are not judged.
+ * bound applies to it; the seconds after are not judged. A whole second that began with fewer
+ * units left than the band's floor (the tail) is held to that share of the units left.
  */
 export function longSale(r) {
   const [lo, hi] = BUDGET_BAND;
   const sellout = r.sellout_ms ?? null;
+  let soldBefore = 0;
   const seconds = r.per_second.map((s) => {
     const from = s.t * 1000;
     const part = sellout === null || from + 1000 <= sellout ? 'whole' : from < sellout ? 'sellout' : 'after';
     const ratio = s.origin_attempts / r.budget;
-    const ok = part === 'whole' ? ratio >= lo && ratio <= hi : part === 'sellout' ? ratio <= hi : null;
+    // The tail: a whole second that began with fewer units left than the band's floor of
+    // attempts. Even a line that spends no attempt in vain then cannot reach the floor, and
+    // the line asks for at most a small multiple of the units left (the issue's "as fast as
+    // the origin budget and the remaining stock allow"): the floor is that share of the units.
+    const left = Math.max(0, r.stock - soldBefore);
+    soldBefore = s.sold;
+    const tail = part === 'whole' && left < lo * r.budget;
+    const floor = tail ? lo * left : lo * r.budget;
+    const ok = part === 'whole' ? s.origin_attempts >= floor && ratio <= hi : part === 'sellout' ? ratio <= hi : null;
     const verdict = part === 'after' ? 'after the sell-out'
       : ratio > hi ? `above ${hi}×`
       : part === 'sellout' ? `sell-out second, ≤ ${hi}×`
+      : tail ? `tail: ${int(left)} units left at its start, ≥ ${lo}× of them${ok ? '' : ': missed'}`
       : ratio < lo ? `below ${lo}×` : 'in band';
-    return { t: s.t, attempts: s.origin_attempts, ratio, sold: s.sold, part, ok, verdict };
+    return { t: s.t, attempts: s.origin_attempts, ratio, sold: s.sold, left, tail, part, ok, verdict };
   });
   const judged = seconds.filter((s) => s.part !== 'after');
   const whole = judged.filter((s) => s.part === 'whole');
@@ -124,13 +135,19 @@ export function longChart(name, a) {
   return lines.join('\n');
 }
 
+/** Which of the whole seconds were the tail, held to the units left rather than the budget. */
+const tailNote = (a) => {
+  const tail = a.whole.filter((s) => s.tail);
+  return tail.length ? `; the tail (fewer units left than ${BUDGET_BAND[0]}× the budget): ${tail.map((s) => `second ${s.t}, ${int(s.attempts)} attempts for ${int(s.left)} units left${s.ok ? '' : ' (**missed**)'}`).join('; ')}` : '';
+};
+
 const longRows = (runs) => {
   const cell = (f) => runs.map(({ a }) => (a ? f(a) : 'not run'));
   return [
     ['isolates; users; intents', ...cell((a) => `${int(a.r.isolates)}; ${int(a.r.users)}; ${int(a.r.attempts)}`)],
     ['units sold / stock (oversold)', ...cell((a) => `${int(a.r.sold)} / ${int(a.r.stock)} (${int(a.r.oversold)})`)],
     [`sell-out (goal ≤ 1.5 × stock ÷ budget + 1 s)`, ...cell((a) => `${a.r.sellout_ms === null ? 'never' : `${int(a.r.sellout_ms)} ms`} (≤ ${int(a.limitMs)} ms: ${goal(a.selloutOk)})`)],
-    [`whole seconds to the sell-out with origin attempts in ${BUDGET_BAND[0]}–${BUDGET_BAND[1]}× the budget`, ...cell((a) => `${a.inBand} of ${a.whole.length}${a.r.sellout_ms === null ? ' (no sell-out: the whole run)' : ''}`)],
+    [`whole seconds to the sell-out with origin attempts in ${BUDGET_BAND[0]}–${BUDGET_BAND[1]}× the budget`, ...cell((a) => `${a.inBand} of ${a.whole.length}${a.r.sellout_ms === null ? ' (no sell-out: the whole run)' : ''}${tailNote(a)}`)],
     [`the sell-out second (≤ ${BUDGET_BAND[1]}× only)`, ...cell((a) => (a.last ? `${int(a.last.attempts)} (${times(a.last.ratio)}): ${a.last.ok ? 'within' : 'over'}` : '—'))],
     ['origin attempts per second to the sell-out: least, most', ...cell((a) => `${int(a.least)}, ${int(a.most)} (${times(a.least / a.r.budget)}, ${times(a.most / a.r.budget)})`)],
     ['goal: every second in the band', ...cell((a) => goal(a.bandOk))],

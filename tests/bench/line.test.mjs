@@ -150,6 +150,25 @@ test('readRuns reads the files there are and gives null for the others', () => {
   }
 });
 
+test('a whole second that began with fewer units left than the floor is held to the units left', () => {
+  // Stock 300, budget 100: 50 sold in each of seconds 0-4 (left 50 at the start of second 5),
+  // then second 5 sends 45 attempts for them (0.45× the budget, 0.9× the units left).
+  const per = [100, 100, 100, 100, 100, 45, 10];
+  const r = report({ stock: 300, sellout: 6200, attempts: per });
+  // report() sells half the attempts: 50 a second, so 250 by the end of second 4.
+  const a = longSale(r);
+  assert.deepEqual(a.seconds.map((s) => s.left), [300, 250, 200, 150, 100, 50, 300 - r.per_second[5].sold]);
+  assert.deepEqual(a.seconds.map((s) => s.tail), [false, false, false, false, false, true, false]);
+  assert.deepEqual(a.seconds.map((s) => s.ok), [true, true, true, true, true, true, true]);
+  assert.match(a.seconds[5].verdict, /^tail: 50 units left at its start/);
+  // The same second with 30 attempts (0.6× of 50) misses even the tail's floor.
+  const short = longSale(report({ stock: 300, sellout: 6200, attempts: [100, 100, 100, 100, 100, 30, 10] }));
+  assert.equal(short.seconds[5].ok, false);
+  assert.equal(short.bandOk, false);
+  const text = lineSections({ longAttempt: null, longLine: r, fairAttempt: null, fairLine: null }).md.join('\n\n');
+  assert.match(cells(text, 'whole seconds to the sell-out with origin attempts in 0.8–1.2× the budget')[2], /^6 of 6; the tail \(fewer units left than 0\.8× the budget\): second 5, 45 attempts for 50 units left$/);
+});
+
 test('bars: whole blocks per twentieth, eighths, the band where the bar ends, ▶ past the width', () => {
   assert.equal(bar(1, [0.8, 1.2]), `${'█'.repeat(20)}${'░'.repeat(4)}${' '.repeat(26)}`);
   assert.equal(bar(0.5, [0.8, 1.2]), `${'█'.repeat(10)}${' '.repeat(6)}${'░'.repeat(8)}${' '.repeat(26)}`);

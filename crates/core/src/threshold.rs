@@ -33,13 +33,16 @@ use std::collections::{BTreeMap, HashMap};
 pub const ADVANCE_MS: i64 = 250;
 /// A line that enters a window it waited for takes this lead (in seconds of its rate): the
 /// shoppers it admits are waiting, and come back only within their `retry_ms`, so the origin's
-/// next half second is not spent waiting for them.
+/// next half second is not spent waiting for them. (Entering the sale's first second 500 ms
+/// in, half a second gave that second 0.79–0.96 of the budget in `flashgate simulate`; 0.6 s
+/// 0.86–1.04 but once, entering late, 0.70 and then 1.29 in the next second; 0.75 s
+/// 1.02–1.24.)
 pub const LEAD_SECS: f64 = 0.5;
 /// The line's lead when it starts in a window it knows (the early window, at the start):
 /// smaller, as the shoppers it admits then are arriving, not waiting, and those admitted
 /// before they come pass at once. (Half a second put 1.26–1.36× the budget on the origin in
-/// the first second of `flashgate simulate` with half the crowd early; a quarter 1.19–1.20,
-/// then 0.80–1.07. A crowd already waiting at the start gets 0.6–0.75 in its first second.)
+/// the first second of `flashgate simulate` with half the crowd early; a quarter 1.09–1.20,
+/// then 0.8–1.1. A crowd already waiting at the start gets 0.6–0.75 in its first second.)
 pub const START_LEAD_SECS: f64 = 0.25;
 /// The line may be open (everyone who has arrived admitted) only this long after the start.
 pub const OPEN_AFTER_MS: i64 = 5000;
@@ -50,11 +53,23 @@ pub const HORIZON_MS: i64 = 1500;
 pub const HISTORY_SECS: i64 = 6 * 3600;
 /// One user in this many is sampled to count the entrants of each window.
 pub const SAMPLE: u64 = 4;
-/// The share of a window's fleet time (isolates × the window's milliseconds) the reports must
-/// have covered before the line enters it: until then nobody knows how many arrived in it,
-/// and a line that guesses too few runs through them at many times its rate. (The rest is
-/// extrapolated: `counted_entrants`.)
+/// The share of the last second's window's fleet time (isolates × the window's milliseconds)
+/// the reports must have covered before the line enters it: until then nobody knows how many
+/// arrived in it, and a line that guesses too few runs through them at many times its rate.
+/// (The rest is extrapolated: `counted_entrants`.)
 pub const KNOWN_SHARE: f64 = 0.5;
+/// The share of the fleet time gone by in the window still arriving (this second's) that the
+/// reports must have covered before the line enters it (`counted_entrants`). The fleet reports
+/// every tick and the claimer reads the reports before its own tick's: a crowd that arrives
+/// only after the start is entered at the second tick, 500 ms in.
+pub const ARRIVING_SHARE: f64 = 0.25;
+/// How soon after the line enters a window it waited at its shoppers come, on average, until
+/// the fleet has measured it: they were told to come back every [`WAITING_RETRY_MS`] or up
+/// to a tick later (`gate::purchase`), so each is half such a period from their next attempt.
+pub const WAITED_LAG_MS: f64 = (WAITING_RETRY_MS + ADVANCE_MS as f64 / 2.0) / 2.0;
+/// The least `retry_ms` of a shopper in line (two tabs then stay within a rate limit of 5 a
+/// second), the one told to those whose window the line has not counted yet.
+pub const WAITING_RETRY_MS: f64 = 400.0;
 /// Bounds of the attempts an admitted shopper sends the origin, as learnt: shoppers who left
 /// send none (the line then runs faster), several tabs and several intents send more.
 pub const MIN_GAIN: f64 = 0.25;
@@ -145,8 +160,10 @@ pub struct LineState {
     /// The line had caught up with the arrivals (few were waiting): shoppers are admitted as
     /// they arrive until the next advance.
     pub open: bool,
-    /// The line stands at a window it has not counted enough of yet: isolates that have seen
-    /// its shoppers report them every advance rather than every refresh interval.
+    /// The line stands at a window it has not counted enough of yet, or is in the window
+    /// still arriving (this second's): isolates that have seen its shoppers report them every
+    /// advance rather than every refresh interval. (A line that stands still, `speed` 0, and
+    /// waits enters its window with a lead once it is counted.)
     pub waiting: bool,
     /// The attempts the origin counted since the line began, through Unix second
     /// `counted_sec` (whole seconds only).
@@ -442,6 +459,16 @@ fn window_ms(rank: u64, starts_at_ms: i64) -> f64 {
     }
 }
 
+/// How much of window `rank` has passed at `now_ms`.
+fn window_elapsed_ms(rank: u64, starts_at_ms: i64, now_ms: i64) -> f64 {
+    let begins = if rank <= 1 {
+        starts_at_ms
+    } else {
+        (starts_at_ms.div_euclid(1000) + rank as i64 - 1) * 1000
+    };
+    ((now_ms - begins) as f64).clamp(0.0, window_ms(rank, starts_at_ms))
+}
+
 /// A window still being counted, as an advance saw it: the entrants counted in it and the
 /// milliseconds of it the fleet had watched. `rank == 0`: none.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -458,17 +485,25 @@ pub const FILLING: usize = 2;
 const RATE_SPAN: f64 = 0.05;
 
 /// The entrants as the controller counts them, the first window after the start it has not
-/// counted enough of (of this second's and the last; older windows are final) ([`KNOWN_SHARE`]; `here + 1` when every window through this second's is
-/// known), and the windows still being counted, for the next advance.
+/// counted enough of (of this second's and the last; older windows are final; `here + 1`
+/// when every window through this second's is known), and the windows still being counted,
+/// for the next advance.
 ///
 /// A window's count is the sampled sightings the reports carried; they covered `watched` of
-/// its fleet time `full`. Of a window not fully watched, the arrivals in the rest are forecast
-/// at the rate measured since an earlier advance (`prev`), or, before there is one, at the
-/// average rate so far, with a margin as large as the share not watched. A crowd still growing (a surge, or the first second's crowd as a busy
-/// fleet sees it) is underestimated by the average and a line that guesses too few runs
-/// through them at several times its rate; a crowd front-loaded within its second is
-/// overestimated by either, and feedback corrects that. The early window, counted over the
-/// minutes before the start, is known.
+/// its fleet time.
+/// - This second's window, still arriving, is known once the reports cover
+///   [`ARRIVING_SHARE`] of its fleet time gone by, and is counted as reported, with no
+///   forecast. The reports are a tick old, and a crowd that thins within its second (as a
+///   sale's first second does) forecast from them is several times too large: the line then
+///   crawls through the first second. Those who arrived since, and those still to come, are
+///   admitted as they come if their place is below the threshold, and reach the origin at
+///   once, where the count and the brake see them.
+/// - The last second's window is known once [`KNOWN_SHARE`] of its fleet time was watched.
+///   The arrivals in the rest are forecast at the rate measured since an earlier advance
+///   (`prev`), or, before there is one, at the average rate so far, with a margin as large
+///   as the share not watched: a line errs towards a window too full, which feedback
+///   corrects, not one too empty, which it runs through at several times its rate.
+/// - The early window, counted over the minutes before the start, is known.
 fn counted_entrants(
     i: &Inputs<'_>,
     here: u64,
@@ -492,7 +527,14 @@ fn counted_entrants(
         let n = entrants.0.get(&rank).copied().unwrap_or(0.0);
         let before = (prev.iter()).find(|f| f.rank == rank && f.n <= n && f.watched < watched);
         let measured = before.filter(|f| watched - f.watched >= RATE_SPAN * full);
-        if watched < KNOWN_SHARE * full {
+        if rank == here {
+            // Still arriving: counted as reported, once the reports cover ARRIVING_SHARE of
+            // the fleet time gone by.
+            let elapsed = fleet * window_elapsed_ms(rank, i.starts_at_ms, i.now_ms);
+            if watched <= 0.0 || watched < ARRIVING_SHARE * elapsed {
+                unknown = unknown.min(rank);
+            }
+        } else if watched < KNOWN_SHARE * full {
             unknown = unknown.min(rank);
         } else {
             let rate = measured.map_or(n / watched, |f| (n - f.n) / (watched - f.watched));
@@ -603,13 +645,18 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let mut pos = p.threshold_at(now);
     // A line that waited at a window it had not counted takes the lead it starts with as it
     // enters it: the shoppers it admits now are back only after their lag.
-    if p.waiting && p.pos < limit && target > 0.0 {
+    let mut prior_lag = p.lag_ms;
+    let entering = p.waiting && p.speed <= 0.0 && p.pos < limit;
+    if entering && target > 0.0 {
         pos = entrants.advance_by(pos, target / p.gain * LEAD_SECS, limit);
+        if !p.learnt {
+            prior_lag = prior_lag.min(WAITED_LAG_MS);
+        }
     }
     // Until the gain is learnt, the lag it is learnt against is the latest measured: the
     // prior (LAG_MS) is a guess, and a lag remembered too long makes the shoppers who came
     // back look like extra attempts (a gain learnt too high, a line too slow).
-    let lag_ms = i.lag_ms.map_or(p.lag_ms, |l| {
+    let lag_ms = i.lag_ms.map_or(prior_lag, |l| {
         let l = l.clamp(0.0, MAX_LAG_MS);
         if p.learnt {
             0.5 * p.lag_ms + 0.5 * l
@@ -729,7 +776,7 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
         // Open only in a sale that has run a while, with most of the fleet heard from this
         // second and few arriving: a crowd still on its way (the first seconds) never finds
         // the line open.
-        waiting: blocked && rate > 0.0 && pos >= limit,
+        waiting: (blocked && rate > 0.0 && pos >= limit) || (rate > 0.0 && pos >= here as f64),
         open: now - i.starts_at_ms >= OPEN_AFTER_MS
             && i.coverage >= 0.5
             && rate > 0.0
@@ -1087,9 +1134,10 @@ mod tests {
         assert!(s.reach() <= 4.0 && s.reach() > 3.0, "{}", s.reach());
         let again = advance(Some(&s), &inputs(&e, START + 2750, None));
         assert!(again.pos <= 4.0 && again.pos >= s.pos);
-        // Before the fleet has watched a quarter of this second's window, nobody knows how many
-        // arrived in it: the line waits at its start, is not open, and says it is waiting.
-        let x = watched(2, 0.1);
+        // Before the fleet's reports cover a quarter of this second's window so far, nobody
+        // knows how many arrived in it: the line waits at its start, is not open, and says it
+        // is waiting.
+        let x = watched(2, 0.02);
         let blind = Inputs {
             exposure: &x,
             ..inputs(&e, START + 2100, None)
@@ -1108,8 +1156,31 @@ mod tests {
     }
 
     #[test]
-    fn a_window_still_being_counted_is_forecast_from_its_latest_rate() {
-        // A fleet of 10 isolates: window 1's fleet time is 10,000 ms.
+    fn a_window_still_arriving_is_counted_as_reported() {
+        // A fleet of 10 isolates, 400 ms into window 1: 4,000 ms of its fleet time gone by.
+        let e = crowd(&[(1, 400.0)]);
+        let look = |x, now| Inputs {
+            exposure: x,
+            fleet: 10.0,
+            ..inputs(&e, now, None)
+        };
+        // Reports that cover less than a quarter of it: not known yet.
+        let x = BTreeMap::from([(1, 900)]);
+        let (_, unknown, filling) = counted_entrants(&look(&x, START + 400), 1, &[]);
+        assert_eq!(unknown, 1);
+        assert_eq!(filling[0].rank, 1, "the look is remembered");
+        // A quarter: known, with the arrivals the reports carried and no more (a crowd that
+        // thins within its second would be forecast several times too large: the 400 seen in
+        // 1,000 ms are not 1,600 in 4,000). Those who come later are admitted as they come.
+        let x = BTreeMap::from([(1, 1000)]);
+        let (counted, unknown, _) = counted_entrants(&look(&x, START + 400), 1, &[]);
+        assert_eq!((counted.0[&1], unknown), (400.0, 2));
+    }
+
+    #[test]
+    fn the_last_seconds_window_is_forecast_from_its_latest_rate() {
+        // A fleet of 10 isolates: window 1's fleet time is 10,000 ms; window 2 is this
+        // second's, and is not watched yet.
         let early = crowd(&[(1, 400.0)]);
         let x = BTreeMap::from([(1, 4000)]);
         let look = |e, x, now| Inputs {
@@ -1117,44 +1188,45 @@ mod tests {
             fleet: 10.0,
             ..inputs(e, now, None)
         };
+        let of_1 = |f: &[Filling; FILLING]| f.iter().find(|f| f.rank == 1).copied();
         // 40 % watched: not known yet; the line waits at its start, and remembers the look.
-        let (_, unknown, filling) = counted_entrants(&look(&early, &x, START + 400), 1, &[]);
+        let (_, unknown, filling) = counted_entrants(&look(&early, &x, START + 1100), 2, &[]);
         assert_eq!(unknown, 1);
         assert_eq!(
-            filling[0],
-            Filling {
+            of_1(&filling),
+            Some(Filling {
                 rank: 1,
                 n: 400.0,
                 watched: 4000.0
-            }
+            })
         );
         // 60 % watched and 1,000 counted: 600 arrived in the last 2,000 ms watched, so the
         // 4,000 left bring 1,200 more, and as much again times the 40 % not watched.
         let later = crowd(&[(1, 1000.0)]);
         let x = BTreeMap::from([(1, 6000)]);
-        let (e, unknown, next) = counted_entrants(&look(&later, &x, START + 600), 1, &filling);
+        let (e, unknown, next) = counted_entrants(&look(&later, &x, START + 1200), 2, &filling);
         assert_eq!(unknown, 2);
         assert!((e.0[&1] - (1000.0 + 1.4 * 1200.0)).abs() < 1e-6, "{e:?}");
         assert_eq!(
-            next[0],
-            Filling {
+            of_1(&next),
+            Some(Filling {
                 rank: 1,
                 n: 1000.0,
                 watched: 6000.0
-            }
+            })
         );
         // Without the earlier look, the average rate so far: 1,000 in 6,000 ms.
-        let (e, _, _) = counted_entrants(&look(&later, &x, START + 600), 1, &[]);
+        let (e, _, _) = counted_entrants(&look(&later, &x, START + 1200), 2, &[]);
         assert!((e.0[&1] - (1000.0 + 1.4 * 1000.0 / 6000.0 * 4000.0)).abs() < 1e-6);
         // A look too close to the last (under 5 % of the fleet time since) keeps the older
         // base, so the rate is measured over a span long enough to mean something.
         let x2 = BTreeMap::from([(1, 6300)]);
-        let (_, _, kept) = counted_entrants(&look(&later, &x2, START + 650), 1, &next);
-        assert_eq!(kept[0], next[0]);
+        let (_, _, kept) = counted_entrants(&look(&later, &x2, START + 1250), 2, &next);
+        assert_eq!(of_1(&kept), of_1(&next));
         // Watched in full: the count as it is, and no more to remember of it (only of the
         // next window, not watched yet).
         let x = BTreeMap::from([(1, 10_000)]);
-        let (e, unknown, done) = counted_entrants(&look(&later, &x, START + 1100), 2, &next);
+        let (e, unknown, done) = counted_entrants(&look(&later, &x, START + 1300), 2, &next);
         assert_eq!((e.0[&1], unknown), (1000.0, 2));
         assert_eq!(done.map(|f| f.rank), [2, 0], "{done:?}");
     }
@@ -1163,7 +1235,7 @@ mod tests {
     fn a_window_closed_a_second_ago_is_final_however_the_fleet_grew() {
         // Window 1 was watched by a fleet of 10; the fleet has grown to 30 since.
         let e = crowd(&[(1, 5000.0), (2, 4000.0), (3, 100.0)]);
-        let x = BTreeMap::from([(1, 10_000), (2, 30_000), (3, 9_000)]);
+        let x = BTreeMap::from([(1, 10_000), (2, 30_000), (3, 3_000)]);
         let i = Inputs {
             exposure: &x,
             fleet: 30.0,
@@ -1172,7 +1244,10 @@ mod tests {
         let (counted, unknown, _) = counted_entrants(&i, 3, &[]);
         assert_eq!(counted.0[&1], 5000.0, "final: not forecast again");
         assert_eq!(counted.0[&2], 4000.0, "watched in full by the fleet of 30");
-        assert_eq!(unknown, 3, "this second's window: 30 % watched");
+        assert_eq!(
+            unknown, 3,
+            "this second's window: a fifth of its time so far watched"
+        );
     }
 
     #[test]
@@ -1195,6 +1270,41 @@ mod tests {
         assert!((entered.pos - 1.01).abs() < 1e-9, "{entered:?}");
         assert!(!entered.waiting);
         assert!((entered.speed - 0.02).abs() < 1e-9, "{entered:?}");
+        // Its shoppers were told to come back within 400-650 ms: until the fleet measures the
+        // lag, they are expected a quarter second after the line passes them, not half a
+        // second (the line then slowed for shoppers who had come already).
+        assert_eq!(entered.lag_ms, WAITED_LAG_MS);
+        assert!((250.0..300.0).contains(&WAITED_LAG_MS));
+    }
+
+    #[test]
+    fn a_line_in_the_window_still_arriving_takes_its_lead_once() {
+        // 500 ms into the sale's first window, the reports cover half of it so far.
+        let e = crowd(&[(1, 20_000.0)]);
+        let none = BTreeMap::new();
+        let waiting = advance(
+            None,
+            &Inputs {
+                exposure: &none,
+                ..inputs(&e, START + 250, None)
+            },
+        );
+        let x = BTreeMap::from([(1, 250)]);
+        let at = |now| Inputs {
+            exposure: &x,
+            ..inputs(&e, now, None)
+        };
+        let entered = advance(Some(&waiting), &at(START + 500));
+        // Its lead: half a second of 400 shoppers a second, of 20,000.
+        assert!((entered.pos - 1.01).abs() < 1e-9, "{entered:?}");
+        // In the window still arriving, the fleet keeps reporting every tick...
+        assert!(entered.waiting, "{entered:?}");
+        // ... but the line has entered: the next advance goes on from where it is.
+        let next = advance(Some(&entered), &at(START + 750));
+        assert!(
+            (next.pos - entered.threshold_at(START + 750)).abs() < 1e-9,
+            "{next:?}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ const MAX_LINE_RETRY_SECS: f64 = 5.0;
 /// A shopper whose place is due within [`SOON_MS`] (or whose window the line has not counted
 /// yet) is told, in the body's `retry_ms`, to come back when it is due, but no sooner than
 /// this: with two tabs that stays within the per-user rate limit of 5 a second.
-const MIN_LINE_RETRY_MS: f64 = 400.0;
+const MIN_LINE_RETRY_MS: f64 = threshold::WAITING_RETRY_MS;
 const SOON_MS: f64 = 2000.0;
 
 /// The longest lag (from the line passing a place to the shopper's attempt) counted.
