@@ -63,6 +63,13 @@ pub const KNOWN_SHARE: f64 = 0.5;
 /// every tick and the claimer reads the reports before its own tick's: a crowd that arrives
 /// only after the start is entered at the second tick, 500 ms in.
 pub const ARRIVING_SHARE: f64 = 0.25;
+/// ... and only once it has counted this many seconds of the line's rate in it. A line in a
+/// window of few counted shoppers runs through it, and everyone who arrives in it after that
+/// is admitted as they come: a crowd still growing would flood the origin (one isolate,
+/// which reports its first shoppers at once, put 4.4× the budget on it). With this many, the
+/// line's lead and horizon stay within a fifth of the window. Less: the window is counted
+/// as the last second's is, once half of it was watched, with a forecast.
+pub const ARRIVING_CROWD_SECS: f64 = 10.0;
 /// How soon after the line enters a window it waited at its shoppers come, on average, until
 /// the fleet has measured it: they were told to come back every [`WAITING_RETRY_MS`] or up
 /// to a tick later (`gate::purchase`), so each is half such a period from their next attempt.
@@ -492,8 +499,9 @@ const RATE_SPAN: f64 = 0.05;
 /// A window's count is the sampled sightings the reports carried; they covered `watched` of
 /// its fleet time.
 /// - This second's window, still arriving, is known once the reports cover
-///   [`ARRIVING_SHARE`] of its fleet time gone by, and is counted as reported, with no
-///   forecast. The reports are a tick old, and a crowd that thins within its second (as a
+///   [`ARRIVING_SHARE`] of its fleet time gone by and count [`ARRIVING_CROWD_SECS`] of the
+///   line's rate in it, and is counted as reported, with no forecast (with fewer, as the
+///   last second's window below). The reports are a tick old, and a crowd that thins within its second (as a
 ///   sale's first second does) forecast from them is several times too large: the line then
 ///   crawls through the first second. Those who arrived since, and those still to come, are
 ///   admitted as they come if their place is below the threshold, and reach the origin at
@@ -527,13 +535,13 @@ fn counted_entrants(
         let n = entrants.0.get(&rank).copied().unwrap_or(0.0);
         let before = (prev.iter()).find(|f| f.rank == rank && f.n <= n && f.watched < watched);
         let measured = before.filter(|f| watched - f.watched >= RATE_SPAN * full);
-        if rank == here {
-            // Still arriving: counted as reported, once the reports cover ARRIVING_SHARE of
-            // the fleet time gone by.
-            let elapsed = fleet * window_elapsed_ms(rank, i.starts_at_ms, i.now_ms);
-            if watched <= 0.0 || watched < ARRIVING_SHARE * elapsed {
-                unknown = unknown.min(rank);
-            }
+        // Still arriving, with a crowd already many seconds of the line's rate: counted as
+        // reported (the entrants as they are).
+        let elapsed = fleet * window_elapsed_ms(rank, i.starts_at_ms, i.now_ms);
+        let crowd = ARRIVING_CROWD_SECS * allowed(i.budget, i.remaining);
+        let as_reported =
+            rank == here && watched > 0.0 && watched >= ARRIVING_SHARE * elapsed && n >= crowd;
+        if as_reported {
         } else if watched < KNOWN_SHARE * full {
             unknown = unknown.min(rank);
         } else {
@@ -1158,23 +1166,38 @@ mod tests {
     #[test]
     fn a_window_still_arriving_is_counted_as_reported() {
         // A fleet of 10 isolates, 400 ms into window 1: 4,000 ms of its fleet time gone by.
-        let e = crowd(&[(1, 400.0)]);
-        let look = |x, now| Inputs {
+        // The line's rate is the budget, 400 a second.
+        let e = crowd(&[(1, 5000.0)]);
+        let look = |e, x, now| Inputs {
             exposure: x,
             fleet: 10.0,
-            ..inputs(&e, now, None)
+            ..inputs(e, now, None)
         };
         // Reports that cover less than a quarter of it: not known yet.
         let x = BTreeMap::from([(1, 900)]);
-        let (_, unknown, filling) = counted_entrants(&look(&x, START + 400), 1, &[]);
+        let (_, unknown, filling) = counted_entrants(&look(&e, &x, START + 400), 1, &[]);
         assert_eq!(unknown, 1);
         assert_eq!(filling[0].rank, 1, "the look is remembered");
         // A quarter: known, with the arrivals the reports carried and no more (a crowd that
-        // thins within its second would be forecast several times too large: the 400 seen in
-        // 1,000 ms are not 1,600 in 4,000). Those who come later are admitted as they come.
+        // thins within its second would be forecast several times too large: the 5,000 seen
+        // in 1,000 ms are not 20,000 in 4,000). Those who come later are admitted as they
+        // come.
         let x = BTreeMap::from([(1, 1000)]);
-        let (counted, unknown, _) = counted_entrants(&look(&x, START + 400), 1, &[]);
-        assert_eq!((counted.0[&1], unknown), (400.0, 2));
+        let (counted, unknown, _) = counted_entrants(&look(&e, &x, START + 400), 1, &[]);
+        assert_eq!((counted.0[&1], unknown), (5000.0, 2));
+        // A crowd of fewer than ten seconds of the line's rate is not known so early: a line
+        // would run through it, and admit everyone who came after as they came (a lone
+        // isolate reports its first shoppers at once: 4.4× the budget reached the origin).
+        let few = crowd(&[(1, 3000.0)]);
+        let (_, unknown, _) = counted_entrants(&look(&few, &x, START + 400), 1, &[]);
+        assert_eq!(unknown, 1);
+        let lone = BTreeMap::from([(1, 3)]);
+        let start = Inputs {
+            exposure: &lone,
+            fleet: 1.0,
+            ..inputs(&few, START + 3, None)
+        };
+        assert_eq!(counted_entrants(&start, 1, &[]).1, 1);
     }
 
     #[test]
