@@ -501,9 +501,9 @@ const RATE_SPAN: f64 = 0.05;
 /// - This second's window, still arriving, is known once the reports cover
 ///   [`ARRIVING_SHARE`] of its fleet time gone by and count [`ARRIVING_CROWD_SECS`] of the
 ///   line's rate in it, and is counted as reported, with no forecast (with fewer, as the
-///   last second's window below). The reports are a tick old, and a crowd that thins within its second (as a
-///   sale's first second does) forecast from them is several times too large: the line then
-///   crawls through the first second. Those who arrived since, and those still to come, are
+///   last second's window below). The reports are a tick old, and a crowd that thins within
+///   its second (as a sale's first second does) forecast from them is several times too
+///   large: the line then crawls through the first second. Those who arrived since, and those still to come, are
 ///   admitted as they come if their place is below the threshold, and reach the origin at
 ///   once, where the count and the brake see them.
 /// - The last second's window is known once [`KNOWN_SHARE`] of its fleet time was watched.
@@ -535,13 +535,13 @@ fn counted_entrants(
         let n = entrants.0.get(&rank).copied().unwrap_or(0.0);
         let before = (prev.iter()).find(|f| f.rank == rank && f.n <= n && f.watched < watched);
         let measured = before.filter(|f| watched - f.watched >= RATE_SPAN * full);
-        // Still arriving, with a crowd already many seconds of the line's rate: counted as
-        // reported (the entrants as they are).
         let elapsed = fleet * window_elapsed_ms(rank, i.starts_at_ms, i.now_ms);
         let crowd = ARRIVING_CROWD_SECS * allowed(i.budget, i.remaining);
         let as_reported =
             rank == here && watched > 0.0 && watched >= ARRIVING_SHARE * elapsed && n >= crowd;
         if as_reported {
+            // Still arriving, with a crowd already many seconds of the line's rate: the
+            // entrants as reported.
         } else if watched < KNOWN_SHARE * full {
             unknown = unknown.min(rank);
         } else {
@@ -784,7 +784,7 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
         // Open only in a sale that has run a while, with most of the fleet heard from this
         // second and few arriving: a crowd still on its way (the first seconds) never finds
         // the line open.
-        waiting: (blocked && rate > 0.0 && pos >= limit) || (rate > 0.0 && pos >= here as f64),
+        waiting: rate > 0.0 && ((blocked && pos >= limit) || pos >= here as f64),
         open: now - i.starts_at_ms >= OPEN_AFTER_MS
             && i.coverage >= 0.5
             && rate > 0.0
