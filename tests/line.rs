@@ -15,7 +15,7 @@ use flashgate_core::net::NativeOrigin;
 use flashgate_core::order::{self, Line, Order};
 use flashgate_core::origin::{Cmd, Origin};
 use flashgate_core::script::{parse_view, view_call, PurchaseCall, PURCHASE, VIEW};
-use flashgate_core::threshold::ADVANCE_MS;
+use flashgate_core::threshold::{self, ADVANCE_MS};
 use serde_json::Value as Json;
 
 fn gate(redis: &Redis) -> Gate {
@@ -234,4 +234,63 @@ async fn view_sums_the_time_watched_and_hands_out_a_tick_only_once_the_last_is_w
     // A claim whose state never comes is given up after four ticks.
     assert!(!view_at(&o, "ticks", next + 3 * ADVANCE_MS, &["reports", "1"]).await);
     assert!(view_at(&o, "ticks", next + 4 * ADVANCE_MS, &["reports", "1"]).await);
+}
+
+/// A fleet woken together by the start reports at the same ticks, just after them; the first
+/// to read after a tick claims it. While the line waits for a window to be counted, the
+/// claimer reads again `SETTLE_MS` later and advances from what the others reported meanwhile.
+#[tokio::test]
+async fn the_claimer_of_a_waiting_line_advances_from_the_reports_made_as_it_settled() {
+    let redis = Redis::start();
+    let o = redis.origin();
+    let s = spec("settle", &[("A", 10)], -1000, (1, 1, 1));
+    flashgate_core::ops::create(&o, &s, true).await.unwrap();
+    let g = gate(&redis);
+    let auth = format!("Bearer {}", token("first"));
+    let req = ApiRequest {
+        method: "POST",
+        path: "/api/events/settle/orders",
+        authorization: Some(&auth),
+        content_type: Some("application/json"),
+        idempotency_key: Some("key-first-1"),
+        body: br#"{"items":[{"sku":"A","qty":1}]}"#,
+        ..ApiRequest::default()
+    };
+    let now = now_ms();
+    let rank = threshold::arrived_rank(now, s_start(&s) * 1000);
+    // Another isolate's report, made once the tick is claimed: 50 sampled shoppers of this
+    // second's window, and 200 ms watched.
+    let sightings: Vec<String> = (0..50)
+        .flat_map(|n| [format!("@{rank}:other-{n}"), "1".to_string()])
+        .chain([format!("~{rank}"), "200".to_string()])
+        .collect();
+    let other = async {
+        while line_field(&o, "settle", "claimed").await.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let report: Vec<&str> = sightings.iter().map(String::as_str).collect();
+        assert!(
+            !view_at(&o, "settle", now_ms(), &report).await,
+            "claimed once"
+        );
+    };
+    let (h, ()) = tokio::join!(g.handle(&o, &NoLimiter, &req, now, &now_ms), other);
+    assert_eq!(h.reply.status, 503, "{}", h.reply.body);
+
+    // The state was made SETTLE_MS after the claim, from the figures then.
+    let at: i64 = line_field(&o, "settle", "at")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(at, now + threshold::SETTLE_MS);
+    let filling = line_field(&o, "settle", "filling").await.unwrap();
+    let counted: f64 = (filling.split(' '))
+        .find_map(|f| {
+            let mut p = f.split(':');
+            (p.next()? == rank.to_string()).then(|| p.next()?.parse().ok())?
+        })
+        .unwrap_or(0.0);
+    let sample = threshold::SAMPLE as f64;
+    assert!(counted >= 50.0 * sample, "window {rank}: {filling}");
 }

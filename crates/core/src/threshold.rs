@@ -36,7 +36,7 @@ pub const ADVANCE_MS: i64 = 250;
 /// next half second is not spent waiting for them. (Entering the sale's first second 500 ms
 /// in, half a second gave that second 0.79–0.96 of the budget in `flashgate simulate`; 0.6 s
 /// 0.86–1.04 but once, entering late, 0.70 and then 1.29 in the next second; 0.75 s
-/// 1.02–1.24.)
+/// 1.02–1.24. Entering it 330 ms in, after [`SETTLE_MS`], half a second gives 0.90–1.11.)
 pub const LEAD_SECS: f64 = 0.5;
 /// The line's lead when it starts in a window it knows (the early window, at the start):
 /// smaller, as the shoppers it admits then are arriving, not waiting, and those admitted
@@ -44,6 +44,12 @@ pub const LEAD_SECS: f64 = 0.5;
 /// the first second of `flashgate simulate` with half the crowd early; a quarter 1.09–1.20,
 /// then 0.8–1.1. A crowd already waiting at the start gets 0.6–0.75 in its first second.)
 pub const START_LEAD_SECS: f64 = 0.25;
+/// How long the claimer of a tick waits, while the line waits for a window to be counted,
+/// before it reads the fleet's figures again and advances from them (`gate::snapshot`). The
+/// claimer is the first isolate to read after the tick; a fleet that the sale's start woke
+/// together reports at the same ticks, just after it, so without the wait the line sees the
+/// crowd's sightings a tick late and enters the sale's first second at 500 ms, not ~330 ms.
+pub const SETTLE_MS: i64 = 80;
 /// The line may be open (everyone who has arrived admitted) only this long after the start.
 pub const OPEN_AFTER_MS: i64 = 5000;
 /// How far ahead of its state an isolate may extrapolate the threshold: a little more than an
@@ -501,7 +507,11 @@ const RATE_SPAN: f64 = 0.05;
 /// - This second's window, still arriving, is known once the reports cover
 ///   [`ARRIVING_SHARE`] of its fleet time gone by and count [`ARRIVING_CROWD_SECS`] of the
 ///   line's rate in it, and is counted as reported, with no forecast (with fewer, as the
-///   last second's window below). The reports are a tick old, and a crowd that thins within
+///   last second's window below). A line that stood waiting for it (`entering`: where it
+///   stood) enters it with the entrants the fleet had seen by the tick: the count in
+///   proportion to the fleet time up to the tick, when the reports cover less of it (at
+///   10,000 isolates, half the fleet had read again 80 ms after the tick, and the line that
+///   entered with what they reported put 1.7× the budget on the origin). The reports are a tick old, and a crowd that thins within
 ///   its second (as a sale's first second does) forecast from them is several times too
 ///   large: the line then crawls through the first second. Those who arrived since, and those still to come, are
 ///   admitted as they come if their place is below the threshold, and reach the origin at
@@ -516,8 +526,10 @@ fn counted_entrants(
     i: &Inputs<'_>,
     here: u64,
     prev: &[Filling],
+    entering: Option<f64>,
 ) -> (Entrants, u64, [Filling; FILLING]) {
     let mut entrants = i.entrants.clone();
+    let tick_ms = i.now_ms.div_euclid(ADVANCE_MS) * ADVANCE_MS;
     let fleet = i.fleet.max(1.0);
     let mut unknown = here + 1;
     let mut filling = Vec::new();
@@ -541,7 +553,13 @@ fn counted_entrants(
             rank == here && watched > 0.0 && watched >= ARRIVING_SHARE * elapsed && n >= crowd;
         if as_reported {
             // Still arriving, with a crowd already many seconds of the line's rate: the
-            // entrants as reported.
+            // entrants as reported; as the line enters it, those the fleet had seen by the
+            // tick (the isolates yet to report since it are assumed to have seen as many
+            // per millisecond watched as the rest).
+            let by_tick = fleet * window_elapsed_ms(rank, i.starts_at_ms, tick_ms);
+            if entering.is_some_and(|pos| pos <= rank as f64) && watched < by_tick {
+                entrants.0.insert(rank, n * by_tick / watched);
+            }
         } else if watched < KNOWN_SHARE * full {
             unknown = unknown.min(rank);
         } else {
@@ -594,8 +612,10 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     // those of it who have come), nor before their window is counted: the line stops at the
     // start of the first window not yet known.
     let here = arrived_rank(now, i.starts_at_ms);
+    // Where the line stands still, waiting for a window to be counted.
+    let stood = prev.filter(|p| p.waiting && p.speed <= 0.0).map(|p| p.pos);
     let (entrants, unknown, filling) =
-        counted_entrants(i, here, prev.map_or(&[][..], |p| &p.filling[..]));
+        counted_entrants(i, here, prev.map_or(&[][..], |p| &p.filling[..]), stood);
     // (A sale the operator started before `starts_at` has all its arrivals in window 1 until
     // then, a window that stays open: the line enters it once a fifth of the fleet reported.)
     let limit = if now < i.starts_at_ms {
@@ -1175,7 +1195,7 @@ mod tests {
         };
         // Reports that cover less than a quarter of it: not known yet.
         let x = BTreeMap::from([(1, 900)]);
-        let (_, unknown, filling) = counted_entrants(&look(&e, &x, START + 400), 1, &[]);
+        let (_, unknown, filling) = counted_entrants(&look(&e, &x, START + 400), 1, &[], None);
         assert_eq!(unknown, 1);
         assert_eq!(filling[0].rank, 1, "the look is remembered");
         // A quarter: known, with the arrivals the reports carried and no more (a crowd that
@@ -1183,13 +1203,13 @@ mod tests {
         // in 1,000 ms are not 20,000 in 4,000). Those who come later are admitted as they
         // come.
         let x = BTreeMap::from([(1, 1000)]);
-        let (counted, unknown, _) = counted_entrants(&look(&e, &x, START + 400), 1, &[]);
+        let (counted, unknown, _) = counted_entrants(&look(&e, &x, START + 400), 1, &[], None);
         assert_eq!((counted.0[&1], unknown), (5000.0, 2));
         // A crowd of fewer than ten seconds of the line's rate is not known so early: a line
         // would run through it, and admit everyone who came after as they came (a lone
         // isolate reports its first shoppers at once: 4.4× the budget reached the origin).
         let few = crowd(&[(1, 3000.0)]);
-        let (_, unknown, _) = counted_entrants(&look(&few, &x, START + 400), 1, &[]);
+        let (_, unknown, _) = counted_entrants(&look(&few, &x, START + 400), 1, &[], None);
         assert_eq!(unknown, 1);
         let lone = BTreeMap::from([(1, 3)]);
         let start = Inputs {
@@ -1197,7 +1217,7 @@ mod tests {
             fleet: 1.0,
             ..inputs(&few, START + 3, None)
         };
-        assert_eq!(counted_entrants(&start, 1, &[]).1, 1);
+        assert_eq!(counted_entrants(&start, 1, &[], None).1, 1);
     }
 
     #[test]
@@ -1213,7 +1233,7 @@ mod tests {
         };
         let of_1 = |f: &[Filling; FILLING]| f.iter().find(|f| f.rank == 1).copied();
         // 40 % watched: not known yet; the line waits at its start, and remembers the look.
-        let (_, unknown, filling) = counted_entrants(&look(&early, &x, START + 1100), 2, &[]);
+        let (_, unknown, filling) = counted_entrants(&look(&early, &x, START + 1100), 2, &[], None);
         assert_eq!(unknown, 1);
         assert_eq!(
             of_1(&filling),
@@ -1227,7 +1247,8 @@ mod tests {
         // 4,000 left bring 1,200 more, and as much again times the 40 % not watched.
         let later = crowd(&[(1, 1000.0)]);
         let x = BTreeMap::from([(1, 6000)]);
-        let (e, unknown, next) = counted_entrants(&look(&later, &x, START + 1200), 2, &filling);
+        let (e, unknown, next) =
+            counted_entrants(&look(&later, &x, START + 1200), 2, &filling, None);
         assert_eq!(unknown, 2);
         assert!((e.0[&1] - (1000.0 + 1.4 * 1200.0)).abs() < 1e-6, "{e:?}");
         assert_eq!(
@@ -1239,17 +1260,17 @@ mod tests {
             })
         );
         // Without the earlier look, the average rate so far: 1,000 in 6,000 ms.
-        let (e, _, _) = counted_entrants(&look(&later, &x, START + 1200), 2, &[]);
+        let (e, _, _) = counted_entrants(&look(&later, &x, START + 1200), 2, &[], None);
         assert!((e.0[&1] - (1000.0 + 1.4 * 1000.0 / 6000.0 * 4000.0)).abs() < 1e-6);
         // A look too close to the last (under 5 % of the fleet time since) keeps the older
         // base, so the rate is measured over a span long enough to mean something.
         let x2 = BTreeMap::from([(1, 6300)]);
-        let (_, _, kept) = counted_entrants(&look(&later, &x2, START + 1250), 2, &next);
+        let (_, _, kept) = counted_entrants(&look(&later, &x2, START + 1250), 2, &next, None);
         assert_eq!(of_1(&kept), of_1(&next));
         // Watched in full: the count as it is, and no more to remember of it (only of the
         // next window, not watched yet).
         let x = BTreeMap::from([(1, 10_000)]);
-        let (e, unknown, done) = counted_entrants(&look(&later, &x, START + 1300), 2, &next);
+        let (e, unknown, done) = counted_entrants(&look(&later, &x, START + 1300), 2, &next, None);
         assert_eq!((e.0[&1], unknown), (1000.0, 2));
         assert_eq!(done.map(|f| f.rank), [2, 0], "{done:?}");
     }
@@ -1264,7 +1285,7 @@ mod tests {
             fleet: 30.0,
             ..inputs(&e, START + 2500, None)
         };
-        let (counted, unknown, _) = counted_entrants(&i, 3, &[]);
+        let (counted, unknown, _) = counted_entrants(&i, 3, &[], None);
         assert_eq!(counted.0[&1], 5000.0, "final: not forecast again");
         assert_eq!(counted.0[&2], 4000.0, "watched in full by the fleet of 30");
         assert_eq!(
@@ -1302,7 +1323,7 @@ mod tests {
 
     #[test]
     fn a_line_in_the_window_still_arriving_takes_its_lead_once() {
-        // 500 ms into the sale's first window, the reports cover half of it so far.
+        // 500 ms into the sale's first window, the reports cover it so far.
         let e = crowd(&[(1, 20_000.0)]);
         let none = BTreeMap::new();
         let waiting = advance(
@@ -1312,7 +1333,7 @@ mod tests {
                 ..inputs(&e, START + 250, None)
             },
         );
-        let x = BTreeMap::from([(1, 250)]);
+        let x = BTreeMap::from([(1, 500)]);
         let at = |now| Inputs {
             exposure: &x,
             ..inputs(&e, now, None)
@@ -1328,6 +1349,40 @@ mod tests {
             (next.pos - entered.threshold_at(START + 750)).abs() < 1e-9,
             "{next:?}"
         );
+    }
+
+    #[test]
+    fn a_line_enters_with_the_arrivals_of_the_isolates_yet_to_report_since_the_tick() {
+        // A fleet of 10 isolates, the line waiting at the sale's first window. The claimer of
+        // the tick at 250 ms advances 80 ms later (`SETTLE_MS`): half the fleet has reported
+        // since the tick, 20,000 shoppers in 1,250 ms of the 2,500 up to it.
+        let e = crowd(&[(1, 20_000.0)]);
+        let look = |x, now| Inputs {
+            exposure: x,
+            fleet: 10.0,
+            ..inputs(&e, now, None)
+        };
+        let waiting = advance(None, &look(NOT_WATCHED, START));
+        assert!(waiting.waiting && waiting.speed == 0.0, "{waiting:?}");
+        let x = BTreeMap::from([(1, 1250)]);
+        let now = START + ADVANCE_MS + SETTLE_MS;
+        let (counted, unknown, _) = counted_entrants(&look(&x, now), 1, &[], Some(1.0));
+        assert_eq!((counted.0[&1], unknown), (40_000.0, 2));
+        // Its lead: half a second of 400 shoppers a second, of 40,000, not of the 20,000
+        // reported (it would admit twice its lead).
+        let entered = advance(Some(&waiting), &look(&x, now));
+        assert!((entered.pos - 1.005).abs() < 1e-9, "{entered:?}");
+        // A line already in the window counts it as reported; so does one that stood
+        // elsewhere, and so do reports that cover the time up to the tick.
+        let (counted, _, _) = counted_entrants(&look(&x, now), 1, &[], None);
+        assert_eq!(counted.0[&1], 20_000.0);
+        let (counted, _, _) = counted_entrants(&look(&x, now), 1, &[], Some(0.5));
+        assert_eq!(counted.0[&1], 40_000.0);
+        let (counted, _, _) = counted_entrants(&look(&x, now), 1, &[], Some(1.2));
+        assert_eq!(counted.0[&1], 20_000.0);
+        let full = BTreeMap::from([(1, 2600)]);
+        let (counted, _, _) = counted_entrants(&look(&full, now), 1, &[], Some(1.0));
+        assert_eq!(counted.0[&1], 20_000.0);
     }
 
     #[test]

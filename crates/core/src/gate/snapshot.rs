@@ -6,7 +6,7 @@ use crate::edge::SnapshotPlan;
 use crate::keys::EventKeys;
 use crate::origin::{Origin, OriginError};
 use crate::script::{line_call, parse_view, view_call, Snapshot, LINE, VIEW};
-use crate::threshold::{self, Inputs, ADVANCE_MS, HORIZON_MS};
+use crate::threshold::{self, Inputs, ADVANCE_MS, HORIZON_MS, SETTLE_MS};
 use std::rc::Rc;
 
 /// How long a request waits between looks at a snapshot another request is refreshing.
@@ -52,7 +52,11 @@ impl Gate {
                         .await
                         .and_then(|v| parse_view(&v, now.div_euclid(1000)));
                     let read = match read {
-                        Ok(Some(s)) if s.claimed => Ok(Some(advance_line(origin, s, now).await)),
+                        Ok(Some(s)) if s.claimed => {
+                            let tick = now.div_euclid(ADVANCE_MS);
+                            let (s, at) = settle(origin, event, s, now).await;
+                            Ok(Some(advance_line(origin, s, tick, at).await))
+                        }
                         other => other,
                     }
                     .map(|s| s.map(Rc::new));
@@ -68,11 +72,36 @@ impl Gate {
     }
 }
 
+/// The claimer of a tick while the line waits for a window to be counted: it reads again
+/// [`SETTLE_MS`] later, without a report or a claim, so that the line advances from the
+/// reports the fleet made at the tick, not only those made before it (see `SETTLE_MS`). The
+/// claim stays with the first read; a failed second read leaves the first.
+async fn settle<O: Origin>(origin: &O, event: &str, s: Snapshot, now: i64) -> (Snapshot, i64) {
+    if !s.line.as_ref().is_none_or(|l| l.waiting) {
+        return (s, now);
+    }
+    origin.sleep(SETTLE_MS as u64).await;
+    let later = now + SETTLE_MS;
+    let (keys, args) = view_call(&EventKeys::new(event), later, &[]);
+    match (VIEW.eval(origin, &keys, &args).await)
+        .and_then(|v| parse_view(&v, later.div_euclid(1000)))
+    {
+        Ok(Some(fresh)) => (
+            Snapshot {
+                claimed: true,
+                ..fresh
+            },
+            later,
+        ),
+        _ => (s, now),
+    }
+}
+
 /// The claimer's part of a tick: the line's next state from the snapshot's figures, written
 /// back with line.lua. The snapshot comes back with the new state in it. A failed write is
 /// left alone: the next tick's claimer advances from the state the origin holds, and every
 /// isolate keeps extrapolating the last one meanwhile.
-async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snapshot {
+async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, tick: i64, now: i64) -> Snapshot {
     let remaining = s.items.iter().map(|i| u64::from(i.remaining())).sum();
     let fleet_isolates = s.fleet.as_ref().map_or(0, |f| f.isolates());
     let coverage = if fleet_isolates == 0 {
@@ -113,7 +142,7 @@ async fn advance_line<O: Origin>(origin: &O, mut s: Snapshot, now: i64) -> Snaps
     }
     let (keys, args) = line_call(
         &EventKeys::new(&s.meta.id),
-        now.div_euclid(ADVANCE_MS),
+        tick,
         (&next, s.line.map(|l| l.at_ms)),
         reach,
     );
