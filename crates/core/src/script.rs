@@ -427,14 +427,17 @@ pub fn parse_view(v: &Value, second: i64) -> Result<Option<Snapshot>, OriginErro
 }
 
 /// KEYS and ARGV for line.lua: the state the claimer of `tick` computed from the state made at
-/// `base_ms` (`None`: from none, the first advance).
+/// `base_ms` (`None`: from none, the first advance). Its reach goes into the history under the
+/// second of the tick: the claimer's own request uses the state from then on, though a claimer
+/// that settled made it up to `SETTLE_MS` later, perhaps in the next second (an order placed
+/// then was reported out of turn).
 pub fn line_call(
     k: &EventKeys,
     tick: i64,
     (state, base_ms): (&LineState, Option<i64>),
     reach: f64,
 ) -> (Vec<String>, Vec<String>) {
-    let sec = state.at_ms.div_euclid(1000);
+    let sec = (tick * ADVANCE_MS).div_euclid(1000);
     let keys = vec![k.meta.clone(), k.line(), k.line_history()];
     let mut args = vec![
         tick.to_string(),
@@ -893,6 +896,50 @@ mod tests {
 
     fn ints(v: &[i64]) -> Value {
         Value::Array(v.iter().map(|&i| Value::Int(i)).collect())
+    }
+
+    #[test]
+    fn golden_line_arguments_put_the_reach_under_the_claimed_ticks_second() {
+        // The claimer of the tick at .750 settled and made its state 300 ms later, in the
+        // next second; its own request used the state in the tick's second.
+        let tick_ms = 1_800_000_000_750;
+        let state = LineState {
+            at_ms: tick_ms + 300,
+            pos: 1.25,
+            speed: 0.5,
+            rate: 400.0,
+            gain: 1.0,
+            learnt: false,
+            lag_ms: 262.0,
+            open: false,
+            waiting: true,
+            origin_sum: 0,
+            counted_sec: 1_799_999_999,
+            past: Default::default(),
+            filling: Default::default(),
+        };
+        let (keys, args) = line_call(
+            &EventKeys::new("demo"),
+            tick_ms / ADVANCE_MS,
+            (&state, Some(tick_ms - 250)),
+            2.0,
+        );
+        assert_eq!(
+            keys,
+            ["fg:{demo}:meta", "fg:{demo}:line", "fg:{demo}:line:history"]
+        );
+        let oldest = (1_800_000_000 - HISTORY_SECS).to_string();
+        assert_eq!(
+            args[..5],
+            [
+                "7200000003",
+                "1800000000",
+                "2.000000000000",
+                &oldest,
+                "1800000000500"
+            ]
+        );
+        assert_eq!(args[5..7], ["at", "1800000001050"]);
     }
 
     #[test]
