@@ -46,12 +46,7 @@ impl Gate {
                         st.stats.view_reads += 1;
                         st.take_report(event, now)
                     };
-                    let (keys, args) = view_call(&EventKeys::new(event), now, &report.to_args());
-                    let read = VIEW
-                        .eval(origin, &keys, &args)
-                        .await
-                        .and_then(|v| parse_view(&v, now.div_euclid(1000)));
-                    let read = match read {
+                    let read = match read_view(origin, event, now, &report.to_args()).await {
                         Ok(Some(s)) if s.claimed => {
                             let tick = now.div_euclid(ADVANCE_MS);
                             let (s, at) = settle(origin, event, s, now).await;
@@ -72,6 +67,17 @@ impl Gate {
     }
 }
 
+/// One view.lua read of `event` at `now`, carrying `report` (empty: none, and no claim).
+async fn read_view<O: Origin>(
+    origin: &O,
+    event: &str,
+    now: i64,
+    report: &[String],
+) -> Result<Option<Snapshot>, OriginError> {
+    let (keys, args) = view_call(&EventKeys::new(event), now, report);
+    (VIEW.eval(origin, &keys, &args).await).and_then(|v| parse_view(&v, now.div_euclid(1000)))
+}
+
 /// The claimer of a tick while the line waits for a window to be counted: it reads again
 /// [`SETTLE_MS`] later, without a report or a claim, so that the line advances from the
 /// reports the fleet made at the tick, not only those made before it (see `SETTLE_MS`). The
@@ -82,10 +88,7 @@ async fn settle<O: Origin>(origin: &O, event: &str, s: Snapshot, now: i64) -> (S
     }
     origin.sleep(SETTLE_MS as u64).await;
     let later = now + SETTLE_MS;
-    let (keys, args) = view_call(&EventKeys::new(event), later, &[]);
-    match (VIEW.eval(origin, &keys, &args).await)
-        .and_then(|v| parse_view(&v, later.div_euclid(1000)))
-    {
+    match read_view(origin, event, later, &[]).await {
         Ok(Some(fresh)) => (
             Snapshot {
                 claimed: true,
