@@ -511,11 +511,12 @@ const RATE_SPAN: f64 = 0.05;
 ///   stood) enters it with the entrants the fleet had seen by the tick: the count in
 ///   proportion to the fleet time up to the tick, when the reports cover less of it (at
 ///   10,000 isolates, half the fleet had read again 80 ms after the tick, and the line that
-///   entered with what they reported put 1.7× the budget on the origin). The reports are a tick old, and a crowd that thins within
-///   its second (as a sale's first second does) forecast from them is several times too
-///   large: the line then crawls through the first second. Those who arrived since, and those still to come, are
-///   admitted as they come if their place is below the threshold, and reach the origin at
-///   once, where the count and the brake see them.
+///   entered with what they reported put 1.7× the budget on the origin). The reports are a
+///   tick old, and a crowd that thins within its second (as a sale's first second does)
+///   forecast from them is several times too large: the line then crawls through the first
+///   second. Those who arrived since, and those still to come, are admitted as they come if
+///   their place is below the threshold, and reach the origin at once, where the count and
+///   the brake see them.
 /// - The last second's window is known once [`KNOWN_SHARE`] of its fleet time was watched.
 ///   The arrivals in the rest are forecast at the rate measured since an earlier advance
 ///   (`prev`), or, before there is one, at the average rate so far, with a margin as large
@@ -674,7 +675,7 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     // A line that waited at a window it had not counted takes the lead it starts with as it
     // enters it: the shoppers it admits now are back only after their lag.
     let mut prior_lag = p.lag_ms;
-    let entering = p.waiting && p.speed <= 0.0 && p.pos < limit;
+    let entering = stood.is_some_and(|pos| pos < limit);
     if entering && target > 0.0 {
         pos = entrants.advance_by(pos, target / p.gain * LEAD_SECS, limit);
         if !p.learnt {
