@@ -418,7 +418,8 @@ if [ "$SMOKE" = 1 ]; then
   FAIR_ARGS=(--isolates 10 --users 2000 --attempts 4000 --stock 200 --budget 50 --seconds 8)
 else
   # On a sale clock 8× slower than the wall clock (docs/simulator.md): the one-thread fleet
-  # of 3,000 isolates would otherwise decide the first second's crowd 0.5–1 s late.
+  # of 3,000 isolates would otherwise decide the first second's crowd 0.5–1 s late. (The mixed
+  # crowd runs at the simulator's default, --time-scale auto: ×7 for 1,000 isolates.)
   LONG_ARGS=(--isolates 3000 --users 50000 --attempts 100000 --stock 3000 --budget 400 --seconds 16 --time-scale 8)
   FAIR_ARGS=(--isolates 1000 --users 50000 --attempts 100000 --stock 3000 --budget 400 --seconds 20)
 fi

@@ -301,24 +301,31 @@ impl Fleet {
     /// own, and once every isolate has refreshed, each full second counts about the whole fleet
     /// in the fleet's figures: what admission control reads at the start to size its shares.
     /// (A snapshot carries the last full second's figures, so it takes 3 s of polling before a
-    /// start on a whole second.) Answers how long the pages polled.
-    async fn warm_up(self: &Rc<Self>) -> i64 {
+    /// start on a whole second.) Answers how long the pages polled, and the polls still
+    /// running at the start: the crowd does not wait for them. (A page served a moment after
+    /// the start may claim the line's first tick, and its claimer then waits `SETTLE_MS`
+    /// for its second read, as every claimer does. An isolate of a real fleet that waits
+    /// holds up nobody else; when the crowd waited for it, every first attempt planned in
+    /// the first 80 ms came late, the line entered the first second a tick late, and that
+    /// second got half the budget.)
+    async fn warm_up(self: &Rc<Self>) -> (i64, JoinSet<()>) {
         let began = now_ms();
         let period = self.orders.config.edge.cache_ms + POLL_SLACK_MS;
         let (n, end) = (self.gates.len() as i64, self.orders.t0_ms);
-        let pollers = (0..self.gates.len()).map(|i| {
+        let mut polls = JoinSet::new();
+        for i in 0..self.gates.len() {
             let f = self.clone();
-            async move {
+            polls.spawn_local(async move {
                 let mut at = began + i as i64 * period / n;
                 while at < end {
                     sleep_until_ms(at).await;
                     f.serve_page(i).await;
                     at += period;
                 }
-            }
-        });
-        futures_util::future::join_all(pollers).await;
-        now_ms() - began
+            });
+        }
+        sleep_until_ms(end).await;
+        (now_ms() - began, polls)
     }
 
     /// Sends each intent at its time; returns when all have ended or at the end of the run.
@@ -367,18 +374,20 @@ async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
         orders,
         bar,
     });
-    let (warmup_ms, ()) = futures_util::future::join(fleet.warm_up(), fleet.enter_early()).await;
+    let ((warmup_ms, mut polls), ()) =
+        futures_util::future::join(fleet.warm_up(), fleet.enter_early()).await;
     let warmed = fleet
         .gates
         .iter()
         .filter(|g| g.state.borrow().stats.view_reads > 0)
         .count();
-    // The last polls may end a moment after the start: that is no delay worth a word.
+    // The thread may reach the start a moment late: that is no delay worth a word.
     let overran = now_ms() - fleet.orders.t0_ms;
     if overran > POLL_SLACK_MS {
         eprintln!("flashgate simulate: the warm-up ended {overran} ms after the start (pages polled for {warmup_ms} ms); the first arrivals are late");
     }
     fleet.send_crowd().await;
+    while polls.join_next().await.is_some() {}
     let unfinished =
         fleet.orders.arrivals.len() as u64 - fleet.log.borrow().intents.values().sum::<u64>();
     let finished_ms = now_ms() - fleet.orders.t0_ms;

@@ -59,6 +59,8 @@ pub struct Report {
     /// `--time-scale`: how many times slower than the wall clock the sale ran (every figure
     /// is in the sale's time).
     pub time_scale: f64,
+    /// The scale was chosen by `--time-scale auto`.
+    pub time_scale_auto: bool,
     pub warmup_ms: i64,
     /// Isolates that had read their snapshot before the start.
     pub warmed_isolates: usize,
@@ -214,11 +216,15 @@ pub fn render_table(r: &Report) -> String {
         ),
         (
             "sale's clock",
-            if r.time_scale == 1.0 {
-                "the wall clock".to_string()
-            } else {
-                format!("{}× slower than the wall clock", r.time_scale)
-            },
+            format!(
+                "{}{}",
+                if r.time_scale == 1.0 {
+                    "the wall clock".to_string()
+                } else {
+                    format!("{}× slower than the wall clock", r.time_scale)
+                },
+                if r.time_scale_auto { " (auto)" } else { "" }
+            ),
         ),
         ("intents ended", joined(&r.intents)),
         (
