@@ -14,9 +14,10 @@
 //! [`HISTORY_SECS`]) so that `flashgate event verify-draw` can check every order against the
 //! line.
 //!
-//! How fast: the line admits shoppers, not attempts. The target is `allowed` attempts a
-//! second at the origin (the budget, or a small multiple of the stock left), and the origin
-//! counts exactly the attempts that reach it (purchase.lua, per second). The controller
+//! How fast: the line admits shoppers, not attempts. The target is [`line_allowed`] attempts a
+//! second at the origin (the budget, or what keeps the shoppers on their way within a small
+//! multiple of the stock left), and the origin counts exactly the attempts that reach it
+//! (purchase.lua, per second). The controller
 //! learns the gain, the attempts the origin counted per shopper the line admitted half a
 //! second earlier (an admitted shopper is back within their Retry-After of 1 s), and admits
 //! `target / gain` shoppers a second, less what is still on its way: the shoppers admitted in
@@ -36,8 +37,10 @@ pub const ADVANCE_MS: i64 = 250;
 /// next half second is not spent waiting for them. (Entering the sale's first second 500 ms
 /// in, half a second gave that second 0.79–0.96 of the budget in `flashgate simulate`; 0.6 s
 /// 0.86–1.04 but once, entering late, 0.70 and then 1.29 in the next second; 0.75 s
-/// 1.02–1.24. Entering it 330 ms in, after [`SETTLE_MS`], half a second gives 0.90–1.11.)
-pub const LEAD_SECS: f64 = 0.5;
+/// 1.02–1.24. Entering it 330 ms in, after [`SETTLE_MS`], half a second gave 0.90–1.11 with
+/// the simulated crowd a little late, and 0.97–1.22 once it came on time; 0.45 s gives
+/// 0.86–1.09, and the next second 0.77–0.95.)
+pub const LEAD_SECS: f64 = 0.45;
 /// The line's lead when it starts in a window it knows (the early window, at the start):
 /// smaller, as the shoppers it admits then are arriving, not waiting, and those admitted
 /// before they come pass at once. (Half a second put 1.26–1.36× the budget on the origin in
@@ -454,6 +457,18 @@ pub fn allowed(budget: u32, remaining: u64) -> f64 {
     f64::from(budget).min((STOCK_MULTIPLE * remaining as f64).max(MIN_ALLOWED))
 }
 
+/// The line's target, attempts a second: the budget, or as many as keep the shoppers on their
+/// way (admitted within the last `lag_ms`, their attempts not yet at the origin) within
+/// [`STOCK_MULTIPLE`] times the stock left. The line admits shoppers who come back a lag
+/// later, not attempts spread over a second, so its bound is per lag, not per second
+/// ([`allowed`]'s): with `allowed` the line slowed from 200 units left on and its last
+/// second ran at 0.6–0.75 of the budget. The lag counts from a tick ([`ADVANCE_MS`]) to a
+/// second, where this is `allowed`.
+pub fn line_allowed(budget: u32, remaining: u64, lag_ms: f64) -> f64 {
+    let lag_s = lag_ms.clamp(ADVANCE_MS as f64, 1000.0) / 1000.0;
+    f64::from(budget).min((STOCK_MULTIPLE * remaining as f64 / lag_s).max(MIN_ALLOWED))
+}
+
 /// The milliseconds of each window the fleet watched, from the line hash's `x:<rank>` fields
 /// (view.lua adds every report's `~<rank>`).
 pub fn exposure_from_fields(f: &HashMap<String, String>) -> BTreeMap<u64, u64> {
@@ -629,7 +644,8 @@ pub fn advance(prev: Option<&LineState>, i: &Inputs<'_>) -> LineState {
     let target = if i.remaining == 0 {
         0.0
     } else {
-        allowed(i.budget, i.remaining)
+        let lag_ms = (i.lag_ms.or(prev.map(|p| p.lag_ms))).unwrap_or(LAG_MS);
+        line_allowed(i.budget, i.remaining, lag_ms)
     };
     // Until the origin has counted enough, each admitted shopper is assumed to send one
     // attempt per purchase that may reach the origin. (Tabs that fire before the first one's
@@ -1311,8 +1327,8 @@ mod tests {
             ..inputs(&e, START + 1100, None)
         };
         let entered = advance(Some(&waiting), &known);
-        // Half a second of 400 shoppers a second, of 20,000: a hundredth of the window.
-        assert!((entered.pos - 1.01).abs() < 1e-9, "{entered:?}");
+        // LEAD_SECS (0.45 s) of 400 shoppers a second, of 20,000: 0.9 % of the window.
+        assert!((entered.pos - 1.009).abs() < 1e-9, "{entered:?}");
         assert!(!entered.waiting);
         assert!((entered.speed - 0.02).abs() < 1e-9, "{entered:?}");
         // Its shoppers were told to come back within 400-650 ms: until the fleet measures the
@@ -1340,8 +1356,8 @@ mod tests {
             ..inputs(&e, now, None)
         };
         let entered = advance(Some(&waiting), &at(START + 500));
-        // Its lead: half a second of 400 shoppers a second, of 20,000.
-        assert!((entered.pos - 1.01).abs() < 1e-9, "{entered:?}");
+        // Its lead: 0.45 s of 400 shoppers a second, of 20,000.
+        assert!((entered.pos - 1.009).abs() < 1e-9, "{entered:?}");
         // In the window still arriving, the fleet keeps reporting every tick...
         assert!(entered.waiting, "{entered:?}");
         // ... but the line has entered: the next advance goes on from where it is.
@@ -1369,10 +1385,10 @@ mod tests {
         let now = START + ADVANCE_MS + SETTLE_MS;
         let (counted, unknown, _) = counted_entrants(&look(&x, now), 1, &[], Some(1.0));
         assert_eq!((counted.0[&1], unknown), (40_000.0, 2));
-        // Its lead: half a second of 400 shoppers a second, of 40,000, not of the 20,000
-        // reported (it would admit twice its lead).
+        // Its lead: 0.45 s of 400 shoppers a second, of 40,000, not of the 20,000 reported
+        // (it would admit twice its lead).
         let entered = advance(Some(&waiting), &look(&x, now));
-        assert!((entered.pos - 1.005).abs() < 1e-9, "{entered:?}");
+        assert!((entered.pos - 1.0045).abs() < 1e-9, "{entered:?}");
         // A line already in the window counts it as reported; so does one that stood
         // elsewhere, and so do reports that cover the time up to the tick.
         let (counted, _, _) = counted_entrants(&look(&x, now), 1, &[], None);
@@ -1393,13 +1409,15 @@ mod tests {
         for tick in 1..=8 {
             s = advance(Some(&s), &inputs(&e, START + tick * ADVANCE_MS, Some(400)));
         }
-        // The stock bounds it: 50 left, at most 100 attempts a second.
+        // The stock bounds it: 20 left, at most twice that on the way within a lag.
         let low = Inputs {
-            remaining: 50,
+            remaining: 20,
             ..inputs(&e, START + 2_250, Some(400))
         };
         let t = advance(Some(&s), &low);
-        assert!(t.rate * t.gain <= 2.0 * 100.0 + 1e-6, "{t:?}");
+        let cap = line_allowed(400, 20, t.lag_ms);
+        assert!(cap < 200.0, "{cap} at a lag of {}", t.lag_ms);
+        assert!(t.rate * t.gain <= 2.0 * cap + 1e-6, "{t:?}");
         assert!(t.rate < s.rate / 2.0, "{} after {}", t.rate, s.rate);
         // Halfway through a second the origin has counted 400 where 200 were due: the line
         // slows to a half at once (each state read without the brake for comparison).
@@ -1420,6 +1438,33 @@ mod tests {
             ..low
         };
         assert_eq!(advance(Some(&t), &none).speed, 0.0);
+    }
+
+    #[test]
+    fn the_stock_left_bounds_the_shoppers_on_their_way_not_the_attempts_of_a_second() {
+        assert_eq!(line_allowed(400, 3000, 500.0), 400.0);
+        // 150 left: at most 300 on the way; with a lag of half a second, the whole budget.
+        assert_eq!(line_allowed(400, 150, 500.0), 400.0);
+        assert_eq!(line_allowed(400, 50, 500.0), 200.0);
+        // A lag of a second or more: `allowed`'s bound; under a tick, a tick's.
+        assert_eq!(line_allowed(400, 50, 4000.0), allowed(400, 50));
+        assert_eq!(line_allowed(400, 20, 100.0), 160.0);
+        assert_eq!(line_allowed(400, 1, 500.0), MIN_ALLOWED);
+        // A line 150 units from its sell-out still runs at its budget (it ran at 0.75 of it).
+        let e = crowd(&[(0, 100_000.0)]);
+        let mut s = advance(None, &inputs(&e, START, None));
+        for tick in 1..=8 {
+            s = advance(Some(&s), &inputs(&e, START + tick * ADVANCE_MS, Some(400)));
+        }
+        let at = |remaining| {
+            let i = Inputs {
+                remaining,
+                ..inputs(&e, START + 2_250, Some(400))
+            };
+            advance(Some(&s), &i).rate
+        };
+        assert!(s.lag_ms <= 500.0, "{}", s.lag_ms);
+        assert_eq!(at(150), at(3000));
     }
 
     #[test]
