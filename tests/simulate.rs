@@ -241,23 +241,8 @@ fn the_crowd_does_not_wait_for_a_page_that_claimed_the_lines_first_tick() {
     // when the crowd waited, every first attempt planned in the first 80 ms came up to 80 ms
     // late, and the line entered the sale's first second a tick late.
     let redis = common::Redis::start();
-    let r = simulate(
-        &redis,
-        &[
-            "--isolates",
-            "3000",
-            "--users",
-            "300",
-            "--attempts",
-            "600",
-            "--stock",
-            "50",
-            "--budget",
-            "100",
-            "--seconds",
-            "2",
-        ],
-    );
+    let args = "--isolates 3000 --users 300 --attempts 600 --stock 50 --budget 100 --seconds 2";
+    let r = simulate(&redis, &args.split(' ').collect::<Vec<_>>());
     // The default scale, auto, keeps a crowd this small on the wall clock.
     assert_eq!(r["time_scale"].as_f64(), Some(1.0), "{r}");
     assert_eq!(r["time_scale_auto"].as_bool(), Some(true), "{r}");
