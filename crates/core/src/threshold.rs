@@ -39,7 +39,7 @@ pub const ADVANCE_MS: i64 = 250;
 /// 0.86–1.04 but once, entering late, 0.70 and then 1.29 in the next second; 0.75 s
 /// 1.02–1.24. Entering it 330 ms in, after [`SETTLE_MS`], half a second gave 0.90–1.11 with
 /// the simulated crowd a little late, and 0.97–1.22 once it came on time; 0.45 s gives
-/// 0.86–1.09, and the next second 0.77–0.95.)
+/// 0.86–1.18, and the next second 0.77–0.95 (the gain learnt too high, docs/admission.md).)
 pub const LEAD_SECS: f64 = 0.45;
 /// The line's lead when it starts in a window it knows (the early window, at the start):
 /// smaller, as the shoppers it admits then are arriving, not waiting, and those admitted
