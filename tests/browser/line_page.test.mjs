@@ -99,8 +99,9 @@ describe('entry and the line', { timeout: 240_000 }, () => {
   const ORDERS = `/api/events/${EVENT}/orders`;
   const ENTRY = `/api/events/${EVENT}/entry`;
   // The crowd that enters before the start and never comes back. The line admits about
-  // `threshold::allowed(budget, units left)` = min(40, 2 × 20) = 40 shoppers a second of those
-  // it counted, so the whole crowd is through in about 20 s: the longest the buyer can wait.
+  // `threshold::line_allowed(budget, units left, lag)` = min(40, 2 × 20 / lag) = 40 shoppers a
+  // second of those it counted, so the whole crowd is through in about 20 s: the longest the
+  // buyer can wait.
   const CROWD = 800;
   const BUDGET = 40;
   const STOCK = 20;

@@ -208,10 +208,21 @@ impl Share {
     };
 }
 
+/// Attempts a second the origin should see: the budget, or a small multiple of the stock left.
+pub fn allowed(budget: u32, remaining: u64) -> f64 {
+    allowed_within(budget, remaining, 1.0)
+}
+
+/// The budget, or as many attempts a second as bring [`STOCK_MULTIPLE`] times the stock left
+/// within `secs`; never under [`MIN_ALLOWED`].
+pub fn allowed_within(budget: u32, remaining: u64, secs: f64) -> f64 {
+    f64::from(budget).min((STOCK_MULTIPLE * remaining as f64 / secs).max(MIN_ALLOWED))
+}
+
 /// The share for an event with `budget`, `remaining` units over all items, and the fleet's
 /// latest figures (`None` when missing), given the isolate count last learnt.
 pub fn share(budget: u32, remaining: u64, fleet: Option<&FleetFigures>, isolates: u64) -> Share {
-    let allowed = f64::from(budget).min((STOCK_MULTIPLE * remaining as f64).max(MIN_ALLOWED));
+    let allowed = allowed(budget, remaining);
     let isolates = fleet
         .map(FleetFigures::isolates)
         .filter(|&n| n > 0)

@@ -26,7 +26,7 @@
 //! the origin). The threshold never passes the current second's window: nobody is admitted
 //! before they arrived.
 
-use crate::fleet::{MIN_ALLOWED, STOCK_MULTIPLE};
+use crate::fleet::{allowed, allowed_within};
 use crate::line::{PlaceKey, Window};
 use std::collections::{BTreeMap, HashMap};
 
@@ -452,21 +452,19 @@ pub fn intents_per_entrant((entrants, intents): (u64, u64), per_user: u32) -> Op
         .then(|| (intents as f64 / entrants as f64).min(f64::from(per_user.max(1))))
 }
 
-/// Attempts a second the origin should see: the budget, or a small multiple of the stock left.
-pub fn allowed(budget: u32, remaining: u64) -> f64 {
-    f64::from(budget).min((STOCK_MULTIPLE * remaining as f64).max(MIN_ALLOWED))
-}
-
 /// The line's target, attempts a second: the budget, or as many as keep the shoppers on their
 /// way (admitted within the last `lag_ms`, their attempts not yet at the origin) within
-/// [`STOCK_MULTIPLE`] times the stock left. The line admits shoppers who come back a lag
-/// later, not attempts spread over a second, so its bound is per lag, not per second
-/// ([`allowed`]'s): with `allowed` the line slowed from 200 units left on and its last
+/// [`STOCK_MULTIPLE`](crate::fleet::STOCK_MULTIPLE) times the stock left. The line admits
+/// shoppers who come back a lag later, not attempts spread over a second, so its bound is per
+/// lag, not per second ([`allowed`]'s): with `allowed` the line slowed from 200 units left on and its last
 /// second ran at 0.6–0.75 of the budget. The lag counts from a tick ([`ADVANCE_MS`]) to a
 /// second, where this is `allowed`.
 pub fn line_allowed(budget: u32, remaining: u64, lag_ms: f64) -> f64 {
-    let lag_s = lag_ms.clamp(ADVANCE_MS as f64, 1000.0) / 1000.0;
-    f64::from(budget).min((STOCK_MULTIPLE * remaining as f64 / lag_s).max(MIN_ALLOWED))
+    allowed_within(
+        budget,
+        remaining,
+        lag_ms.clamp(ADVANCE_MS as f64, 1000.0) / 1000.0,
+    )
 }
 
 /// The milliseconds of each window the fleet watched, from the line hash's `x:<rank>` fields
@@ -1449,7 +1447,7 @@ mod tests {
         // A lag of a second or more: `allowed`'s bound; under a tick, a tick's.
         assert_eq!(line_allowed(400, 50, 4000.0), allowed(400, 50));
         assert_eq!(line_allowed(400, 20, 100.0), 160.0);
-        assert_eq!(line_allowed(400, 1, 500.0), MIN_ALLOWED);
+        assert_eq!(line_allowed(400, 1, 500.0), crate::fleet::MIN_ALLOWED);
         // A line 150 units from its sell-out still runs at its budget (it ran at 0.75 of it).
         let e = crowd(&[(0, 100_000.0)]);
         let mut s = advance(None, &inputs(&e, START, None));
