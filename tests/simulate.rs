@@ -247,6 +247,17 @@ fn the_crowd_does_not_wait_for_a_page_that_claimed_the_lines_first_tick() {
     assert_eq!(r["time_scale"].as_f64(), Some(1.0), "{r}");
     assert_eq!(r["time_scale_auto"].as_bool(), Some(true), "{r}");
     assert_eq!(num(&r, "warmed_isolates"), 3000, "{r}");
+    // First attempts are as late as the fleet's thread, no later: a machine that cannot keep
+    // up delays every task on the thread (a busy CI runner: 0.4–0.6 s at p99), and a task
+    // spawned behind a backlog a little more (up to 1.15 times the thread's worst under
+    // contention, 46/42, 89/71, 295/274, 1,965/1,720 ms), while a crowd that waited for the
+    // claimer was 83–84 ms late at p99 on a thread late by 6–17 ms at worst.
     let late = r["late_p99_ms"].as_f64().expect("late_p99_ms");
-    assert!(late < 50.0, "first attempts {late} ms late at p99: {r}");
+    let thread = r["thread_late_max_ms"]
+        .as_f64()
+        .expect("thread_late_max_ms");
+    assert!(
+        late < thread * 1.25 + 30.0,
+        "first attempts {late} ms late at p99, the thread at most {thread} ms: {r}"
+    );
 }

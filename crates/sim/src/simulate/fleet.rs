@@ -28,6 +28,11 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use tokio::task::JoinSet;
 
+/// The period of the timer that measures the thread's own lag from the start on, and how long
+/// it runs (sale ms).
+const PACE_MS: i64 = 10;
+const PACE_FOR_MS: i64 = 2000;
+
 /// How long after its snapshot is due for a refresh an isolate's page polls again.
 const POLL_SLACK_MS: i64 = 20;
 
@@ -72,6 +77,9 @@ pub struct CrowdLog {
     pub intents: BTreeMap<String, u64>,
     /// How late each intent's first attempt reached its isolate against the plan, in µs.
     pub late_us: Vec<u64>,
+    /// How late the fleet's thread woke for a timer set every [`PACE_MS`] over the crowd's
+    /// first seconds, in µs: the thread's own lag, the most any first attempt should wait.
+    pub thread_late_us: Vec<u64>,
     /// Every purchase an isolate forwarded, at its origin boundary.
     pub forwards: Vec<Forward>,
     pub warmup_ms: i64,
@@ -328,6 +336,20 @@ impl Fleet {
         (now_ms() - began, polls)
     }
 
+    /// Wakes every [`PACE_MS`] from the start for [`PACE_FOR_MS`] (or to the end of the run)
+    /// and notes how late each wake-up was: the lag of the thread itself, which every task
+    /// on it shares. A first attempt later than this waited for something in the fleet.
+    async fn pace(self: Rc<Self>) {
+        let (t0, end) = (self.orders.t0_ms, self.orders.end_ms);
+        let mut at = t0;
+        while at < (t0 + PACE_FOR_MS).min(end) {
+            sleep_until_ms(at).await;
+            let late = (now_ms() - at).max(0) as u64 * 1000;
+            self.log.borrow_mut().thread_late_us.push(late);
+            at += PACE_MS;
+        }
+    }
+
     /// Sends each intent at its time; returns when all have ended or at the end of the run.
     async fn send_crowd(self: &Rc<Self>) {
         let mut running = JoinSet::new();
@@ -374,6 +396,7 @@ async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
         orders,
         bar,
     });
+    let pace = tokio::task::spawn_local(fleet.clone().pace());
     let ((warmup_ms, mut polls), ()) =
         futures_util::future::join(fleet.warm_up(), fleet.enter_early()).await;
     let warmed = fleet
@@ -388,6 +411,8 @@ async fn run(orders: Orders, bar: ProgressBar) -> Result<CrowdLog, String> {
     }
     fleet.send_crowd().await;
     while polls.join_next().await.is_some() {}
+    pace.abort();
+    let _ = pace.await;
     let unfinished =
         fleet.orders.arrivals.len() as u64 - fleet.log.borrow().intents.values().sum::<u64>();
     let finished_ms = now_ms() - fleet.orders.t0_ms;

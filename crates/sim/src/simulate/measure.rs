@@ -25,6 +25,9 @@
 //!   attempt reached its isolate. The simulator's own health, not the origin's: when it is
 //!   large, one thread could not keep up with the fleet and the crowd arrived gentler than
 //!   planned.
+//! - `thread_late_p99_ms` / `thread_late_max_ms`: how late the fleet's thread woke for a
+//!   timer every 10 ms over the crowd's first two seconds: the lag every task on it shares.
+//!   First attempts much later than that waited for something in the fleet.
 
 use crate::load::{commandstats_delta, percentile};
 use serde::Serialize;

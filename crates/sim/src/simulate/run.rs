@@ -390,6 +390,8 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
     let idle = measure::ping_percentiles(&m.pings, i64::MIN, warm_from);
     let sale_pings = measure::ping_percentiles(&m.pings, 0, last_edge as i64 * 1000);
     let late = measure::p50_p99_ms(log.late_us);
+    let thread_late_max_ms = log.thread_late_us.iter().max().copied().unwrap_or(0) as f64 / 1000.0;
+    let thread_late = measure::p50_p99_ms(log.thread_late_us);
     let gave_up = {
         let mut w = log.gave_up_ms.clone();
         w.sort_unstable();
@@ -439,6 +441,8 @@ pub async fn main(a: SimulateArgs, origin: &str, password: Option<String>) -> Re
         probe_priority: m.priority,
         late_p50_ms: late.0,
         late_p99_ms: late.1,
+        thread_late_p99_ms: thread_late.1,
+        thread_late_max_ms,
         time_scale: time::slow().scale,
         time_scale_auto: a.time_scale == Scale::Auto,
         warmup_ms: log.warmup_ms,
