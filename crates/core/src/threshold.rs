@@ -1411,14 +1411,14 @@ mod tests {
             };
             s = advance(Some(&s), &i);
         }
-        // At 1,750 ms the mark a second back (750 ms) stood in window 1 while it arrived.
+        // At 1,750 ms the line is in window 1, still arriving at the mark a second back (750 ms).
         assert!(s.pos.floor() == 1.0 && !s.learnt && s.gain == 1.0, "{s:?}");
-        // From 2,250 ms, the mark a second back (1,250 ms) is in a window that has closed.
+        // At 2,250 ms window 1 had closed by the mark a second back (1,250 ms).
         for (at, this) in [(2000, 0), (2250, 100)] {
             let i = Inputs {
                 exposure: &full,
                 origin_this_second: Some(this),
-                origin_before: [Some(if at < 2000 { 200 } else { 660 }), Some(200)],
+                origin_before: [Some(660), Some(200)],
                 lag_ms: Some(250.0),
                 ..inputs(&e, START + at, None)
             };
